@@ -1,0 +1,49 @@
+"""Datasets: the built-in `digits`, user `.npz` files and image folders, all turned into one `Dataset`.
+
+    from edgekd.data import load_dataset
+    ds = load_dataset("digits", image_size=32, seed=0)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd.data.dataset import Dataset, RawImages, Split, build_image_dataset, fingerprint_arrays
+from edgekd.data.sources import BUILTIN, load_image_folder, load_npz
+from edgekd.errors import DataError
+
+__all__ = ["Dataset", "Split", "RawImages", "load_dataset", "BUILTIN", "fingerprint_arrays"]
+
+
+def load_dataset(
+    source: str = "digits",
+    *,
+    image_size: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> Dataset:
+    """Load a dataset by built-in name (`digits`), `.npz` path or image-folder path.
+
+    Images are scaled to [0, 1], optionally resampled to `image_size`×`image_size`, split
+    train/val/test deterministically from `seed` (stratified by class), normalized per channel with
+    the train split's mean/std, and fingerprinted.
+    """
+    source = str(source)
+    if source in BUILTIN:
+        raw: RawImages = BUILTIN.get(source)()
+        name = source
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            hint = f"built-in datasets: {', '.join(BUILTIN.names())}"
+            raise DataError(f"{source}: no such file or folder; give an .npz file, an image folder, or a {hint}")
+        if path.is_dir():
+            raw = load_image_folder(path, image_size)
+        elif path.suffix.lower() == ".npz":
+            raw = load_npz(path)
+        else:
+            raise DataError(f"{source}: unsupported data file {path.suffix or '(no suffix)'}; use .npz or an image folder")
+        name = path.stem if path.is_file() else path.name
+    return build_image_dataset(
+        raw, name=name, image_size=image_size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+    )
