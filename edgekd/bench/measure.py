@@ -1,0 +1,371 @@
+"""The timing loop and its statistics, used in-process and by the on-device agent.
+
+Device side: numpy + stdlib only (the artifact's runtime is imported by `edgekd.runtimes`).
+
+Methodology (see README, "How edgekd measures"): load the model and time it; time the first
+inference on its own (it often pays for lazy allocation or kernel selection); warm up until BOTH a
+minimum count and a minimum time have passed (benchmark_app / trtexec `--warmUp`); then time every
+iteration with `perf_counter_ns` until BOTH a minimum count and a minimum duration are reached
+(trtexec `--iterations` + `--duration`, MLPerf's min query count + min duration), with a hard cap so
+a pathological model cannot hang the device. Statistics come from the per-iteration times.
+
+Two entry points:
+- `measure_artifact(artifact_dir, request)` measures in the calling process;
+- `run_isolated(artifact_dir, request)` does the same in a fresh `python -m edgekd.bench.runner_process`
+  child, so the peak RSS it reports belongs to that one model (what the agent and `edgekd bench` use).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekd.errors import ConfigError, EdgeKDError
+from edgekd.bench import inputs as inp
+
+# Every key a request may carry, with its default. Requests are plain JSON (they cross the wire).
+DEFAULT_REQUEST: dict[str, Any] = {
+    "threads": None,  # runtime intra-op threads; None = the runtime's default
+    "batch": 1,
+    "warmup_count": 10,
+    "warmup_s": 1.0,
+    "min_count": 100,
+    "min_s": 3.0,
+    "max_s": 60.0,  # hard cap on the timed loop; hitting it before min_count is flagged
+    "input": "random",  # "random" (seeded normal) or "data" (real samples from the eval .npz)
+    "data": None,  # path to the evaluation .npz (device-local path)
+    "latency": True,  # run the timing loop
+    "accuracy": None,  # None = yes when data is given
+    "eval_batch": 64,  # batch for the accuracy pass when the model's batch is dynamic
+    "seed": 0,
+    "cv_warn": 0.10,  # coefficient of variation above which the result carries a warning
+    "timeout_s": 900.0,  # run_isolated only: kill the child after this long
+}
+
+
+def normalize_request(request: dict[str, Any] | None) -> dict[str, Any]:
+    """Fill defaults and validate a request; unknown keys and bad values raise ConfigError."""
+    req = dict(DEFAULT_REQUEST)
+    unknown = set(request or {}) - set(DEFAULT_REQUEST)
+    if unknown:
+        raise ConfigError(f"unknown benchmark request keys {sorted(unknown)}; valid keys: {sorted(DEFAULT_REQUEST)}")
+    req.update({k: v for k, v in (request or {}).items()})
+    for key in ("batch", "warmup_count", "min_count", "eval_batch"):
+        if not isinstance(req[key], int) or isinstance(req[key], bool) or req[key] < (1 if key in ("batch", "eval_batch") else 0):
+            raise ConfigError(f"benchmark request {key}={req[key]!r} must be a non-negative integer (batch >= 1)")
+    if req["threads"] is not None and (not isinstance(req["threads"], int) or req["threads"] < 1):
+        raise ConfigError(f"benchmark request threads={req['threads']!r} must be a positive integer or null")
+    for key in ("warmup_s", "min_s", "max_s", "cv_warn", "timeout_s"):
+        if not isinstance(req[key], (int, float)) or req[key] < 0:
+            raise ConfigError(f"benchmark request {key}={req[key]!r} must be a non-negative number")
+    if req["input"] not in ("random", "data"):
+        raise ConfigError(f"benchmark request input={req['input']!r} must be 'random' or 'data'")
+    if req["input"] == "data" and not req["data"]:
+        raise ConfigError("benchmark request input='data' needs 'data' (path to an evaluation .npz)")
+    if req["accuracy"] is None:
+        req["accuracy"] = bool(req["data"])
+    if req["accuracy"] and not req["data"]:
+        raise ConfigError("benchmark request accuracy=true needs 'data' (path to an evaluation .npz)")
+    return req
+
+
+def latency_stats(times_ns: np.ndarray | list[int], batch: int = 1) -> dict[str, float]:
+    """Statistics of per-iteration times given in nanoseconds, reported in milliseconds.
+
+    Percentiles use numpy's default linear interpolation; `std` is the population standard deviation
+    (ddof=0); `cv` = std / mean; throughput counts samples (iterations × batch) per second of summed
+    iteration time, which is what a caller running back-to-back inferences would get.
+    """
+    t = np.asarray(times_ns, dtype=np.float64) / 1e6
+    if t.size == 0:
+        raise ValueError("no timed iterations")
+    mean = float(t.mean())
+    std = float(t.std())
+    total_s = float(t.sum()) / 1e3
+    p50, p90, p99 = (float(v) for v in np.percentile(t, [50, 90, 99]))
+    return {
+        "count": int(t.size),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "mean_ms": mean,
+        "std_ms": std,
+        "min_ms": float(t.min()),
+        "max_ms": float(t.max()),
+        "cv": std / mean if mean > 0 else 0.0,
+        "total_s": total_s,
+        "throughput_per_s": (t.size * batch) / total_s if total_s > 0 else float("inf"),
+    }
+
+
+def timing_loop(
+    step: Callable[[], Any],
+    *,
+    warmup_count: int,
+    warmup_s: float,
+    min_count: int,
+    min_s: float,
+    max_s: float,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Warm up, then time `step()` per iteration. Returns (loop info, times in ns as int64 array)."""
+    clock = time.perf_counter_ns
+    start = clock()
+    n_warm = 0
+    while n_warm < warmup_count or (clock() - start) < warmup_s * 1e9:
+        step()
+        n_warm += 1
+    warm_s = (clock() - start) / 1e9
+
+    times = np.empty(max(min_count, 256), dtype=np.int64)
+    n = 0
+    capped = False
+    # the collector could fire inside a timed call and charge its pause to the model (timeit does the same)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        loop_start = clock()
+        while True:
+            elapsed = clock() - loop_start
+            if n >= min_count and elapsed >= min_s * 1e9:
+                break
+            if n > 0 and elapsed >= max_s * 1e9:
+                capped = True
+                break
+            t0 = clock()
+            step()
+            t1 = clock()
+            if n == times.size:
+                times = np.concatenate([times, np.empty(times.size, dtype=np.int64)])
+            times[n] = t1 - t0
+            n += 1
+        wall_s = (clock() - loop_start) / 1e9
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    info = {"warmup_count": n_warm, "warmup_s": warm_s, "wall_s": wall_s, "capped_by_max_s": capped}
+    return info, times[:n]
+
+
+def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load one artifact and measure it in THIS process: load time, first inference, latency
+    statistics, accuracy over the whole evaluation set. Returns plain JSON-able data."""
+    from edgekd.runtimes import load_artifact  # lazy: keeps `import edgekd.bench.measure` light
+
+    req = normalize_request(request)
+    artifact_dir = Path(artifact_dir)
+    manifest = inp.read_manifest(artifact_dir)
+    specs = inp.input_specs(manifest)
+    inp.check_batch(specs, req["batch"], artifact_dir)
+    model_size, total_size = inp.artifact_files_size(artifact_dir, manifest)
+    rss_before_load = peak_rss_bytes()
+
+    t0 = time.perf_counter_ns()
+    runner = load_artifact(artifact_dir, threads=req["threads"])
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+
+    data = inp.load_eval_data(req["data"], specs, manifest) if req["data"] else None
+    if req["input"] == "data":
+        assert data is not None  # normalize_request guarantees it
+        if len(data) < req["batch"]:
+            raise ConfigError(f"evaluation data {data.path} has {len(data)} samples, fewer than batch {req['batch']}")
+        feed, _ = data.batch(0, req["batch"])
+    else:
+        feed = inp.random_feed(specs, req["batch"], seed=req["seed"])
+
+    t0 = time.perf_counter_ns()
+    runner.run(feed)
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+
+    info = dict(getattr(runner, "info", {}) or {})
+    result: dict[str, Any] = {
+        "artifact": {
+            "dir": str(artifact_dir),
+            "format": manifest.get("format"),
+            "runtime": manifest.get("runtime"),
+            "precision": manifest.get("precision"),
+            "model_file": manifest.get("model_file"),
+            "model_sha256": (manifest.get("files") or {}).get(manifest.get("model_file", ""), None),
+            "size_bytes": model_size,
+            "total_size_bytes": total_size,
+        },
+        "settings": {
+            "threads": req["threads"],
+            "batch": req["batch"],
+            "input_source": "data" if req["input"] == "data" else "random_normal",
+            "seed": req["seed"],
+            "precision_hint": info.get("precision", manifest.get("precision")),
+            "warmup_count": req["warmup_count"],
+            "warmup_s": req["warmup_s"],
+            "min_count": req["min_count"],
+            "min_s": req["min_s"],
+        },
+        "runner_info": _jsonable(info),
+        "load_ms": load_ms,
+        "first_inference_ms": first_ms,
+        "latency": None,
+        "accuracy": None,
+        "warnings": [],
+        "versions": versions(info),
+    }
+    if req["latency"]:
+        loop, times = timing_loop(
+            lambda: runner.run(feed),
+            warmup_count=req["warmup_count"],
+            warmup_s=req["warmup_s"],
+            min_count=req["min_count"],
+            min_s=req["min_s"],
+            max_s=req["max_s"],
+        )
+        stats = latency_stats(times, req["batch"])
+        result["latency"] = stats
+        result["loop"] = loop
+        if stats["cv"] > req["cv_warn"]:
+            result["warnings"].append(
+                f"latency is unstable: coefficient of variation {stats['cv']:.1%} > {req['cv_warn']:.0%}; "
+                "close other programs, pin threads, or raise min_s"
+            )
+        if loop["capped_by_max_s"] and stats["count"] < req["min_count"]:
+            result["warnings"].append(
+                f"stopped at max_s={req['max_s']} s after {stats['count']} of {req['min_count']} iterations"
+            )
+    if req["accuracy"]:
+        from edgekd.bench.accuracy import evaluate
+
+        assert data is not None
+        result["accuracy"] = evaluate(runner, data, specs, req["eval_batch"])
+    result["memory"] = {
+        "peak_rss_bytes": peak_rss_bytes(),
+        "rss_before_load_bytes": rss_before_load,
+        "isolated": False,
+    }
+    return result
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes (kernel high-water mark)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def versions(info: dict[str, Any] | None = None) -> dict[str, str]:
+    """Versions that shape a measurement: python, numpy, edgekd, and the runtime's own."""
+    import edgekd
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "edgekd": edgekd.__version__}
+    for key in ("runtime_version", "version"):
+        if info and info.get(key):
+            out["runtime"] = str(info[key])
+            break
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+# --- isolation: one fresh child process per artifact -----------------------------------------
+
+class MeasurementError(EdgeKDError):
+    """The runner child failed without a user-level error (crashed, killed, timed out)."""
+
+
+def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure one artifact in a fresh `python -m edgekd.bench.runner_process` child.
+
+    The request (see DEFAULT_REQUEST) goes to the child as JSON on stdin; the result comes back as
+    JSON on stdout. The child's peak RSS is read from the kernel with `wait4` on that child alone, so
+    it belongs to this one model (plus the interpreter and runtime it needs), never to the caller.
+    A user error in the child (bad artifact, missing runtime, bad data) is re-raised here as the same
+    EdgeKDError class; a crash or timeout raises MeasurementError with the child's stderr tail.
+    """
+    req = normalize_request(request)
+    payload = json.dumps({"artifact_dir": str(Path(artifact_dir).resolve()), "request": req}).encode()
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgekd.bench.runner_process"],
+            stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
+        )
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(req["timeout_s"], kill)
+        timer.start()
+        try:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(payload)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the child died early; its stderr says why
+            # wait4 reaps exactly this child and returns ITS resource usage (ru_maxrss = its peak RSS)
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+    peak = int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)
+    tail = stderr.strip()[-800:]
+    if timed_out.is_set():
+        raise MeasurementError(f"measuring {artifact_dir} took longer than timeout_s={req['timeout_s']} s; child killed")
+    reply = _last_json_line(stdout)
+    if reply is None:
+        raise MeasurementError(
+            f"runner process for {artifact_dir} exited with code {proc.returncode} without a result; stderr: {tail or '(empty)'}"
+        )
+    if not reply.get("ok"):
+        raise _rebuild_error(reply.get("error") or {}, artifact_dir)
+    result = reply["result"]
+    result["memory"] = {
+        "peak_rss_bytes": peak,
+        "rss_before_load_bytes": result.get("memory", {}).get("rss_before_load_bytes"),
+        "isolated": True,
+        "source": "wait4 ru_maxrss of the runner child",
+    }
+    result["runner_pid"] = proc.pid
+    return result
+
+
+def _last_json_line(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def _rebuild_error(error: dict[str, Any], artifact_dir: str | Path) -> EdgeKDError:
+    from edgekd import errors
+
+    cls = getattr(errors, str(error.get("type", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, EdgeKDError)):
+        cls = MeasurementError
+    message = error.get("message") or f"runner process failed on {artifact_dir}"
+    return cls(message)
