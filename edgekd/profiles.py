@@ -1,0 +1,297 @@
+"""Per-device profiles: `profiles/<device>.yaml`, every measurement ever taken on one physical device.
+
+Device-safe: yaml + stdlib only. The file is meant to be read by people and diffed in review:
+
+    schema: edgekd.profile/1
+    name: amd-epyc-x86_64-2c
+    device: {...}                  # the fingerprint from the agent's hello (latest)
+    created: 2025-...Z
+    updated: 2025-...Z
+    measurements:                  # sorted by key, one entry per (model, format, precision, threads, batch)
+      <sha12>/onnx/fp32/t1/b1:
+        model_sha256: ...          # the student checkpoint (or the model file when there is none)
+        format: onnx
+        precision: fp32
+        threads: 1
+        batch: 1
+        count: 3                   # how many times this key was measured; the latest replaces the rest
+        spec / params / macs / size_bytes / latency{p50_ms..} / peak_rss_bytes / accuracy /
+        dataset_fingerprint / measured_at / versions / ...
+    latency_model: null            # fitted by `edgekd profile calibrate` (later issue); kept as is
+
+Updates go through `record_measurements`, which holds a lock on `<file>.lock` across
+read-modify-write and writes atomically, so two benches writing the same profile lose nothing.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from edgekd.errors import ConfigError, ProfileError
+from edgekd.fileio import atomic_write_text
+from edgekd.profile_lock import file_lock
+
+SCHEMA = "edgekd.profile/1"
+KEY_FIELDS = ("model_sha256", "format", "precision", "threads", "batch")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Measurement:
+    """One benchmark result as a profile stores it. The key is (model_sha256, format, precision,
+    threads, batch); `threads=None` means the runtime's default and is written as 0."""
+
+    model_sha256: str
+    format: str
+    precision: str
+    threads: int
+    batch: int
+    spec: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    size_bytes: int | None = None
+    latency: dict[str, float] | None = None
+    peak_rss_bytes: int | None = None
+    accuracy: float | None = None
+    accuracy_count: int | None = None
+    dataset_fingerprint: str | None = None
+    load_ms: float | None = None
+    first_inference_ms: float | None = None
+    input_source: str | None = None
+    runtime: str | None = None
+    artifact_sha256: str | None = None
+    measured_at: str = field(default_factory=now_iso)
+    versions: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    count: int = 1
+
+    @property
+    def key(self) -> str:
+        """The profile key as written in the file, e.g. `1a2b3c4d5e6f/onnx/fp32/t1/b1`."""
+        return f"{self.model_sha256[:12]}/{self.format}/{self.precision}/t{self.threads}/b{self.batch}"
+
+    @property
+    def key_tuple(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in KEY_FIELDS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any], *, model_sha256: str | None = None, spec: str | None = None,
+                    params: int | None = None, macs: int | None = None,
+                    dataset_fingerprint: str | None = None) -> "Measurement":
+        """Build from what `edgekd.bench.measure` returns (in-process, isolated, or from the agent).
+        Missing model facts fall back to the artifact's own (its file hash stands in for the model)."""
+        art = result.get("artifact") or {}
+        settings = result.get("settings") or {}
+        acc = result.get("accuracy") or {}
+        lat = result.get("latency")
+        artifact_sha = art.get("model_sha256")
+        sha = model_sha256 or artifact_sha
+        if not sha:
+            raise ProfileError("a measurement needs a model sha256 (the artifact manifest lists none); re-export it")
+        keep = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "cv", "count", "throughput_per_s")
+        return cls(
+            model_sha256=sha,
+            format=str(art.get("format")),
+            precision=str(art.get("precision")),
+            threads=int(settings.get("threads") or 0),
+            batch=int(settings.get("batch") or 1),
+            spec=spec,
+            params=params,
+            macs=macs,
+            size_bytes=art.get("size_bytes"),
+            latency={k: _round(lat[k]) for k in keep if k in lat} if lat else None,
+            peak_rss_bytes=(result.get("memory") or {}).get("peak_rss_bytes"),
+            accuracy=acc.get("top1"),
+            accuracy_count=acc.get("count"),
+            dataset_fingerprint=dataset_fingerprint or acc.get("data_sha256"),
+            load_ms=_round(result.get("load_ms")),
+            first_inference_ms=_round(result.get("first_inference_ms")),
+            input_source=settings.get("input_source"),
+            runtime=art.get("runtime"),
+            artifact_sha256=artifact_sha,
+            versions=dict(result.get("versions") or {}),
+            warnings=list(result.get("warnings") or []),
+        )
+
+
+def _round(v: Any) -> Any:
+    # 4 significant decimals keep the YAML readable; timings are never that precise anyway
+    return round(float(v), 4) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+@dataclass
+class Profile:
+    """A device profile in memory. Use `record` to add a measurement, `save_profile` to write."""
+
+    name: str
+    device: dict[str, Any] = field(default_factory=dict)
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+    latency_model: Any = None  # owned by the calibration step (later issue); stored verbatim
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown top-level keys, kept on save
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Profile":
+        """Read a profile; a missing, unparsable or wrongly shaped file raises ProfileError naming it."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ProfileError(f"profile {path} does not exist; run `edgekd bench ... --profile {path.stem}` first") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ProfileError(f"profile {path} is unreadable ({err})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            line = getattr(getattr(err, "problem_mark", None), "line", None)
+            where = f" near line {line + 1}" if line is not None else ""
+            raise ProfileError(f"profile {path} is not valid YAML{where}; fix or delete it") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise ProfileError(f"profile {path} is not an {SCHEMA} file; fix or delete it")
+        raw = data.get("measurements") or {}
+        if not isinstance(raw, dict):
+            raise ProfileError(f"profile {path}: 'measurements' must be a mapping; fix or delete the file")
+        measurements = {}
+        for key, entry in raw.items():
+            try:
+                m = Measurement.from_dict(entry)
+            except TypeError as err:
+                raise ProfileError(f"profile {path}: measurement {key!r} is malformed ({err}); fix or delete it") from None
+            measurements[m.key] = m
+        known = {"schema", "name", "device", "measurements", "created", "updated", "latency_model"}
+        return cls(
+            name=str(data.get("name") or path.stem),
+            device=dict(data.get("device") or {}),
+            measurements=measurements,
+            created=str(data.get("created") or now_iso()),
+            updated=str(data.get("updated") or now_iso()),
+            latency_model=data.get("latency_model"),
+            extra={k: v for k, v in data.items() if k not in known},
+            path=path,
+        )
+
+    @classmethod
+    def load_or_new(cls, path: str | os.PathLike[str], device: dict[str, Any] | None = None) -> "Profile":
+        path = Path(path)
+        if path.exists():
+            return cls.load(path)
+        return cls(name=path.stem, device=dict(device or {}), path=path)
+
+    def record(self, measurement: Measurement | dict[str, Any]) -> Measurement:
+        """Add a measurement; one with the same key replaces the old one and its count goes up."""
+        m = measurement if isinstance(measurement, Measurement) else Measurement.from_dict(measurement)
+        old = self.measurements.get(m.key)
+        m.count = (old.count + 1) if old else max(1, m.count)
+        self.measurements[m.key] = m
+        self.updated = now_iso()
+        return m
+
+    def set_device(self, fingerprint: dict[str, Any]) -> None:
+        """Store the latest fingerprint; a different machine (arch / CPU model) is refused, because one
+        profile describes one physical device."""
+        for key in ("arch", "cpu_model"):
+            old, new = self.device.get(key), fingerprint.get(key)
+            if old and new and old != new:
+                where = self.path or self.name
+                raise ProfileError(
+                    f"profile {where} belongs to a device with {key}={old!r}, not {new!r}; "
+                    "use --profile with another name for this device"
+                )
+        self.device = dict(fingerprint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "name": self.name,
+            "device": self.device,
+            "created": self.created,
+            "updated": self.updated,
+            "measurements": {k: self.measurements[k].to_dict() for k in sorted(self.measurements)},
+            "latency_model": self.latency_model,
+            **self.extra,
+        }
+
+    def rows(self) -> list[Measurement]:
+        """Measurements ordered for display: by spec, then format, precision, threads, batch."""
+        return sorted(self.measurements.values(),
+                      key=lambda m: (m.spec or "", m.format, m.precision, m.threads, m.batch, m.model_sha256))
+
+
+def dump_profile(profile: Profile) -> str:
+    return yaml.safe_dump(profile.to_dict(), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+
+
+def save_profile(profile: Profile, path: str | os.PathLike[str] | None = None) -> Path:
+    """Write `profile` atomically under its lock. This overwrites the file with exactly `profile`;
+    to add measurements without losing a concurrent writer's, use `record_measurements`."""
+    path = Path(path or profile.path or profile_path(profile.name))
+    with file_lock(path):
+        atomic_write_text(path, dump_profile(profile))
+    profile.path = path
+    return path
+
+
+def record_measurements(path: str | os.PathLike[str], measurements: Iterable[Measurement],
+                        device: dict[str, Any] | None = None) -> Profile:
+    """Lock, re-read the newest profile from disk, record, write atomically, unlock.
+
+    Re-reading under the lock is what keeps two concurrent benches from losing each other's rows.
+    """
+    path = Path(path)
+    with file_lock(path):
+        profile = Profile.load_or_new(path, device)
+        if device:
+            profile.set_device(device)
+        for m in measurements:
+            profile.record(m)
+        atomic_write_text(path, dump_profile(profile))
+    profile.path = path
+    return profile
+
+
+def profile_path(name: str, profiles_dir: str | os.PathLike[str] = "profiles") -> Path:
+    """`profiles/<name>.yaml` for a bare name; a name ending in .yaml/.yml or holding a path
+    separator is taken as a path."""
+    if name.endswith((".yaml", ".yml")) or os.sep in name or "/" in name:
+        return Path(name)
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"profile name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    return Path(profiles_dir) / f"{name}.yaml"
+
+
+def device_name(fingerprint: dict[str, Any]) -> str:
+    """A file name that says what the device is, from its fingerprint: CPU model, arch, cores
+    (and GPU when there is one), e.g. `amd-epyc-x86_64-2c`."""
+    cpu = str(fingerprint.get("cpu_model") or fingerprint.get("cpu") or fingerprint.get("processor") or "cpu")
+    parts = [cpu, str(fingerprint.get("arch") or fingerprint.get("machine") or "")]
+    cores = fingerprint.get("cores") or fingerprint.get("cpu_count")
+    if cores:
+        parts.append(f"{cores}c")
+    gpu = fingerprint.get("gpu")
+    if isinstance(gpu, dict):
+        gpu = gpu.get("name")
+    if gpu:
+        parts.append(str(gpu))
+    slug = re.sub(r"\((r|tm)\)", "", "-".join(p for p in parts if p).lower())
+    slug = re.sub(r"[^a-z0-9._]+", "-", slug).strip("-.")
+    return re.sub(r"-{2,}", "-", slug) or "device"
