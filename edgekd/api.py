@@ -1,0 +1,80 @@
+"""The public Python API: one function per stage, what the CLI calls.
+
+    from edgekd import api
+    teacher = api.train_teacher(output="runs/teacher")
+    summary = api.distill({"teacher": "runs/teacher/student.pt", "student": "cnn:width=8,depth=2",
+                           "output": "runs/s1"})
+
+Each function takes a config object or plain mapping and returns a JSON-able summary dict. Heavy
+imports (torch) happen inside the functions, so `import edgekd.api` stays cheap.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from edgekd.config import DistillConfig, config_from_dict, config_to_dict, merge_overrides
+
+
+def _as_config(config: DistillConfig | Mapping[str, Any], overrides: Mapping[str, Any] | None) -> DistillConfig:
+    raw = config_to_dict(config) if isinstance(config, DistillConfig) else dict(config)
+    return config_from_dict(merge_overrides(raw, overrides or {}))
+
+
+def distill(
+    config: DistillConfig | Mapping[str, Any],
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train a student from `config` (a DistillConfig or a mapping in the YAML layout, see
+    `edgekd.config`); keyword `overrides` are merged on top. Returns the run's summary dict (also
+    written to `<output>/summary.json`). `resume=True` continues from `<output>/checkpoints/last.pt`."""
+    from edgekd.distill.run import run_training
+
+    return run_training(_as_config(config, overrides), resume=resume, progress=progress, log=log)
+
+
+def teacher_config(
+    *,
+    data: str = "digits",
+    image_size: int | None = None,
+    arch: str | None = None,
+    epochs: int = 30,
+    patience: int = 6,
+    seed: int = 0,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    output: str = "runs/teacher",
+) -> DistillConfig:
+    """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy."""
+    from edgekd.models import DEFAULT_TEACHER
+
+    return config_from_dict({
+        "role": "teacher",
+        "student": arch or DEFAULT_TEACHER,
+        "teacher": None,
+        "data": {"source": data, "image_size": image_size},
+        "losses": [{"key": "ce"}],
+        "train": {"epochs": epochs, "patience": patience, "seed": seed, "lr": lr, "batch_size": batch_size,
+                  "keep": "best"},
+        "output": output,
+    })
+
+
+def train_teacher(
+    config: DistillConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train a teacher (default family `edgekd.models.DEFAULT_TEACHER`) with cross-entropy and early
+    stopping on val accuracy. Pass a DistillConfig, or keyword options of `teacher_config`. The
+    teacher checkpoint is `<output>/student.pt` (every run names its trained model student.pt)."""
+    from edgekd.distill.run import run_training
+
+    cfg = config if config is not None else teacher_config(**options)
+    return run_training(cfg, resume=resume, progress=progress, log=log)

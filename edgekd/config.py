@@ -1,0 +1,254 @@
+"""Run configuration: plain dataclasses, read from YAML with `yaml.safe_load`, written back resolved.
+
+A distillation run in YAML (every key optional except `student`; CLI options override the file):
+
+    teacher: runs/teacher/student.pt     # edgekd checkpoint (.pt) or any ONNX classifier (.onnx)
+    student: "cnn:width=8,depth=2"
+    data: {source: digits, image_size: null, seed: 0}
+    losses:
+      - {key: kd, weight: 1.0, kwargs: {temperature: 4.0, alpha: 0.5}}
+    train: {epochs: 10, batch_size: 64, lr: 0.003, optimizer: adamw, seed: 0}
+    augment: {shift: 0, copies: 0, seed: 0}
+    online: false
+    output: runs/student
+
+Unknown keys are errors with a "did you mean" hint: a typo never silently falls back to a default.
+No tags, no code: `safe_load` only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from edgekd.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and how it is shaped (see `edgekd.data.load_dataset`)."""
+
+    source: str = "digits"
+    image_size: int | None = None
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+
+@dataclass
+class LossEntry:
+    """One term of the objective: `weight · LOSSES[key](**kwargs)`."""
+
+    key: str = "kd"
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimization. `patience` > 0 stops early after that many epochs without a better val accuracy.
+    `keep` picks which weights become `student.pt`: the best-on-val epoch or the last one."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9  # sgd only
+    schedule: str = "cosine"  # cosine | constant
+    seed: int = 0
+    patience: int = 0
+    keep: str = "best"  # best | last
+    eval_batch_size: int = 512
+
+
+@dataclass
+class AugmentConfig:
+    """Offline augmentation: `copies` extra views of every training image, each shifted by up to
+    `shift` pixels, drawn once from `seed`. The views are fixed arrays, so the teacher's logits on
+    them are cached per augmentation seed like any other split (see `edgekd.distill.cache`)."""
+
+    shift: int = 0
+    copies: int = 0
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.shift > 0 and self.copies > 0
+
+
+@dataclass
+class DistillConfig:
+    """A whole run. With `teacher: null` and `losses: [ce]` it trains a model on labels alone
+    (this is how `edgekd teacher` trains the teacher)."""
+
+    student: str = ""
+    teacher: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    losses: list[LossEntry] = field(default_factory=lambda: [LossEntry("kd")])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    online: bool = False  # run the teacher every step instead of reading the soft-target cache
+    cache_dir: str | None = None  # default: $EDGEKD_CACHE or ./.edgekd-cache
+    output: str = "runs/distill"
+    role: str = "student"  # "teacher" for `edgekd teacher` runs (recorded in summary.json)
+
+
+_NESTED = {"data": DataConfig, "train": TrainConfig, "augment": AugmentConfig}
+
+
+def _check_keys(obj: Mapping[str, Any], cls: type, where: str) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in obj:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}.{hint} Valid keys: {', '.join(valid)}")
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Light type check against the default's type (ints accepted for floats, None kept)."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(default, int) and not float(value).is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return type(default)(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _section(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(raw).__name__}")
+    _check_keys(raw, cls, where)
+    base = cls()
+    values = {k: _coerce(v, getattr(base, k), f"{where}.{k}") for k, v in raw.items()}
+    return cls(**values)
+
+
+def _loss_entries(raw: Any, where: str) -> list[LossEntry]:
+    if raw is None:
+        return [LossEntry("kd")]
+    if isinstance(raw, (str, Mapping)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a list like [{{key: kd, weight: 1.0, kwargs: {{...}}}}]")
+    entries = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {"key": item}
+        if not isinstance(item, Mapping) or "key" not in item:
+            raise ConfigError(f"{where}[{i}]: each loss needs a 'key' (e.g. {{key: kd}}), got {item!r}")
+        _check_keys(item, LossEntry, f"{where}[{i}]")
+        kwargs = item.get("kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            raise ConfigError(f"{where}[{i}].kwargs: expected a mapping, got {kwargs!r}")
+        weight = _coerce(item.get("weight", 1.0), 1.0, f"{where}[{i}].weight")
+        entries.append(LossEntry(str(item["key"]), weight, dict(kwargs)))
+    return entries
+
+
+def config_from_dict(raw: Mapping[str, Any], where: str = "config") -> DistillConfig:
+    """Build a DistillConfig from a plain mapping, checking every key and type."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    _check_keys(raw, DistillConfig, where)
+    base = DistillConfig()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _NESTED:
+            values[key] = _section(_NESTED[key], value, f"{where}.{key}")
+        elif key == "losses":
+            values[key] = _loss_entries(value, f"{where}.losses")
+        else:
+            values[key] = _coerce(value, getattr(base, key), f"{where}.{key}")
+    cfg = DistillConfig(**values)
+    validate(cfg, where)
+    return cfg
+
+
+def validate(cfg: DistillConfig, where: str = "config") -> None:
+    """Checks that need more than one key; registry names are checked where they are resolved."""
+    t = cfg.train
+    if t.epochs < 1:
+        raise ConfigError(f"{where}.train.epochs={t.epochs}: must be >= 1")
+    if t.batch_size < 1:
+        raise ConfigError(f"{where}.train.batch_size={t.batch_size}: must be >= 1")
+    if t.lr <= 0:
+        raise ConfigError(f"{where}.train.lr={t.lr}: must be > 0")
+    if t.optimizer not in ("adamw", "sgd"):
+        raise ConfigError(f"{where}.train.optimizer={t.optimizer!r}: use 'adamw' or 'sgd'")
+    if t.schedule not in ("cosine", "constant"):
+        raise ConfigError(f"{where}.train.schedule={t.schedule!r}: use 'cosine' or 'constant'")
+    if t.keep not in ("best", "last"):
+        raise ConfigError(f"{where}.train.keep={t.keep!r}: use 'best' or 'last'")
+    if cfg.augment.shift < 0 or cfg.augment.copies < 0:
+        raise ConfigError(f"{where}.augment: shift and copies must be >= 0")
+    size = cfg.data.image_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 4):
+        raise ConfigError(f"{where}.data.image_size={size!r}: use an integer >= 4 or null for the native size")
+    for key in ("teacher", "cache_dir"):
+        value = getattr(cfg, key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}={value!r}: expected a path string")
+    if not isinstance(cfg.student, str) or not cfg.student:
+        raise ConfigError(f"{where}.student: give a model spec such as 'cnn:width=8,depth=2'")
+    if cfg.role not in ("student", "teacher"):
+        raise ConfigError(f"{where}.role={cfg.role!r}: use 'student' or 'teacher'")
+
+
+def config_to_dict(cfg: DistillConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what `config.yaml` in a run directory holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML run file into a plain mapping (merge CLI overrides, then `config_from_dict`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; check the path given to --config") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{path}: invalid YAML{where} ({problem}); fix the file") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `overrides` (CLI options, nested dicts for sections) onto `base` (the file)."""
+    out: dict[str, Any] = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_overrides(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dump_yaml(cfg: DistillConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
