@@ -110,9 +110,11 @@ def prepare_run(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     write: bool = True,
+    student: torch.nn.Module | None = None,
 ) -> PreparedRun:
     """Build data, teacher, soft targets, student, losses and trainer. `write=False` keeps all files
-    (except the soft-target cache) out of the picture, for benchmarks."""
+    (except the soft-target cache) out of the picture, for benchmarks. `student`: an already-built
+    model to train instead of a fresh `cfg.student` (compression fine-tunes a pruned student)."""
     from edgekd.data import load_dataset
     from edgekd.models import create_model
 
@@ -128,7 +130,8 @@ def prepare_run(
         teacher.check_compatible(dataset.input_shape, dataset.num_classes, f"dataset {dataset.name!r}")
 
     torch.manual_seed(cfg.train.seed)  # student init and loss projections come from this seed
-    student = create_model(cfg.student, tuple(dataset.input_shape), dataset.num_classes)
+    if student is None:
+        student = create_model(cfg.student, tuple(dataset.input_shape), dataset.num_classes)
     losses = build_loss_stack(cfg.losses, _probe(student, teacher, tuple(dataset.input_shape)))
     if uses_teacher(losses) and teacher is None:
         raise ConfigError(f"losses {', '.join(losses.names)} need a teacher; pass --teacher PATH (.pt or .onnx) or use --loss ce")
