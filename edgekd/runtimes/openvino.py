@@ -1,0 +1,168 @@
+"""OpenVINO: IR (model.xml + model.bin) converted from the ONNX export; fp32 or NNCF INT8.
+
+INT8 is `nncf.quantize` on real training samples, or with `accuracy_control=True`
+`nncf.quantize_with_accuracy_control`, which keeps layers in fp32 until the drop on the labelled
+validation split is at most `max_drop` points. The runner ALWAYS sets and records
+INFERENCE_PRECISION_HINT: on CPUs with AVX512-BF16/AMX, OpenVINO defaults to bf16, which silently
+changes results; an fp32 artifact runs with f32. Device side: numpy + openvino, imported lazily.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgekd.errors import ExportError, RuntimeMissingError
+from edgekd.runtimes.base import (Calibration, check_feeds, default_threads, read_manifest, run_in_chunks,
+                                  static_batch, write_manifest)
+
+MODEL_FILE = "model.xml"
+WEIGHTS_FILE = "model.bin"
+# what the hint is for each artifact precision; INT8 layers run in int8 whatever the hint, the hint
+# governs the layers NNCF kept in floating point
+HINTS = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
+
+
+def _import_ov() -> Any:
+    try:
+        import openvino
+    except ImportError as err:
+        raise RuntimeMissingError(f"openvino is not installed here ({err}); pip install 'edgekd[openvino]'") from None
+    return openvino
+
+
+class OpenVINORunner:
+    """A compiled model on one device (CPU by default) with explicit threads and precision hint."""
+
+    def __init__(self, artifact_dir: Path, *, threads: int | None = None, device: str = "CPU",
+                 precision_hint: str | None = None, performance_hint: str = "LATENCY") -> None:
+        ov = _import_ov()
+        manifest = read_manifest(artifact_dir)
+        threads = default_threads(threads)
+        hint = precision_hint or HINTS[manifest["precision"]]
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": performance_hint}
+        if threads is not None and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        self.compiled = core.compile_model(str(Path(artifact_dir) / manifest["model_file"]), device, config)
+        self.request = self.compiled.create_infer_request()
+        port = self.compiled.inputs[0]
+        self.input_names = [port.get_any_name()]
+        pshape = port.get_partial_shape()
+        self._batch = static_batch([d.get_length() if d.is_static else -1 for d in pshape])
+        actual_hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        actual_threads = self.compiled.get_property("INFERENCE_NUM_THREADS") if device == "CPU" else None
+        self.info = {"runtime": "openvino", "version": ov.get_version(), "threads": threads,
+                     "effective_threads": actual_threads, "precision": manifest["precision"],
+                     "precision_hint": actual_hint, "performance_hint": performance_hint, "device": device}
+
+    def _run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.request.infer({0: feeds[self.input_names[0]]})
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        check_feeds(feeds, self.input_names, "openvino")
+        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        return run_in_chunks(self._run_batch, feeds, self._batch)
+
+
+def _accuracy_fn(input_name: str):  # type: ignore[no-untyped-def]
+    """nncf's validation_fn(compiled_model, data) -> accuracy in [0, 1], over (x, y) pairs."""
+
+    def validate(compiled_model: Any, data: Any) -> float:
+        correct = total = 0
+        for x, y in data:
+            logits = compiled_model({0: x})[compiled_model.outputs[0]]
+            correct += int((np.argmax(logits, axis=1) == y).sum())
+            total += len(y)
+        return correct / max(total, 1)
+
+    return validate
+
+
+def quantize_ir_int8(ov_model: Any, calibration: Calibration | None, *, batch: int, calibration_samples: int,
+                     accuracy_control: bool, max_drop: float, validation: tuple[np.ndarray, np.ndarray] | None) -> Any:
+    """NNCF post-training INT8 (optionally accuracy-bounded) of an OpenVINO model."""
+    import nncf
+
+    from edgekd.runtimes.host import INPUT_NAME, calibration_arrays, quiet, split_rows
+
+    rows = split_rows(calibration_arrays(calibration, INPUT_NAME, calibration_samples), batch)
+    calib = nncf.Dataset(rows)
+    try:
+        with quiet():
+            if not accuracy_control:
+                return nncf.quantize(ov_model, calib, subset_size=len(rows))
+            if validation is None:
+                raise ExportError("accuracy-controlled int8 needs a labelled validation split; pass --data")
+            xv, yv = validation
+            pairs = [(xv[i:i + batch], yv[i:i + batch]) for i in range(0, (len(xv) // batch) * batch, batch)]
+            return nncf.quantize_with_accuracy_control(
+                ov_model, calib, nncf.Dataset(pairs), validation_fn=_accuracy_fn(INPUT_NAME),
+                max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(rows))
+    except ExportError:
+        raise
+    except Exception as err:
+        raise ExportError(f"nncf quantization failed: {type(err).__name__}: {err}") from err
+
+
+class OpenVINOAdapter:
+    """Registered as `openvino`: OpenVINO IR run by the OpenVINO runtime (CPU, iGPU, NPU)."""
+
+    name = "openvino"
+    format = "openvino"
+    precisions = ("fp32", "int8")
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            _import_ov()
+        except RuntimeMissingError as err:
+            return str(err)
+        return None
+
+    def export(self, model: Any, info: Any, out_dir: Path, *, precision: str, calibration: Calibration | None,
+               opset: int | None = None, batch: int = 1, dynamic_batch: bool = False,
+               calibration_samples: int = 300, accuracy_control: bool = False, max_drop: float = 1.0,
+               validation: tuple[np.ndarray, np.ndarray] | None = None, **_: Any) -> Path:
+        """Export ONNX, convert to IR with fp32 weights, optionally NNCF-quantize, save."""
+        from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, host_versions, quiet
+
+        if precision not in self.precisions:
+            raise ExportError(f"openvino exports {', '.join(self.precisions)}, not {precision}")
+        ov = _import_ov()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        opset = opset or DEFAULT_OPSET
+        onnx_path = out_dir / "model.source.onnx"
+        try:
+            export_onnx(model, info, onnx_path, opset=opset, batch=batch, dynamic_batch=dynamic_batch)
+            with quiet():
+                ov_model = ov.convert_model(str(onnx_path))
+            if precision == "int8":
+                ov_model = quantize_ir_int8(ov_model, calibration, batch=batch, calibration_samples=calibration_samples,
+                                            accuracy_control=accuracy_control, max_drop=max_drop,
+                                            validation=validation)
+            # compress_to_fp16 defaults to True in save_model: that would halve weights precision of an
+            # "fp32" artifact, so it is off
+            ov.save_model(ov_model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
+        except ExportError:
+            raise
+        except Exception as err:
+            raise ExportError(f"openvino conversion failed: {type(err).__name__}: {err}") from err
+        finally:
+            onnx_path.unlink(missing_ok=True)
+        shape = [-1 if dynamic_batch else batch, *info.input_shape]
+        options: dict[str, Any] = {"opset": opset, "batch": batch, "dynamic_batch": dynamic_batch,
+                                   "precision_hint": HINTS[precision]}
+        if precision == "int8":
+            options.update(calibration_samples=calibration_samples, accuracy_control=accuracy_control,
+                           max_drop=max_drop if accuracy_control else None)
+        manifest = build_manifest(model, info, out_dir, fmt=self.format, runtime=self.name, precision=precision,
+                                  model_file=MODEL_FILE, files=[MODEL_FILE, WEIGHTS_FILE], shape=shape,
+                                  versions=host_versions("openvino", "nncf"), options=options)
+        write_manifest(out_dir, manifest)
+        return out_dir
+
+    def load(self, artifact_dir: Path, *, threads: int | None = None, **options: Any) -> OpenVINORunner:
+        return OpenVINORunner(Path(artifact_dir), threads=threads, **options)
