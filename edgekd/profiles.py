@@ -134,7 +134,7 @@ class Measurement:
 
 def _round(v: Any) -> Any:
     # 4 significant decimals keep the YAML readable; timings are never that precise anyway
-    return round(float(v), 4) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    return round(v, 4) if isinstance(v, float) else v
 
 
 @dataclass
@@ -284,7 +284,7 @@ def device_name(fingerprint: dict[str, Any]) -> str:
     (and GPU when there is one), e.g. `amd-epyc-x86_64-2c`."""
     cpu = str(fingerprint.get("cpu_model") or fingerprint.get("cpu") or fingerprint.get("processor") or "cpu")
     parts = [cpu, str(fingerprint.get("arch") or fingerprint.get("machine") or "")]
-    cores = fingerprint.get("cores") or fingerprint.get("cpu_count")
+    cores = fingerprint.get("cores_physical") or fingerprint.get("cores") or fingerprint.get("cores_logical")
     if cores:
         parts.append(f"{cores}c")
     gpu = fingerprint.get("gpu")

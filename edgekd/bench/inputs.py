@@ -12,7 +12,6 @@ Evaluation data format (`.npz`, loaded with `allow_pickle=False`):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,17 +37,10 @@ class InputSpec:
 
 
 def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
-    """Read `artifact_dir/manifest.json`; a missing or unreadable one is a ModelError naming it."""
-    path = Path(artifact_dir) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path} not found: point at an artifact directory made by `edgekd export`") from None
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{path} is unreadable ({err}); re-export the artifact") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("inputs"), list):
-        raise ModelError(f"{path} has no 'inputs' list; re-export the artifact with `edgekd export`")
-    return manifest
+    """Read and validate `artifact_dir/manifest.json` (ModelError naming it when missing or bad)."""
+    from edgekd.runtimes.base import read_manifest as _read
+
+    return _read(artifact_dir)
 
 
 def input_specs(manifest: dict[str, Any]) -> list[InputSpec]:

@@ -159,7 +159,8 @@ def timing_loop(
 def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load one artifact and measure it in THIS process: load time, first inference, latency
     statistics, accuracy over the whole evaluation set. Returns plain JSON-able data."""
-    from edgekd.runtimes import load_artifact  # lazy: keeps `import edgekd.bench.measure` light
+    # lazy: keeps `import edgekd.bench.measure` light
+    from edgekd.runtimes import load_artifact, verify_files
 
     req = normalize_request(request)
     artifact_dir = Path(artifact_dir)
@@ -169,8 +170,10 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
     model_size, total_size = inp.artifact_files_size(artifact_dir, manifest)
     rss_before_load = peak_rss_bytes()
 
+    # the sha256 check of the files is not what a deployed app pays at start-up: keep it out of load_ms
+    verify_files(artifact_dir, manifest)
     t0 = time.perf_counter_ns()
-    runner = load_artifact(artifact_dir, threads=req["threads"])
+    runner = load_artifact(artifact_dir, threads=req["threads"], verify=False)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
 
     data = inp.load_eval_data(req["data"], specs, manifest) if req["data"] else None
@@ -252,13 +255,26 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size in bytes (kernel high-water mark)."""
+    """This process's peak resident set size in bytes (kernel high-water mark).
+
+    On Linux this is VmHWM from /proc/self/status: it belongs to the address space created at exec.
+    `getrusage().ru_maxrss` is NOT used there, because the kernel carries the parent's RSS at fork
+    time over into the child's ru_maxrss, so a child started from a 500 MB process would report
+    500 MB whatever model it runs.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # pragma: no cover - Windows
         return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes
+    # macOS reports bytes, other BSDs KiB
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
@@ -288,8 +304,9 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
     """Measure one artifact in a fresh `python -m edgekd.bench.runner_process` child.
 
     The request (see DEFAULT_REQUEST) goes to the child as JSON on stdin; the result comes back as
-    JSON on stdout. The child's peak RSS is read from the kernel with `wait4` on that child alone, so
-    it belongs to this one model (plus the interpreter and runtime it needs), never to the caller.
+    JSON on stdout. The peak RSS is the child's own high-water mark (VmHWM of the address space it
+    got at exec), so it belongs to this one model plus the interpreter and runtime it needs, never to
+    the caller.
     A user error in the child (bad artifact, missing runtime, bad data) is re-raised here as the same
     EdgeKDError class; a crash or timeout raises MeasurementError with the child's stderr tail.
     """
@@ -328,7 +345,6 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
-    peak = int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)
     tail = stderr.strip()[-800:]
     if timed_out.is_set():
         raise MeasurementError(f"measuring {artifact_dir} took longer than timeout_s={req['timeout_s']} s; child killed")
@@ -340,12 +356,12 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
     if not reply.get("ok"):
         raise _rebuild_error(reply.get("error") or {}, artifact_dir)
     result = reply["result"]
-    result["memory"] = {
-        "peak_rss_bytes": peak,
-        "rss_before_load_bytes": result.get("memory", {}).get("rss_before_load_bytes"),
-        "isolated": True,
-        "source": "wait4 ru_maxrss of the runner child",
-    }
+    memory = result.get("memory") or {}
+    if not memory.get("peak_rss_bytes"):
+        # the child could not read its own high-water mark; the kernel's rusage is an upper bound
+        memory["peak_rss_bytes"] = int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)
+    memory["isolated"] = True
+    result["memory"] = memory
     result["runner_pid"] = proc.pid
     return result
 

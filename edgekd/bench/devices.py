@@ -1,0 +1,159 @@
+"""Where `edgekd bench` measures: this machine without an agent, or a device through its agent.
+
+- `inprocess`: no agent; this process calls `run_isolated` itself (still one fresh runner child
+  per model, so peak memory stays attributable). Useful to compare against the agent path.
+- `local`: an agent subprocess on this machine reached over a real transport (the agent client
+  starts it), i.e. exactly the code path a remote device takes.
+- anything else (`tcp://host:port`, `serial:///dev/ttyACM0?baud=921600`, a device path): the agent
+  on that device, through `edgekd.agent.client.AgentClient`.
+
+Every device answers the same four questions: its fingerprint, the runtimes it has, and bench /
+eval of one artifact. Uploads are content-addressed on the agent, so sending an artifact or the
+evaluation set twice costs one hash check.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgekd.errors import AgentError
+
+
+class Device(Protocol):
+    url: str
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    def runtimes(self) -> dict[str, str | None]: ...
+
+    def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def local_runtimes() -> dict[str, str | None]:
+    """{runtime name: None} for every registered runtime whose package imports on this machine."""
+    from edgekd.runtimes import RUNTIMES
+
+    out: dict[str, str | None] = {}
+    for name in RUNTIMES.names():
+        adapter = RUNTIMES.get(name)
+        if adapter.unavailable_reason() is None:
+            out[name] = None
+    return out
+
+
+def local_fingerprint() -> dict[str, Any]:
+    """This machine's fingerprint, as the agent's hello would report it."""
+    try:
+        from edgekd.agent.fingerprint import device_fingerprint  # the agent owns the full version
+    except ImportError:
+        device_fingerprint = None
+    if device_fingerprint is not None:
+        return dict(device_fingerprint())
+    import os
+
+    return {"arch": platform.machine(), "cpu_model": _cpu_model(), "cores": os.cpu_count(),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
+class InProcessDevice:
+    """This machine, no agent: `run_isolated` called directly."""
+
+    url = "inprocess"
+
+    def fingerprint(self) -> dict[str, Any]:
+        return local_fingerprint()
+
+    def runtimes(self) -> dict[str, str | None]:
+        return local_runtimes()
+
+    def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+        from edgekd.bench.measure import run_isolated
+
+        return run_isolated(artifact_dir, request)
+
+    def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
+        from edgekd.bench.measure import run_isolated
+
+        return run_isolated(artifact_dir, {**request, "data": str(data_path), "latency": False, "accuracy": True})
+
+    def close(self) -> None:
+        pass
+
+
+class AgentDevice:
+    """A device behind an agent (`local` starts one here). Artifacts and data are uploaded once."""
+
+    def __init__(self, url: str, key: str | None = None) -> None:
+        from edgekd.agent.client import AgentClient
+
+        self.url = url
+        self.client = AgentClient.connect(url, key=key)
+        self._hello = self.client.hello()
+        self._uploaded: dict[str, str] = {}
+
+    def fingerprint(self) -> dict[str, Any]:
+        hello = self._hello
+        fp = hello.get("device") or hello.get("fingerprint") or {}
+        return dict(fp)
+
+    def runtimes(self) -> dict[str, str | None]:
+        found = self._hello.get("runtimes")
+        if found is None:
+            found = self.fingerprint().get("runtimes") or {}
+        if isinstance(found, dict):
+            # an entry may be a version string, or {"version": ..., "available": bool}
+            out = {}
+            for name, v in found.items():
+                if isinstance(v, dict):
+                    if v.get("available", True):
+                        out[name] = v.get("version")
+                elif v is not False:
+                    out[name] = v if isinstance(v, str) else None
+            return out
+        return {str(name): None for name in found}
+
+    def _artifact_id(self, artifact_dir: Path) -> str:
+        key = str(Path(artifact_dir).resolve())
+        if key not in self._uploaded:
+            self._uploaded[key] = self.client.put_artifact(artifact_dir)
+        return self._uploaded[key]
+
+    def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+        return self.client.bench(self._artifact_id(artifact_dir), request)
+
+    def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
+        key = "file:" + str(Path(data_path).resolve())
+        if key not in self._uploaded:
+            self._uploaded[key] = self.client.put_file(data_path)
+        return self.client.eval(self._artifact_id(artifact_dir), self._uploaded[key], request)
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close:
+            close()
+
+
+def open_device(url: str, key: str | None = None) -> Device:
+    """The Device for a `--device` value; AgentError with the URL when the agent cannot be reached."""
+    if url == "inprocess":
+        return InProcessDevice()
+    try:
+        return AgentDevice(url, key)
+    except ImportError as err:
+        raise AgentError(f"cannot reach {url}: the agent client is not available here ({err}); "
+                         "use --device inprocess") from None
