@@ -78,3 +78,23 @@ def train_teacher(
 
     cfg = config if config is not None else teacher_config(**options)
     return run_training(cfg, resume=resume, progress=progress, log=log)
+
+
+def compress(
+    config: Any,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Compress a distilled student: run the pass chain of `config` (a CompressConfig or a mapping:
+    ``{source: RUN or .pt, passes: [{key: prune, kwargs: {ratio: 0.5}}, ...], finetune_epochs: 2,
+    output: RUN2, teacher?, data?, lr?}``, keyword `overrides` on top), each pass followed by KD
+    fine-tuning from the teacher. Returns the summary (also `<output>/summary.json`): params, MACs,
+    file size and test accuracy before/after each pass. See `edgekd.compress.pipeline`."""
+    import dataclasses
+
+    from edgekd.compress.pipeline import CompressConfig, run_compression
+
+    raw = dataclasses.asdict(config) if isinstance(config, CompressConfig) else dict(config)
+    return run_compression({**raw, **overrides}, progress=progress, log=log)

@@ -21,6 +21,7 @@ COMMAND_MODULES: dict[str, str] = {
     "distill": "edgekd.cli.distill_cmd",
     "models": "edgekd.cli.models_cmd",
     "data": "edgekd.cli.data_cmd",
+    "compress": "edgekd.cli.compress_cmd",
     "bench": "edgekd.cli.bench_cmd",
     "profile": "edgekd.cli.profile_cmd",
 }
