@@ -24,6 +24,7 @@ COMMAND_MODULES: dict[str, str] = {
     "compress": "edgekd.cli.compress_cmd",
     "bench": "edgekd.cli.bench_cmd",
     "profile": "edgekd.cli.profile_cmd",
+    "agent": "edgekd.cli.agent_cmd",
 }
 
 

@@ -1,0 +1,278 @@
+"""The host side: `AgentClient` talks to an agent over any transport (numpy-free, torch-free).
+
+    with AgentClient.connect("tcp://rpi.local:7000", key_file="agent.key") as agent:
+        info = agent.hello()
+        aid = agent.put_artifact("runs/s1/export/onnxruntime-fp32")
+        data = agent.put_file("eval.npz")
+        result = agent.bench(aid, {"threads": 4})
+        scored = agent.eval(aid, data, {"latency": False})
+
+Reliability (docs/PROTOCOL.md): one request in flight; a damaged answer is NAKed; garbage on the
+line is NAKed once the line goes quiet; on lossy links a request with no answer is resent after a
+retransmit timeout; the agent answers a resent request from its cache, so nothing runs twice.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.agent import auth
+from edgekd.agent.channel import Channel
+from edgekd.agent.protocol import (
+    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, ErrorCode, Frame,
+    FrameType, Garbage, LinkLost, data_head, encode_frame_parts,
+)
+from edgekd.agent.storage import check_name
+from edgekd.agent.transports import Transport, open_transport
+from edgekd.errors import AgentError, ConfigError
+from edgekd.fileio import sha256_file
+
+Progress = Callable[[int, int], None]
+MAX_ATTEMPTS = 500  # resends of one request before the line is declared unusable
+MIN_LOSSY_CHUNK = 64
+
+
+class AgentClient:
+    """A session with one agent. Use `AgentClient.connect(url, ...)` as a context manager."""
+
+    def __init__(self, transport: Transport, *, key: bytes | None = None, timeout: float = 30.0) -> None:
+        self.transport = transport
+        self.url = transport.description
+        self.timeout = timeout  # the longest silence from the agent before the link counts as lost
+        self.channel = Channel(transport, DEFAULT_MAX_PAYLOAD)
+        self._key = key
+        self._seq = secrets.randbits(32)  # a fresh base per session: never confused with an old one
+        self._srtt: float | None = None
+        self.max_payload = DEFAULT_MAX_PAYLOAD
+        self.chunk = transport.default_chunk
+        self.stats = {"requests": 0, "resends": 0, "naks_sent": 0}
+        self._closed = False
+
+    # ---- connection ----------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, url: str, key: bytes | str | None = None, *, key_file: str | os.PathLike[str] | None = None,
+                timeout: float = 30.0, connect_timeout: float = 10.0) -> "AgentClient":
+        """Open `url` (tcp://, serial://, a device path, local), authenticate, return the client."""
+        explicit = auth.load_key(key, key_file) if (key is not None or key_file is not None) else None
+        transport = open_transport(url, timeout=connect_timeout)
+        client = cls(transport, key=explicit or transport.key or auth.load_key(), timeout=timeout)
+        try:
+            client._handshake()
+        except BaseException:
+            client.close(say_bye=False)
+            raise
+        return client
+
+    def __enter__(self) -> "AgentClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _handshake(self) -> None:
+        info = self.request("challenge")
+        if info.get("auth_required"):
+            if self._key is None:
+                raise AgentError(f"the agent at {self.url} requires a key: pass --key-file FILE or set {auth.KEY_ENV}")
+            host_nonce = auth.new_nonce()
+            proof = auth.host_proof(self._key, info["nonce"], host_nonce)
+            answer = self.request("auth", {"nonce": host_nonce, "proof": proof})
+            if not auth.verify(auth.agent_proof(self._key, info["nonce"], host_nonce), answer.get("proof")):
+                raise AgentError(f"the agent at {self.url} could not prove it holds the key; check you reached the right device")
+        hello = self.hello()
+        self.max_payload = int(hello.get("limits", {}).get("max_payload", DEFAULT_MAX_PAYLOAD))
+        self.chunk = min(self.chunk, self.max_payload - DATA_HEAD_SIZE)
+
+    def close(self, say_bye: bool = True) -> None:
+        """Say bye (best effort) and release the link; the local transport stops its agent."""
+        if self._closed:
+            return
+        self._closed = True
+        if say_bye:
+            try:
+                self.request("bye", timeout=2.0)
+            except AgentError:
+                pass
+        self.transport.close()
+
+    # ---- requests ------------------------------------------------------------------------------
+    def request(self, cmd: str, header: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """Send one command; return the reply header or raise AgentRequestError / LinkLost."""
+        return self._exchange(FrameType.REQUEST, {"cmd": cmd, **(header or {})}, [], timeout).header
+
+    def _rto(self, frame_len: int) -> float:
+        """Retransmit timeout. Only lossy links resend on a timer; TCP never loses bytes."""
+        if not self.transport.lossy:
+            return float("inf")
+        base = max(0.05, 4 * self._srtt) if self._srtt is not None else 0.25
+        bps = self.transport.bytes_per_s
+        return base + (2 * frame_len / bps if bps else 0.0)
+
+    def _exchange(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None) -> Frame:
+        if self._closed and header.get("cmd") != "bye":
+            raise AgentError(f"the connection to {self.url} is closed; connect again")
+        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+        frame = encode_frame_parts(ftype, seq, header, payload, max_payload=self.max_payload)
+        frame_len = sum(len(p) for p in frame)
+        if self.transport.lossy:
+            frame = [b"".join(frame)]  # resent often on a noisy line: one small buffer
+        ch, silence = self.channel, (timeout or self.timeout)
+        ch.send_raw(frame)
+        self.stats["requests"] += 1
+        sent = last_heard = time.monotonic()
+        rto = self._rto(frame_len)
+        resend_at = sent + rto
+        attempts, garbage, busy = 1, 0, False
+        self.last_attempts = 1
+
+        def resend(now: float) -> None:
+            nonlocal attempts, resend_at
+            attempts += 1
+            self.last_attempts = attempts
+            self.stats["resends"] += 1
+            if attempts > MAX_ATTEMPTS:
+                raise LinkLost(f"gave up on {self.url} after {MAX_ATTEMPTS} resends; the line is too noisy")
+            ch.send_raw(frame)
+            resend_at = now + rto
+
+        while True:
+            now = time.monotonic()
+            if now - last_heard > silence:
+                raise LinkLost(f"the agent at {self.url} did not answer within {silence:.0f} s")
+            wait = min(resend_at, last_heard + silence) - now
+            ev = ch.poll(min(wait, ch.quiet_s) if garbage else max(0.0, wait))
+            now = time.monotonic()
+            if ev is None:
+                if garbage:  # damage, then quiet: ask for the answer again
+                    garbage = 0
+                    self.stats["naks_sent"] += 1
+                    ch.send(FrameType.NAK, seq, {"garbage": 1})
+                    resend_at = now + rto
+                elif not busy and now >= resend_at:
+                    resend(now)
+                    rto = min(rto * 1.5, 5.0)  # back off when the line loses whole frames
+                continue
+            if isinstance(ev, Garbage):
+                garbage += ev.nbytes
+                continue
+            last_heard = now
+            if isinstance(ev, Corrupt):
+                if ev.seq == seq:
+                    self.stats["naks_sent"] += 1
+                    ch.send(FrameType.NAK, seq)
+                continue
+            if isinstance(ev, BadFrame):
+                continue  # nothing the agent should send; its own resend will follow
+            if ev.type == FrameType.NAK and (ev.seq == seq or "garbage" in ev.header):
+                resend(now)
+                continue
+            if ev.seq != seq:
+                continue  # an answer to an earlier, already answered, resend
+            if ev.type == FrameType.BUSY:
+                busy = True
+                continue
+            if ev.type == FrameType.REPLY:
+                if attempts == 1:
+                    rtt = now - sent
+                    self._srtt = rtt if self._srtt is None else 0.8 * self._srtt + 0.2 * rtt
+                return ev
+            if ev.type == FrameType.ERROR:
+                h = dict(ev.header)
+                code, message = str(h.pop("code", "?")), str(h.pop("message", "agent error"))
+                raise AgentRequestError(code, f"agent at {self.url}: {message}", h)
+
+    # ---- commands ------------------------------------------------------------------------------
+    def hello(self) -> dict[str, Any]:
+        """Agent version, protocol version, device fingerprint, limits and store usage."""
+        return self.request("hello")
+
+    def ping(self) -> float:
+        """One round trip; returns its duration in seconds (also a keep-alive)."""
+        t0 = time.perf_counter()
+        self.request("ping")
+        return time.perf_counter() - t0
+
+    def put_bytes(self, data: bytes, progress: Progress | None = None) -> str:
+        import hashlib
+
+        return self._put(hashlib.sha256(data).hexdigest(), len(data), lambda off, n: data[off:off + n], progress)
+
+    def put_file(self, path: str | os.PathLike[str], progress: Progress | None = None) -> str:
+        """Upload a file (resuming a partial upload the agent kept); returns its sha256."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"cannot upload {str(path)!r}: not a file")
+        sha, size = sha256_file(path), path.stat().st_size
+        with open(path, "rb") as fh:
+            def read(off: int, n: int) -> bytes:
+                fh.seek(off)
+                return fh.read(n)
+
+            return self._put(sha, size, read, progress)
+
+    def _put(self, sha: str, size: int, read: Callable[[int, int], bytes], progress: Progress | None) -> str:
+        state = self.request("put", {"sha256": sha, "size": size})
+        have = int(state.get("have", 0))
+        if progress:
+            progress(have, size)
+        handle, clean = state.get("upload"), 0
+        while not state.get("complete"):
+            chunk = read(have, min(self.chunk, size - have))
+            try:
+                frame = self._exchange(FrameType.DATA, {}, [data_head(handle, have), chunk], None)
+            except AgentRequestError as err:
+                if err.code != ErrorCode.OFFSET_MISMATCH.value:
+                    raise
+                have = int(err.detail["have"])
+                continue
+            state, have = frame.header, have + len(chunk)
+            if self.transport.lossy:
+                # adapt the chunk to the line: halve it while chunks need resends, grow it back
+                # after a run of clean ones (on a clean line it stays at the transport's default)
+                if self.last_attempts > 2:
+                    self.chunk, clean = max(MIN_LOSSY_CHUNK, self.chunk // 2), 0
+                elif self.last_attempts == 1:
+                    clean += 1
+                    if clean >= 8:
+                        self.chunk, clean = min(self.transport.default_chunk, self.chunk * 2), 0
+            if progress:
+                progress(have, size)
+        return sha
+
+    def put_artifact(self, artifact_dir: str | os.PathLike[str], progress: Progress | None = None) -> str:
+        """Upload an artifact directory (manifest.json + model files); returns the artifact id."""
+        root = Path(artifact_dir)
+        if not (root / "manifest.json").is_file():
+            raise ConfigError(f"{str(root)!r} is not an artifact directory (no manifest.json); export one first")
+        files = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+        for p in files:
+            if not p.is_file():
+                raise ConfigError(f"artifact {str(root)!r} contains {p.name!r}, which is not a plain file; artifacts are flat directories")
+            try:
+                check_name(p.name)
+            except AgentRequestError as err:
+                raise ConfigError(f"artifact {str(root)!r}: {err}") from None
+        total = sum(p.stat().st_size for p in files)
+        done = 0
+        mapping: dict[str, str] = {}
+        for p in files:
+            size = p.stat().st_size
+            cb = (lambda d, _t, base=done: progress(base + d, total)) if progress else None
+            mapping[p.name] = self.put_file(p, cb)
+            done += size
+        return self.request("bundle", {"files": mapping})["artifact"]
+
+    def bench(self, artifact_id: str, request: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """Latency (and memory) of an uploaded artifact, measured on the device."""
+        return self.request("bench", {"artifact": artifact_id, "request": request or {}}, timeout=timeout)["result"]
+
+    def eval(self, artifact_id: str, data_id: str, request: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """Accuracy on the device's runtime over an uploaded .npz (plus latency if request asks)."""
+        return self.request("eval", {"artifact": artifact_id, "data": data_id, "request": request or {}}, timeout=timeout)["result"]
+
+    def delete(self, ident: str) -> str:
+        """Delete an artifact (and files only it used) or one uploaded file; returns which it was."""
+        return self.request("delete", {"id": ident})["deleted"]

@@ -1,0 +1,169 @@
+"""The agent's commands. Each takes (session, header, payload) and returns (reply header, payload).
+
+Commands that need the shared key are refused with `unauthorized` until the session has passed the
+challenge-response (auth.py). bench and eval call the measurement harness
+(`edgekd.bench.measure.run_isolated`), which runs each model in a fresh runner process.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from edgekd import __version__
+from edgekd.agent import auth
+from edgekd.agent.fingerprint import device_fingerprint
+from edgekd.agent.protocol import (
+    MAX_HEADER, PROTOCOL_VERSION, AgentRequestError, ErrorCode, Frame, FrameType, decode_data,
+)
+
+if TYPE_CHECKING:
+    from edgekd.agent.server import Session
+
+Handler = Callable[["Session", dict[str, Any], bytes], dict[str, Any]]
+COMMANDS: dict[str, tuple[Handler, bool]] = {}  # name -> (handler, needs auth)
+
+
+def command(name: str, *, needs_auth: bool = True) -> Callable[[Handler], Handler]:
+    def add(fn: Handler) -> Handler:
+        COMMANDS[name] = (fn, needs_auth)
+        return fn
+
+    return add
+
+
+def _bad(message: str) -> AgentRequestError:
+    return AgentRequestError(ErrorCode.BAD_REQUEST.value, message)
+
+
+def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = header.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise _bad(f"request field {name!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def dispatch(session: "Session", frame: Frame) -> tuple[dict[str, Any], bytes]:
+    if frame.type == FrameType.DATA:
+        if not session.authed:
+            raise AgentRequestError(ErrorCode.UNAUTHORIZED.value, "authenticate first (challenge + auth)")
+        try:
+            handle, offset, chunk = decode_data(frame.payload)
+        except ValueError as err:
+            raise _bad(str(err)) from None
+        reply = session.agent.store.append(handle, offset, chunk)
+        # the common case (more to come) answers with an empty header: fewer bytes on noisy lines
+        return ({} if not reply.get("complete") else reply), b""
+    cmd = frame.header.get("cmd")
+    entry = COMMANDS.get(cmd) if isinstance(cmd, str) else None
+    if entry is None:
+        raise AgentRequestError(ErrorCode.UNKNOWN_COMMAND.value, f"unknown command {str(cmd)[:40]!r}; known: {', '.join(sorted(COMMANDS))}")
+    handler, needs_auth = entry
+    if needs_auth and not session.authed:
+        raise AgentRequestError(ErrorCode.UNAUTHORIZED.value, f"command {cmd!r} needs authentication first (challenge + auth with the shared key)")
+    return handler(session, frame.header, frame.payload), b""
+
+
+@command("ping", needs_auth=False)
+def ping(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    return {"time": time.time()}
+
+
+@command("challenge", needs_auth=False)
+def challenge(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    session.nonce = auth.new_nonce()
+    session.authed = session.agent.key is None
+    return {"nonce": session.nonce, "auth_required": session.agent.key is not None,
+            "protocol": PROTOCOL_VERSION, "agent": __version__}
+
+
+@command("auth", needs_auth=False)
+def authenticate(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    key = session.agent.key
+    if key is None:
+        raise _bad("this agent has no key (loopback only); connect without one")
+    agent_nonce, session.nonce = session.nonce, None  # one attempt per challenge
+    host_nonce = header.get("nonce")
+    if agent_nonce is None or not auth.is_nonce(host_nonce):
+        raise _bad("auth needs a fresh challenge first and a 64-hex-digit 'nonce'")
+    if not auth.verify(auth.host_proof(key, agent_nonce, host_nonce), header.get("proof")):
+        session.authed = False
+        raise AgentRequestError(ErrorCode.AUTH_FAILED.value, "wrong key: the agent rejected the host's proof; use the same key on both sides (--key-file or EDGEKD_AGENT_KEY)")
+    session.authed = True
+    return {"proof": auth.agent_proof(key, agent_nonce, host_nonce)}
+
+
+@command("hello")
+def hello(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    return {
+        "agent": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "fingerprint": device_fingerprint(),
+        "limits": {"max_payload": session.agent.max_payload, "max_header": MAX_HEADER},
+        "store": session.agent.store.stats(),
+        "commands": sorted(COMMANDS),
+    }
+
+
+@command("put")
+def put(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    return session.agent.store.begin(_field(header, "sha256", str), _field(header, "size", int))
+
+
+@command("bundle")
+def bundle(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    return {"artifact": session.agent.store.bundle(header.get("files"))}
+
+
+@command("delete")
+def delete(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    return {"deleted": session.agent.store.delete(header.get("id"))}
+
+
+def _measure(session: "Session", artifact: Any, request: dict[str, Any]) -> dict[str, Any]:
+    artifact_dir = session.agent.store.artifact_dir(artifact)
+    from edgekd.bench.measure import run_isolated  # numpy + stdlib; the runtime loads in the child
+
+    with session.agent.measure_lock:  # two measurements at once would disturb each other
+        return {"result": _plain(run_isolated(artifact_dir, request))}
+
+
+def _plain(obj: Any) -> Any:
+    """Strict JSON: NaN and infinities (not JSON) become null."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _request(header: dict[str, Any]) -> dict[str, Any]:
+    request = header.get("request") or {}
+    if not isinstance(request, dict):
+        raise _bad("'request' must be a JSON object of benchmark settings")
+    if "data" in request:
+        # no host-chosen paths on the device: evaluation data is an uploaded file named by sha256
+        raise _bad("'data' cannot be a path; upload the .npz with put and use the eval command with its id")
+    return dict(request)
+
+
+@command("bench")
+def bench(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    return _measure(session, header.get("artifact"), _request(header))
+
+
+@command("eval")
+def evaluate(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    request = _request(header)
+    request["data"] = str(session.agent.store.blob_path(header.get("data")))
+    request.setdefault("accuracy", True)
+    return _measure(session, header.get("artifact"), request)
+
+
+@command("bye", needs_auth=False)
+def bye(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    session.close_after_reply = True
+    session.authed = session.agent.key is None
+    session.nonce = None
+    return {}

@@ -1,0 +1,308 @@
+"""Wire framing of the agent protocol: encode frames, decode a byte stream back into events.
+
+Pure functions and one incremental decoder; no I/O, no clocks, no threads, so the same code runs on
+every transport and is fuzzed directly (tests/test_protocol.py). The byte layout is documented in
+docs/PROTOCOL.md; the summary:
+
+    offset size  field
+    0      2     magic b"EK"
+    2      1     protocol version (1)
+    3      1     frame type (FrameType)
+    4      4     sequence number, u32 big-endian
+    8      4     JSON header length H, u32 BE   (<= MAX_HEADER)
+    12     4     payload length P, u32 BE       (<= max_payload)
+    16     4     CRC32 of bytes 0..15 (the "prefix CRC": a damaged length can never stall the reader)
+    20     H     JSON header, UTF-8, an object; H == 0 means {}
+    20+H   P     binary payload
+    20+H+P 4     CRC32 of bytes 0..20+H+P (everything before it)
+
+Nothing is ever unpickled: the header is JSON, the payload is opaque bytes.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from edgekd.errors import AgentError
+
+MAGIC = b"EK"
+PROTOCOL_VERSION = 1
+_PREFIX = struct.Struct(">2sBBIII")
+_U32 = struct.Struct(">I")
+PREFIX_SIZE = _PREFIX.size + 4  # 20
+TRAILER_SIZE = 4
+MAX_HEADER = 1 << 20  # 1 MiB of JSON is far more than any request or result needs
+DEFAULT_MAX_PAYLOAD = 16 << 20  # 16 MiB; chunked uploads keep frames well below this
+# DATA frames carry an upload chunk: u32 upload handle + u64 offset, then the bytes
+_DATA_HEAD = struct.Struct(">IQ")
+DATA_HEAD_SIZE = _DATA_HEAD.size
+
+
+class FrameType(enum.IntEnum):
+    """What a frame is. REQUEST/DATA go host -> agent and get exactly one REPLY or ERROR back."""
+
+    REQUEST = 1  # header {"cmd": ..., ...}
+    REPLY = 2  # success answer to the request with the same seq
+    ERROR = 3  # failure answer: header {"code", "message", ...}
+    NAK = 4  # "the frame with this seq arrived damaged (or I saw garbage): send it again"
+    BUSY = 5  # keep-alive while a long request (bench/eval) runs: "seq is being worked on"
+    DATA = 6  # upload chunk: header {}, payload = handle u32 + offset u64 + bytes
+
+
+class ErrorCode(str, enum.Enum):
+    """Error codes carried in ERROR frames (header "code"). Documented in docs/PROTOCOL.md."""
+
+    BAD_VERSION = "bad_version"
+    BAD_TYPE = "bad_type"
+    BAD_HEADER = "bad_header"
+    TOO_LARGE = "too_large"
+    TRUNCATED = "truncated"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_COMMAND = "unknown_command"
+    UNAUTHORIZED = "unauthorized"
+    AUTH_FAILED = "auth_failed"
+    NOT_FOUND = "not_found"
+    BAD_NAME = "bad_name"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    OFFSET_MISMATCH = "offset_mismatch"
+    HASH_MISMATCH = "hash_mismatch"
+    IN_USE = "in_use"
+    FAILED = "failed"  # the command ran and failed for a user-visible reason (e.g. missing runtime)
+    INTERNAL = "internal"  # a bug in the agent; it keeps serving
+
+
+class ProtocolError(AgentError):
+    """A frame that cannot be built (too large, not JSON-serializable)."""
+
+
+class AgentRequestError(AgentError):
+    """The agent answered a request with an ERROR frame."""
+
+    def __init__(self, code: str, message: str, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail or {}
+
+
+class LinkLost(AgentError):
+    """The link to the agent closed or went silent."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A complete, CRC-checked frame."""
+
+    type: int
+    seq: int
+    header: dict[str, Any] = field(default_factory=dict)
+    payload: bytes | memoryview = b""  # a read-only memoryview for large payloads (no copy)
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A frame whose prefix was intact (so its seq is trustworthy) but whose body CRC failed."""
+
+    seq: int
+    type: int
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A frame with an intact prefix that is invalid in a way a resend cannot fix."""
+
+    seq: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """Bytes skipped while searching for the next frame (line noise or a damaged prefix)."""
+
+    nbytes: int
+
+
+Event = Union[Frame, Corrupt, BadFrame, Garbage]
+
+
+def encode_header(header: dict[str, Any] | None) -> bytes:
+    if not header:
+        return b""
+    try:
+        data = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as err:
+        raise ProtocolError(f"frame header is not plain JSON ({err}); send numbers, strings, lists and dicts only") from None
+    if len(data) > MAX_HEADER:
+        raise ProtocolError(f"frame header is {len(data)} bytes, above the {MAX_HEADER}-byte limit")
+    return data
+
+
+def encode_frame_parts(
+    ftype: int,
+    seq: int,
+    header: dict[str, Any] | None = None,
+    payload: tuple[bytes | bytearray | memoryview, ...] | list[Any] = (),
+    *,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+) -> list[bytes | bytearray | memoryview]:
+    """One frame as a list of buffers (the payload pieces are not copied: big uploads send them as is).
+
+    Raises ProtocolError when the header or payload exceeds the limits.
+    """
+    hbytes = encode_header(header)
+    plen = sum(len(p) for p in payload)
+    if plen > max_payload:
+        raise ProtocolError(f"frame payload is {plen} bytes, above the {max_payload}-byte limit")
+    prefix = _PREFIX.pack(MAGIC, PROTOCOL_VERSION, int(ftype), seq & 0xFFFFFFFF, len(hbytes), plen)
+    head = prefix + _U32.pack(zlib.crc32(prefix)) + hbytes
+    crc = zlib.crc32(head)
+    for part in payload:
+        crc = zlib.crc32(part, crc)
+    return [head, *payload, _U32.pack(crc)]
+
+
+def encode_frame(
+    ftype: int,
+    seq: int,
+    header: dict[str, Any] | None = None,
+    payload: bytes | bytearray | memoryview = b"",
+    *,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+) -> bytes:
+    """Build one frame as bytes. Raises ProtocolError when the header or payload exceeds the limits."""
+    return b"".join(encode_frame_parts(ftype, seq, header, (payload,) if payload else (), max_payload=max_payload))
+
+
+def data_head(handle: int, offset: int) -> bytes:
+    """Fixed start of a DATA payload: upload handle u32, offset u64; the chunk bytes follow."""
+    return _DATA_HEAD.pack(handle, offset)
+
+
+def encode_data(handle: int, offset: int, chunk: bytes | memoryview) -> bytes:
+    """Payload of a DATA frame: upload handle, offset in the file, then the chunk bytes."""
+    return _DATA_HEAD.pack(handle, offset) + bytes(chunk)
+
+
+def decode_data(payload: bytes | memoryview) -> tuple[int, int, memoryview]:
+    """Inverse of encode_data; raises ValueError on a payload too short to hold the fixed part."""
+    if len(payload) < DATA_HEAD_SIZE:
+        raise ValueError(f"DATA payload is {len(payload)} bytes, shorter than its {DATA_HEAD_SIZE}-byte head")
+    handle, offset = _DATA_HEAD.unpack_from(payload)
+    return handle, offset, memoryview(payload)[DATA_HEAD_SIZE:]
+
+
+_ZERO_COPY_MIN = 64 << 10
+_VALID_TYPES = frozenset(int(t) for t in FrameType)
+
+
+class FrameDecoder:
+    """Incremental decoder: `feed(bytes) -> [events]`, in stream order.
+
+    Resynchronises on the magic after garbage: a prefix whose CRC fails is skipped one byte at a time,
+    so a frame that follows line noise is still found. Memory is bounded by one maximal frame.
+    """
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def partial_seq(self) -> int | None:
+        """The seq of a frame whose intact prefix has arrived but whose body has not (yet)."""
+        if len(self._buf) >= PREFIX_SIZE and self._prefix_ok():
+            return _PREFIX.unpack_from(self._buf)[3]
+        return None
+
+    def drop_partial(self) -> list[Event]:
+        """The line went quiet mid-frame: give up on the buffered bytes and report what they were."""
+        seq = self.partial_seq()
+        if seq is not None:
+            del self._buf[:PREFIX_SIZE]  # resync after the prefix: later bytes may hold a new frame
+            return [BadFrame(seq, ErrorCode.TRUNCATED.value, "frame truncated: the line went quiet before its end"), *self.feed(b"")]
+        n = len(self._buf)
+        self._buf.clear()
+        return [Garbage(n)] if n else []
+
+    def _prefix_ok(self) -> bool:
+        (crc,) = _U32.unpack_from(self._buf, PREFIX_SIZE - 4)
+        with memoryview(self._buf) as mv:
+            return zlib.crc32(mv[: PREFIX_SIZE - 4]) == crc
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        buf = self._buf
+        buf += data
+        events: list[Event] = []
+        garbage = 0
+        while buf:
+            idx = buf.find(MAGIC)
+            if idx < 0:
+                # keep a trailing first magic byte: its partner may arrive with the next read
+                keep = 1 if buf[-1] == MAGIC[0] else 0
+                garbage += len(buf) - keep
+                del buf[: len(buf) - keep]
+                break
+            if idx:
+                garbage += idx
+                del buf[:idx]
+            if len(buf) < PREFIX_SIZE:
+                break
+            if not self._prefix_ok():
+                garbage += 1
+                del buf[:1]
+                continue
+            _, version, ftype, seq, hlen, plen = _PREFIX.unpack_from(buf)
+            bad = None
+            if version != PROTOCOL_VERSION:
+                bad = (ErrorCode.BAD_VERSION, f"protocol version {version} is not {PROTOCOL_VERSION}; install the same edgekd version on host and device")
+            elif ftype not in _VALID_TYPES:
+                bad = (ErrorCode.BAD_TYPE, f"unknown frame type {ftype}")
+            elif hlen > MAX_HEADER or plen > self.max_payload:
+                bad = (ErrorCode.TOO_LARGE, f"frame declares header {hlen} + payload {plen} bytes, above the limits ({MAX_HEADER} / {self.max_payload})")
+            if bad is not None:
+                if garbage:
+                    events.append(Garbage(garbage))
+                    garbage = 0
+                events.append(BadFrame(seq, bad[0].value, bad[1]))
+                # resync after the prefix: never wait for (or buffer) a body we will not accept
+                del buf[:PREFIX_SIZE]
+                continue
+            total = PREFIX_SIZE + hlen + plen + TRAILER_SIZE
+            if len(buf) < total:
+                break
+            if garbage:
+                events.append(Garbage(garbage))
+                garbage = 0
+            (crc,) = _U32.unpack_from(buf, total - TRAILER_SIZE)
+            payload: bytes | memoryview = b""
+            with memoryview(buf) as mv:
+                crc_ok = zlib.crc32(mv[: total - TRAILER_SIZE]) == crc
+                raw_header = bytes(mv[PREFIX_SIZE : PREFIX_SIZE + hlen]) if crc_ok else b""
+                if crc_ok and (len(buf) > total or plen < _ZERO_COPY_MIN):
+                    payload = bytes(mv[PREFIX_SIZE + hlen : total - TRAILER_SIZE])
+            if crc_ok and plen >= _ZERO_COPY_MIN and len(buf) == total:
+                # a big frame that fills the buffer (an upload chunk): hand the buffer itself over
+                payload = memoryview(buf)[PREFIX_SIZE + hlen : total - TRAILER_SIZE].toreadonly()
+                self._buf = buf = bytearray()
+            else:
+                del buf[:total]
+            if not crc_ok:
+                events.append(Corrupt(seq, ftype))
+                continue
+            try:
+                header = json.loads(raw_header) if hlen else {}
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                header = None
+            if not isinstance(header, dict):
+                events.append(BadFrame(seq, ErrorCode.BAD_HEADER.value, "frame header is not a JSON object"))
+                continue
+            events.append(Frame(ftype, seq, header, payload))
+        if garbage:
+            events.append(Garbage(garbage))
+        return events

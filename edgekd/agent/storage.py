@@ -1,0 +1,239 @@
+"""The agent's content-addressed store: every uploaded file is named by its sha256, never by a path
+the host chose.
+
+    WORKDIR/blobs/<sha256>          complete, verified files (read-only)
+    WORKDIR/partial/<sha256>.part   uploads in progress; kept when a link drops so the host can resume
+    WORKDIR/artifacts/<id>/<name>   an artifact directory materialised from a bundle (hard links to
+                                    blobs); <id> = sha256 of the bundle's canonical JSON
+    WORKDIR/artifacts/<id>.json     the bundle {name: sha256}
+
+Bytes in blobs/ and partial/ count against the quota; artifact directories share the blobs' inodes.
+Errors are AgentRequestError with a protocol error code; the session turns them into ERROR frames.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from edgekd.agent.protocol import AgentRequestError, ErrorCode
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# one flat directory level, no hidden files, no "..": the name can never leave the artifact dir
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+MAX_BUNDLE_FILES = 256
+
+
+def check_sha(value: object, what: str = "sha256") -> str:
+    if not isinstance(value, str) or not _SHA_RE.match(value):
+        raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"{what} {str(value)[:80]!r} is not 64 lowercase hex digits")
+    return value
+
+
+def check_name(value: object) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+        raise AgentRequestError(
+            ErrorCode.BAD_NAME.value,
+            f"file name {str(value)[:80]!r} is not allowed: use letters, digits, '.', '_', '-', '+' "
+            "(no slashes, no '..', no leading dot, at most 128 characters)",
+        )
+    return value
+
+
+def bundle_id(files: dict[str, str]) -> str:
+    """Artifact id: sha256 of the canonical JSON of the name -> sha256 map."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class Upload:
+    handle: int
+    sha: str
+    size: int
+    have: int
+    fh: BinaryIO
+    hasher: Any = field(repr=False)
+
+
+class ContentStore:
+    """Thread-safe store with a byte quota. One instance per agent, shared by its sessions."""
+
+    def __init__(self, root: str | os.PathLike[str], quota_bytes: int) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.quota = int(quota_bytes)
+        self.blobs = self.root / "blobs"
+        self.partial = self.root / "partial"
+        self.artifacts = self.root / "artifacts"
+        for d in (self.blobs, self.partial, self.artifacts):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._uploads: dict[str, Upload] = {}  # sha -> the live upload (newest session wins)
+        self._handles: dict[int, Upload] = {}
+        self._next_handle = 1
+        self.used = sum(p.stat().st_size for d in (self.blobs, self.partial) for p in d.iterdir() if p.is_file())
+
+    # ---- uploads -------------------------------------------------------------------------------
+    def begin(self, sha: str, size: int) -> dict[str, Any]:
+        """Start or resume an upload. -> {"complete": True} or {"upload": handle, "have": offset}."""
+        check_sha(sha)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"size {size!r} must be a non-negative integer")
+        with self._lock:
+            if (self.blobs / sha).is_file():
+                return {"complete": True, "have": size}
+            old = self._uploads.pop(sha, None)
+            if old is not None:  # a dropped session's upload: this session takes it over
+                self._handles.pop(old.handle, None)
+                old.fh.close()
+            part = self.partial / f"{sha}.part"
+            have = part.stat().st_size if part.is_file() else 0
+            if have > size:  # not a prefix of this file: start again
+                self.used -= have
+                part.unlink()
+                have = 0
+            reserved = sum(u.size - u.have for u in self._uploads.values())
+            need = size - have
+            if self.used + reserved + need > self.quota:
+                mb = 1 << 20
+                raise AgentRequestError(
+                    ErrorCode.QUOTA_EXCEEDED.value,
+                    f"agent disk quota exceeded: this file needs {need / mb:.1f} MB more but "
+                    f"{(self.used + reserved) / mb:.1f} of {self.quota / mb:.1f} MB are in use; delete artifacts "
+                    "(AgentClient.delete) or restart the agent with a larger --quota-mb",
+                    {"need": need, "used": self.used + reserved, "quota": self.quota},
+                )
+            hasher = hashlib.sha256()
+            fh = open(part, "ab")
+            if have:  # resuming: the hash state is rebuilt from the bytes already on disk
+                with open(part, "rb") as rf:
+                    for block in iter(lambda: rf.read(1 << 20), b""):
+                        hasher.update(block)
+            up = Upload(self._next_handle, sha, size, have, fh, hasher)
+            self._next_handle += 1
+            self._uploads[sha] = up
+            self._handles[up.handle] = up
+            if have == size:
+                return self._finish(up)
+            return {"upload": up.handle, "have": have}
+
+    def append(self, handle: int, offset: int, data: memoryview | bytes) -> dict[str, Any]:
+        """Write a chunk at `offset` (must equal what the agent has). -> {"have": n[, "complete": True]}."""
+        with self._lock:
+            up = self._handles.get(handle)
+            if up is None:
+                raise AgentRequestError(ErrorCode.NOT_FOUND.value, f"upload handle {handle} is not open (finished, or taken over by a newer session); send put again")
+            n = len(data)
+            if offset + n > up.size:
+                raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"chunk at {offset}+{n} runs past the declared size {up.size}")
+            if offset != up.have:
+                if offset + n <= up.have:  # an old chunk sent again: already stored
+                    return {"have": up.have}
+                raise AgentRequestError(ErrorCode.OFFSET_MISMATCH.value, f"chunk offset {offset} but the agent has {up.have} bytes; continue from there", {"have": up.have})
+            # no fsync per chunk: the final sha256 check catches anything a crash tore
+            up.fh.write(data)
+            up.hasher.update(data)
+            up.have += n
+            self.used += n
+            if up.have == up.size:
+                return self._finish(up)
+            return {"have": up.have}
+
+    def _finish(self, up: Upload) -> dict[str, Any]:
+        up.fh.close()
+        self._uploads.pop(up.sha, None)
+        self._handles.pop(up.handle, None)
+        part = self.partial / f"{up.sha}.part"
+        if up.hasher.hexdigest() != up.sha:
+            self.used -= up.have
+            part.unlink(missing_ok=True)
+            raise AgentRequestError(ErrorCode.HASH_MISMATCH.value, f"uploaded bytes do not hash to {up.sha}; the partial file was discarded, upload it again")
+        os.chmod(part, 0o444)
+        os.replace(part, self.blobs / up.sha)
+        return {"have": up.size, "complete": True}
+
+    # ---- lookups and artifacts ----------------------------------------------------------------
+    def blob_path(self, sha: object) -> Path:
+        path = self.blobs / check_sha(sha)
+        if not path.is_file():
+            raise AgentRequestError(ErrorCode.NOT_FOUND.value, f"no file {sha} on the agent; upload it first (put)")
+        return path
+
+    def bundle(self, files: object) -> str:
+        """Materialise an artifact directory from {name: sha256}; idempotent. -> artifact id."""
+        if not isinstance(files, dict) or not files or len(files) > MAX_BUNDLE_FILES:
+            raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"bundle needs 'files': a map of 1..{MAX_BUNDLE_FILES} names to sha256")
+        clean = {check_name(name): check_sha(sha, f"sha256 of {name!r}") for name, sha in files.items()}
+        aid = bundle_id(clean)
+        with self._lock:
+            target = self.artifacts / aid
+            if target.is_dir():
+                return aid
+            sources = {name: self.blob_path(sha) for name, sha in clean.items()}
+            tmp = self.artifacts / f".tmp-{aid}-{threading.get_ident()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for name, src in sources.items():
+                try:
+                    os.link(src, tmp / name)
+                except OSError:  # a file system without hard links: copy (counted as used)
+                    shutil.copyfile(src, tmp / name)
+                    self.used += src.stat().st_size
+            (self.artifacts / f"{aid}.json").write_text(json.dumps({"files": clean}, sort_keys=True))
+            os.replace(tmp, target)
+        return aid
+
+    def artifact_dir(self, aid: object) -> Path:
+        path = self.artifacts / check_sha(aid, "artifact id")
+        if not path.is_dir():
+            raise AgentRequestError(ErrorCode.NOT_FOUND.value, f"no artifact {aid} on the agent; upload it first (put_artifact)")
+        return path
+
+    def _bundles(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for meta in self.artifacts.glob("*.json"):
+            try:
+                out[meta.stem] = json.loads(meta.read_text())["files"]
+            except (OSError, ValueError, KeyError):
+                continue
+        return out
+
+    def delete(self, ident: object) -> str:
+        """Delete an artifact (and its blobs no other artifact uses) or one blob. -> what was deleted."""
+        check_sha(ident, "id")
+        with self._lock:
+            bundles = self._bundles()
+            if ident in bundles:
+                shutil.rmtree(self.artifacts / str(ident), ignore_errors=True)
+                (self.artifacts / f"{ident}.json").unlink(missing_ok=True)
+                still_used = {sha for aid, files in bundles.items() if aid != ident for sha in files.values()}
+                for sha in set(bundles[str(ident)].values()) - still_used:
+                    self._remove_blob(sha)
+                return "artifact"
+            users = [aid for aid, files in bundles.items() if ident in files.values()]
+            if users:
+                raise AgentRequestError(ErrorCode.IN_USE.value, f"file {ident} is part of artifact {users[0]}; delete the artifact instead")
+            if self._remove_blob(str(ident)):
+                return "file"
+            raise AgentRequestError(ErrorCode.NOT_FOUND.value, f"nothing named {ident} on the agent")
+
+    def _remove_blob(self, sha: str) -> bool:
+        removed = False
+        for path in (self.blobs / sha, self.partial / f"{sha}.part"):
+            if path.is_file():
+                self.used -= path.stat().st_size
+                path.unlink()
+                removed = True
+        up = self._uploads.pop(sha, None)
+        if up is not None:
+            self._handles.pop(up.handle, None)
+            up.fh.close()
+        return removed
+
+    def stats(self) -> dict[str, Any]:
+        return {"used_bytes": self.used, "quota_bytes": self.quota, "artifacts": len(self._bundles())}
