@@ -28,6 +28,7 @@ from edgekd.errors import ConfigError
 from edgekd.models.surgery import SURGERY, set_submodule
 
 FACTORIZABLE = ("Linear", "Conv2d")
+DEFAULT_ENERGY = 0.9  # used when neither energy nor ratio is given
 
 
 def rank_for(singular_values: torch.Tensor, *, energy: float | None = None, ratio: float | None = None) -> int:
@@ -113,8 +114,10 @@ def check_options(energy: Any, ratio: Any, min_reduction: Any) -> tuple[float | 
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    if (energy is None) == (ratio is None):
-        raise ConfigError("lowrank: give exactly one of energy (e.g. 0.9) or ratio (e.g. 0.5)")
+    if energy is not None and ratio is not None:
+        raise ConfigError("lowrank: give energy (e.g. 0.9) or ratio (e.g. 0.5), not both")
+    if energy is None and ratio is None:
+        energy = DEFAULT_ENERGY
     if energy is not None and not (number(energy) and 0.0 < float(energy) <= 1.0):
         raise ConfigError(f"lowrank: energy must be in (0, 1] (share of squared singular values kept), got {energy!r}")
     if ratio is not None and not (number(ratio) and 0.0 < float(ratio) <= 1.0):
@@ -134,8 +137,10 @@ def lowrank_pass(
     exclude: list[str] | None = None,
 ) -> tuple[list[dict], dict]:
     """The ``lowrank`` compression pass: factorize every Linear / ungrouped Conv2d whose truncated
-    SVD saves at least `min_reduction` of its weights, in place. Returns the ``factorize`` surgery
-    record and a JSON-able report of ranks (`example` is unused: SVD needs no data)."""
+    SVD saves at least `min_reduction` of its weights, in place. The rank keeps `energy` of the
+    squared singular values (default 0.9) or `ratio` of the full rank; `exclude` lists module paths
+    to leave alone. Returns the ``factorize`` surgery record and a JSON-able report of ranks
+    (`example` is unused: SVD needs no data)."""
     energy, ratio, min_reduction = check_options(energy, ratio, min_reduction)
     skip = set(exclude or [])
     modules: dict[str, dict[str, Any]] = {}
