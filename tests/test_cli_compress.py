@@ -1,0 +1,110 @@
+"""`edgekd compress` from the command line: the table, --json, and one-line errors (exit 2)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekd.cli import main
+from edgekd.models import load_model
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["compress", *args])
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_compress_checkpoint_json(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    out = tmp_path / "out"
+    result = _run(str(tiny_teacher_ckpt), "--prune", "0.5", "--finetune-epochs", "0", "-o", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert [s["pass"] for s in summary["stages"]] == ["prune"]
+    assert summary["params_ratio"] < 0.5
+    model, info = load_model(out / "student.pt")
+    assert info.surgery[0]["op"] == "resize"
+
+
+def test_compress_table_prune_and_lowrank(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    out = tmp_path / "out"
+    result = _run(str(tiny_teacher_ckpt), "--prune", "0.5", "--lowrank", "0.5", "--finetune-epochs", "0", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "1. prune" in result.output and "2. lowrank" in result.output and "total" in result.output
+    assert "accuracy drop" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["pass"] for s in summary["stages"]] == ["prune", "lowrank"]
+
+
+def test_passes_from_config_file(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("passes:\n  - {key: lowrank, kwargs: {energy: 0.8}}\n  - {key: prune, kwargs: {ratio: 0.25}}\n"
+                   "finetune_epochs: 0\n")
+    result = _run(str(tiny_teacher_ckpt), "--config", str(cfg), "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    assert [s["pass"] for s in json.loads(result.output)["stages"]] == ["lowrank", "prune"]
+
+
+def test_missing_run(tmp_path: Path) -> None:
+    _one_line_error(_run(str(tmp_path / "nope"), "--prune", "0.5", "-o", str(tmp_path / "o")),
+                    "nope", "no such run directory")
+
+
+def test_run_dir_without_student(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    _one_line_error(_run(str(tmp_path / "run"), "--prune", "0.5", "-o", str(tmp_path / "o")), "no student.pt")
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
+def test_corrupt_checkpoint(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    out = tmp_path / "o"
+    _one_line_error(_run(str(bad), "--prune", "0.5", "-o", str(out)), "bad.pt")
+    assert not out.exists()
+
+
+def test_truncated_checkpoint(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(tiny_teacher_ckpt.read_bytes()[:300])
+    _one_line_error(_run(str(bad), "--prune", "0.5", "-o", str(tmp_path / "o")), "cut.pt")
+
+
+def test_no_pass_and_no_output(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    _one_line_error(_run(str(tiny_teacher_ckpt), "-o", str(tmp_path / "o")), "--prune")
+    _one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5"), "-o")
+    _one_line_error(_run(str(tiny_teacher_ckpt), "--lowrank", "0.5", "--lowrank-energy", "0.9", "-o", str(tmp_path / "o")),
+                    "not both")
+
+
+def test_bad_ratio_is_rejected_by_the_option() -> None:
+    result = _run("whatever", "--prune", "1.5", "-o", "x")
+    assert result.exit_code == 2 and "--prune" in result.output
+
+
+def test_existing_output_is_not_overwritten(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5", "-o", str(out)), "already exists")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_subprocess_corrupt_checkpoint_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "compress", str(bad), "--prune", "0.5", "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
