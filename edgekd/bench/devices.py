@@ -20,6 +20,11 @@ from typing import Any, Protocol
 from edgekd.errors import AgentError
 
 
+# a measurement (load + warm-up + timed loop, or a whole evaluation set) may keep the agent busy
+# far longer than one ordinary request; the child process has its own cap (timeout_s)
+MEASURE_TIMEOUT_S = 900.0
+
+
 class Device(Protocol):
     url: str
 
@@ -134,13 +139,13 @@ class AgentDevice:
         return self._uploaded[key]
 
     def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-        return self.client.bench(self._artifact_id(artifact_dir), request)
+        return self.client.bench(self._artifact_id(artifact_dir), request, timeout=MEASURE_TIMEOUT_S)
 
     def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
         key = "file:" + str(Path(data_path).resolve())
         if key not in self._uploaded:
             self._uploaded[key] = self.client.put_file(data_path)
-        return self.client.eval(self._artifact_id(artifact_dir), self._uploaded[key], request)
+        return self.client.eval(self._artifact_id(artifact_dir), self._uploaded[key], request, timeout=MEASURE_TIMEOUT_S)
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)

@@ -198,8 +198,9 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
             "precision": manifest.get("precision"),
             "model_file": manifest.get("model_file"),
             "model_sha256": (manifest.get("files") or {}).get(manifest.get("model_file", ""), None),
-            "size_bytes": model_size,
-            "total_size_bytes": total_size,
+            # what gets deployed: every model file (an OpenVINO .xml needs its .bin)
+            "size_bytes": total_size,
+            "model_file_bytes": model_size,
         },
         "settings": {
             "threads": req["threads"],

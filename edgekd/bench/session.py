@@ -17,6 +17,7 @@ from edgekd.bench.devices import Device, open_device
 from edgekd.bench.inputs import read_manifest
 from edgekd.bench.table import BenchRow
 from edgekd.errors import ConfigError, EdgeKDError
+from edgekd.fileio import sha256_file
 from edgekd.profiles import Measurement, device_name, profile_path, record_measurements
 
 ALL = "all"
@@ -41,7 +42,8 @@ class BenchConfig:
     warmup_s: float = 1.0
     min_count: int = 100
     min_s: float = 3.0
-    export_dir: str | None = None  # where missing exports go; default: next to the checkpoint
+    export_dir: str | None = None  # where missing exports go; default: <run>/artifacts
+    target: str = "cpu"  # the target class missing exports are made for (targets/<name>.yaml)
 
 
 @dataclass
@@ -95,14 +97,17 @@ def plan_jobs(cfg: BenchConfig, device_runtimes: dict[str, str | None]) -> list[
     for source in cfg.sources:
         artifacts, checkpoint = _resolve_source(Path(source))
         have: set[tuple[str, str]] = set()
+        ckpt_sha = sha256_file(checkpoint) if checkpoint is not None else None
         for art in artifacts:
             man = read_manifest(art)
+            if ckpt_sha and (man.get("source") or {}).get("checkpoint_sha256") not in (None, ckpt_sha):
+                continue  # made from an older checkpoint: stale, export it again
             fmt, prec = _format_of(man, table), str(man.get("precision"))
             if fmt not in formats or prec not in cfg.precisions:
                 continue
             have.add((fmt, prec))
             model = (man.get("source") or {}).get("spec") or art.name
-            jobs.append(_Job(model, fmt, prec, man.get("runtime"), artifact=art))
+            jobs.append(_Job(model, fmt, prec, man.get("runtime"), artifact=art, checkpoint=checkpoint))
         if checkpoint is None:
             continue
         for fmt in formats:
@@ -183,24 +188,23 @@ def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | N
     try:
         fingerprint = device.fingerprint()
         jobs = plan_jobs(cfg, device.runtimes())
+        total = len(jobs) + 1
+        if on_progress:
+            on_progress("exporting what is missing", 0, total)
+        data_settings = export_missing(jobs, cfg)
+        _name_rows_by_spec(jobs)
         rows: list[BenchRow] = []
         measurements: list[Measurement] = []
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
-            data_path, data_fp = None, None
-            total = len(jobs)
-            for i, job in enumerate(jobs):
-                label = f"{job.model} {job.format}/{job.precision}"
+            data_path, data_fp = _eval_data(cfg, jobs, data_settings, Path(tmp))
+            for i, job in enumerate(jobs, start=1):
                 if on_progress:
-                    on_progress(label, i, total)
+                    on_progress(f"{job.model} {job.format}/{job.precision}", i, total)
                 if job.skip_reason:
-                    rows.append(BenchRow(job.model, job.format, job.precision, False, job.skip_reason))
+                    rows.append(BenchRow(job.model, job.format, job.precision, False, job.skip_reason,
+                                         artifact=str(job.artifact) if job.artifact else None))
                     continue
                 try:
-                    if job.artifact is None:
-                        assert job.checkpoint is not None
-                        job.artifact = export_missing(job.checkpoint, job.format, job.precision, cfg, data_path)
-                    if cfg.data and data_path is None:
-                        data_path, data_fp = prepare_eval_data(cfg.data, [job.artifact], Path(tmp))
                     row, m = _bench_one(device, job, cfg, data_path, data_fp)
                 except EdgeKDError as err:
                     row, m = BenchRow(job.model, job.format, job.precision, False, _short(err),
@@ -220,30 +224,94 @@ def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | N
         device.close()
 
 
-def export_missing(checkpoint: Path, fmt: str, precision: str, cfg: BenchConfig, data: Path | None) -> Path:
-    """Export `checkpoint` to one format × precision through the public export API."""
+def _name_rows_by_spec(jobs: list[_Job]) -> None:
+    # rows of one checkpoint are named by the student's spec once any of its artifacts tells it
+    specs: dict[Path, str] = {}
+    for job in jobs:
+        if job.checkpoint is not None and job.artifact is not None:
+            spec = (read_manifest(job.artifact).get("source") or {}).get("spec")
+            if spec:
+                specs[job.checkpoint] = spec
+    for job in jobs:
+        if job.checkpoint in specs:
+            job.model = specs[job.checkpoint]
+
+
+def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
+    """Export every row that has no artifact yet, one `edgekd.api.export` call per checkpoint (the
+    model and data load once). A row whose export fails gets its reason; the others go on.
+    Returns the data settings the export checked parity on (the run's own dataset), if any."""
+    from edgekd.targets import load_target
+
+    pending: dict[Path, list[_Job]] = {}
+    for job in jobs:
+        if job.artifact is None and job.skip_reason is None and job.checkpoint is not None:
+            pending.setdefault(job.checkpoint, []).append(job)
+    if not pending:
+        return _summary_data(jobs, cfg)
+    target = load_target(cfg.target)
+    settings = None
     from edgekd import api
 
-    out = _export_root(checkpoint, cfg.export_dir) / f"{fmt}-{precision}"
-    result = api.export(str(checkpoint), formats=[fmt], precisions=[precision], out_dir=str(out.parent))
-    return _artifact_from_export(result, out)
+    for checkpoint, todo in pending.items():
+        for job in todo:
+            if job.format not in target.formats or job.precision not in target.precisions:
+                job.skip_reason = f"target {target.name} has no {job.format}/{job.precision} export; use --target"
+        todo = [j for j in todo if j.skip_reason is None]
+        if not todo:
+            continue
+        formats = sorted({j.format for j in todo})
+        precisions = sorted({j.precision for j in todo})
+        try:
+            data = cfg.data if cfg.data and not cfg.data.endswith(".npz") else None
+            report = api.export(str(checkpoint), str(_export_root(checkpoint, cfg.export_dir)), target=target.name,
+                                formats=formats, precisions=precisions, data=data, threads=cfg.threads)
+        except EdgeKDError as err:
+            for job in todo:
+                job.skip_reason = f"export failed: {_short(err)}"
+            continue
+        settings = settings or report.get("data")
+        by_key = {(r["format"], r["precision"]): r for r in report.get("rows", [])}
+        for job in todo:
+            row = by_key.get((job.format, job.precision))
+            if row is None:
+                job.skip_reason = "export made no artifact"
+            elif row.get("status") != "ok":
+                job.skip_reason = f"export failed: {_short(Exception(row.get('error') or 'unknown'))}"
+            else:
+                job.artifact = Path(row["artifact"])
+    return settings
 
 
-def _artifact_from_export(result: Any, expected: Path) -> Path:
-    # the export API returns artifact dirs (or rows with a status); take the one it made
-    items = result if isinstance(result, (list, tuple)) else [result]
-    for item in items:
-        status = getattr(item, "status", None) or (item.get("status") if isinstance(item, dict) else None)
-        if status not in (None, "ok"):
-            reason = getattr(item, "error", None) or (item.get("error") if isinstance(item, dict) else None)
-            raise EdgeKDError(f"export failed: {reason}")
-        path = getattr(item, "artifact", None) or getattr(item, "path", None) or \
-            (item.get("artifact") or item.get("path") if isinstance(item, dict) else item)
-        if path and (Path(path) / "manifest.json").is_file():
-            return Path(path)
-    if (expected / "manifest.json").is_file():
-        return expected
-    raise EdgeKDError(f"export produced no artifact at {expected}")
+def _summary_data(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
+    """Data settings from an earlier `edgekd export` summary next to the checkpoint, if there is one."""
+    import json
+
+    for job in jobs:
+        if job.checkpoint is not None:
+            summary = _export_root(job.checkpoint, cfg.export_dir) / "export.json"
+            try:
+                return json.loads(summary.read_text(encoding="utf-8")).get("data")
+            except (OSError, ValueError, AttributeError):
+                continue
+    return None
+
+
+def _eval_data(cfg: BenchConfig, jobs: list[_Job], settings: dict[str, Any] | None,
+               workdir: Path) -> tuple[Path | None, str | None]:
+    """--data as given; without it, the test split of the dataset the run was exported (and trained) on."""
+    artifacts = [j.artifact for j in jobs if j.artifact is not None]
+    if cfg.data:
+        return prepare_eval_data(cfg.data, artifacts, workdir)
+    if not settings or not settings.get("source"):
+        return None, None
+    from edgekd.bench.accuracy import write_eval_npz
+    from edgekd.data import load_dataset
+
+    kw = {k: settings[k] for k in ("val_fraction", "test_fraction") if settings.get(k) is not None}
+    ds = load_dataset(settings["source"], image_size=settings.get("image_size"), seed=int(settings.get("seed") or 0), **kw)
+    out = write_eval_npz(workdir / f"{ds.name}-test.npz", ds.test.x, ds.test.y, normalized=True)
+    return out, f"{ds.fingerprint}:test"
 
 
 def _bench_one(device: Device, job: _Job, cfg: BenchConfig, data: Path | None,
@@ -266,7 +334,8 @@ def _bench_one(device: Device, job: _Job, cfg: BenchConfig, data: Path | None,
             warnings.append(f"accuracy failed: {_short(err)}")
     result["warnings"] = warnings
     src = manifest.get("source") or {}
-    m = Measurement.from_result(result, model_sha256=src.get("checkpoint_sha256"), spec=src.get("spec") or job.model,
+    job.model = src.get("spec") or job.model
+    m = Measurement.from_result(result, model_sha256=src.get("checkpoint_sha256"), spec=job.model,
                                 params=src.get("params"), macs=src.get("macs"), dataset_fingerprint=data_fp)
     lat = result.get("latency") or {}
     row = BenchRow(job.model, job.format, job.precision, True, "; ".join(warnings) or None,

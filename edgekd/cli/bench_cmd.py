@@ -38,11 +38,13 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--warmup-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--export-dir", default=None, type=click.Path(file_okay=False),
               help="Where missing exports go (default: <run>/artifacts).")
+@click.option("--target", default="cpu", show_default=True,
+              help="Target class that missing exports are made for (targets/<name>.yaml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON.")
 def command(sources: tuple[str, ...], device: str, key_file: str | None, formats: str, precisions: str,
             data: str | None, profile: str | None, profiles_dir: str, no_record: bool, threads: int | None,
             batch: int, min_count: int, min_seconds: float, warmup: int, warmup_seconds: float,
-            export_dir: str | None, as_json: bool) -> None:
+            export_dir: str | None, target: str, as_json: bool) -> None:
     """Export what is missing and benchmark every format × precision the device can run.
 
     One row per format × precision: status ✅/❌ (with the reason), size, accuracy on the deployed
@@ -68,7 +70,7 @@ def command(sources: tuple[str, ...], device: str, key_file: str | None, formats
                       precisions=_csv(precisions) or ["fp32"], data=data, profile=profile,
                       profiles_dir=profiles_dir, record=not no_record, threads=threads, batch=batch,
                       warmup_count=warmup, warmup_s=warmup_seconds, min_count=min_count, min_s=min_seconds,
-                      export_dir=export_dir)
+                      export_dir=export_dir, target=target)
     if as_json:
         report = run_bench(cfg)
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
