@@ -46,6 +46,7 @@ def teacher_config(
     seed: int = 0,
     lr: float = 3e-3,
     batch_size: int = 64,
+    threads: int = 0,
     output: str = "runs/teacher",
 ) -> DistillConfig:
     """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy."""
@@ -58,7 +59,7 @@ def teacher_config(
         "data": {"source": data, "image_size": image_size},
         "losses": [{"key": "ce"}],
         "train": {"epochs": epochs, "patience": patience, "seed": seed, "lr": lr, "batch_size": batch_size,
-                  "keep": "best"},
+                  "keep": "best", "threads": threads},
         "output": output,
     })
 
@@ -98,3 +99,28 @@ def compress(
 
     raw = dataclasses.asdict(config) if isinstance(config, CompressConfig) else dict(config)
     return run_compression({**raw, **overrides}, progress=progress, log=log)
+
+
+def export(
+    checkpoint: str,
+    output: str,
+    *,
+    target: str = "cpu",
+    formats: str | list[str] | None = None,
+    precisions: str | list[str] | None = None,
+    data: str | None = None,
+    threads: int | None = None,
+    targets_dir: str | None = None,
+    log: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Export a checkpoint (or run directory) for `target`: one artifact per (format, precision) under
+    `output/<format>-<precision>/`, each through the parity gate (fp32: max |diff| <= 1e-4; int8:
+    accuracy drop <= 1 point). Returns the report dict (`ok`, `rows` with status/reason/size/parity/
+    accuracy); a failing row never aborts the others. `options`: fp32_tol, max_drop,
+    calibration_samples, image_size, format_options={"tflite": {"layout": "NHWC"}, ...}."""
+    from edgekd.runtimes.export import export_checkpoint
+
+    report = export_checkpoint(checkpoint, output, target=target, formats=formats, precisions=precisions, data=data,
+                               threads=threads, targets_dir=targets_dir, log=log, **options)
+    return report.to_dict()

@@ -37,6 +37,8 @@ class DataConfig:
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    max_len: int | None = None  # text only: token sequence length (default 32)
+    tokenizer: str | None = None  # text only: local tokenizer dir/file; None = WordPiece on the train split
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TrainConfig:
     patience: int = 0
     keep: str = "best"  # best | last
     eval_batch_size: int = 512
+    threads: int = 0  # torch intra-op threads for this run; 0 keeps torch's default (one per core)
 
 
 @dataclass
@@ -190,6 +193,8 @@ def validate(cfg: DistillConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}.train.batch_size={t.batch_size}: must be >= 1")
     if t.lr <= 0:
         raise ConfigError(f"{where}.train.lr={t.lr}: must be > 0")
+    if t.threads < 0:
+        raise ConfigError(f"{where}.train.threads={t.threads}: must be >= 0 (0: torch's default)")
     if t.optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"{where}.train.optimizer={t.optimizer!r}: use 'adamw' or 'sgd'")
     if t.schedule not in ("cosine", "constant"):

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from edgekd.errors import ConfigError
 from edgekd.registry import Registry
 
-LOSSES: Registry[type["DistillLoss"]] = Registry("loss")
+LOSSES: Registry[type["DistillLoss"]] = Registry("loss function")
 
 # probe(role, module_path) -> feature shape without the batch dimension; given by the trainer so a
 # loss with a learned projection (hint) can size it before the optimizer is built.
@@ -223,10 +223,11 @@ class HintLoss(DistillLoss):
         for key in ("student_layer", "teacher_layer"):
             if not isinstance(kwargs.get(key), str):
                 raise ConfigError(f"hint: kwargs.{key} is required (a module path such as 'features.2')")
-        if probe is None:
-            raise ConfigError("hint: needs a torch model and a torch teacher to read features from")
-        kwargs.setdefault("student_shape", probe("student", kwargs["student_layer"]))
-        kwargs.setdefault("teacher_shape", probe("teacher", kwargs["teacher_layer"]))
+        for role in ("student", "teacher"):
+            if kwargs.get(f"{role}_shape") is None:
+                if probe is None:
+                    raise ConfigError("hint: needs a torch student and a torch teacher to read features from")
+                kwargs[f"{role}_shape"] = probe(role, kwargs[f"{role}_layer"])
         return cls(**kwargs)
 
     def forward(self, inputs: LossInputs) -> Tensor:

@@ -116,22 +116,27 @@ def prepare_run(
     (except the soft-target cache) out of the picture, for benchmarks. `student`: an already-built
     model to train instead of a fresh `cfg.student` (compression fine-tunes a pruned student)."""
     from edgekd.data import load_dataset
-    from edgekd.models import create_model
+    from edgekd.models import create_for_dataset
 
     dist = DistContext.from_env()
     d = cfg.data
     dataset = load_dataset(d.source, image_size=d.image_size, seed=d.seed,
-                           val_fraction=d.val_fraction, test_fraction=d.test_fraction)
+                           val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                           max_len=d.max_len, tokenizer=d.tokenizer)
     run_dir = Path(cfg.output) if write else None
     if run_dir is not None:
         _check_run_dir(run_dir, cfg, resume)
     teacher = load_teacher(cfg.teacher) if cfg.teacher else None
     if teacher is not None:
         teacher.check_compatible(dataset.input_shape, dataset.num_classes, f"dataset {dataset.name!r}")
+        if dataset.task == "text":
+            from edgekd.text.models import check_text_teacher
+
+            check_text_teacher(teacher, dataset)
 
     torch.manual_seed(cfg.train.seed)  # student init and loss projections come from this seed
     if student is None:
-        student = create_model(cfg.student, tuple(dataset.input_shape), dataset.num_classes)
+        student, _ = create_for_dataset(cfg.student, dataset)  # text: vocab/pad id from the tokenizer
     losses = build_loss_stack(cfg.losses, _probe(student, teacher, tuple(dataset.input_shape)))
     if uses_teacher(losses) and teacher is None:
         raise ConfigError(f"losses {', '.join(losses.names)} need a teacher; pass --teacher PATH (.pt or .onnx) or use --loss ce")
@@ -187,10 +192,22 @@ def run_training(
     cfg: DistillConfig, *, resume: bool = False, progress: bool | None = None, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Train per `cfg`, write the run directory, return the summary dict (also in summary.json)."""
-    from edgekd.models import ModelInfo, count_macs, count_params, save_model
 
     if progress is None:
         progress = stderr_is_tty()
+    threads_before = torch.get_num_threads()
+    if cfg.train.threads:
+        # tiny models train faster on one thread, especially on a shared, loaded machine
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _train_and_report(cfg, resume, progress, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_and_report(cfg: DistillConfig, resume: bool, progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
+    from edgekd.models import ModelInfo, count_macs, count_params, save_model
+
     prep = prepare_run(cfg, resume=resume, progress=progress, log=log)
     try:
         start = time.perf_counter()
@@ -241,13 +258,19 @@ def run_training(
             "teacher_logits_time_s": prep.teacher_logits_time_s,
             "soft_target_cache": prep.cache_status,
             "world_size": prep.dist.world_size,
+            "threads": torch.get_num_threads(),
         }
         if prep.run_dir is not None and prep.dist.is_main:
+            spec, text_meta = cfg.student, {}
+            if ds.task == "text":  # the checkpoint must rebuild the same embedding table and tokenize later
+                from edgekd.text.models import dataset_meta, with_vocab
+
+                spec, text_meta = with_vocab(cfg.student, ds.extra["vocab_size"]), dataset_meta(ds)
             info = ModelInfo(
-                spec=cfg.student, task=ds.task, input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
+                spec=spec, task=ds.task, input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
                 class_names=list(ds.class_names), normalization=ds.normalization, surgery=[],
                 meta={"test_acc": kept, "dataset_fingerprint": ds.fingerprint, "teacher": cfg.teacher,
-                      "role": cfg.role, "losses": summary["losses"]},
+                      "role": cfg.role, "losses": summary["losses"], **text_meta},
             )
             save_model(prep.run_dir / "student.pt", student, info)
             summary["student_path"] = str(prep.run_dir / "student.pt")

@@ -1,0 +1,132 @@
+"""`edgekd distill`: train a student from a teacher's soft targets (options, a YAML file, or both)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from edgekd.errors import ConfigError
+
+# losses whose kwargs the --temperature / --alpha / --lam / --hard-targets shortcuts set
+_KD_LIKE = ("kd", "data_distill")
+
+
+def print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    """The result of a run: one JSON object with --json, else a short table."""
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True, default=str))
+        return
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    click.echo(f"run          {summary.get('run_dir', '-')}")
+    click.echo(f"model        {summary['student']}  ({summary['params']:,} params, {summary['macs']:,} MACs)")
+    if summary.get("teacher"):
+        ratio = summary.get("params_ratio")
+        click.echo(f"teacher      {summary['teacher']}  acc {pct(summary['teacher_acc'])}"
+                   + (f", student/teacher params {ratio:.3f}" if ratio else ""))
+        click.echo(f"soft targets {', '.join(f'{k}: {v}' for k, v in summary['soft_target_cache'].items())}")
+    click.echo(f"test acc     {pct(summary['test_acc'])} ({summary['kept']} epoch; last {pct(summary['test_acc_last'])}, "
+               f"best-val epoch {summary['best_epoch']} {pct(summary['test_acc_best'])})")
+    click.echo(f"time         {summary['train_time_s']:.1f}s over {summary['epochs_run']} epochs")
+    if summary.get("student_path"):
+        click.echo(f"saved        {summary['student_path']}")
+
+
+def echo_log(as_json: bool):
+    """Per-epoch lines go to stdout in text mode and nowhere with --json (stdout is one JSON object)."""
+    return None if as_json else (lambda line: click.echo(line))
+
+
+def loss_overrides(base_losses: Any, loss: str | None, kd_kwargs: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The `losses` list after --loss and the KD shortcuts are applied (None: leave as is)."""
+    if loss is None and not kd_kwargs:
+        return None
+    if loss is not None:
+        entries: list[dict[str, Any]] = [{"key": loss}]
+    elif base_losses:
+        entries = [dict(e) if isinstance(e, dict) else {"key": e} for e in (base_losses if isinstance(base_losses, list) else [base_losses])]
+    else:
+        entries = [{"key": "kd"}]
+    hit = False
+    for entry in entries:
+        if entry.get("key") in _KD_LIKE:
+            entry["kwargs"] = {**(entry.get("kwargs") or {}), **kd_kwargs}
+            hit = True
+    if kd_kwargs and not hit:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in kd_kwargs)
+        raise ConfigError(f"{flags} apply to the kd / data_distill losses only; add --loss kd or drop them")
+    return entries
+
+
+@click.command("distill")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML run file (see edgekd/config.py); the options below override it.")
+@click.option("--teacher", default=None, help="Teacher: an edgekd checkpoint (.pt, e.g. RUN/student.pt from "
+              "`edgekd teacher`) or any ONNX classifier (.onnx, e.g. a Keras model exported with tf2onnx).")
+@click.option("--data", default=None, help="Dataset: `digits` (built in), an .npz with x/y, or an image folder. [default: digits]")
+@click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N (must match the teacher).")
+@click.option("--student", default=None, help="Student model spec, e.g. cnn:width=8,depth=2 (see `edgekd models`). [default: the default student]")
+@click.option("--loss", default=None, help="Objective: kd (Hinton), data_distill, ce (labels only), hint (needs a YAML "
+              "entry for its layers). [default: kd]")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="KD temperature T. [default: 4]")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=None, help="KD weight of the hard-label loss: α·L_hard + (1−α)·L_soft. [default: 0.5]")
+@click.option("--lam", type=click.FloatRange(min=0), default=None, help="data_distill: weight λ of the soft loss on samples the teacher gets right.")
+@click.option("--hard-targets", type=click.Choice(["labels", "teacher"]), default=None,
+              help="Hard targets of KD: ground-truth labels or the teacher's arg-max. [default: labels]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs. [default: 10]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (per process under torchrun). [default: 64]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (cosine decay to 0). [default: 0.003]")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="Optimizer. [default: adamw]")
+@click.option("--seed", type=int, default=None, help="Seed of init, data order and dropout; same seed, same result on CPU. [default: 0]")
+@click.option("--threads", type=click.IntRange(min=0), default=None, help="torch CPU threads (0: one per core). [default: 0]")
+@click.option("--online", is_flag=True, default=None, help="Run the teacher on every batch instead of reading the soft-target cache.")
+@click.option("--cache-dir", default=None, help="Soft-target cache folder. [default: $EDGEKD_CACHE or ./.edgekd-cache]")
+@click.option("-o", "--output", default=None, help="Run directory to create (config.yaml, metrics.jsonl, checkpoints/, student.pt, summary.json).")
+@click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint (after a crash or kill).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (no progress output).")
+def command(config_path: str | None, teacher: str | None, data: str | None, image_size: int | None,
+            student: str | None, loss: str | None, temperature: float | None, alpha: float | None,
+            lam: float | None, hard_targets: str | None, epochs: int | None, batch_size: int | None,
+            lr: float | None, optimizer: str | None, seed: int | None, threads: int | None, online: bool | None,
+            cache_dir: str | None, output: str | None, resume: bool, as_json: bool) -> None:
+    """Distill a teacher into a student: the teacher's soft targets are computed once (and cached),
+    then the student trains on them.
+
+    \b
+    Examples:
+      edgekd distill --teacher runs/teacher/student.pt --student cnn:width=8,depth=2 -o runs/s1
+      edgekd distill --teacher keras_teacher.onnx --loss kd --temperature 4 --alpha 0.3 -o runs/s2
+      edgekd distill --config run.yaml --seed 3 -o runs/s3
+      torchrun --nproc_per_node 2 -m edgekd distill --config run.yaml     (DDP, gloo on CPU)
+    """
+    from edgekd import api
+    from edgekd.config import load_config, merge_overrides
+    from edgekd.models import DEFAULT_STUDENT
+
+    base = load_config(config_path) if config_path else {}
+    over: dict[str, Any] = {}
+    for key, value in (("teacher", teacher), ("student", student), ("online", online),
+                       ("cache_dir", cache_dir), ("output", output)):
+        if value is not None:
+            over[key] = value
+    data_over = {k: v for k, v in (("source", data), ("image_size", image_size)) if v is not None}
+    train_over = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
+                                    ("optimizer", optimizer), ("seed", seed), ("threads", threads)) if v is not None}
+    if data_over:
+        over["data"] = data_over
+    if train_over:
+        over["train"] = train_over
+    kd_kwargs = {k: v for k, v in (("temperature", temperature), ("alpha", alpha), ("lam", lam),
+                                   ("hard_targets", hard_targets)) if v is not None}
+    losses = loss_overrides(base.get("losses"), loss, kd_kwargs)
+    if losses is not None:
+        over["losses"] = losses
+    raw = merge_overrides(base, over)
+    raw.setdefault("student", DEFAULT_STUDENT)
+    if "output" not in raw:
+        raise ConfigError("no run directory: pass -o RUN (or set `output:` in the config file)")
+    summary = api.distill(raw, resume=resume, progress=False if as_json else None, log=echo_log(as_json))
+    print_summary(summary, as_json)

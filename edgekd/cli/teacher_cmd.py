@@ -1,0 +1,38 @@
+"""`edgekd teacher`: train a teacher with cross-entropy and early stopping on val accuracy."""
+from __future__ import annotations
+
+import click
+
+from edgekd.cli.distill_cmd import echo_log, print_summary
+
+
+@click.command("teacher")
+@click.option("--data", default="digits", show_default=True,
+              help="Dataset: `digits` (built in), an .npz with x/y, or an image folder.")
+@click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N (students must use the same size).")
+@click.option("--arch", default=None, help="Teacher model spec (see `edgekd models`). [default: the default teacher family]")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Maximum epochs.")
+@click.option("--patience", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Stop after this many epochs without a better val accuracy (0: never stop early).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of init and data order.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch CPU threads (0: one per core; 1 is often faster for small models on a busy machine).")
+@click.option("-o", "--output", required=True, help="Run directory to create; the teacher is saved as RUN/student.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (no progress output).")
+def command(data: str, image_size: int | None, arch: str | None, epochs: int, patience: int, lr: float,
+            batch_size: int, seed: int, threads: int, output: str, resume: bool, as_json: bool) -> None:
+    """Train a teacher on labels (cross-entropy), keep the best-on-val weights.
+
+    The checkpoint RUN/student.pt is what `edgekd distill --teacher` takes. Any ONNX classifier
+    (e.g. a Keras model exported to ONNX) can be used as a teacher instead, without this step.
+    """
+    from edgekd import api
+
+    cfg = api.teacher_config(data=data, image_size=image_size, arch=arch, epochs=epochs, patience=patience,
+                             seed=seed, lr=lr, batch_size=batch_size, threads=threads,
+                             output=output)
+    summary = api.train_teacher(cfg, resume=resume, progress=False if as_json else None, log=echo_log(as_json))
+    print_summary(summary, as_json)
