@@ -204,3 +204,14 @@ def test_run_isolated_timeout_kills_the_child(artifacts):
     small, _, _ = artifacts
     with pytest.raises(MeasurementError, match="timeout_s"):
         run_isolated(small, {**FAST, "min_s": 30.0, "max_s": 60.0, "timeout_s": 1.0})
+
+
+def test_runner_child_needs_no_torch_or_onnx(artifacts, tmp_path, monkeypatch):
+    """The device side of measurement runs where torch and the onnx package cannot be imported."""
+    for pkg in ("torch", "onnx"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text(f"raise ImportError('{pkg} is blocked on this device')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    small, _, data = artifacts
+    res = run_isolated(small, {**FAST, "data": str(data)})
+    assert res["latency"]["count"] >= 20 and res["accuracy"]["count"] == 37
