@@ -25,6 +25,8 @@ COMMAND_MODULES: dict[str, str] = {
     "bench": "edgekd.cli.bench_cmd",
     "profile": "edgekd.cli.profile_cmd",
     "agent": "edgekd.cli.agent_cmd",
+    "export": "edgekd.cli.export_cmd",
+    "targets": "edgekd.cli.targets_cmd",
 }
 
 

@@ -133,9 +133,9 @@ def verify_files(artifact_dir: str | Path, manifest: Mapping[str, Any]) -> None:
 
 
 def artifact_size(artifact_dir: str | Path, manifest: Mapping[str, Any]) -> int:
-    """Bytes of the model files (not the manifest or reference data)."""
+    """Bytes of the model files (not the manifest, reference or calibration data)."""
     root = Path(artifact_dir)
-    return sum((root / name).stat().st_size for name in manifest["files"] if not name.startswith("reference"))
+    return sum((root / name).stat().st_size for name in manifest["files"] if not name.startswith(("reference", "calibration")))
 
 
 # ---------------------------------------------------------------- feeding a runner

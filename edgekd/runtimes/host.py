@@ -28,12 +28,53 @@ DEFAULT_OPSET = 18
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence the exporters' progress prints and warnings (they would drown the export table)."""
+    """Silence the exporters' progress prints, warnings and C++ log lines (they would drown the
+    export table). Output is captured at the file-descriptor level; if the block raises, the
+    captured tail goes to stderr so a converter crash is still diagnosable."""
+    import logging
+    import sys
+    import tempfile
+
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
-        warnings.simplefilter("ignore")
-        yield
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    previous_level = logging.root.level
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 1)
+        os.dup2(capture.fileno(), 2)
+        try:
+            logging.root.setLevel(logging.ERROR)
+            with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                warnings.simplefilter("ignore")
+                yield
+        except BaseException:
+            _restore(saved)
+            capture.seek(0)
+            tail = (capture.read().decode("utf-8", "replace") + sink.getvalue()).strip().splitlines()[-15:]
+            if tail:
+                print("\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            logging.root.setLevel(previous_level)
+            _restore(saved)
+
+
+def _restore(saved: list[int]) -> None:
+    """Put back the real stdout/stderr descriptors (idempotent)."""
+    import sys
+
+    if saved[0] < 0:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(saved[0], 1)
+    os.dup2(saved[1], 2)
+    os.close(saved[0])
+    os.close(saved[1])
+    saved[0] = saved[1] = -1
 
 
 def input_shape(info: Any, batch: int = 1) -> tuple[int, ...]:
@@ -61,7 +102,9 @@ def export_onnx(model: Any, info: Any, path: Path, *, opset: int = DEFAULT_OPSET
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     try:
         with quiet(), torch.no_grad():
-            torch.onnx.export(model, (example_input(info, batch),), str(path), dynamo=True, opset_version=opset,
+            # a traced batch of 1 would specialize a dynamic batch dimension to the constant 1
+            example = example_input(info, max(batch, 2) if dynamic_batch else batch)
+            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False,
                               dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
     except Exception as err:  # the exporter raises many types; the row records the reason

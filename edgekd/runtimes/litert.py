@@ -20,6 +20,7 @@ from edgekd.runtimes.base import (Calibration, check_feeds, default_threads, rea
 
 MODEL_FILE = "model.tflite"
 LAYOUTS = ("NCHW", "NHWC")
+CALIBRATION_BATCH = 64
 
 
 def _interpreter_class() -> tuple[Any, str, str]:
@@ -96,6 +97,16 @@ class LiteRTRunner:
         return run_in_chunks(self._run_batch, feeds, self._batch)
 
 
+def _to_eval(graph: Any) -> None:
+    """Put an exported graph in eval mode (exported modules refuse .eval(); torchao has a helper)."""
+    try:
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+
+        move_exported_model_to_eval(graph)
+    except Exception:  # only affects a converter warning; the graph has no dropout/BN left after folding
+        pass
+
+
 def _convert(model: Any, sample: Any, precision: str, calibration: Calibration | None, *,
              layout: str, calibration_samples: int) -> Any:
     """litert_torch.convert, through the PT2E quantizer for int8. Returns the edge model."""
@@ -116,12 +127,19 @@ def _convert(model: Any, sample: Any, precision: str, calibration: Calibration |
         rows = np.transpose(rows, (0, 2, 3, 1))
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-    graph = torch.export.export(model, (sample,)).module()
+    # calibrate with a dynamic batch (observers are slow per call, so few big calls beat many
+    # batch-1 calls 30x); litert_torch.convert re-exports with `sample`, so the file stays static
+    traced = torch.cat([sample, sample])  # a batch of 1 would specialize the dynamic dimension
+    graph = torch.export.export(model, (traced,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
     graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for i in range(rows.shape[0]):  # the exported graph has a static batch of sample's size
-            graph(torch.from_numpy(np.ascontiguousarray(rows[i:i + 1])))
+        for start in range(0, rows.shape[0], CALIBRATION_BATCH):
+            chunk = rows[start:start + CALIBRATION_BATCH]
+            if chunk.shape[0] < 2:  # a batch of 1 would specialize the symbolic batch dimension
+                chunk = np.concatenate([chunk, chunk])
+            graph(torch.from_numpy(np.ascontiguousarray(chunk)))
     graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+    _to_eval(graph)
     return litert_torch.convert(graph, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
