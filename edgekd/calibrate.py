@@ -1,0 +1,321 @@
+"""`edgekd profile calibrate`: measure untrained students spread over the search space, fit the model.
+
+The nn-Meter / OFA habit: latency does not depend on the weights, so a latency table can be built
+without training anything. Students are built with random weights from specs *sampled* around every
+student family's search space (each key takes values seen in that family's space, combined in new
+ways), exported for the device's runtime, benchmarked on the device (through the agent, or in a
+fresh runner process here), recorded in the device profile with their architecture features, and one
+`edgekd.latency` model is fitted per (runtime, precision, threads, batch).
+
+The search-space specs themselves are *not* in the calibration sample by default, so every later
+prediction for them is a genuine out-of-sample prediction (what `scripts/bench_select.py` checks).
+Host side.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, Iterable
+
+from edgekd.models.spec import MODELS, canonical_spec, format_spec, parse_spec
+
+
+def student_families(task: str = "image") -> list[str]:
+    """Names of the student families for inputs of `task` (image students take C x H x W tensors)."""
+    return [name for name, fam in MODELS.items() if fam.role == "student" and fam.task == task]
+
+
+def student_specs(task: str = "image") -> list[str]:
+    """Every spec in the search space of every student family for `task`, in registry order."""
+    return [spec for name in student_families(task) for spec in MODELS.get(name).search_space()]
+
+
+def _family_variants(name: str, specs: list[str]) -> list[str]:
+    """Specs of family `name` whose values each come from the family's search space, in new combinations."""
+    fam = MODELS.get(name)
+    seen: dict[str, list[Any]] = {}
+    for spec in specs:
+        kwargs = fam.resolve(parse_spec(spec)[1])
+        for key, value in kwargs.items():
+            bucket = seen.setdefault(key, [])
+            if value not in bucket:
+                bucket.append(value)
+    choices: dict[str, list[Any]] = {}
+    for key, values in seen.items():
+        if values and isinstance(values[0], list):
+            # lists (mlp hidden widths): any length seen, items drawn from the widths seen, non-increasing
+            items = sorted({v for lst in values for v in lst}, reverse=True)
+            lengths = sorted({len(lst) for lst in values})
+            options = [list(c) for n in lengths for c in itertools.combinations_with_replacement(items, n)]
+            choices[key] = options
+        else:
+            choices[key] = values
+    keys = sorted(choices)
+    out = []
+    for combo in itertools.product(*(choices[k] for k in keys)):
+        try:
+            out.append(canonical_spec(format_spec(name, dict(zip(keys, combo)))))
+        except Exception:  # noqa: BLE001 - a combination the family's validator refuses is simply not a variant
+            continue
+    return sorted(set(out))
+
+
+def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] | None = None,
+                      families: Iterable[str] | None = None, task: str = "image") -> list[str]:
+    """`count` student specs spread over the search space (round-robin over families, random within).
+
+    `exclude` (default: every search-space spec) keeps held-out specs out of the sample.
+    """
+    rng = random.Random(seed)
+    excluded = set(student_specs(task) if exclude is None else (canonical_spec(s) for s in exclude))
+    names = [n for n in student_families(task) if families is None or n in set(families)]
+    pools: list[list[str]] = []
+    for name in names:
+        pool = [s for s in _family_variants(name, MODELS.get(name).search_space()) if s not in excluded]
+        rng.shuffle(pool)
+        pools.append(pool)
+    picked: list[str] = []
+    while len(picked) < count and any(pools):
+        for pool in pools:
+            if pool and len(picked) < count:
+                picked.append(pool.pop())
+    return picked
+
+
+# ------------------------------------------------------------------------------ the profile section
+#
+# `profile.latency_model` (stored verbatim by edgekd.profiles) holds, in this layout:
+#   schema: edgekd.latency/1
+#   input_shape: [1, 8, 8]        # shape of the last calibration (select's default)
+#   num_classes: 10
+#   features: {<model sha256>: {spec, input_shape, num_classes, features: {...}}}
+#   models: {<runtime/precision/tN/bN>: LatencyModel.to_dict() + runtime/format/precision/threads/batch}
+
+SECTION_SCHEMA = "edgekd.latency/1"
+
+
+def latency_section(profile: Any) -> dict[str, Any]:
+    """The profile's latency section (empty skeleton when the profile has none yet)."""
+    raw = profile.latency_model if isinstance(profile.latency_model, dict) else {}
+    if raw and raw.get("schema") != SECTION_SCHEMA:
+        raw = {}  # an older or foreign layout: refit from the measurements rather than misread it
+    return {"schema": SECTION_SCHEMA, "input_shape": raw.get("input_shape"), "num_classes": raw.get("num_classes"),
+            "features": dict(raw.get("features") or {}), "models": dict(raw.get("models") or {}),
+            "deployments": list(raw.get("deployments") or [])}
+
+
+def measurement_runtime(m: Any) -> str:
+    """The runtime that ran a measurement (older rows name only the format)."""
+    from edgekd.runtimes import FORMAT_RUNTIME
+
+    return str(m.runtime or FORMAT_RUNTIME.get(m.format, m.format))
+
+
+def measurement_features(m: Any, section: dict[str, Any]) -> dict[str, float] | None:
+    """Architecture features of a measured model: recorded ones, else rebuilt from its spec at the
+    section's input shape when the parameter count proves it is the plain (uncompressed) spec."""
+    from edgekd.latency import spec_features
+
+    known = section["features"].get(m.model_sha256)
+    if known:
+        return dict(known["features"])
+    shape, classes = section.get("input_shape"), section.get("num_classes")
+    if not (m.spec and shape and classes):
+        return None
+    try:
+        feats = spec_features(m.spec, shape, classes)
+    except Exception:  # noqa: BLE001 - a spec from another edgekd version: no features, not a crash
+        return None
+    if m.params is not None and int(m.params) != feats["params"]:
+        return None  # pruned / factorized / other input size: the spec alone does not describe it
+    return feats
+
+
+def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Fit one latency model per (runtime, precision, threads, batch) that has enough measurements;
+    store them in the profile's section (in memory) and return {key: LatencyModel}."""
+    from edgekd.latency import MIN_SAMPLES, Sample, fit_latency_model, model_key
+
+    section = latency_section(profile)
+    groups: dict[str, list[Sample]] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for m in profile.measurements.values():
+        if not m.latency or not m.latency.get("p50_ms"):
+            continue
+        feats = measurement_features(m, section)
+        if feats is None:
+            continue
+        key = model_key(measurement_runtime(m), m.precision, m.threads, m.batch)
+        groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
+        meta[key] = {"runtime": measurement_runtime(m), "format": m.format, "precision": m.precision,
+                     "threads": m.threads, "batch": m.batch}
+    fitted = {}
+    for key, samples in sorted(groups.items()):
+        if len(samples) < MIN_SAMPLES:
+            continue
+        model = fit_latency_model(samples, key, folds=folds, seed=seed, source=f"profile {profile.name}")
+        fitted[key] = model
+        section["models"][key] = {**model.to_dict(), **meta[key]}
+    profile.latency_model = section
+    return fitted
+
+
+def update_profile_section(path: Any, change: Any) -> Any:
+    """Lock the profile, re-read it, apply `change(profile)`, write atomically (same discipline as
+    `edgekd.profiles.record_measurements`, so a concurrent bench loses nothing)."""
+    from pathlib import Path
+
+    from edgekd.fileio import atomic_write_text
+    from edgekd.profile_lock import file_lock
+    from edgekd.profiles import Profile, dump_profile
+
+    path = Path(path)
+    with file_lock(path):
+        profile = Profile.load_or_new(path)
+        change(profile)
+        atomic_write_text(path, dump_profile(profile))
+    profile.path = path
+    return profile
+
+
+# ------------------------------------------------------------------------------ the calibration run
+
+# Lighter than `edgekd bench`'s defaults: latency only, and dozens of models to get through. p50 of
+# >= 200 iterations over >= 1 s is stable to ~1-2 % on a quiet CPU (checked by scripts/bench_select.py).
+CALIBRATION_REQUEST = {"warmup_count": 10, "warmup_s": 0.3, "min_count": 200, "min_s": 1.0, "max_s": 30.0,
+                       "accuracy": False, "latency": True}
+
+
+def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, runtime: str, precision: str,
+                     work_dir: Any, *, seed: int = 0, batch: int = 1, layout: str = "NCHW") -> Any:
+    """Build `spec` with seeded random weights and export it for `runtime`/`precision` under
+    `work_dir` (reused when already there: the same seed gives the same artifact). Returns the dir."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from edgekd.latency import spec_features
+    from edgekd.models import ModelInfo, create_model
+    from edgekd.runtimes import RUNTIMES, read_manifest
+
+    name = f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-{'x'.join(map(str, input_shape))}"
+    out = Path(work_dir) / runtime / precision / f"b{batch}" / name
+    if (out / "manifest.json").is_file():
+        man = read_manifest(out)
+        if (man.get("source") or {}).get("spec") == spec and man.get("status") == "ok":
+            return out
+    torch.manual_seed(seed)
+    model = create_model(spec, input_shape, num_classes).eval()
+    info = ModelInfo(spec=spec, input_shape=tuple(input_shape), num_classes=num_classes,
+                     class_names=[str(i) for i in range(num_classes)],
+                     normalization={"mean": [0.0] * input_shape[0], "std": [1.0] * input_shape[0]},
+                     meta={"untrained": True, "purpose": "latency calibration"})
+    rng = np.random.default_rng(seed)
+    # int8 needs calibration batches; for timing, random normalised inputs are as good as real ones
+    calib = [{"input": rng.standard_normal((batch, *input_shape)).astype(np.float32)} for _ in range(16)]
+    opts: dict[str, Any] = {"batch": batch}
+    if runtime == "litert":
+        opts["layout"] = layout
+    RUNTIMES.get(runtime).export(model, info, out, precision=precision, calibration=calib, **opts)
+    # the features go with the artifact, so the profile can store them under the artifact's sha256
+    spec_features(spec, input_shape, num_classes)
+    return out
+
+
+def run_calibration(
+    *,
+    device: str = "local",
+    target: str = "cpu",
+    profile: str | None = None,
+    profiles_dir: str = "profiles",
+    count: int = 36,
+    seed: int = 0,
+    image_size: int | None = None,
+    data: str = "digits",
+    runtimes: list[str] | None = None,
+    precisions: list[str] | None = None,
+    threads: int | None = None,
+    batch: int = 1,
+    include_search_space: bool = False,
+    work_dir: str = "runs/calibrate",
+    key: str | None = None,
+    request: dict[str, Any] | None = None,
+    on_progress: Any = None,
+) -> dict[str, Any]:
+    """Benchmark `count` untrained students spread over the search space on the device, record them
+    in its profile with their features, and fit the latency model per (runtime, precision, threads,
+    batch). Returns a JSON-able report (models with their cross-validated error, measured rows)."""
+    from pathlib import Path
+
+    from edgekd.bench.devices import open_device
+    from edgekd.data import load_dataset
+    from edgekd.errors import ConfigError, EdgeKDError
+    from edgekd.latency import spec_features
+    from edgekd.profiles import Measurement, device_name, profile_path, record_measurements
+    from edgekd.targets import load_target
+
+    tgt = load_target(target)
+    ds = load_dataset(data, image_size=image_size)
+    shape, classes = tuple(int(d) for d in ds.input_shape), int(ds.num_classes)
+    threads = threads if threads is not None else tgt.default_threads
+    specs = calibration_specs(count, seed=seed)
+    if include_search_space:
+        specs += [s for s in student_specs() if s not in specs]
+    dev = open_device(device, key)
+    try:
+        fingerprint = dev.fingerprint()
+        have = dev.runtimes()
+        wanted = runtimes or [next((r for r in tgt.runtimes if r in have), "")]
+        missing = [r for r in wanted if r not in have]
+        if not wanted[0] or missing:
+            raise ConfigError(f"device {device} has none of the runtimes {missing or list(tgt.runtimes)} of target "
+                              f"{tgt.name}; install one there (see targets/{tgt.name}.yaml, install)")
+        precs = precisions or ["fp32" if "fp32" in tgt.precisions else tgt.precisions[0]]
+        path = profile_path(profile or device_name(fingerprint), profiles_dir)
+        req = {**CALIBRATION_REQUEST, **(request or {}), "threads": threads, "batch": batch}
+        jobs = [(s, r, p) for r in wanted for p in precs for s in specs]
+        rows: list[dict[str, Any]] = []
+        for i, (spec, runtime, precision) in enumerate(jobs, start=1):
+            if on_progress:
+                on_progress(f"{spec} {runtime}/{precision}", i, len(jobs))
+            row: dict[str, Any] = {"spec": spec, "runtime": runtime, "precision": precision}
+            try:
+                art = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed,
+                                       batch=batch, layout=tgt.input_layout)
+                result = dev.bench(art, req)
+                feats = spec_features(spec, shape, classes)
+                m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"])
+                m.warnings = [*m.warnings, "untrained (random weights): latency calibration only"]
+            except EdgeKDError as err:
+                rows.append({**row, "ok": False, "error": str(err)})
+                continue
+            rows.append({**row, "ok": True, "p50_ms": m.latency.get("p50_ms") if m.latency else None,
+                         "model_sha256": m.model_sha256})
+            entry = {"spec": spec, "input_shape": list(shape), "num_classes": classes, "features": feats}
+
+            def add_features(prof: Any, sha: str = m.model_sha256, entry: dict = entry) -> None:
+                sec = latency_section(prof)
+                sec["features"][sha] = entry
+                sec["input_shape"], sec["num_classes"] = list(shape), classes
+                prof.latency_model = sec
+
+            # record as we go: an interrupted calibration keeps what it measured
+            record_measurements(path, [m], device=fingerprint)
+            update_profile_section(path, add_features)
+        fitted: dict[str, Any] = {}
+
+        def refit(prof: Any) -> None:
+            fitted.update(fit_profile(prof, seed=seed))
+
+        if not path.exists():
+            raise ConfigError(f"no calibration measurement succeeded on {device}: {rows[0].get('error') if rows else ''}")
+        update_profile_section(path, refit)
+        return {
+            "profile": str(path), "device": fingerprint, "device_url": device, "target": tgt.name,
+            "input_shape": list(shape), "rows": rows,
+            "models": {k: {"n_samples": m.n_samples, "cv": m.cv, "coef": m.coef, "folds": m.folds}
+                       for k, m in fitted.items()},
+        }
+    finally:
+        dev.close()

@@ -1,0 +1,102 @@
+"""`edgekd profile calibrate`: measure untrained students on a device and fit its latency model."""
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def read_key(key_file: str | None) -> str | None:
+    """The agent key from --key-file, else $EDGEKD_AGENT_KEY, else None."""
+    from edgekd.errors import ConfigError
+
+    if key_file:
+        try:
+            with open(key_file, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read key file {key_file} ({err.strerror})") from None
+    return os.environ.get("EDGEKD_AGENT_KEY")
+
+
+def print_models(echo, models: dict) -> None:
+    """One line per fitted model: samples, cross-validated error, the biggest cost terms."""
+    from edgekd.latency import TERMS
+
+    units = {name: unit for name, unit, _ in TERMS}
+    for key, m in sorted(models.items()):
+        cv = (m.get("cv") or {}).get("p50_ms", {})
+        echo(f"latency model {key}: {m['n_samples']} measured students; {m.get('folds') or 5}-fold cross-validated "
+             f"p50 error: median {cv.get('median_abs_rel', float('nan')):.1%}, p90 {cv.get('p90_abs_rel', float('nan')):.1%}, "
+             f"within ±10 %: {cv.get('within_10pct', float('nan')):.0%}")
+        coef = (m.get("coef") or {}).get("p50_ms", {})
+        terms = [f"{v * 1000:.3g} µs {units.get(k, k)}" for k, v in coef.items() if v > 0]
+        echo("  p50 = " + " + ".join(terms))
+
+
+@click.command("calibrate")
+@click.option("--device", default="local", show_default=True,
+              help="tcp://HOST:PORT, a serial URL/path, 'local' (agent subprocess here) or 'inprocess'.")
+@click.option("--target", default="cpu", show_default=True, help="Target class (targets/<name>.yaml).")
+@click.option("--profile", default=None, help="Profile name or .yaml path (default: named after the device).")
+@click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
+@click.option("--count", type=click.IntRange(min=6), default=36, show_default=True,
+              help="How many untrained students to measure (spread over every student family).")
+@click.option("--include-search-space", is_flag=True,
+              help="Also measure the search-space specs themselves (otherwise they stay out-of-sample).")
+@click.option("--data", default="digits", show_default=True, help="Dataset whose input shape the students take.")
+@click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N.")
+@click.option("--runtimes", default=None, help="Comma-separated runtimes (default: the target's first the device has).")
+@click.option("--precisions", default=None, help="Comma-separated precisions (default: fp32).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and weight seed.")
+@click.option("--work-dir", default="runs/calibrate", show_default=True, type=click.Path(file_okay=False),
+              help="Where the untrained exports are kept (reused on the next run).")
+@click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="Agent key file (or EDGEKD_AGENT_KEY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, count: int, include_search_space: bool,
+              data: str, image_size: int | None, runtimes: str | None, precisions: str | None, threads: int | None,
+              seed: int, work_dir: str, key_file: str | None, as_json: bool) -> None:
+    """Fit the device's latency model without training anything.
+
+    Builds untrained students (random weights: latency does not depend on them) spread over the
+    search space, exports them for the target's runtime, benchmarks each on the device, records them
+    in the profile with their architecture features, and fits a non-negative least-squares model per
+    (runtime, precision, threads, batch). Prints its k-fold cross-validated error.
+
+    \b
+    Example:
+      edgekd profile calibrate --device local --target cpu --profile my-laptop
+    """
+    from edgekd import api
+
+    kwargs = dict(device=device, target=target, profile=profile, profiles_dir=profiles_dir, count=count,
+                  include_search_space=include_search_space, data=data, image_size=image_size,
+                  runtimes=_csv(runtimes), precisions=_csv(precisions), threads=threads, seed=seed,
+                  work_dir=work_dir, key=read_key(key_file))
+    if as_json:
+        click.echo(json.dumps(api.calibrate(**kwargs), indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console()
+    with Progress(TextColumn("[bold]calibrate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("connecting", total=None)
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            progress.update(task, description=label, completed=done - 1, total=total)
+
+        report = api.calibrate(**kwargs, on_progress=on_progress)
+    failed = [r for r in report["rows"] if not r["ok"]]
+    click.echo(f"measured {len(report['rows']) - len(failed)} untrained students on {report['device_url']} "
+               f"(input {'x'.join(map(str, report['input_shape']))}); recorded in {report['profile']}")
+    for r in failed:
+        click.echo(f"  ❌ {r['spec']} {r['runtime']}/{r['precision']}: {r['error']}")
+    print_models(click.echo, report["models"])

@@ -1,0 +1,106 @@
+"""The trade-off on one device: measured latency vs accuracy, per format/precision (matplotlib, Agg).
+
+Only measurements with an accuracy are placed (untrained calibration models have none; they are
+counted in the caption). The budget is a vertical line, the accuracy floor a horizontal one, the
+pareto front (nothing both faster and more accurate) is joined, the chosen student is ringed and the
+teacher, when measured, is a star. Host side.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ProfileError
+
+
+def _is_teacher(spec: str | None) -> bool:
+    from edgekd.models.spec import MODELS
+
+    if not spec:
+        return False
+    name = spec.split(":", 1)[0]
+    return name in MODELS and MODELS.get(name).role == "teacher"
+
+
+def pareto_points(profile: Any, percentile: int = 50) -> tuple[list[dict[str, Any]], int]:
+    """(points with latency and accuracy, number of measurements left out for lack of accuracy)."""
+    from edgekd.latency import metric_for
+
+    metric = metric_for(percentile)
+    points, skipped = [], 0
+    for m in profile.rows():
+        lat = (m.latency or {}).get(metric)
+        if lat is None or m.accuracy is None:
+            skipped += 1
+            continue
+        points.append({"spec": m.spec or m.model_sha256[:12], "format": m.format, "precision": m.precision,
+                       "threads": m.threads, "latency_ms": float(lat), "accuracy": float(m.accuracy),
+                       "params": m.params, "model_sha256": m.model_sha256, "teacher": _is_teacher(m.spec)})
+    return points, skipped
+
+
+def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Points no other point beats on both latency (lower) and accuracy (higher), by latency."""
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda p: (p["latency_ms"], -p["accuracy"])):
+        if p["accuracy"] > best:
+            front.append(p)
+            best = p["accuracy"]
+    return front
+
+
+def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_ms: float | None = None,
+                 min_accuracy: float | None = None, chosen_sha256: str | None = None, title: str | None = None) -> Path:
+    """Write the latency/accuracy plot of `profile` to `out` (PNG, SVG or PDF by extension)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a build machine; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    points, skipped = pareto_points(profile, percentile)
+    if not points:
+        raise ProfileError(f"profile {profile.path or profile.name} has no measurement with an accuracy to plot; "
+                           "run `edgekd bench RUN --data digits` or `edgekd deploy` first")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=120)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault(f"{p['format']} {p['precision']}" + (f" t{p['threads']}" if p["threads"] else ""), []).append(p)
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
+    for i, (label, pts) in enumerate(sorted(groups.items())):
+        students = [p for p in pts if not p["teacher"]]
+        if students:
+            ax.scatter([p["latency_ms"] for p in students], [100 * p["accuracy"] for p in students],
+                       marker=markers[i % len(markers)], s=42, alpha=0.85, label=label, zorder=3)
+        for p in (p for p in pts if p["teacher"]):
+            ax.scatter([p["latency_ms"]], [100 * p["accuracy"]], marker="*", s=220, color="black", zorder=4,
+                       label=f"teacher ({label})")
+            ax.annotate("teacher " + p["spec"].split(":")[0], (p["latency_ms"], 100 * p["accuracy"]),
+                        textcoords="offset points", xytext=(6, -12), fontsize=8)
+    front = pareto_front(points)
+    ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], "--", color="grey", lw=1,
+            zorder=2, label="pareto front")
+    if budget_ms:
+        ax.axvline(budget_ms, color="crimson", lw=1.5, label=f"budget {budget_ms:g} ms (p{percentile})")
+    if min_accuracy is not None:
+        ax.axhline(100 * min_accuracy, color="darkorange", lw=1, ls=":", label=f"accuracy floor {100 * min_accuracy:.1f} %")
+    for p in points:
+        if chosen_sha256 and p["model_sha256"] == chosen_sha256:
+            ax.scatter([p["latency_ms"]], [100 * p["accuracy"]], s=320, facecolors="none", edgecolors="crimson",
+                       linewidths=2, zorder=5, label="chosen")
+            ax.annotate(f"chosen: {p['spec']}", (p["latency_ms"], 100 * p["accuracy"]), textcoords="offset points",
+                        xytext=(8, 8), fontsize=8, color="crimson")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency p{percentile} (ms, measured on the device, log scale)")
+    ax.set_ylabel("accuracy on the deployed runtime (%)")
+    ax.grid(True, which="both", alpha=0.25)
+    device = profile.device.get("cpu_model") or profile.name
+    ax.set_title(title or f"{profile.name}: latency vs accuracy ({device})", fontsize=10)
+    note = f"{len(points)} measured models" + (f"; {skipped} without accuracy (calibration) not shown" if skipped else "")
+    fig.text(0.01, 0.01, note, fontsize=7, color="grey")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,316 @@
+"""Choose the smallest student that meets a latency budget (and an accuracy floor) on one device.
+
+The rule, applied to every candidate:
+  1. latency at the chosen percentile <= budget — measured on this device when the profile has it,
+     otherwise predicted by the device's fitted latency model (flagged "predicted"), or by the
+     target's datasheet prior when nothing was measured (flagged "predicted, unmeasured");
+  2. accuracy >= the floor, when a floor is given (measured accuracy only: an unmeasured one is not
+     assumed, unless the caller — `edgekd deploy`, which measures it next — allows it);
+  3. among those that pass, the fewest parameters wins; a tie goes to the higher accuracy.
+Every candidate carries its reasons (why taken, why rejected). When none passes, the closest miss is
+named: the rejected candidate with the smallest relative shortfall (latency over budget plus
+accuracy under floor).
+
+Candidates are (a) every model measured in the profile, as measured, and (b) every spec of every
+student family's search space not yet measured in that configuration, predicted. Host side.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from edgekd.errors import ConfigError, ProfileError
+from edgekd.latency import PREDICTED_UNMEASURED, LatencyModel, metric_for, model_key, prior_model, spec_features
+
+MEASURED = "measured"
+PREDICTED = "predicted"
+PRIOR = "prior"
+
+
+@dataclass
+class Candidate:
+    """One (student, runtime, precision) and what is known about it on this device."""
+
+    spec: str
+    runtime: str
+    format: str
+    precision: str
+    threads: int
+    batch: int
+    params: int
+    macs: int
+    latency_ms: float | None = None
+    latency_source: str = PREDICTED  # measured / predicted / prior
+    predicted_ms: float | None = None
+    accuracy: float | None = None
+    model_sha256: str | None = None
+    fits_latency: bool = False
+    fits_accuracy: bool | None = None  # None = no floor, or accuracy not measured
+    status: str = "rejected"  # chosen / fits / rejected
+    reasons: list[str] = field(default_factory=list)
+    miss: float = math.inf  # relative shortfall, for the closest miss
+
+    @property
+    def latency_label(self) -> str:
+        return {MEASURED: "measured", PREDICTED: "predicted", PRIOR: PREDICTED_UNMEASURED}[self.latency_source]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["latency_label"] = self.latency_label
+        d["miss"] = None if math.isinf(self.miss) else self.miss
+        return d
+
+
+@dataclass
+class Selection:
+    """The outcome: the chosen candidate (or None), every candidate in rule order, the closest miss."""
+
+    budget_ms: float
+    percentile: int
+    min_accuracy: float | None
+    chosen: Candidate | None
+    candidates: list[Candidate]
+    closest_miss: Candidate | None
+    models: dict[str, dict[str, Any]]
+    profile: str | None = None
+    input_shape: list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile, "budget_ms": self.budget_ms, "percentile": self.percentile,
+            "min_accuracy": self.min_accuracy, "input_shape": self.input_shape,
+            "chosen": self.chosen.to_dict() if self.chosen else None,
+            "closest_miss": self.closest_miss.to_dict() if self.closest_miss else None,
+            "latency_models": self.models,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class Config:
+    """One latency configuration to choose in: runtime + precision + threads + batch."""
+
+    runtime: str
+    format: str
+    precision: str
+    threads: int
+    batch: int
+
+    @property
+    def key(self) -> str:
+        return model_key(self.runtime, self.precision, self.threads, self.batch)
+
+
+def _runtime_format(runtime: str) -> str:
+    from edgekd.runtimes import FORMAT_RUNTIME
+
+    return next((f for f, r in FORMAT_RUNTIME.items() if r == runtime), runtime)
+
+
+def _format_runtime(fmt: str) -> str:
+    from edgekd.runtimes import FORMAT_RUNTIME
+
+    if fmt not in FORMAT_RUNTIME:
+        raise ConfigError(f"unknown format {fmt!r}; formats: {', '.join(FORMAT_RUNTIME)}")
+    return FORMAT_RUNTIME[fmt]
+
+
+def latency_models(profile: Any) -> dict[str, LatencyModel]:
+    """The fitted models stored in a profile, {key: LatencyModel}."""
+    from edgekd.calibrate import latency_section
+
+    return {k: LatencyModel.from_dict(k, v) for k, v in latency_section(profile)["models"].items()}
+
+
+def gather_candidates(
+    profile: Any | None,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    formats: Iterable[str] | None = None,
+    precisions: Iterable[str] | None = None,
+    threads: int | None = None,
+    batch: int = 1,
+    target: Any | None = None,
+    dataset_fingerprint: str | None = None,
+    percentile: int = 50,
+    specs: Iterable[str] | None = None,
+) -> tuple[list[Candidate], dict[str, LatencyModel]]:
+    """Candidates (measured ones and predicted search-space specs) and the latency models used."""
+    from edgekd.calibrate import latency_section, measurement_features, measurement_runtime, student_specs
+
+    metric = metric_for(percentile)
+    want_formats = set(formats) if formats else None
+    want_precisions = set(precisions) if precisions else None
+    for f in want_formats or ():
+        _format_runtime(f)
+    models = latency_models(profile) if profile is not None else {}
+    section = latency_section(profile) if profile is not None else None
+    configs: dict[str, Config] = {}
+
+    def wanted(fmt: str, precision: str, th: int, b: int) -> bool:
+        return ((want_formats is None or fmt in want_formats) and (want_precisions is None or precision in want_precisions)
+                and (threads is None or th == int(threads or 0)) and b == batch)
+
+    candidates: list[Candidate] = []
+    measured_keys: set[tuple[str, str]] = set()
+    for m in (profile.measurements.values() if profile is not None else ()):
+        runtime = measurement_runtime(m)
+        if not m.latency or not wanted(m.format, m.precision, m.threads, m.batch) or not m.spec:
+            continue
+        if dataset_fingerprint and m.dataset_fingerprint and not str(m.dataset_fingerprint).startswith(dataset_fingerprint):
+            continue  # accuracy on another dataset says nothing here
+        cfg = Config(runtime, m.format, m.precision, m.threads, m.batch)
+        configs[cfg.key] = cfg
+        feats = measurement_features(m, section) if section else None
+        lat = m.latency.get(metric)
+        model = models.get(cfg.key)
+        cand = Candidate(
+            spec=m.spec, runtime=runtime, format=m.format, precision=m.precision, threads=m.threads, batch=m.batch,
+            params=int(m.params or (feats or {}).get("params", 0)), macs=int(m.macs or (feats or {}).get("macs", 0)),
+            latency_ms=float(lat) if lat else None, latency_source=MEASURED, accuracy=m.accuracy,
+            model_sha256=m.model_sha256,
+            predicted_ms=model.predict(feats, metric) if (model and feats) else None,
+        )
+        candidates.append(cand)
+        if feats is not None and int(m.params or 0) == feats["params"]:
+            measured_keys.add((m.spec, cfg.key))
+    for key, model in models.items():
+        raw = (section or {}).get("models", {}).get(key, {})
+        cfg = Config(raw.get("runtime", key.split("/")[0]), raw.get("format") or _runtime_format(key.split("/")[0]),
+                     raw.get("precision", key.split("/")[1]), int(raw.get("threads", 0)), int(raw.get("batch", 1)))
+        if wanted(cfg.format, cfg.precision, cfg.threads, cfg.batch):
+            configs[cfg.key] = cfg
+    if not any(models.get(k) for k in configs) and target is not None:
+        # nothing fitted on this device: the datasheet roofline, clearly labelled
+        for fmt in target.formats:
+            runtime = _format_runtime(fmt) if fmt in ("onnx", "openvino", "tflite", "tensorrt") else fmt
+            for precision in target.precisions:
+                th = int(threads or target.default_threads or 0)
+                if wanted(fmt, precision, th, batch):
+                    cfg = Config(runtime, fmt, precision, th, batch)
+                    hw = dict(target.hardware)
+                    hw.setdefault("peak_gflops", hw.get("peak_gops_int8" if precision == "int8" else "peak_gflops_fp32"))
+                    models[cfg.key] = prior_model(hw, cfg.key, source=f"targets/{target.name}.yaml: {hw.get('source', '')}".strip())
+                    configs[cfg.key] = cfg
+                    break  # one precision per format for the prior: the target's preferred one
+            if configs:
+                break  # and the preferred format
+    spec_list = list(specs) if specs is not None else student_specs()
+    for cfg in configs.values():
+        model = models.get(cfg.key)
+        if model is None:
+            continue
+        for spec in spec_list:
+            if (spec, cfg.key) in measured_keys:
+                continue
+            feats = spec_features(spec, input_shape, num_classes)
+            pred = model.predict(feats, metric)
+            candidates.append(Candidate(
+                spec=spec, runtime=cfg.runtime, format=cfg.format, precision=cfg.precision, threads=cfg.threads,
+                batch=cfg.batch, params=feats["params"], macs=feats["macs"], latency_ms=pred, predicted_ms=pred,
+                latency_source=PRIOR if model.is_prior else PREDICTED,
+            ))
+    return candidates, {k: models[k] for k in configs if k in models}
+
+
+def apply_rule(
+    candidates: list[Candidate], *, budget_ms: float, min_accuracy: float | None, allow_unmeasured_accuracy: bool = False
+) -> tuple[Candidate | None, Candidate | None]:
+    """Mark every candidate (status, reasons, miss) and return (chosen, closest miss)."""
+    if not budget_ms or budget_ms <= 0:
+        raise ConfigError(f"budget must be a positive number of milliseconds, got {budget_ms!r}")
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise ConfigError(f"min accuracy {min_accuracy!r} must be a fraction in 0..1 (e.g. 0.97)")
+    for c in candidates:
+        c.reasons, c.status = [], "rejected"
+        lat_excess = 0.0
+        if c.latency_ms is None:
+            c.fits_latency = False
+            c.reasons.append("no latency at this percentile")
+            lat_excess = math.inf
+        else:
+            c.fits_latency = c.latency_ms <= budget_ms
+            word = {MEASURED: "measured", PREDICTED: "predicted", PRIOR: PREDICTED_UNMEASURED}[c.latency_source]
+            rel = "<=" if c.fits_latency else ">"
+            c.reasons.append(f"{word} {c.latency_ms:.4g} ms {rel} budget {budget_ms:g} ms")
+            lat_excess = max(0.0, c.latency_ms / budget_ms - 1.0)
+        acc_short = 0.0
+        if min_accuracy is None:
+            c.fits_accuracy = None
+            if c.accuracy is not None:
+                c.reasons.append(f"accuracy {c.accuracy:.2%} (no floor)")
+        elif c.accuracy is None:
+            c.fits_accuracy = None
+            c.reasons.append("accuracy not measured on this device" + (" (deploy measures it)" if allow_unmeasured_accuracy else ""))
+        else:
+            c.fits_accuracy = c.accuracy >= min_accuracy
+            c.reasons.append(f"accuracy {c.accuracy:.2%} {'>=' if c.fits_accuracy else '<'} floor {min_accuracy:.2%}")
+            acc_short = max(0.0, (min_accuracy - c.accuracy) / min_accuracy)
+        acc_ok = c.fits_accuracy is True or min_accuracy is None or (c.fits_accuracy is None and allow_unmeasured_accuracy)
+        if c.fits_latency and acc_ok:
+            c.status = "fits"
+        if c.fits_accuracy is None and min_accuracy is not None and not allow_unmeasured_accuracy:
+            c.miss = lat_excess + 1.0  # unknown accuracy: a miss, but never "closer" than a measured one
+        else:
+            c.miss = lat_excess + acc_short
+    # rule order: fewest params; tie -> higher accuracy (unknown last); then lower latency
+    candidates.sort(key=lambda c: (c.params, -(c.accuracy if c.accuracy is not None else -1.0),
+                                   c.latency_ms if c.latency_ms is not None else math.inf, c.spec, c.format, c.precision))
+    chosen = next((c for c in candidates if c.status == "fits"), None)
+    if chosen is not None:
+        chosen.status = "chosen"
+        chosen.reasons.insert(0, "smallest that fits")
+        for c in candidates:
+            if c.status == "fits":
+                c.reasons.insert(0, f"fits, but {c.params:,} params > {chosen.params:,}" if c.params > chosen.params
+                                 else "fits; tie on params, lower accuracy or slower")
+        return chosen, None
+    rejected = [c for c in candidates if not math.isinf(c.miss)]
+    closest = min(rejected, key=lambda c: (c.miss, c.params)) if rejected else None
+    return None, closest
+
+
+def select(
+    profile: Any | None,
+    *,
+    budget_ms: float,
+    percentile: int = 50,
+    min_accuracy: float | None = None,
+    formats: Iterable[str] | None = None,
+    precisions: Iterable[str] | None = None,
+    threads: int | None = None,
+    batch: int = 1,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    target: Any | None = None,
+    dataset_fingerprint: str | None = None,
+    allow_unmeasured_accuracy: bool = False,
+    specs: Iterable[str] | None = None,
+) -> Selection:
+    """Apply the budget rule to a profile's measurements and predictions (see the module docstring)."""
+    from edgekd.calibrate import latency_section
+
+    section = latency_section(profile) if profile is not None else {}
+    shape = tuple(input_shape or section.get("input_shape") or ())
+    classes = int(num_classes or section.get("num_classes") or 0)
+    if not shape or not classes:
+        raise ProfileError("no input shape known for prediction: run `edgekd profile calibrate` for this device, "
+                           "or pass the input shape")
+    candidates, models = gather_candidates(
+        profile, input_shape=shape, num_classes=classes, formats=formats, precisions=precisions, threads=threads,
+        batch=batch, target=target, dataset_fingerprint=dataset_fingerprint, percentile=percentile, specs=specs)
+    if not candidates:
+        where = f"profile {getattr(profile, 'path', None) or getattr(profile, 'name', '')}" if profile is not None else "no profile"
+        raise ProfileError(f"{where} has no measurement and no latency model for the requested formats/precisions; "
+                           "run `edgekd profile calibrate` (or `edgekd bench`) on the device first")
+    chosen, closest = apply_rule(candidates, budget_ms=budget_ms, min_accuracy=min_accuracy,
+                                 allow_unmeasured_accuracy=allow_unmeasured_accuracy)
+    return Selection(
+        budget_ms=budget_ms, percentile=int(percentile), min_accuracy=min_accuracy, chosen=chosen,
+        candidates=candidates, closest_miss=closest,
+        models={k: {"label": m.label, "kind": m.kind, "n_samples": m.n_samples, "cv": m.cv} for k, m in models.items()},
+        profile=str(getattr(profile, "path", None) or getattr(profile, "name", "")) if profile is not None else None,
+        input_shape=list(shape),
+    )
