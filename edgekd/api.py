@@ -124,3 +124,56 @@ def export(
     report = export_checkpoint(checkpoint, output, target=target, formats=formats, precisions=precisions, data=data,
                                threads=threads, targets_dir=targets_dir, log=log, **options)
     return report.to_dict()
+
+
+def calibrate(**options: Any) -> dict[str, Any]:
+    """Fit a device's latency model without training: benchmark untrained students spread over the
+    search space on the device (`device` = agent URL, 'local' or 'inprocess'), record them in its
+    profile, fit one NNLS model per (runtime, precision, threads, batch). Options: see
+    `edgekd.calibrate.run_calibration`. Returns the report (profile path, rows, models with their
+    cross-validated error)."""
+    from edgekd.calibrate import run_calibration
+
+    return run_calibration(**options)
+
+
+def select(
+    profile: str,
+    *,
+    budget_ms: float,
+    percentile: int = 50,
+    min_accuracy: float | None = None,
+    formats: list[str] | None = None,
+    precisions: list[str] | None = None,
+    threads: int | None = None,
+    profiles_dir: str = "profiles",
+    target: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """The smallest student (fewest params; tie -> higher accuracy) whose latency at `percentile` on
+    the profiled device meets `budget_ms` (measured if present, else predicted and flagged) and whose
+    accuracy meets `min_accuracy`. Returns the Selection as a dict: `chosen` (or None), every
+    candidate with its reasons, and `closest_miss` when nothing fits."""
+    from edgekd.profiles import Profile, profile_path
+    from edgekd.select import select as run_select
+    from edgekd.targets import load_target
+
+    prof = Profile.load(profile_path(profile, profiles_dir))
+    tgt = load_target(target) if target else None
+    return run_select(prof, budget_ms=budget_ms, percentile=percentile, min_accuracy=min_accuracy, formats=formats,
+                      precisions=precisions, threads=threads, target=tgt, input_shape=input_shape,
+                      num_classes=num_classes).to_dict()
+
+
+def deploy(config: Any = None, *, log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+    """The closed loop for one target: predict -> pick -> distill -> (compress) -> export -> verify on
+    the device through the agent -> record in its profile -> step smaller/larger, at most
+    `max_rounds` device rounds; then write the bundle. `config` is a DeployConfig or a mapping of its
+    fields (`options` on top). Returns the deploy report (status "verified", "unverified" or "failed")."""
+    import dataclasses
+
+    from edgekd.deploy import DeployConfig, run_deploy
+
+    raw = dataclasses.asdict(config) if isinstance(config, DeployConfig) else dict(config or {})
+    return run_deploy(DeployConfig(**{**raw, **options}), log=log)

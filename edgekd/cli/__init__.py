@@ -27,6 +27,7 @@ COMMAND_MODULES: dict[str, str] = {
     "agent": "edgekd.cli.agent_cmd",
     "export": "edgekd.cli.export_cmd",
     "targets": "edgekd.cli.targets_cmd",
+    "select": "edgekd.cli.select_cmd",
 }
 
 

@@ -36,3 +36,11 @@ def show(name: str, profiles_dir: str, as_json: bool) -> None:
         console.print("no measurements yet")
         return
     console.print(profile_table(profile))
+
+
+# `calibrate` and `plot` live in their own modules (latency model / selection side)
+from edgekd.cli.profile_calibrate import calibrate as _calibrate  # noqa: E402
+from edgekd.cli.profile_plot import plot as _plot  # noqa: E402
+
+command.add_command(_calibrate)
+command.add_command(_plot)
