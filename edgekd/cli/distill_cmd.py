@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -13,7 +14,9 @@ _KD_LIKE = ("kd", "data_distill")
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    """The result of a run: one JSON object with --json, else a short table."""
+    """The result of a run: one JSON object with --json, else a short table (rank 0 only)."""
+    if not is_main_process():
+        return
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
         return
@@ -130,3 +133,8 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
         raise ConfigError("no run directory: pass -o RUN (or set `output:` in the config file)")
     summary = api.distill(raw, resume=resume, progress=False if as_json else None, log=echo_log(as_json))
     print_summary(summary, as_json)
+
+
+def is_main_process() -> bool:
+    """False on ranks 1.. under torchrun: only rank 0 prints (the run directory is rank 0's too)."""
+    return int(os.environ.get("RANK", "0")) == 0

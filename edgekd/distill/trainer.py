@@ -150,7 +150,7 @@ class Trainer:
                 if not torch.isfinite(total):
                     lr = self.optimizer.param_groups[0]["lr"]
                     raise TrainingError(
-                        f"loss became {float(total)} at epoch {epoch}, step {step}; training diverged: "
+                        f"loss became {float(total.detach())} at epoch {epoch}, step {step}; training diverged: "
                         f"lower the learning rate (now {lr:.3g}, e.g. --lr {self.cfg.lr / 10:.3g}) or check the data"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
