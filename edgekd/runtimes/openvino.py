@@ -51,7 +51,8 @@ class OpenVINORunner:
         self.input_names = [port.get_any_name()]
         pshape = port.get_partial_shape()
         self._batch = static_batch([d.get_length() if d.is_static else -1 for d in pshape])
-        actual_hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint_value = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: record "f32"
+        actual_hint = hint_value.to_string() if hasattr(hint_value, "to_string") else str(hint_value)
         actual_threads = self.compiled.get_property("INFERENCE_NUM_THREADS") if device == "CPU" else None
         self.info = {"runtime": "openvino", "version": ov.get_version(), "threads": threads,
                      "effective_threads": actual_threads, "precision": manifest["precision"],
