@@ -41,3 +41,29 @@ def tiny_teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                output=str(run))
     api.train_teacher(cfg, progress=False)
     return run / "student.pt"
+
+
+@pytest.fixture(scope="session")
+def runtime_artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_ckpt: Path, digits_small):
+    """Factory `(runtime, precision="fp32", **options) -> artifact dir`: the tiny teacher exported by that
+    runtime's adapter (calibrated on 64 train samples) and parity-checked on the test split. Cached per
+    session, so each (runtime, precision, options) is exported once (litert alone takes ~15 s)."""
+    from edgekd.models import load_model
+    from edgekd.runtimes import RUNTIMES
+    from edgekd.runtimes.parity import check_parity
+
+    model, info = load_model(tiny_teacher_ckpt)
+    cache: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("runtime-artifacts")
+
+    def make(runtime: str, precision: str = "fp32", **options) -> Path:
+        key = (runtime, precision, tuple(sorted(options.items())))
+        if key not in cache:
+            out = root / f"{runtime}-{precision}-{len(cache)}"
+            calib = [{"input": digits_small.train.x[i:i + 1]} for i in range(64)]
+            RUNTIMES.get(runtime).export(model, info, out, precision=precision, calibration=calib, **options)
+            check_parity(model, out, digits_small.test.x, digits_small.test.y, threads=1)
+            cache[key] = out
+        return cache[key]
+
+    return make
