@@ -21,14 +21,28 @@ def load_dataset(
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    max_len: int | None = None,
+    tokenizer: str | None = None,
 ) -> Dataset:
     """Load a dataset by built-in name (`digits`), `.npz` path or image-folder path.
 
     Images are scaled to [0, 1], optionally resampled to `image_size`×`image_size`, split
     train/val/test deterministically from `seed` (stratified by class), normalized per channel with
     the train split's mean/std, and fingerprinted.
+
+    Text sources (a built-in text task such as `reviews`, or a .csv/.tsv/.jsonl file with `text`
+    and `label`) give a `task="text"` Dataset of int64 token ids of length `max_len` (default 32),
+    tokenized with `tokenizer` (a local tokenizer directory/file) or a WordPiece vocabulary trained
+    on the training split (`edgekd.text.data.load_text_dataset`).
     """
     source = str(source)
+    from edgekd.text.data import is_text_source  # light: no torch
+
+    if is_text_source(source):  # task="text": int64 token ids, see edgekd.text.data
+        from edgekd.text.data import load_text_dataset
+
+        return load_text_dataset(source, tokenizer=tokenizer, max_len=max_len or 32, seed=seed,
+                                 val_fraction=val_fraction, test_fraction=test_fraction)
     if source in BUILTIN:
         raw: RawImages = BUILTIN.get(source)()
         name = source

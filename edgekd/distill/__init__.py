@@ -5,3 +5,4 @@ The three steps of the articles: train (or bring) a teacher -> compute its soft 
 Sub-modules import torch; import them explicitly (`from edgekd.distill.losses import LOSSES`).
 """
 from __future__ import annotations
+from edgekd.distill import text_losses  # noqa: E402,F401  (registers hidden_align, attention_align in LOSSES)
