@@ -60,7 +60,7 @@ def ensure_run(path: Path, make: Callable[[], Any]) -> dict[str, Any]:
     return make()
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench-compress")
     ap.add_argument("--image-size", type=int, default=32)
@@ -74,8 +74,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--round-s", type=float, default=0.5)
     ap.add_argument("--fresh-compress", action="store_true", help="redo the compression even if present")
-    args = ap.parse_args()
+    return ap
 
+
+def prune_figures(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """Run (or reuse) teacher, student and pruned student under `args.out`, measure them; returns
+    the table lines and the figures dict. `parser().parse_args([])` gives the defaults (so another
+    benchmark script can embed these figures)."""
     import torch
 
     from edgekd import api
@@ -148,22 +153,23 @@ def main() -> int:
     eager_ratio = lat["torch-eager:pruned"]["p50_ms"] / lat["torch-eager:student"]["p50_ms"]
     groups = pruned["stages"][0]["details"]["groups"]
 
-    print(f"teacher {teacher['student']} test acc {teacher['test_acc']:.4f}; student {args.student} on digits "
-          f"{args.image_size}x{args.image_size}; prune ratio {args.ratio} + {args.finetune_epochs} KD fine-tuning epochs")
-    print("channels per pruned group: " + ", ".join(f"{k} {v['before']}->{v['after']}" for k, v in groups.items()))
-    print(f"{'model':<10} {'params':>9} {'MACs':>11} {'file':>9} {'test acc':>9} {'onnx acc':>9} "
-          f"{runtime + ' p50 ms':>18} {'p90 ms':>8} {'eager p50 ms':>13}")
+    lines: list[str] = []
+    lines.append(f"teacher {teacher['student']} test acc {teacher['test_acc']:.4f}; student {args.student} on digits "
+                 f"{args.image_size}x{args.image_size}; prune ratio {args.ratio} + {args.finetune_epochs} KD fine-tuning epochs")
+    lines.append("channels per pruned group: " + ", ".join(f"{k} {v['before']}->{v['after']}" for k, v in groups.items()))
+    lines.append(f"{'model':<10} {'params':>9} {'MACs':>11} {'file':>9} {'test acc':>9} {'onnx acc':>9} "
+                 f"{runtime + ' p50 ms':>18} {'p90 ms':>8} {'eager p50 ms':>13}")
     for name, m in (("student", before), ("pruned", after)):
         r = lat.get(f"{runtime}:{name}", {})
         acc = onnx_acc.get(name)
-        print(f"{name:<10} {m['params']:>9,} {m['macs']:>11,} {m['file_bytes'] / 1024:>7.1f}Ki {100 * m['test_acc']:>8.2f}% "
-              f"{'-' if acc is None else f'{acc:.2f}%':>9} {r.get('p50_ms', float('nan')):>18.4f} "
-              f"{r.get('p90_ms', float('nan')):>8.4f} {lat[f'torch-eager:{name}']['p50_ms']:>13.4f}")
+        lines.append(f"{name:<10} {m['params']:>9,} {m['macs']:>11,} {m['file_bytes'] / 1024:>7.1f}Ki {100 * m['test_acc']:>8.2f}% "
+                 f"{'-' if acc is None else f'{acc:.2f}%':>9} {r.get('p50_ms', float('nan')):>18.4f} "
+                 f"{r.get('p90_ms', float('nan')):>8.4f} {lat[f'torch-eager:{name}']['p50_ms']:>13.4f}")
     ok_acc, ok_lat = drop <= TARGET_DROP_PTS, ratio <= TARGET_LATENCY_RATIO
-    print(f"accuracy drop {drop:+.2f} pts (target <= {TARGET_DROP_PTS}) {'PASS' if ok_acc else 'MISS'}; "
-          f"{runtime} latency ratio {ratio:.3f} (target <= {TARGET_LATENCY_RATIO}) {'PASS' if ok_lat else 'MISS'}; "
-          f"MACs ratio {after['macs'] / before['macs']:.3f}, torch eager ratio {eager_ratio:.3f}; "
-          f"batch 1, {args.threads} thread(s), {args.rounds} interleaved rounds")
+    lines.append(f"accuracy drop {drop:+.2f} pts (target <= {TARGET_DROP_PTS}) {'PASS' if ok_acc else 'MISS'}; "
+                 f"{runtime} latency ratio {ratio:.3f} (target <= {TARGET_LATENCY_RATIO}) {'PASS' if ok_lat else 'MISS'}; "
+                 f"MACs ratio {after['macs'] / before['macs']:.3f}, torch eager ratio {eager_ratio:.3f}; "
+                 f"batch 1, {args.threads} thread(s), {args.rounds} interleaved rounds")
     figures = {
         "prune_acc_drop_pts": round(drop, 3),
         "prune_latency_ratio": round(ratio, 4),
@@ -184,6 +190,13 @@ def main() -> int:
         "train_time_s": round(train_s, 1),
         "targets_met": bool(ok_acc and ok_lat),
     }
+    return lines, figures
+
+
+def main() -> int:
+    lines, figures = prune_figures(parser().parse_args())
+    for line in lines:
+        print(line)
     print(json.dumps(figures, sort_keys=True))
     return 0
 
