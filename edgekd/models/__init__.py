@@ -1,0 +1,96 @@
+"""Student and teacher model families, built from spec strings (host side: imports torch).
+
+    >>> from edgekd.models import create_model, count_params
+    >>> model = create_model("cnn:width=8,depth=2", (1, 8, 8), 10)
+
+Families (registry `MODELS`, one file each): ``mlp``, ``cnn``, ``mobilenet`` (students) and
+``resnet`` (teacher). `import edgekd` does not import this package; only host-side code does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+# the family modules register themselves in MODELS on import
+from edgekd.models import cnn, mlp, mobilenet, resnet  # noqa: F401
+from edgekd.text import models as _text_models  # noqa: F401  (bert, tinybert: task="text")
+from edgekd.models import surgery
+from edgekd.models.checkpoint import ModelInfo, load_model, read_checkpoint, save_model
+from edgekd.models.counting import count_macs, count_params, model_features
+from edgekd.models.spec import MODELS, ModelFamily, canonical_spec, format_spec, parse_spec, register_family
+
+# The default pair: the student has ~1/50 of the teacher's parameters (both at 1x8x8 and 1x32x32).
+DEFAULT_TEACHER = canonical_spec("resnet")
+DEFAULT_STUDENT = canonical_spec("cnn:width=8,depth=2")
+
+
+def create_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build the model named by `spec` for inputs of `input_shape` (no batch dim) and `num_classes`.
+
+    Raises ConfigError for an unknown family ("did you mean"), an unknown key or a bad value.
+    """
+    name, kwargs = parse_spec(spec)
+    return MODELS.get(name).build(tuple(input_shape), num_classes, **kwargs)
+
+
+def create_for_dataset(spec: str, dataset: Any) -> tuple[nn.Module, str]:
+    """Build `spec` for a loaded Dataset; returns the model and the spec to record in its checkpoint.
+
+    Text families (task "text") take their vocabulary size and pad id from the dataset's tokenizer,
+    so the returned spec is completed with ``vocab=N``; image families are built as `create_model`.
+    """
+    if MODELS.get(parse_spec(spec)[0]).task == "text" or getattr(dataset, "task", "image") == "text":
+        from edgekd.text.models import build_for_dataset
+
+        return build_for_dataset(spec, dataset)
+    return create_model(spec, tuple(dataset.input_shape), dataset.num_classes), spec
+
+
+def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10) -> list[dict]:
+    """Every family with role, task, defaults, doc and, per spec of its search space, params and MACs
+    at `input_shape` / `num_classes` (what `edgekd models` prints)."""
+    rows = []
+    for name, family in MODELS.items():
+        specs = []
+        for spec in family.search_space():
+            if family.task == "text":  # sized by vocabulary and sequence length, not by an image
+                from edgekd.text.models import describe_text_spec
+
+                specs.append(describe_text_spec(spec, num_classes))
+                continue
+            model = create_model(spec, input_shape, num_classes)
+            specs.append({"spec": spec, "params": count_params(model), "macs": count_macs(model, input_shape)})
+        rows.append({
+            "name": name,
+            "role": family.role,
+            "task": family.task,
+            "defaults": dict(family.defaults),
+            "default_spec": family.default_spec,
+            "doc": " ".join((family.doc or "").split()),
+            "search_space": specs,
+        })
+    return rows
+
+
+__all__ = [
+    "DEFAULT_STUDENT",
+    "DEFAULT_TEACHER",
+    "MODELS",
+    "ModelFamily",
+    "ModelInfo",
+    "canonical_spec",
+    "count_macs",
+    "count_params",
+    "create_for_dataset",
+    "create_model",
+    "describe_families",
+    "format_spec",
+    "load_model",
+    "model_features",
+    "parse_spec",
+    "read_checkpoint",
+    "register_family",
+    "save_model",
+    "surgery",
+]
