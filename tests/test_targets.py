@@ -1,0 +1,83 @@
+"""Targets: built-in YAMLs, aliases, user directories, and one-line errors naming a bad file."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from edgekd.cli import main
+from edgekd.errors import ConfigError
+from edgekd.runtimes import RUNTIMES
+from edgekd.targets import BUILTIN_TARGETS_DIR, list_targets, load_target
+
+GOOD = """name: {name}
+arch: aarch64
+runtimes: [litert]
+formats: [tflite]
+precisions: [int8]
+default_threads: 2
+input_layout: NHWC
+install: pip install 'edgekd[litert]'
+hardware: {{peak_gflops_fp32: 10.0, memory_bandwidth_gbs: 4.0, source: vendor datasheet}}
+"""
+
+
+def test_builtin_targets_are_complete():
+    names = [t.name for t in list_targets()]
+    assert {"cpu", "nvidia-gpu", "jetson-orin-nano", "rpi4", "rpi5"} <= set(names)
+    for target in list_targets():
+        assert all(r in RUNTIMES for r in target.runtimes)
+        assert target.hardware["source"] and target.hardware["memory_bandwidth_gbs"] > 0
+        assert target.install and target.input_layout in ("NCHW", "NHWC")
+
+
+def test_alias_and_unknown():
+    assert load_target("jetson").name == "jetson-orin-nano"
+    with pytest.raises(ConfigError, match="Did you mean 'rpi5'.*Valid targets: cpu"):
+        load_target("rpi6")
+
+
+def test_user_directory_and_env(tmp_path, monkeypatch):
+    (tmp_path / "my-board.yaml").write_text(GOOD.format(name="my-board"))
+    assert load_target("my-board", tmp_path).default_threads == 2
+    monkeypatch.setenv("EDGEKD_TARGETS", str(tmp_path))
+    assert "my-board" in [t.name for t in list_targets()]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_target("cpu", tmp_path / "missing")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: [unclosed", "unreadable YAML"),
+    ("- a list", "mapping"),
+    (GOOD.format(name="bad").replace("arch: aarch64\n", ""), "missing key"),
+    (GOOD.format(name="bad").replace("[litert]", "[coreml]"), "unknown runtimes coreml"),
+    (GOOD.format(name="other"), "must equal the file name"),
+    (GOOD.format(name="bad").replace("source: vendor datasheet", "x: 1"), "source"),
+    (GOOD.format(name="bad").replace("default_threads: 2", "default_threads: -1"), "default_threads"),
+])
+def test_bad_yaml_is_one_line_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        list_targets(tmp_path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_targets_cli(tmp_path):
+    (tmp_path / "my-board.yaml").write_text(GOOD.format(name="my-board"))
+    res = CliRunner().invoke(main, ["targets", "--json", "--targets-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rows = {t["name"]: t for t in json.loads(res.output)}
+    assert rows["my-board"]["runtimes"] == ["litert"] and "rpi4" in rows
+    (tmp_path / "broken.yaml").write_text("name: [")
+    res = CliRunner().invoke(main, ["targets", "--targets-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "broken.yaml" in res.output
+
+
+def test_targets_subprocess():
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "targets"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "jetson-orin-nano" in proc.stdout
+    assert BUILTIN_TARGETS_DIR.is_dir()
