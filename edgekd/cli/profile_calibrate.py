@@ -55,13 +55,18 @@ def print_models(echo, models: dict) -> None:
 @click.option("--precisions", default=None, help="Comma-separated precisions (default: fp32).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling and weight seed.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Each model's timed loop lasts at least this long.")
+@click.option("--min-count", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Timed iterations per model at least.")
 @click.option("--work-dir", default="runs/calibrate", show_default=True, type=click.Path(file_okay=False),
               help="Where the untrained exports are kept (reused on the next run).")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="Agent key file (or EDGEKD_AGENT_KEY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, count: int, include_search_space: bool,
               data: str, image_size: int | None, runtimes: str | None, precisions: str | None, threads: int | None,
-              seed: int, work_dir: str, key_file: str | None, as_json: bool) -> None:
+              seed: int, min_seconds: float, min_count: int, work_dir: str, key_file: str | None,
+              as_json: bool) -> None:
     """Fit the device's latency model without training anything.
 
     Builds untrained students (random weights: latency does not depend on them) spread over the
@@ -78,7 +83,8 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     kwargs = dict(device=device, target=target, profile=profile, profiles_dir=profiles_dir, count=count,
                   include_search_space=include_search_space, data=data, image_size=image_size,
                   runtimes=_csv(runtimes), precisions=_csv(precisions), threads=threads, seed=seed,
-                  work_dir=work_dir, key=read_key(key_file))
+                  work_dir=work_dir, key=read_key(key_file),
+                  request={"min_s": min_seconds, "min_count": min_count, "warmup_s": min(0.3, min_seconds)})
     if as_json:
         click.echo(json.dumps(api.calibrate(**kwargs), indent=2, default=str))
         return

@@ -1,0 +1,163 @@
+"""The latency model: NNLS fit, cross-validation, features, the datasheet prior, calibration."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from latency_helpers import COUNT, FAST_REQUEST, calibrated_profile
+
+from edgekd.calibrate import calibration_specs, fit_profile, latency_section, student_specs
+from edgekd.errors import ProfileError
+from edgekd.latency import (PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row, fit_latency_model,
+                            metric_for, model_key, prior_model, spec_features)
+from edgekd.profiles import Measurement, Profile
+
+SHAPE, CLASSES = (1, 8, 8), 10
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    return calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
+
+
+def _synthetic(specs, coef):
+    out = []
+    for spec in specs:
+        feats = spec_features(spec, SHAPE, CLASSES)
+        lat = float(design_row(feats) @ coef)
+        out.append(Sample(spec, feats, {"p50_ms": lat, "p90_ms": 1.1 * lat, "p99_ms": 1.3 * lat}))
+    return out
+
+
+def test_fit_recovers_a_non_negative_ground_truth():
+    coef = np.zeros(len(TERM_NAMES))
+    truth = {"const": 0.005, "conv_macs": 0.01, "linear_macs": 0.03, "conv": 0.001, "depthwise_conv": 0.002}
+    for name, value in truth.items():
+        coef[TERM_NAMES.index(name)] = value
+    samples = _synthetic(student_specs(), coef)
+    model = fit_latency_model(samples, "onnxruntime/fp32/t1/b1", folds=5)
+    for s in samples:
+        assert model.predict(s.features) == pytest.approx(s.latency["p50_ms"], rel=1e-3)
+        assert model.predict(s.features, "p90_ms") == pytest.approx(s.latency["p90_ms"], rel=1e-3)
+    assert model.cv["p50_ms"]["within_10pct"] == 1.0
+    assert model.cv["p50_ms"]["median_abs_rel"] < 1e-3
+    assert model.n_samples == len(samples) and model.folds == 5
+
+
+def test_coefficients_stay_non_negative_and_explain_the_prediction():
+    rng = np.random.default_rng(0)
+    samples = []
+    for spec in student_specs():
+        feats = spec_features(spec, SHAPE, CLASSES)
+        lat = float(rng.uniform(0.005, 0.05))  # latencies unrelated to the features: a worst case
+        samples.append(Sample(spec, feats, {"p50_ms": lat}))
+    model = fit_latency_model(samples, "k")
+    assert all(v >= 0 for v in model.coef["p50_ms"].values())
+    feats = samples[0].features
+    parts = model.explain(feats)
+    assert sum(ms for _, ms in parts) == pytest.approx(model.predict(feats))
+    assert set(model.coef) == {"p50_ms"}  # no p90/p99 measured -> no model for them
+
+
+def test_too_few_measurements_say_what_to_run():
+    samples = _synthetic(student_specs()[:3], np.ones(len(TERM_NAMES)) * 1e-3)
+    with pytest.raises(ProfileError, match="edgekd profile calibrate"):
+        fit_latency_model(samples, "onnxruntime/fp32/t1/b1")
+
+
+def test_model_round_trips_through_yaml():
+    samples = _synthetic(student_specs(), np.full(len(TERM_NAMES), 1e-3))
+    model = fit_latency_model(samples, "onnxruntime/fp32/t0/b1")
+    back = LatencyModel.from_dict(model.key, yaml.safe_load(yaml.safe_dump(model.to_dict())))
+    feats = samples[3].features
+    assert back.predict(feats) == pytest.approx(model.predict(feats))
+    assert back.cv == model.cv
+    with pytest.raises(ProfileError, match="calibrate"):
+        LatencyModel.from_dict("x", {"kind": "something-else"})
+
+
+def test_features_split_macs_by_layer_kind():
+    f = spec_features("mobilenet:width=0.5,depth=2", SHAPE, CLASSES)
+    assert f["depthwise_macs"] > 0 and f["conv_macs"] > 0 and f["linear_macs"] > 0
+    assert f["conv_macs"] + f["depthwise_macs"] + f["linear_macs"] == f["macs"]
+    mlp = spec_features("mlp:hidden=32", SHAPE, CLASSES)
+    assert mlp["conv_macs"] == 0 and mlp["linear_macs"] == mlp["macs"] == 64 * 32 + 32 * 10
+
+
+def test_prior_from_target_datasheet_is_labelled_unmeasured():
+    from edgekd.targets import load_target
+
+    hw = dict(load_target("jetson").hardware)
+    hw["peak_gflops"] = hw["peak_gflops_fp32"]
+    prior = prior_model(hw, model_key("tensorrt", "fp16", 0))
+    small, big = spec_features("cnn:width=4,depth=1", SHAPE, CLASSES), spec_features("cnn:width=32,depth=4", SHAPE, CLASSES)
+    assert 0 < prior.predict(small) < prior.predict(big)
+    assert prior.predict(big, "p90_ms") > prior.predict(big, "p50_ms")
+    assert PREDICTED_UNMEASURED in prior.label and prior.is_prior
+    with pytest.raises(ProfileError, match="datasheet"):
+        prior_model({}, "k")
+
+
+def test_percentile_names():
+    assert metric_for(90) == "p90_ms"
+    with pytest.raises(Exception, match="50, 90, 99"):
+        metric_for(75)
+
+
+def test_calibration_sample_is_spread_and_out_of_sample():
+    specs = calibration_specs(30, seed=1)
+    assert len(specs) == len(set(specs)) == 30
+    assert not set(specs) & set(student_specs())  # the search space itself stays held out
+    assert {s.split(":")[0] for s in specs} == {s.split(":")[0] for s in student_specs()}
+    assert calibration_specs(30, seed=1) == specs and calibration_specs(30, seed=2) != specs
+    for spec in specs[:6]:
+        assert spec_features(spec, SHAPE, CLASSES)["params"] > 0  # every sampled spec builds
+
+
+def test_calibration_records_real_measurements_and_fits(calibrated):
+    path, report = calibrated["path"], calibrated["report"]
+    profile = Profile.load(path)
+    assert len(profile.measurements) == COUNT and all(r["ok"] for r in report["rows"])
+    section = latency_section(profile)
+    assert section["input_shape"] == [1, 8, 8] and len(section["features"]) == COUNT
+    key = "onnxruntime/fp32/t1/b1"
+    assert key in section["models"] and key in report["models"]
+    model = LatencyModel.from_dict(key, section["models"][key])
+    assert model.n_samples == COUNT and not math.isnan(model.cv["p50_ms"]["median_abs_rel"])
+    for m in profile.measurements.values():
+        assert m.spec and m.params and m.latency["p50_ms"] > 0 and m.threads == 1
+        assert "untrained" in " ".join(m.warnings)
+        # in-sample sanity only (6 samples, short loops on a shared CPU): the right order of magnitude
+        pred = model.predict(section["features"][m.model_sha256]["features"])
+        assert 0.3 < pred / m.latency["p50_ms"] < 3
+
+
+def test_fit_ignores_measurements_whose_architecture_is_unknown(calibrated):
+    profile = Profile.load(calibrated["path"])
+    pruned = Measurement(model_sha256="f" * 64, format="onnx", precision="fp32", threads=1, batch=1,
+                         spec="cnn:depth=2,width=8", params=123, latency={"p50_ms": 1.0}, runtime="onnxruntime")
+    profile.record(pruned)  # params differ from the plain spec's: a pruned model, features unknown
+    fitted = fit_profile(profile)
+    assert fitted["onnxruntime/fp32/t1/b1"].n_samples == COUNT
+
+
+def test_cli_calibrate_reuses_exports_and_prints_the_error(calibrated, tmp_path):
+    from click.testing import CliRunner
+
+    from edgekd.cli import main
+
+    out = CliRunner().invoke(main, ["profile", "calibrate", "--device", "inprocess", "--profile",
+                                    str(tmp_path / "p.yaml"), "--count", str(COUNT), "--threads", "1",
+                                    "--min-seconds", "0.1", "--min-count", "30",
+                                    "--work-dir", str(calibrated["work_dir"]), "--json"])
+    assert out.exit_code == 0, out.output
+    import json
+
+    report = json.loads(out.output)
+    assert report["models"]["onnxruntime/fp32/t1/b1"]["n_samples"] == COUNT
+    bad = CliRunner().invoke(main, ["profile", "calibrate", "--device", "inprocess", "--target", "jetsn",
+                                    "--profile", str(tmp_path / "q.yaml")])
+    assert bad.exit_code == 2 and "jetson" in bad.output
