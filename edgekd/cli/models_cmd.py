@@ -1,0 +1,70 @@
+"""`edgekd models`: the registered model families, their defaults and the size of every spec in
+their student search space."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in value.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise click.BadParameter(f"{value!r} is not CxHxW with positive integers, e.g. 1x8x8 or 3x32x32")
+    return shape
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+@click.command("models")
+@click.option("--input-shape", default="1x8x8", show_default=True, callback=_parse_shape,
+              help="Image input CxHxW at which params and MACs are counted.")
+@click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True, help="Number of classes.")
+@click.option("--family", "families", multiple=True, help="Only this family (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def command(input_shape: tuple[int, ...], classes: int, families: tuple[str, ...], as_json: bool) -> None:
+    """List model families (students and teachers) with their defaults, and params / MACs of each
+    spec in their search space (the candidates `select` and `deploy` choose from).
+
+    A spec is `family:key=value,...`, e.g. `cnn:width=16,depth=3` or `mlp:hidden=128x2`; a bare
+    family name uses its defaults. Text families are counted at their own vocabulary and length.
+    """
+    from edgekd.models import DEFAULT_STUDENT, DEFAULT_TEACHER, MODELS, describe_families
+
+    for name in families:
+        MODELS.get(name)  # unknown name -> ConfigError with "did you mean", exit 2
+    rows = [r for r in describe_families(input_shape, classes) if not families or r["name"] in families]
+    if as_json:
+        click.echo(json.dumps({
+            "input_shape": list(input_shape),
+            "num_classes": classes,
+            "default_teacher": DEFAULT_TEACHER,
+            "default_student": DEFAULT_STUDENT,
+            "families": rows,
+        }))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"default teacher: {DEFAULT_TEACHER}\ndefault student: {DEFAULT_STUDENT}\n", soft_wrap=True)
+    for row in rows:
+        console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']})  default: {row['default_spec']}")
+        table = Table(show_edge=False)
+        table.add_column("spec")
+        table.add_column("params", justify="right")
+        table.add_column("MACs", justify="right")
+        for entry in row["search_space"]:
+            table.add_row(entry["spec"], _human(int(entry["params"])), _human(int(entry["macs"])))
+        if not row["search_space"]:
+            table.add_row("(teacher only: no search space)", "", "")
+        console.print(table)
+        console.print()
