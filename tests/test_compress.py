@@ -246,3 +246,19 @@ def test_pipeline_config_errors(tmp_path: Path, tiny_run: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         api.compress({**base, "passes": ["prune"], "teacher": str(tmp_path / "none.pt")})
     assert not (tmp_path / "o").exists()
+
+
+def test_load_model_finds_factorize_without_importing_compress(tmp_path: Path) -> None:
+    """A factorized checkpoint loads in a fresh process that only imports edgekd.models."""
+    import subprocess
+    import sys
+
+    model = _model("cnn:width=16,depth=2")
+    records, _ = lowrank_pass(model, _x(2), ratio=0.5)
+    path = tmp_path / "f.pt"
+    save_model(path, model, ModelInfo(spec="cnn:width=16,depth=2", input_shape=SHAPE, num_classes=10, surgery=records))
+    code = ("import sys; from edgekd.models import load_model; assert 'edgekd.compress' not in sys.modules; "
+            f"m, info = load_model({str(path)!r}); print(info.surgery[0]['op'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "factorize"
