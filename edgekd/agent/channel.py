@@ -27,7 +27,7 @@ class Channel:
         # how long the line must stay silent before damage is answered with a NAK: long enough that
         # the rest of a damaged frame has arrived (so one damaged frame gets one NAK, not several)
         bps = transport.bytes_per_s
-        self.quiet_s = (0.01 + 256 / bps) if transport.lossy and bps else 0.02
+        self.quiet_s = (0.003 + 32 / bps) if transport.lossy and bps else 0.02
 
     def send(self, ftype: int, seq: int, header: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
         frame = encode_frame(ftype, seq, header, payload, max_payload=self.max_payload)

@@ -22,17 +22,20 @@ from typing import Any, Callable
 from edgekd.agent import auth
 from edgekd.agent.channel import Channel
 from edgekd.agent.protocol import (
-    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, ErrorCode, Frame,
-    FrameType, Garbage, LinkLost, data_head, encode_frame_parts,
+    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, Frame, FrameType,
+    Garbage, LinkLost, encode_frame_parts,
 )
 from edgekd.agent.storage import check_name
 from edgekd.agent.transports import Transport, open_transport
+from edgekd.agent.upload import upload_stop_and_wait, upload_window
 from edgekd.errors import AgentError, ConfigError
 from edgekd.fileio import sha256_file
 
 Progress = Callable[[int, int], None]
+
+
+
 MAX_ATTEMPTS = 500  # resends of one request before the line is declared unusable
-MIN_LOSSY_CHUNK = 64
 
 
 class AgentClient:
@@ -111,7 +114,8 @@ class AgentClient:
         bps = self.transport.bytes_per_s
         return base + (2 * frame_len / bps if bps else 0.0)
 
-    def _exchange(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None) -> Frame:
+    def _exchange(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
+                  max_attempts: int = MAX_ATTEMPTS) -> Frame:
         if self._closed and header.get("cmd") != "bye":
             raise AgentError(f"the connection to {self.url} is closed; connect again")
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
@@ -133,7 +137,7 @@ class AgentClient:
             attempts += 1
             self.last_attempts = attempts
             self.stats["resends"] += 1
-            if attempts > MAX_ATTEMPTS:
+            if attempts > max_attempts:
                 raise LinkLost(f"gave up on {self.url} after {MAX_ATTEMPTS} resends; the line is too noisy")
             ch.send_raw(frame)
             resend_at = now + rto
@@ -218,28 +222,9 @@ class AgentClient:
         have = int(state.get("have", 0))
         if progress:
             progress(have, size)
-        handle, clean = state.get("upload"), 0
-        while not state.get("complete"):
-            chunk = read(have, min(self.chunk, size - have))
-            try:
-                frame = self._exchange(FrameType.DATA, {}, [data_head(handle, have), chunk], None)
-            except AgentRequestError as err:
-                if err.code != ErrorCode.OFFSET_MISMATCH.value:
-                    raise
-                have = int(err.detail["have"])
-                continue
-            state, have = frame.header, have + len(chunk)
-            if self.transport.lossy:
-                # adapt the chunk to the line: halve it while chunks need resends, grow it back
-                # after a run of clean ones (on a clean line it stays at the transport's default)
-                if self.last_attempts > 2:
-                    self.chunk, clean = max(MIN_LOSSY_CHUNK, self.chunk // 2), 0
-                elif self.last_attempts == 1:
-                    clean += 1
-                    if clean >= 8:
-                        self.chunk, clean = min(self.transport.default_chunk, self.chunk * 2), 0
-            if progress:
-                progress(have, size)
+        if not state.get("complete"):
+            send = upload_window if self.transport.lossy else upload_stop_and_wait
+            send(self, int(state["upload"]), size, have, read, progress)
         return sha
 
     def put_artifact(self, artifact_dir: str | os.PathLike[str], progress: Progress | None = None) -> str:

@@ -51,8 +51,10 @@ def dispatch(session: "Session", frame: Frame) -> tuple[dict[str, Any], bytes]:
         except ValueError as err:
             raise _bad(str(err)) from None
         reply = session.agent.store.append(handle, offset, chunk)
-        # the common case (more to come) answers with an empty header: fewer bytes on noisy lines
-        return ({} if not reply.get("complete") else reply), b""
+        # the common case (stored, more to come) answers with an empty header: fewer bytes on noisy
+        # lines; otherwise the header says how much the agent has
+        normal = reply.get("held") or reply == {"have": offset + len(chunk)}
+        return ({} if normal else reply), b""
     cmd = frame.header.get("cmd")
     entry = COMMANDS.get(cmd) if isinstance(cmd, str) else None
     if entry is None:

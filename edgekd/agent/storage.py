@@ -28,6 +28,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # one flat directory level, no hidden files, no "..": the name can never leave the artifact dir
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 MAX_BUNDLE_FILES = 256
+MAX_HELD_BYTES = 8 << 20  # chunks held in memory ahead of a gap, per upload
 
 
 def check_sha(value: object, what: str = "sha256") -> str:
@@ -59,6 +60,7 @@ class Upload:
     have: int
     fh: BinaryIO
     hasher: Any = field(repr=False)
+    ahead: dict[int, bytes] = field(default_factory=dict, repr=False)  # chunks past a gap
 
 
 class ContentStore:
@@ -123,26 +125,45 @@ class ContentStore:
             return {"upload": up.handle, "have": have}
 
     def append(self, handle: int, offset: int, data: memoryview | bytes) -> dict[str, Any]:
-        """Write a chunk at `offset` (must equal what the agent has). -> {"have": n[, "complete": True]}."""
+        """Store a chunk. -> {"have": n[, "complete": True]}; "have" = contiguous bytes stored.
+
+        A chunk at `have` is written (and any held chunks it makes contiguous after it); a chunk
+        ahead of a gap is held in memory (bounded) until the gap is filled; a chunk already stored
+        is acknowledged again. Only contiguous bytes ever reach the disk, so after a dropped link
+        the partial file is exactly the prefix the agent reports.
+        """
         with self._lock:
             up = self._handles.get(handle)
             if up is None:
                 raise AgentRequestError(ErrorCode.NOT_FOUND.value, f"upload handle {handle} is not open (finished, or taken over by a newer session); send put again")
             n = len(data)
-            if offset + n > up.size:
+            if offset < 0 or offset + n > up.size:
                 raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"chunk at {offset}+{n} runs past the declared size {up.size}")
-            if offset != up.have:
-                if offset + n <= up.have:  # an old chunk sent again: already stored
-                    return {"have": up.have}
-                raise AgentRequestError(ErrorCode.OFFSET_MISMATCH.value, f"chunk offset {offset} but the agent has {up.have} bytes; continue from there", {"have": up.have})
-            # no fsync per chunk: the final sha256 check catches anything a crash tore
-            up.fh.write(data)
-            up.hasher.update(data)
-            up.have += n
-            self.used += n
+            if offset > up.have:
+                held = sum(len(b) for b in up.ahead.values())
+                if held + n > MAX_HELD_BYTES:
+                    raise AgentRequestError(ErrorCode.OFFSET_MISMATCH.value, f"chunk offset {offset} is too far ahead: the agent has {up.have} bytes; continue from there", {"have": up.have})
+                up.ahead[offset] = bytes(data)
+                return {"have": up.have, "held": True}
+            if offset + n > up.have:
+                self._write(up, memoryview(data)[up.have - offset:])
+                while up.ahead:
+                    first = min(up.ahead)
+                    if first > up.have:
+                        break
+                    block = up.ahead.pop(first)
+                    if first + len(block) > up.have:
+                        self._write(up, memoryview(block)[up.have - first:])
             if up.have == up.size:
                 return self._finish(up)
             return {"have": up.have}
+
+    def _write(self, up: Upload, data: memoryview) -> None:
+        # no fsync per chunk: the final sha256 check catches anything a crash tore
+        up.fh.write(data)
+        up.hasher.update(data)
+        up.have += len(data)
+        self.used += len(data)
 
     def _finish(self, up: Upload) -> dict[str, Any]:
         up.fh.close()
