@@ -148,7 +148,14 @@ def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
 
 
 def feeds_from_nchw(manifest: Mapping[str, Any], x_nchw: np.ndarray) -> dict[str, np.ndarray]:
-    """{input_name: array} for a single-input image artifact from normalized NCHW float32 data."""
+    """{input_name: array} for a single-input image artifact from normalized NCHW float32 data.
+
+    For a text artifact (`task` "text") `x_nchw` is the (N, L) token-id array of a text dataset; the
+    feeds are `input_ids` and `attention_mask` (ids != the manifest's pad id), both int64."""
+    if manifest.get("task") == "text":
+        ids = np.rint(np.asarray(x_nchw)).astype(np.int64) if np.asarray(x_nchw).dtype.kind == "f" else np.asarray(x_nchw, dtype=np.int64)
+        pad_id = int((manifest.get("text") or {}).get("pad_id", 0))
+        return {"input_ids": np.ascontiguousarray(ids), "attention_mask": (ids != pad_id).astype(np.int64)}
     spec = manifest["inputs"][0]
     return {spec["name"]: to_layout(np.asarray(x_nchw, dtype=np.float32), spec.get("layout", "NCHW"))}
 

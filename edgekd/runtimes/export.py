@@ -96,7 +96,8 @@ def _data_settings(checkpoint: Path, info: Any, data: str | None, image_size: in
     model's input size."""
     import yaml
 
-    settings: dict[str, Any] = {"source": "digits", "image_size": None, "seed": 0}
+    text = getattr(info, "task", "image") == "text"
+    settings: dict[str, Any] = {"source": "reviews" if text else "digits", "image_size": None, "seed": 0}
     config = checkpoint.parent / "config.yaml"
     if config.is_file():
         try:
@@ -111,7 +112,7 @@ def _data_settings(checkpoint: Path, info: Any, data: str | None, image_size: in
         settings["source"] = data
     if image_size is not None:
         settings["image_size"] = image_size
-    if settings["image_size"] is None and settings["source"] == "digits" and tuple(info.input_shape)[1:] != (8, 8):
+    if not text and settings["image_size"] is None and settings["source"] == "digits" and tuple(info.input_shape)[1:] != (8, 8):
         settings["image_size"] = int(info.input_shape[1])
     return settings
 
@@ -119,8 +120,13 @@ def _data_settings(checkpoint: Path, info: Any, data: str | None, image_size: in
 def _load_data(settings: dict[str, Any], info: Any) -> Any:
     from edgekd.data import load_dataset
 
-    ds = load_dataset(settings["source"], image_size=settings["image_size"], seed=int(settings.get("seed", 0)),
-                      **{k: settings[k] for k in ("val_fraction", "test_fraction") if k in settings})
+    if getattr(info, "task", "image") == "text":  # tokenized with the checkpoint's own tokenizer
+        from edgekd.text.data import load_for_model
+
+        ds = load_for_model(settings, info)
+    else:
+        ds = load_dataset(settings["source"], image_size=settings["image_size"], seed=int(settings.get("seed", 0)),
+                          **{k: settings[k] for k in ("val_fraction", "test_fraction") if k in settings})
     if tuple(ds.input_shape) != tuple(info.input_shape) or int(ds.num_classes) != int(info.num_classes):
         raise DataError(f"data {settings['source']!r} gives inputs {tuple(ds.input_shape)} / {ds.num_classes} classes, "
                         f"the model takes {tuple(info.input_shape)} / {info.num_classes}; pass the matching --data")

@@ -48,6 +48,9 @@ class OnnxRuntimeRunner:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._output = self.session.get_outputs()[0].name
         self._batch = static_batch([d if isinstance(d, int) else -1 for d in self.session.get_inputs()[0].shape])
+        # feed each input in its declared type: float32 for images, int64 ids/masks for text
+        self._dtypes = {i.name: np.int64 if i.type == "tensor(int64)" else np.int32 if i.type == "tensor(int32)"
+                        else np.float32 for i in self.session.get_inputs()}
         self.info = {"runtime": "onnxruntime", "version": ort.__version__, "threads": threads,
                      "precision": manifest["precision"], "providers": self.session.get_providers(),
                      "device": "CPU" if providers == ["CPUExecutionProvider"] else providers[0]}
@@ -57,7 +60,7 @@ class OnnxRuntimeRunner:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds, self.input_names, "onnxruntime")
-        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        feeds = {k: np.ascontiguousarray(v, dtype=self._dtypes[k]) for k, v in feeds.items()}
         return run_in_chunks(self._run_batch, feeds, self._batch)
 
 
@@ -127,6 +130,11 @@ class OnnxRuntimeAdapter:
                opset: int | None = None, batch: int = 1, dynamic_batch: bool = False,
                calibration_samples: int = 256, calibration_method: str = "minmax", **_: Any) -> Path:
         """Write model.onnx (+ manifest). `dynamic_batch` keeps the batch dimension symbolic."""
+        if getattr(info, "task", "image") == "text":  # two int64 inputs, dynamic batch and sequence
+            from edgekd.text.export import export_text_artifact
+
+            return export_text_artifact(self.name, model, info, out_dir, precision=precision, calibration=calibration,
+                                        opset=opset, calibration_samples=calibration_samples, **_)
         from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, host_versions
 
         if precision not in self.precisions:

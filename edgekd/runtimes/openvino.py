@@ -48,7 +48,10 @@ class OpenVINORunner:
         self.compiled = core.compile_model(str(Path(artifact_dir) / manifest["model_file"]), device, config)
         self.request = self.compiled.create_infer_request()
         port = self.compiled.inputs[0]
-        self.input_names = [port.get_any_name()]
+        # every input, in order (text models take input_ids and attention_mask), with its element type
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self._dtypes = {p.get_any_name(): np.int64 if p.get_element_type().get_type_name() == "i64" else np.float32
+                        for p in self.compiled.inputs}
         pshape = port.get_partial_shape()
         self._batch = static_batch([d.get_length() if d.is_static else -1 for d in pshape])
         hint_value = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: record "f32"
@@ -59,12 +62,12 @@ class OpenVINORunner:
                      "precision_hint": actual_hint, "performance_hint": performance_hint, "device": device}
 
     def _run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        self.request.infer({0: feeds[self.input_names[0]]})
+        self.request.infer({i: feeds[name] for i, name in enumerate(self.input_names)})
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds, self.input_names, "openvino")
-        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        feeds = {k: np.ascontiguousarray(v, dtype=self._dtypes[k]) for k, v in feeds.items()}
         return run_in_chunks(self._run_batch, feeds, self._batch)
 
 
@@ -127,6 +130,11 @@ class OpenVINOAdapter:
                calibration_samples: int = 300, accuracy_control: bool = False, max_drop: float = 1.0,
                validation: tuple[np.ndarray, np.ndarray] | None = None, **_: Any) -> Path:
         """Export ONNX, convert to IR with fp32 weights, optionally NNCF-quantize, save."""
+        if getattr(info, "task", "image") == "text":  # two int64 inputs, dynamic batch and sequence
+            from edgekd.text.export import export_text_artifact
+
+            return export_text_artifact(self.name, model, info, out_dir, precision=precision, calibration=calibration,
+                                        opset=opset, calibration_samples=min(calibration_samples, 128))
         from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, host_versions, quiet
 
         if precision not in self.precisions:

@@ -212,8 +212,7 @@ def load_text_dataset(
         "val_fraction": val_fraction,
         "test_fraction": test_fraction,
         "max_len": max_len,
-        "tokenizer": tok.source,
-        "tokenizer_sha256": tok.sha256,
+        "tokenizer_sha256": tok.sha256,  # identity of the tokenizer; where it came from is in `extra`
         "text_sha256": text_sha,
         "framing": "[CLS] pieces [SEP], truncated, right-padded with pad_id",
     }
@@ -232,9 +231,23 @@ def load_text_dataset(
         fingerprint=fp,
         extra={
             "tokenizer_json": tok.to_json(),
+            "tokenizer_source": tok.source,
             "vocab_size": tok.vocab_size,
             "pad_id": tok.pad_id,
             "max_len": max_len,
             "truncated_train_rows": truncated,
         },
     )
+
+
+def load_for_model(settings: dict[str, Any], info: Any) -> Dataset:
+    """The text dataset a saved text model was trained on, tokenized with the model's own tokenizer
+    (`info.meta["tokenizer_json"]`) at its sequence length, for calibration and parity checks."""
+    meta = getattr(info, "meta", {}) or {}
+    tokenizer: str | TextTokenizer | None = settings.get("tokenizer")
+    if meta.get("tokenizer_json"):
+        tokenizer = TextTokenizer.from_json(meta["tokenizer_json"], source="the checkpoint's tokenizer")
+    source = settings.get("source") or "reviews"
+    return load_text_dataset(source, tokenizer=tokenizer, max_len=int(info.input_shape[0]),
+                             seed=int(settings.get("seed", 0)),
+                             **{k: float(settings[k]) for k in ("val_fraction", "test_fraction") if k in settings})

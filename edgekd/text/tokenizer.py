@@ -101,8 +101,11 @@ class TextTokenizer:
 
 
 def load_tokenizer(path: str | Path) -> TextTokenizer:
-    """A local tokenizer: `tokenizer.json`, a directory holding it, or a directory with `vocab.txt`."""
+    """A local tokenizer: `tokenizer.json`, a directory holding it, a directory with `vocab.txt`, or an
+    edgekd text checkpoint (.pt) whose tokenizer is reused (a student must read its teacher's ids)."""
     p = Path(path).expanduser()
+    if p.is_file() and p.suffix in (".pt", ".pth"):  # an edgekd text checkpoint carries its tokenizer
+        return _from_checkpoint(p)
     if p.is_dir():
         if (p / TOKENIZER_FILE).is_file():
             p = p / TOKENIZER_FILE
@@ -119,6 +122,16 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{p}: cannot read tokenizer ({err.__class__.__name__}); give a UTF-8 tokenizer.json") from None
     return TextTokenizer.from_json(text, source=str(p))
+
+
+def _from_checkpoint(path: Path) -> TextTokenizer:
+    from edgekd.models import read_checkpoint
+
+    meta = read_checkpoint(path).get("meta") or {}
+    text = meta.get("tokenizer_json") if isinstance(meta, dict) else None
+    if not isinstance(text, str):
+        raise DataError(f"{path}: this checkpoint carries no tokenizer (not a text model); give a tokenizer directory")
+    return TextTokenizer.from_json(text, source=f"{path} (the checkpoint's tokenizer)")
 
 
 def _from_vocab_txt(path: Path) -> TextTokenizer:
@@ -140,20 +153,37 @@ def _from_vocab_txt(path: Path) -> TextTokenizer:
 
 
 def train_wordpiece(texts: Sequence[str], *, vocab_size: int = 2000, lowercase: bool = True) -> TextTokenizer:
-    """Train a BERT-style WordPiece tokenizer on `texts` (deterministic for the same texts)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    """A BERT-style WordPiece tokenizer whose vocabulary is learned from `texts`, deterministically.
+
+    Vocabulary: the special tokens, every character seen (as a word start and as a `##` continuation,
+    so any word of these characters can be spelled), then whole words by frequency (ties broken
+    alphabetically) up to `vocab_size`. Runs through `tokenizers`' WordPiece model, normalizer and
+    pre-tokenizer. `tokenizers`' own WordPieceTrainer is not used because its output changes from
+    run to run (ties are broken in hash-map order), and a teacher and its students trained in
+    separate runs must read identical token ids.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     if vocab_size < len(SPECIAL_TOKENS) + 10:
         raise DataError(f"vocab_size={vocab_size} is too small; use at least {len(SPECIAL_TOKENS) + 10}")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab_list = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    room = max(0, vocab_size - len(vocab_list))
+    seen = set(vocab_list)
+    ranked = sorted((w for w in words if w not in seen), key=lambda w: (-words[w], w))
+    vocab_list += ranked[:room]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab_list)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1, show_progress=False
-    )
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    return TextTokenizer(tok, source=f"wordpiece(vocab_size={vocab_size}, trained on the train split)")
+    return TextTokenizer(tok, source=f"wordpiece(vocab_size={vocab_size}, learned from the train split)")
 
 
 def _padding_token(tokenizer: "object") -> str | None:

@@ -1,0 +1,274 @@
+"""The text side of export: two int64 inputs with dynamic batch and sequence axes, INT8 for transformers.
+
+Host side (torch, onnx, onnxruntime.quantization imported inside functions). The runtime adapters
+call these when a checkpoint's task is "text"; everything else (manifest, parity gate, agent,
+profiles) is shared with images.
+
+    input_ids       int64 (batch, seq)   token ids, [CLS] ... [SEP] then pad ids
+    attention_mask  int64 (batch, seq)   1 for real tokens, 0 for padding
+    logits          float32 (batch, K)
+
+INT8 for ONNX Runtime: both `dynamic` (weights int8 offline, activations quantized per call by
+DynamicQuantizeLinear -> MatMulInteger) and `static` (QDQ, activations calibrated on real training
+ids) are offered; `scripts/bench_text.py` measures both on the machine at hand, and DEFAULT_INT8_MODE
+is the one that measured faster here (see README "Text models").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from edgekd.errors import ExportError
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+TEXT_INPUTS = (INPUT_IDS, ATTENTION_MASK)
+OUTPUT_NAME = "logits"
+INT8_MODES = ("dynamic", "static")
+DEFAULT_INT8_MODE = "dynamic"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def text_feeds(ids: np.ndarray, pad_id: int) -> dict[str, np.ndarray]:
+    """{input_ids, attention_mask} (both int64) from an (N, L) id array (floats are rounded)."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "f":
+        ids = np.rint(ids)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    return {INPUT_IDS: ids, ATTENTION_MASK: (ids != int(pad_id)).astype(np.int64)}
+
+
+class _Wrapped:
+    """(input_ids, attention_mask) -> logits, the signature every text artifact has."""
+
+    def __new__(cls, model: Any) -> Any:
+        import torch
+
+        class TextExportWrapper(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                return self.inner(input_ids, attention_mask)
+
+        return TextExportWrapper(model)
+
+
+def export_text_onnx(model: Any, path: Path, *, max_len: int, opset: int = 18, batch: int = 1,
+                     seq_len: int | None = None, dynamic: bool = True) -> Path:
+    """torch.onnx.export (dynamo) of a text classifier with dynamic batch and sequence axes.
+
+    The sequence axis may take any length up to `max_len` (the position table); with
+    `dynamic=False` the model is fixed at (batch, seq_len or max_len).
+    """
+    import torch
+
+    from edgekd.runtimes.host import quiet
+    from edgekd.text.models import example_ids
+
+    model = model.eval()
+    length = int(seq_len or max_len)
+    ids = example_ids(model, batch=max(2, batch) if dynamic else batch, length=length)
+    mask = torch.ones_like(ids)
+    dynamic_shapes = None
+    if dynamic:
+        b = torch.export.Dim("batch", min=1, max=4096)
+        s = torch.export.Dim("seq", min=2, max=int(max_len))
+        dynamic_shapes = ({0: b, 1: s}, {0: b, 1: s})
+    try:
+        with quiet(), torch.no_grad():
+            torch.onnx.export(_Wrapped(model), (ids, mask), str(path), dynamo=True, opset_version=opset,
+                              input_names=list(TEXT_INPUTS), output_names=[OUTPUT_NAME], external_data=False,
+                              dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
+    except Exception as err:  # the exporter raises many types; the export row records the reason
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"torch.onnx.export of the text model failed: {type(err).__name__}: {first}") from err
+    return path
+
+
+def calibration_ids(calibration: Iterable[Mapping[str, np.ndarray]] | None, limit: int) -> list[np.ndarray]:
+    """Token-id rows from a calibration iterable whose items hold `input_ids` (or the generic `input`)."""
+    if calibration is None:
+        raise ExportError("static int8 needs calibration data (real training texts); pass --data")
+    rows: list[np.ndarray] = []
+    for item in calibration:
+        arr = item.get(INPUT_IDS, item.get("input"))
+        if arr is None:
+            raise ExportError(f"calibration item has inputs {sorted(item)}, expected {INPUT_IDS!r}")
+        rows.extend(np.asarray(arr).reshape(-1, np.asarray(arr).shape[-1]))
+        if len(rows) >= limit:
+            break
+    if not rows:
+        raise ExportError("calibration data is empty; static int8 needs real training texts")
+    return rows[:limit]
+
+
+class _Reader:
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds, self.pos = feeds, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.feeds):
+            return None
+        self.pos += 1
+        return self.feeds[self.pos - 1]
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+
+def quantize_text_int8(src: Path, dst: Path, *, mode: str = DEFAULT_INT8_MODE, pad_id: int = 0,
+                       calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+                       calibration_samples: int = 128) -> dict[str, Any]:
+    """INT8 of a text ONNX model with ONNX Runtime's quantizer; returns the options recorded.
+
+    `dynamic`: MatMul/Gemm weights int8 (per-channel), activations quantized at run time -- no
+    calibration, the usual choice for transformers. `static`: QDQ, per-channel weights, activations
+    calibrated (MinMax) on real token ids. Embedding lookups (Gather) stay float in both: quantizing
+    them saves size, not time, and costs accuracy.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgekd.runtimes.host import quiet
+
+    if mode not in INT8_MODES:
+        raise ExportError(f"unknown int8 mode {mode!r} for a text model; use one of {', '.join(INT8_MODES)}")
+    import onnx
+
+    pre = dst.with_name(dst.stem + ".pre.onnx")
+    try:
+        with quiet():
+            # the dynamo exporter's value_info for a dynamic (batch, seq) graph contradicts ONNX shape
+            # inference ("inferred shape and existing shape differ"), which the quantizer runs: drop
+            # it and let inference recompute every shape
+            graph = onnx.load(str(src))
+            del graph.graph.value_info[:]
+            onnx.save(graph, str(pre))
+            quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
+            if mode == "dynamic":
+                quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul", "Gemm"])
+                return {"int8_mode": "dynamic", "per_channel": True, "op_types": ["MatMul", "Gemm"]}
+            rows = calibration_ids(calibration, calibration_samples)
+            feeds = [text_feeds(r[None, :], pad_id) for r in rows]
+            quantize_static(str(pre), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["MatMul", "Gemm"],
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            return {"int8_mode": "static", "quant_format": "QDQ", "per_channel": True,
+                    "calibration_samples": len(rows), "op_types": ["MatMul", "Gemm"]}
+    except ExportError:
+        raise
+    except Exception as err:
+        raise ExportError(f"onnxruntime int8 ({mode}) of the text model failed: {type(err).__name__}: {err}") from err
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def text_manifest_fields(info: Any, *, batch: int | None, seq_len: int | None) -> dict[str, Any]:
+    """The manifest entries that differ for text: two int64 inputs, and a `text` section with the
+    pad id, the position-table size and the tokenizer file (when the checkpoint carries one).
+    A None batch / seq_len is dynamic (-1)."""
+    b = -1 if batch is None else int(batch)
+    s = -1 if seq_len is None else int(seq_len)
+    meta = getattr(info, "meta", {}) or {}
+    return {
+        "inputs": [{"name": INPUT_IDS, "shape": [b, s], "dtype": "int64", "layout": "NL"},
+                   {"name": ATTENTION_MASK, "shape": [b, s], "dtype": "int64", "layout": "NL"}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": [b, int(info.num_classes)], "dtype": "float32"}],
+        "normalization": None,
+        "text": {"pad_id": int(meta.get("pad_id", 0)), "max_len": int(info.input_shape[0]),
+                 "tokenizer_file": TOKENIZER_FILE if meta.get("tokenizer_json") else None,
+                 "tokenizer_sha256": meta.get("tokenizer_sha256")},
+    }
+
+
+def write_tokenizer(info: Any, out_dir: Path) -> list[str]:
+    """Put the checkpoint's tokenizer.json into the artifact (so a device can tokenize raw text)."""
+    from edgekd.fileio import atomic_write_text
+
+    text = (getattr(info, "meta", {}) or {}).get("tokenizer_json")
+    if not text:
+        return []
+    atomic_write_text(Path(out_dir) / TOKENIZER_FILE, text)
+    return [TOKENIZER_FILE]
+
+
+def export_text_artifact(runtime: str, model: Any, info: Any, out_dir: Path, *, precision: str,
+                         calibration: Iterable[Mapping[str, np.ndarray]] | None, opset: int | None = None,
+                         int8_mode: str = DEFAULT_INT8_MODE, calibration_samples: int = 128,
+                         **_: Any) -> Path:
+    """A text artifact for `runtime` ("onnxruntime" or "openvino"): model file(s) with dynamic batch
+    and sequence axes, `tokenizer.json` when the checkpoint has one, and the manifest (parity empty;
+    the shared parity gate fills it in)."""
+    from edgekd.runtimes.base import hash_files, write_manifest
+    from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, host_versions, quiet
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    opset = opset or DEFAULT_OPSET
+    max_len = int(info.input_shape[0])
+    pad_id = int((getattr(info, "meta", {}) or {}).get("pad_id", 0))
+    options: dict[str, Any] = {"opset": opset, "dynamic_batch": True, "dynamic_seq": True, "max_len": max_len}
+    if runtime == "onnxruntime":
+        model_file, files, versions = "model.onnx", ["model.onnx"], host_versions("onnxruntime")
+        if precision == "fp32":
+            export_text_onnx(model, out_dir / model_file, max_len=max_len, opset=opset)
+        else:
+            fp32 = out_dir / "model.fp32.onnx"
+            try:
+                export_text_onnx(model, fp32, max_len=max_len, opset=opset)
+                options.update(quantize_text_int8(fp32, out_dir / model_file, mode=int8_mode, pad_id=pad_id,
+                                                  calibration=calibration, calibration_samples=calibration_samples))
+            finally:
+                fp32.unlink(missing_ok=True)
+    elif runtime == "openvino":
+        import openvino as ov
+
+        model_file, files, versions = "model.xml", ["model.xml", "model.bin"], host_versions("openvino", "nncf")
+        source = out_dir / "model.source.onnx"
+        try:
+            export_text_onnx(model, source, max_len=max_len, opset=opset)
+            with quiet():
+                ov_model = ov.convert_model(str(source))
+                if precision == "int8":
+                    import nncf
+
+                    rows = calibration_ids(calibration, calibration_samples)
+                    feeds = [text_feeds(r[None, :], pad_id) for r in rows]
+                    ov_model = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=len(feeds),
+                                             model_type=nncf.ModelType.TRANSFORMER)
+                    options.update(int8_mode="nncf-transformer", calibration_samples=len(feeds))
+            ov.save_model(ov_model, str(out_dir / model_file), compress_to_fp16=False)
+            options["precision_hint"] = "f32"
+        except ExportError:
+            raise
+        except Exception as err:
+            raise ExportError(f"openvino conversion of the text model failed: {type(err).__name__}: {err}") from err
+        finally:
+            source.unlink(missing_ok=True)
+    else:
+        raise ExportError(f"text models export to onnxruntime and openvino, not {runtime}")
+    files += write_tokenizer(info, out_dir)
+    manifest = build_manifest(model, info, out_dir, fmt="onnx" if runtime == "onnxruntime" else "openvino",
+                              runtime=runtime, precision=precision, model_file=model_file, files=files,
+                              shape=[-1, -1], versions=versions, options=options)
+    manifest.update(text_manifest_fields(info, batch=None, seq_len=None))
+    manifest["files"] = hash_files(out_dir, files)
+    manifest["source"]["macs"] = _text_macs(model)
+    write_manifest(out_dir, manifest)
+    return out_dir
+
+
+def _text_macs(model: Any) -> int | None:
+    try:
+        from edgekd.models import count_macs
+        from edgekd.text.models import example_ids
+
+        return int(count_macs(model, example=example_ids(model)))
+    except Exception:  # informative only, as for images
+        return None
