@@ -5,16 +5,23 @@ Layout (format ``edgekd.model/1``)::
     {"format": "edgekd.model/1", "spec": "cnn:depth=2,width=8", "task": "image",
      "input_shape": [1, 8, 8], "num_classes": 10, "class_names": ["0", ...],
      "normalization": {"mean": [...], "std": [...]}, "surgery": [{"op": ..., ...}],
-     "meta": {...}, "state_dict": {name: tensor}}
+     "meta": {...}, "state_dict": {name: tensor}, "state_sha256": "..."}
+
+`state_sha256` hashes every tensor's name, dtype, shape and bytes: torch's zip reader does not check
+the stored data, so without it a flipped byte in the weights would load silently.
 
 Loading rebuilds the model from `spec`, replays `surgery` (structural edits made by compression),
 then loads the state dict strictly. Every field but the state dict is plain JSON-able data.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,8 +76,25 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, info: ModelInfo) 
     except (TypeError, ValueError) as err:
         raise ModelError(f"cannot save {path}: model info must be plain JSON-able data ({err})") from None
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, **fields, "state_dict": state}
-    atomic_write_with(path, lambda tmp: torch.save(payload, tmp))
+    payload = {"format": FORMAT, **fields, "state_dict": state, "state_sha256": state_digest(state)}
+    # serialize in memory first: the archive's inner name is then fixed ("archive"), not the temp name
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name, dtype, shape and raw bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"state_dict entry {name!r} is a {type(t).__name__}, not a tensor")
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        # view as bytes so every dtype (bf16, bool, quantized ints) hashes without a numpy round trip
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -82,10 +106,19 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not p.is_file():
         raise ModelError(f"model file {p} is not a file; pass the .pt checkpoint itself")
     try:
-        data = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # a foreign pickle makes torch warn about its protocol before refusing it: one error is enough
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(p, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
             AttributeError, KeyError, IndexError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+        if "Weights only load failed" in text:
+            raise ModelError(
+                f"model file {p} holds pickled Python objects, which edgekd never loads (it was not "
+                f"written by edgekd.models.save_model); {hint}"
+            ) from None
+        first = text.splitlines()[0] if text else type(err).__name__
         raise ModelError(
             f"model file {p} is not a readable edgekd checkpoint (truncated, corrupt or not a torch "
             f"file: {first[:160]}); {hint}"
@@ -103,6 +136,14 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise ModelError(f"model file {p} lacks {', '.join(missing)}; {hint}")
     if not isinstance(data["state_dict"], dict):
         raise ModelError(f"model file {p}: state_dict is not a mapping of tensors; {hint}")
+    expected = data.get("state_sha256")
+    if expected is not None:
+        try:
+            actual = state_digest(data["state_dict"])
+        except TypeError as err:
+            raise ModelError(f"model file {p}: {err}; {hint}") from None
+        if actual != expected:
+            raise ModelError(f"model file {p} is corrupt: its weights do not match their stored checksum; {hint}")
     return data
 
 
