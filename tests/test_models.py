@@ -313,3 +313,27 @@ def test_cli_models_json_and_errors() -> None:
     assert bad.exit_code == 2 and "Did you mean 'cnn'" in bad.output
     bad_shape = runner.invoke(main, ["models", "--input-shape", "8x8"])
     assert bad_shape.exit_code == 2
+
+
+# ---- property: canonical specs round-trip ---------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edgekd.models import format_spec  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hidden=st.lists(st.integers(min_value=9, max_value=4096), min_size=1, max_size=8),
+    width=st.integers(min_value=1, max_value=1024),
+    depth=st.integers(min_value=1, max_value=16),
+    mult=st.sampled_from([0.05, 0.25, 0.3, 0.5, 0.75, 1.0, 1.25, 3.9]),
+)
+def test_canonical_round_trip(hidden: list[int], width: int, depth: int, mult: float) -> None:
+    for name, kwargs in [("mlp", {"hidden": hidden}), ("cnn", {"width": width, "depth": depth}),
+                         ("mobilenet", {"width": mult, "depth": min(depth, 8)})]:
+        canon = canonical_spec(format_spec(name, kwargs))
+        assert canonical_spec(canon) == canon
+        parsed = parse_spec(canon)[1]
+        assert {k: parsed[k] for k in kwargs} == kwargs

@@ -77,6 +77,7 @@ def build_mobilenet(
     for stage in range(depth):
         out_ch = round_channels(STAGE_CHANNELS[min(stage, len(STAGE_CHANNELS) - 1)] * width)
         for b in range(blocks):
-            layers.append(InvertedResidual(in_ch, out_ch, strides[stage] if b == 0 and stage > 0 else 1, expansion))
+            stride = strides[stage] if b == 0 and stage > 0 else 1
+            layers.append(InvertedResidual(in_ch, out_ch, stride, expansion))
             in_ch = out_ch
     return ImageClassifier(nn.Sequential(*layers), in_ch, num_classes)
