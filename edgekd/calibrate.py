@@ -223,6 +223,58 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     return out
 
 
+def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs: list[str], shape: tuple[int, ...],
+                     classes: int, runtimes: list[str], precisions: list[str], threads: int | None, batch: int = 1,
+                     work_dir: Any = "runs/calibrate", seed: int = 0, request: dict[str, Any] | None = None,
+                     layout: str = "NCHW", on_progress: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Measure untrained `specs` on an open device, record each in the profile at `path` as it
+    comes (an interrupted run keeps what it measured), then fit. Returns (rows, {key: LatencyModel})."""
+    from pathlib import Path
+
+    from edgekd.errors import ConfigError, EdgeKDError
+    from edgekd.latency import spec_features
+    from edgekd.profiles import Measurement, record_measurements
+
+    req = {**CALIBRATION_REQUEST, **(request or {}), "threads": threads, "batch": batch}
+    jobs = [(s, r, p) for r in runtimes for p in precisions for s in specs]
+    rows: list[dict[str, Any]] = []
+    for i, (spec, runtime, precision) in enumerate(jobs, start=1):
+        if on_progress:
+            on_progress(f"{spec} {runtime}/{precision}", i, len(jobs))
+        row: dict[str, Any] = {"spec": spec, "runtime": runtime, "precision": precision}
+        try:
+            art = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed, batch=batch,
+                                   layout=layout)
+            result = dev.bench(art, req)
+            feats = spec_features(spec, shape, classes)
+            m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"])
+            m.warnings = [*m.warnings, "untrained (random weights): latency calibration only"]
+        except EdgeKDError as err:
+            rows.append({**row, "ok": False, "error": str(err)})
+            continue
+        rows.append({**row, "ok": True, "p50_ms": m.latency.get("p50_ms") if m.latency else None,
+                     "model_sha256": m.model_sha256})
+        entry = {"spec": spec, "input_shape": list(shape), "num_classes": classes, "features": feats}
+
+        def add_features(prof: Any, sha: str = m.model_sha256, entry: dict = entry) -> None:
+            sec = latency_section(prof)
+            sec["features"][sha] = entry
+            sec["input_shape"], sec["num_classes"] = list(shape), classes
+            prof.latency_model = sec
+
+        record_measurements(path, [m], device=fingerprint)
+        update_profile_section(path, add_features)
+    if not Path(path).exists():
+        raise ConfigError(f"no calibration measurement succeeded: {rows[0].get('error') if rows else 'nothing to do'}")
+    fitted: dict[str, Any] = {}
+
+    def refit(prof: Any) -> None:
+        fitted.update(fit_profile(prof, seed=seed))
+
+    update_profile_section(path, refit)
+    return rows, fitted
+
+
 def run_calibration(
     *,
     device: str = "local",
@@ -246,13 +298,10 @@ def run_calibration(
     """Benchmark `count` untrained students spread over the search space on the device, record them
     in its profile with their features, and fit the latency model per (runtime, precision, threads,
     batch). Returns a JSON-able report (models with their cross-validated error, measured rows)."""
-    from pathlib import Path
-
     from edgekd.bench.devices import open_device
     from edgekd.data import load_dataset
-    from edgekd.errors import ConfigError, EdgeKDError
-    from edgekd.latency import spec_features
-    from edgekd.profiles import Measurement, device_name, profile_path, record_measurements
+    from edgekd.errors import ConfigError
+    from edgekd.profiles import device_name, profile_path
     from edgekd.targets import load_target
 
     tgt = load_target(target)
@@ -273,44 +322,10 @@ def run_calibration(
                               f"{tgt.name}; install one there (see targets/{tgt.name}.yaml, install)")
         precs = precisions or ["fp32" if "fp32" in tgt.precisions else tgt.precisions[0]]
         path = profile_path(profile or device_name(fingerprint), profiles_dir)
-        req = {**CALIBRATION_REQUEST, **(request or {}), "threads": threads, "batch": batch}
-        jobs = [(s, r, p) for r in wanted for p in precs for s in specs]
-        rows: list[dict[str, Any]] = []
-        for i, (spec, runtime, precision) in enumerate(jobs, start=1):
-            if on_progress:
-                on_progress(f"{spec} {runtime}/{precision}", i, len(jobs))
-            row: dict[str, Any] = {"spec": spec, "runtime": runtime, "precision": precision}
-            try:
-                art = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed,
-                                       batch=batch, layout=tgt.input_layout)
-                result = dev.bench(art, req)
-                feats = spec_features(spec, shape, classes)
-                m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"])
-                m.warnings = [*m.warnings, "untrained (random weights): latency calibration only"]
-            except EdgeKDError as err:
-                rows.append({**row, "ok": False, "error": str(err)})
-                continue
-            rows.append({**row, "ok": True, "p50_ms": m.latency.get("p50_ms") if m.latency else None,
-                         "model_sha256": m.model_sha256})
-            entry = {"spec": spec, "input_shape": list(shape), "num_classes": classes, "features": feats}
-
-            def add_features(prof: Any, sha: str = m.model_sha256, entry: dict = entry) -> None:
-                sec = latency_section(prof)
-                sec["features"][sha] = entry
-                sec["input_shape"], sec["num_classes"] = list(shape), classes
-                prof.latency_model = sec
-
-            # record as we go: an interrupted calibration keeps what it measured
-            record_measurements(path, [m], device=fingerprint)
-            update_profile_section(path, add_features)
-        fitted: dict[str, Any] = {}
-
-        def refit(prof: Any) -> None:
-            fitted.update(fit_profile(prof, seed=seed))
-
-        if not path.exists():
-            raise ConfigError(f"no calibration measurement succeeded on {device}: {rows[0].get('error') if rows else ''}")
-        update_profile_section(path, refit)
+        rows, fitted = calibrate_device(dev, fingerprint, path, specs=specs, shape=shape, classes=classes,
+                                        runtimes=wanted, precisions=precs, threads=threads, batch=batch,
+                                        work_dir=work_dir, seed=seed, request=request, layout=tgt.input_layout,
+                                        on_progress=on_progress)
         return {
             "profile": str(path), "device": fingerprint, "device_url": device, "target": tgt.name,
             "input_shape": list(shape), "rows": rows,

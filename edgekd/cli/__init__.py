@@ -28,6 +28,7 @@ COMMAND_MODULES: dict[str, str] = {
     "export": "edgekd.cli.export_cmd",
     "targets": "edgekd.cli.targets_cmd",
     "select": "edgekd.cli.select_cmd",
+    "deploy": "edgekd.cli.deploy_cmd",
 }
 
 

@@ -1,0 +1,183 @@
+"""The deployment bundle `edgekd deploy` hands back: everything needed on the device, nothing more.
+
+    <bundle>/
+      artifact/          the exported model + its manifest (as `edgekd export` wrote it)
+      student.pt         the checkpoint it came from (re-export for another target without retraining)
+      samples.npz        16 normalised test samples with labels (what run_model.py runs by default)
+      run_model.py       a minimal script: numpy + the runtime only (no torch, no edgekd)
+      DEVICE.md          the exact commands to install the runtime and the agent on the device and verify
+      bundle.json        input spec, normalisation, class names, the figures MEASURED on the device (or
+                         none, with status "unverified"), sha256 of every file, versions, the rounds
+
+Host side. Written into a temp directory and moved into place, so a failed deploy never leaves a
+half-written bundle behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.fileio import atomic_write_json, sha256_file
+
+BUNDLE_SCHEMA = "edgekd.bundle/1"
+
+RUN_MODEL = r'''"""Run the deployed student with only its runtime installed (numpy + {runtime}; no torch, no edgekd).
+
+    python run_model.py              # runs samples.npz and prints predictions next to the labels
+    python run_model.py image.npy    # a raw C x H x W image in the training scale; normalised here
+"""
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+MANIFEST = json.loads((HERE / "artifact" / "manifest.json").read_text())
+INPUT = MANIFEST["inputs"][0]
+MEAN = np.array(MANIFEST["normalization"]["mean"], dtype=np.float32)[:, None, None]
+STD = np.array(MANIFEST["normalization"]["std"], dtype=np.float32)[:, None, None]
+CLASSES = MANIFEST.get("class_names") or [str(i) for i in range(MANIFEST["num_classes"])]
+
+
+def to_layout(x_nchw):
+    """The model takes a batch of 1 in the manifest's layout."""
+    return np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1) if INPUT.get("layout") == "NHWC" else x_nchw)
+
+
+def load_runner():
+    """A function float32 batch (model layout) -> logits, on this runtime: {runtime}."""
+    model = str(HERE / "artifact" / MANIFEST["model_file"])
+    runtime = MANIFEST["runtime"]
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {{INPUT["name"]: x}})[0]
+    if runtime == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(model, "CPU", {{"INFERENCE_PRECISION_HINT": "f32"}})
+        return lambda x: compiled(x)[compiled.output(0)]
+    if runtime == "litert":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter
+        interp = Interpreter(model_path=model)
+        interp.allocate_tensors()
+        i, o = interp.get_input_details()[0], interp.get_output_details()[0]
+
+        def run(x):
+            if i["dtype"] != np.float32:  # full-integer model: quantize the input, dequantize the output
+                scale, zero = i["quantization"]
+                x = np.clip(np.round(x / scale + zero), -128, 127).astype(i["dtype"])
+            interp.set_tensor(i["index"], x)
+            interp.invoke()
+            y = interp.get_tensor(o["index"])
+            if o["dtype"] != np.float32:
+                scale, zero = o["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            return y
+
+        return run
+    raise SystemExit(f"{{runtime}}: build the engine on the device as DEVICE.md says (trtexec), then run it there")
+
+
+def main():
+    run = load_runner()
+    if len(sys.argv) > 1:
+        raw = np.load(sys.argv[1], allow_pickle=False).astype(np.float32)
+        x = ((raw - MEAN) / STD)[None]
+        label = None
+    else:
+        data = np.load(HERE / "samples.npz", allow_pickle=False)
+        x, label = data["x"], data["y"]
+    correct = 0
+    for k in range(x.shape[0]):
+        logits = np.asarray(run(to_layout(x[k:k + 1].astype(np.float32))))
+        pred = int(logits.reshape(-1).argmax())
+        if label is None:
+            print(f"predicted class: {{CLASSES[pred]}}")
+        else:
+            correct += int(pred == int(label[k]))
+            print(f"sample {{k}}: predicted {{CLASSES[pred]}}, label {{CLASSES[int(label[k])]}}")
+    if label is not None:
+        print(f"{{correct}}/{{x.shape[0]}} correct")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def device_commands(target: Any, artifact_name: str = "artifact", profile: str | None = None) -> list[str]:
+    """The exact commands to verify this bundle on a device of `target` (shown and written to DEVICE.md)."""
+    prof = profile or "<device-name>"
+    return [
+        "# on the device (once): the runtime and the agent, no torch needed. Install (targets/"
+        f"{target.name}.yaml): {' '.join(target.install.split())}",
+        "python -c \"import secrets; print(secrets.token_hex(16))\" > agent.key   # copy this file to the host too",
+        "edgekd agent --listen 0.0.0.0:7000 --key-file agent.key",
+        "# on the host: measure the bundled artifact on the device and record it in its profile",
+        f"edgekd bench {{bundle}}/{artifact_name} --device tcp://<device-ip>:7000 --key-file agent.key "
+        f"--data digits --profile {prof}",
+        "# or run the whole loop again, verified on the device this time",
+        f"edgekd deploy --target {target.name} --device tcp://<device-ip>:7000 --key-file agent.key",
+        "# and, on the device, the model alone with only its runtime:",
+        "python run_model.py",
+    ]
+
+
+def write_bundle(out: str | os.PathLike[str], *, artifact: Path, checkpoint: Path, target: Any, info: dict[str, Any],
+                 samples: tuple[np.ndarray, np.ndarray], commands: list[str]) -> Path:
+    """Write the bundle atomically (temp dir, then rename over `out`). `info` is the deploy summary
+    that goes into bundle.json (status, measured figures, rounds, ...). Returns the bundle path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not (out / "bundle.json").is_file():
+        from edgekd.errors import ConfigError
+
+        if any(out.iterdir()):
+            raise ConfigError(f"{out}: exists and is not an edgekd bundle; choose another -o directory")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copytree(artifact, tmp / "artifact", ignore=shutil.ignore_patterns(".edgekd-*", "*.tmp"))
+        shutil.copy2(checkpoint, tmp / "student.pt")
+        x, y = samples
+        with open(tmp / "samples.npz", "wb") as fh:
+            np.savez(fh, x=np.ascontiguousarray(x[:16], dtype=np.float32), y=np.asarray(y[:16], dtype=np.int64))
+        manifest = json.loads((tmp / "artifact" / "manifest.json").read_text(encoding="utf-8"))
+        (tmp / "run_model.py").write_text(RUN_MODEL.format(runtime=manifest["runtime"]), encoding="utf-8")
+        text = "\n".join(c.replace("{bundle}", str(out)) for c in commands)
+        (tmp / "DEVICE.md").write_text(
+            f"# Verify `{manifest.get('source', {}).get('spec')}` on a {target.name} device\n\n"
+            f"Status when this bundle was made: **{info.get('status')}**. {info.get('status_note', '')}\n\n"
+            f"```sh\n{text}\n```\n", encoding="utf-8")
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        bundle = {
+            "schema": BUNDLE_SCHEMA,
+            "target": target.name,
+            "input": manifest["inputs"][0],
+            "normalization": manifest.get("normalization"),
+            "class_names": manifest.get("class_names"),
+            "format": manifest["format"], "runtime": manifest["runtime"], "precision": manifest["precision"],
+            "model_file": f"artifact/{manifest['model_file']}",
+            "sha256": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
+            "versions": manifest.get("versions"),
+            **info,
+        }
+        atomic_write_json(tmp / "bundle.json", bundle)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

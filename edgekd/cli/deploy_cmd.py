@@ -1,0 +1,105 @@
+"""`edgekd deploy --target T`: the smallest student that meets the budget, built and proven on the device."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from edgekd.cli.profile_calibrate import read_key
+
+NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answer, not a usage error
+
+
+@click.command("deploy")
+@click.option("--target", default="cpu", show_default=True, help="Target class (targets/<name>.yaml; alias jetson).")
+@click.option("--device", default=None,
+              help="Agent URL (tcp://HOST:PORT, serial path/URL), 'local' or 'inprocess'. Default: 'local' when "
+                   "this machine can stand in for the target, else none (result 'unverified').")
+@click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="Agent key file (or EDGEKD_AGENT_KEY).")
+@click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Latency budget at --percentile (default: the teacher's latency on the device / 5).")
+@click.option("--percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None,
+              help="Accuracy floor, a fraction (default: the teacher's accuracy - 1.5 points).")
+@click.option("--teacher", default=None, help="Teacher: edgekd checkpoint/run dir or any ONNX classifier "
+                                              "(default: train the default teacher on --data, cached).")
+@click.option("--data", default="digits", show_default=True, help="Dataset: digits, an .npz (x, y) or an image folder.")
+@click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N.")
+@click.option("-o", "--output", default=None, help="Bundle directory (default: deploy-<target>).")
+@click.option("--format", "fmt", default=None, help="Export format (default: the target's preferred one).")
+@click.option("--precision", default=None, help="fp32, fp16 or int8 (default: the target's first, fp32 on cpu).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
+@click.option("--max-rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Device rounds at most.")
+@click.option("--prune", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Also prune this fraction of channels (with KD fine-tuning) before export.")
+@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True, help="Distillation epochs per student.")
+@click.option("--profile", default=None, help="Device profile name or path (default: named after the device).")
+@click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
+@click.option("--work-dir", default="runs/deploy", show_default=True, type=click.Path(file_okay=False),
+              help="Cache of the teacher, distilled students and exports (a second run reuses them).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
+def command(target: str, device: str | None, key_file: str | None, budget_ms: float | None, percentile: str,
+            min_accuracy: float | None, teacher: str | None, data: str, image_size: int | None, output: str | None,
+            fmt: str | None, precision: str | None, threads: int | None, max_rounds: int, prune: float | None, epochs: int,
+            profile: str | None, profiles_dir: str, work_dir: str, as_json: bool) -> None:
+    """Pick the smallest student that meets the latency budget on the device, build it, prove it.
+
+    predict -> pick -> distill -> (prune) -> export -> verify on the device (latency at the
+    percentile, peak memory, accuracy on the deployed runtime) -> record in the device profile ->
+    step smaller or larger, at most --max-rounds device rounds -> write the bundle.
+
+    \b
+    Examples:
+      edgekd deploy --target cpu                         the whole loop on this machine
+      edgekd deploy --target jetson --budget-ms 5        no device here: ends "unverified", says what to run
+      edgekd deploy --target rpi5 --device tcp://pi.local:7000 --key-file agent.key
+    """
+    from edgekd import api
+
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        click.echo(f"[{time.perf_counter() - start:6.1f}s] {msg}", err=as_json)
+
+    report = api.deploy(target=target, device=device, key=read_key(key_file), budget_ms=budget_ms,
+                        percentile=int(percentile), min_accuracy=min_accuracy, teacher=teacher, data=data,
+                        image_size=image_size, output=output, format=fmt, precision=precision, threads=threads,
+                        max_rounds=max_rounds, prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir,
+                        work_dir=work_dir, log=log)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        print_report(report)
+    if report["status"] == "failed":
+        sys.exit(NO_CANDIDATE_EXIT)
+
+
+def print_report(r: dict) -> None:
+    """The outcome in a few lines; for 'unverified', exactly what to run on the device."""
+    echo = click.echo
+    echo("")
+    if r["chosen"]:
+        c = r["chosen"]
+        echo(f"{r['status'].upper()}: {c['spec']} ({c['params']:,} params) as {r['format']}/{r['precision']} for {r['target']}")
+        if c["measured"]:
+            m, pct = c["measured"], f"p{r['percentile']}_ms"
+            echo(f"  measured on {m['device']}: p50 {m['p50_ms']:.4g} ms, p{r['percentile']} {m[pct]:.4g} ms "
+                 f"(budget {r['budget_ms']:.4g} ms), accuracy {m['accuracy']:.2%} (floor {r['min_accuracy']:.2%}), "
+                 f"peak memory {(m['peak_rss_bytes'] or 0) / 2**20:.0f} MiB")
+        else:
+            p, pct = c["predicted"], f"p{r['percentile']}_ms"
+            echo(f"  {p['label']}: p{r['percentile']} {p[pct]:.4g} ms (budget {r['budget_ms']:.4g} ms); "
+                 f"host accuracy {c['host_accuracy']:.2%} — NOT measured on a device")
+        if "speedup_vs_teacher_p50" in r:
+            echo(f"  vs teacher {r['teacher']['spec']}: {r['speedup_vs_teacher_p50']:.1f}x faster (p50), "
+                 f"{r['acc_drop_vs_teacher_pts']:.2f} accuracy points below it (measured, same runtime)")
+        echo(f"  device rounds: {r['device_rounds']}; bundle: {r['bundle']}; wall time {r['wall_s']:.0f} s")
+    else:
+        echo(f"FAILED: {r['status_note']}")
+    if r["status"] == "unverified":
+        echo(f"  {r['status_note']}")
+        echo("  To verify, run:")
+        for line in r.get("verify_commands", []):
+            echo(f"    {line}")

@@ -1,0 +1,349 @@
+"""`edgekd deploy --target T`: the closed loop, then the bundle.
+
+    predict -> pick -> distill (soft-target cache) -> compress (optional) -> export for the target
+      -> verify ON THE DEVICE through the agent (latency at the percentile, peak memory, accuracy on
+         the deployed runtime) -> record in the device's profile
+      -> over budget: refit the latency model with the new point and step to a smaller candidate;
+         under the accuracy floor: step to a larger one; at most `max_rounds` device rounds.
+
+How a candidate is picked (`deploy_stages.pick`): every search-space student whose latency at the
+percentile (measured in the profile, else predicted by the fitted model, else the datasheet prior)
+is within budget, by parameter count; among those, the smallest whose accuracy after distillation
+(host, test split) meets the floor, found by bisection (accuracy assumed to grow with size), so only
+~log2(n) students are distilled. Teacher, students and exports are cached under `work_dir`.
+
+Defaults that make `edgekd deploy --target cpu` a complete run: the default teacher trained on the
+built-in digits (cached); the budget is the teacher's own latency at the percentile, measured on the
+device, divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points; a device
+profile with no latency model gets a quick calibration first. Without a reachable device the loop
+stops after export: status "unverified", every figure labelled predicted, and the exact device-side
+commands printed. Never a measurement that was not made. Host side.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.errors import ConfigError, EdgeKDError
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class DeployConfig:
+    """Everything `edgekd deploy` takes (the CLI flags map 1:1). None = derive the default."""
+
+    target: str = "cpu"
+    device: str | None = None  # None: 'local' when this machine can stand in for the target, else none
+    key: str | None = None
+    budget_ms: float | None = None  # None: teacher latency at the percentile / speedup_goal
+    percentile: int = 90
+    min_accuracy: float | None = None  # None: teacher accuracy - accuracy_margin
+    teacher: str | None = None  # None: the default teacher trained on `data` (cached)
+    data: str = "digits"
+    image_size: int | None = None
+    output: str | None = None  # the bundle; None: deploy-<target>
+    work_dir: str = "runs/deploy"
+    profile: str | None = None
+    profiles_dir: str = "profiles"
+    format: str | None = None  # None: the target's preferred format that the device runs
+    precision: str | None = None  # None: the target's preferred precision (fp32 on cpu, fp16 on jetson)
+    threads: int | None = None  # None: the target's default
+    max_rounds: int = 3
+    epochs: int = 15
+    lr: float = 0.01
+    teacher_epochs: int = 10
+    prune: float | None = None
+    speedup_goal: float = 5.0
+    accuracy_margin: float = 0.015
+    calibrate_count: int = 12
+    seed: int = 0
+    min_s: float = 2.0  # timed loop of each device verification
+
+
+@dataclass
+class Round:
+    """One device verification (or, without a device, the one prediction)."""
+
+    spec: str
+    params: int
+    host_accuracy: float
+    predicted_ms: float | None
+    latency_source: str
+    artifact: str
+    measured_ms: float | None = None
+    p50_ms: float | None = None
+    accuracy: float | None = None
+    peak_rss_bytes: int | None = None
+    verdict: str = "unverified"  # ok / over budget / under floor / unverified
+    seconds: float = 0.0
+
+
+def _check(cfg: DeployConfig, tgt: Any) -> None:
+    if cfg.percentile not in (50, 90, 99):
+        raise ConfigError(f"percentile {cfg.percentile} is not measured; use 50, 90 or 99")
+    if cfg.budget_ms is not None and cfg.budget_ms <= 0:
+        raise ConfigError(f"--budget-ms {cfg.budget_ms} must be a positive number of milliseconds")
+    if cfg.min_accuracy is not None and not 0 <= cfg.min_accuracy <= 1:
+        raise ConfigError(f"--min-accuracy {cfg.min_accuracy} must be a fraction in 0..1 (e.g. 0.97)")
+    if cfg.max_rounds < 1:
+        raise ConfigError(f"--max-rounds {cfg.max_rounds} must be >= 1")
+    if cfg.precision is None:
+        cfg.precision = tgt.precisions[0]
+    if cfg.precision not in tgt.precisions:
+        raise ConfigError(f"target {tgt.name} runs precisions {', '.join(tgt.precisions)}, not {cfg.precision}")
+    if cfg.format is not None and cfg.format not in tgt.formats:
+        raise ConfigError(f"target {tgt.name} takes formats {', '.join(tgt.formats)}, not {cfg.format}")
+
+
+def _choose_format(cfg: DeployConfig, tgt: Any, have: dict[str, Any] | None) -> str:
+    from edgekd.runtimes import FORMAT_RUNTIME
+
+    if cfg.format:
+        if have is not None and FORMAT_RUNTIME[cfg.format] not in have:
+            raise ConfigError(f"the device has no {FORMAT_RUNTIME[cfg.format]} runtime for --format {cfg.format}; "
+                              f"it has {', '.join(have) or 'none'}")
+        return cfg.format
+    for fmt in tgt.formats:
+        if have is None or FORMAT_RUNTIME.get(fmt) in have:
+            return fmt
+    raise ConfigError(f"the device runs none of target {tgt.name}'s runtimes ({', '.join(tgt.runtimes)}); "
+                      f"install one there: {tgt.install}")
+
+
+def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
+    """Run the loop and write the bundle; returns the report (see the module docstring)."""
+    from edgekd.bench.accuracy import write_eval_npz
+    from edgekd.bench.devices import open_device
+    from edgekd.bundle import device_commands, write_bundle
+    from edgekd.calibrate import calibrate_device, calibration_specs, fit_profile, latency_section, update_profile_section
+    from edgekd.data import load_dataset
+    from edgekd.deploy_stages import (_params, default_device, distill_student, ensure_teacher, export_for, latency_table,
+                                      pick, verify)
+    from edgekd.fileio import sha256_file
+    from edgekd.latency import architecture_features, metric_for
+    from edgekd.profiles import Profile, device_name, profile_path, record_measurements
+    from edgekd.runtimes import FORMAT_RUNTIME
+    from edgekd.targets import load_target
+
+    say: Log = log or (lambda _msg: None)
+    start = time.perf_counter()
+    tgt = load_target(cfg.target)
+    _check(cfg, tgt)
+    metric = metric_for(cfg.percentile)
+    work = Path(cfg.work_dir)
+    ds = load_dataset(cfg.data, image_size=cfg.image_size, seed=cfg.seed)
+    shape, classes = tuple(int(d) for d in ds.input_shape), int(ds.num_classes)
+    teacher_path, teacher_acc, teacher_spec = ensure_teacher(cfg, ds, say)
+    teacher_sha = sha256_file(teacher_path)
+
+    url = cfg.device if cfg.device is not None else default_device(tgt)
+    dev, device_note = None, ""
+    if url:
+        say(f"device: connecting to {url}")
+        try:
+            dev = open_device(url, cfg.key)
+        except EdgeKDError as err:
+            device_note = f"device {url} could not be reached ({err})"
+    else:
+        device_note = (f"no --device given, and this machine ({platform.machine()}) cannot stand in for a "
+                       f"{tgt.name} ({tgt.arch}, {tgt.runtimes[0]})")
+    if device_note:
+        say(f"device: {device_note}; choosing by prediction, the result will be UNVERIFIED")
+    try:
+        fingerprint = dev.fingerprint() if dev else {}
+        fmt = _choose_format(cfg, tgt, dev.runtimes() if dev else None)
+        runtime = FORMAT_RUNTIME[fmt]
+        threads = cfg.threads if cfg.threads is not None else tgt.default_threads
+        config_key = (runtime, fmt, cfg.precision, int(threads or 0))
+        if dev:
+            path: Path | None = profile_path(cfg.profile or device_name(fingerprint), cfg.profiles_dir)
+        else:
+            path = profile_path(cfg.profile, cfg.profiles_dir) if cfg.profile else None
+        say(f"target {tgt.name}: {fmt}/{cfg.precision} on {runtime}, threads {threads or 'default'}"
+            + (f"; profile {path}" if path else "; no profile: datasheet prior"))
+        eval_npz = write_eval_npz(work / f"eval-{ds.fingerprint[:12]}.npz", ds.test.x, ds.test.y, normalized=True)
+        data_fp = f"{ds.fingerprint}:test"
+
+        def load_profile() -> Any:
+            return Profile.load(path) if path is not None and path.exists() else None
+
+        def remember(m: Any, ckpt: Path, spec: str, result: dict[str, Any]) -> None:
+            from edgekd.models import load_model
+
+            assert path is not None
+            model, _ = load_model(ckpt)
+            entry = {"spec": spec, "input_shape": list(shape), "num_classes": classes,
+                     "features": architecture_features(model, shape)}
+
+            def change(prof: Any) -> None:
+                sec = latency_section(prof)
+                sec["features"][m.model_sha256] = entry
+                sec["input_shape"], sec["num_classes"] = list(shape), classes
+                prof.latency_model = sec
+                fit_profile(prof)  # the new point joins the latency model at once
+
+            record_measurements(path, [m], device=fingerprint)
+            update_profile_section(path, change)
+
+        # -- the teacher on the same runtime, precision and threads: the reference for budget and speedup
+        teacher_fig: dict[str, Any] = {"spec": teacher_spec, "accuracy": teacher_acc, "checkpoint": str(teacher_path)}
+        if teacher_path.suffix == ".pt":
+            t_art = export_for(cfg, teacher_path, work / "artifacts" / f"teacher-{teacher_sha[:12]}", fmt, threads)
+            if dev:
+                say(f"teacher: measuring {teacher_spec} on the device")
+                t_res, t_m = verify(dev, t_art, spec=teacher_spec, ckpt=teacher_path, eval_npz=eval_npz, data_fp=data_fp,
+                                    threads=threads, min_s=cfg.min_s)
+                remember(t_m, teacher_path, teacher_spec, t_res)
+                teacher_fig.update(source="measured", p50_ms=t_m.latency["p50_ms"], latency_ms=t_m.latency[metric],
+                                   device_accuracy=t_m.accuracy, peak_rss_bytes=t_m.peak_rss_bytes)
+                say(f"teacher: p50 {t_m.latency['p50_ms']:.4g} ms, p{cfg.percentile} {t_m.latency[metric]:.4g} ms, "
+                    f"accuracy {t_m.accuracy:.2%} (measured)")
+        # -- a latency model for this configuration, fitted on the device if there is none yet
+        if dev and path is not None:
+            prof = load_profile()
+            key = f"{runtime}/{cfg.precision}/t{int(threads or 0)}/b1"
+            if prof is None or key not in latency_section(prof)["models"]:
+                say(f"latency model: none for {key} in {path}; calibrating on {cfg.calibrate_count} untrained students")
+                calibrate_device(dev, fingerprint, path, specs=calibration_specs(cfg.calibrate_count, seed=cfg.seed),
+                                 shape=shape, classes=classes, runtimes=[runtime], precisions=[cfg.precision],
+                                 threads=threads, work_dir=work / "calibrate", seed=cfg.seed, layout=tgt.input_layout,
+                                 request={"min_s": 0.5, "warmup_s": 0.2, "min_count": 200},
+                                 on_progress=lambda label, i, n: say(f"  calibrate {i}/{n} {label}") if i in (1, n) else None)
+        if "latency_ms" not in teacher_fig and teacher_path.suffix == ".pt":
+            from edgekd.models import load_model
+            from edgekd.select import gather_candidates
+
+            # no device: the teacher's latency is a prediction, and says so
+            model, _ = load_model(teacher_path)
+            cands, models = gather_candidates(load_profile(), input_shape=shape, num_classes=classes, formats=[fmt],
+                                              precisions=[cfg.precision], threads=int(threads or 0), target=tgt,
+                                              percentile=cfg.percentile, specs=[])
+            lat_model = next(iter(models.values()), None)
+            if lat_model is not None:
+                feats = architecture_features(model, shape)
+                teacher_fig.update(source=lat_model.label, latency_ms=lat_model.predict(feats, metric),
+                                   p50_ms=lat_model.predict(feats, "p50_ms"))
+        budget, budget_source = cfg.budget_ms, "given"
+        if budget is None:
+            if "latency_ms" not in teacher_fig:
+                raise ConfigError("no --budget-ms given and the teacher's latency is unknown (an ONNX teacher is not "
+                                  "re-exported); pass --budget-ms")
+            budget = teacher_fig["latency_ms"] / cfg.speedup_goal
+            budget_source = f"teacher p{cfg.percentile} / {cfg.speedup_goal:g} ({teacher_fig['source']})"
+        floor = cfg.min_accuracy if cfg.min_accuracy is not None else teacher_acc - cfg.accuracy_margin
+        floor_source = "given" if cfg.min_accuracy is not None else f"teacher accuracy - {100 * cfg.accuracy_margin:g} pts"
+        say(f"budget {budget:.4g} ms at p{cfg.percentile} ({budget_source}); accuracy floor {floor:.2%} ({floor_source})")
+
+        # -- the loop
+        checkpoints: dict[str, tuple[Path, float]] = {}
+
+        def accuracy_of(spec: str) -> float:
+            if spec not in checkpoints:
+                checkpoints[spec] = distill_student(cfg, spec, teacher_path, teacher_sha, ds, say)
+            return checkpoints[spec][1]
+
+        rounds: list[Round] = []
+        over_budget: set[str] = set()
+        under_floor: set[str] = set()
+        chosen: Round | None = None
+        status, note = "failed", ""
+        while True:
+            table = latency_table(load_profile(), tgt, config_key, shape, classes, cfg.percentile)
+            fast = sorted((s for s, (lat, _) in table.items() if lat <= budget and s not in over_budget),
+                          key=lambda s: (_params(s, shape, classes), table[s][0]))
+            say(f"round {len(rounds) + 1}: {len(fast)} of {len(table)} students predicted within budget; "
+                "distilling to find the smallest that meets the floor")
+            spec = pick(fast, accuracy_of, floor, under_floor)
+            if spec is None:
+                within = {s: checkpoints[s][1] for s in fast if s in checkpoints}
+                best = max(within, key=within.get) if within else None
+                note = (f"no student within budget reaches accuracy {floor:.2%}"
+                        + (f"; closest miss: {best} at {within[best]:.2%}" if best else "; nothing is within budget"))
+                break
+            t0 = time.perf_counter()
+            ckpt, host_acc = checkpoints[spec]
+            art = export_for(cfg, ckpt, work / "artifacts" / ckpt.parent.name, fmt, threads)
+            lat, source = table[spec]
+            r = Round(spec=spec, params=_params(spec, shape, classes), host_accuracy=host_acc, predicted_ms=lat,
+                      latency_source=source, artifact=str(art))
+            rounds.append(r)
+            if dev is None:
+                r.verdict, status = "unverified", "unverified"
+                note = f"chosen by prediction ({source}); {device_note}. Nothing was measured on a device."
+                chosen = r
+                break
+            say(f"round {len(rounds)}: verifying {spec} on the device ({source} p{cfg.percentile} {lat:.4g} ms)")
+            result, m = verify(dev, art, spec=spec, ckpt=ckpt, eval_npz=eval_npz, data_fp=data_fp, threads=threads,
+                               min_s=cfg.min_s)
+            remember(m, ckpt, spec, result)
+            r.measured_ms, r.p50_ms, r.accuracy = m.latency[metric], m.latency["p50_ms"], m.accuracy
+            r.peak_rss_bytes, r.seconds = m.peak_rss_bytes, round(time.perf_counter() - t0, 2)
+            if r.measured_ms > budget:
+                r.verdict = "over budget"
+                over_budget.add(spec)
+            elif r.accuracy is None or r.accuracy < floor:
+                r.verdict = "under floor"
+                under_floor.add(spec)
+            else:
+                r.verdict, status, chosen = "ok", "verified", r
+            say(f"round {len(rounds)}: measured p{cfg.percentile} {r.measured_ms:.4g} ms, accuracy "
+                f"{(r.accuracy or 0):.2%}, peak memory {(r.peak_rss_bytes or 0) / 2**20:.0f} MiB -> {r.verdict}")
+            if chosen is not None:
+                note = f"measured on {url}: p{cfg.percentile} {r.measured_ms:.4g} ms <= {budget:.4g} ms, accuracy {r.accuracy:.2%} >= {floor:.2%}"
+                break
+            if len(rounds) >= cfg.max_rounds:
+                note = f"no verified student after {cfg.max_rounds} device rounds (--max-rounds)"
+                break
+
+        report: dict[str, Any] = {
+            "status": status, "status_note": note, "target": tgt.name, "device_url": url if dev else None,
+            "device": fingerprint or None, "profile": str(path) if path else None, "format": fmt,
+            "runtime": runtime, "precision": cfg.precision, "threads": threads, "percentile": cfg.percentile,
+            "budget_ms": budget, "budget_source": budget_source, "min_accuracy": floor, "floor_source": floor_source,
+            "teacher": teacher_fig, "rounds": [dataclasses.asdict(r) for r in rounds],
+            "device_rounds": sum(1 for r in rounds if r.measured_ms is not None),
+            "distilled": {s: acc for s, (_, acc) in checkpoints.items()}, "chosen": None, "bundle": None,
+        }
+        if chosen is not None:
+            measured = chosen.measured_ms is not None
+            report["chosen"] = {
+                "spec": chosen.spec, "params": chosen.params, "checkpoint": str(checkpoints[chosen.spec][0]),
+                "artifact": chosen.artifact, "host_accuracy": chosen.host_accuracy,
+                "measured": {"p50_ms": chosen.p50_ms, f"p{cfg.percentile}_ms": chosen.measured_ms,
+                             "accuracy": chosen.accuracy, "peak_rss_bytes": chosen.peak_rss_bytes,
+                             "device": url} if measured else None,
+                "predicted": {f"p{cfg.percentile}_ms": chosen.predicted_ms, "label": chosen.latency_source},
+            }
+            if measured and teacher_fig.get("source") == "measured":
+                report["speedup_vs_teacher_p50"] = teacher_fig["p50_ms"] / chosen.p50_ms
+                report["acc_drop_vs_teacher_pts"] = 100 * ((teacher_fig.get("device_accuracy") or teacher_acc) - chosen.accuracy)
+            commands = device_commands(tgt, profile=path.stem if path else None)
+            out = Path(cfg.output or f"deploy-{tgt.name}")
+            write_bundle(out, artifact=Path(chosen.artifact), checkpoint=checkpoints[chosen.spec][0], target=tgt,
+                         samples=(ds.test.x, ds.test.y), commands=commands,
+                         info={k: report[k] for k in ("status", "status_note", "budget_ms", "budget_source",
+                                                      "percentile", "min_accuracy", "teacher", "rounds", "device")}
+                         | {"student": report["chosen"]})
+            report["bundle"] = str(out)
+            report["verify_commands"] = [c.replace("{bundle}", str(out)) for c in commands]
+            if path is not None and measured:
+                def mark(prof: Any) -> None:
+                    sec = latency_section(prof)
+                    sec["deployments"] = (sec["deployments"] + [{
+                        "spec": chosen.spec, "model_sha256": sha256_file(checkpoints[chosen.spec][0]),
+                        "budget_ms": budget, "percentile": cfg.percentile, "min_accuracy": floor,
+                        "format": fmt, "precision": cfg.precision, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }])[-20:]
+                    prof.latency_model = sec
+
+                update_profile_section(path, mark)
+        report["wall_s"] = round(time.perf_counter() - start, 1)
+        return report
+    finally:
+        if dev is not None:
+            dev.close()

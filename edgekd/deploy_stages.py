@@ -1,0 +1,188 @@
+"""The stages `edgekd.deploy` drives, one function each: the teacher, distillation (+ optional
+pruning), export for the target, verification on the device, and the choice of the next candidate.
+Every stage caches under the deploy's `work_dir`, keyed by everything that shapes its result. Host side.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.errors import ConfigError, ExportError
+
+Log = Callable[[str], None]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _slug(spec: str) -> str:
+    return spec.replace(":", "_").replace(",", "_").replace("=", "")
+
+
+# ------------------------------------------------------------------------------ stages
+
+def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, float, str]:
+    """(checkpoint or .onnx path, test accuracy, spec or file name); trains the default one if needed."""
+    import numpy as np
+
+    from edgekd import __version__, api
+    from edgekd.distill.teachers import load_teacher
+    from edgekd.models import DEFAULT_TEACHER
+
+    if cfg.teacher:
+        path = Path(cfg.teacher)
+        if path.is_dir():
+            path = path / "student.pt"
+        if not path.is_file():
+            raise ConfigError(f"teacher {cfg.teacher} not found; give an edgekd checkpoint (.pt), a run dir or an .onnx")
+        teacher = load_teacher(path)
+        teacher.check_compatible(ds.input_shape, ds.num_classes, ds.name)
+        acc = float(np.mean(teacher.logits(ds.test.x).argmax(axis=1) == ds.test.y))
+        return path, acc, getattr(teacher, "spec", None) or path.name
+    run = Path(cfg.work_dir) / f"teacher-{_key(ds.fingerprint, DEFAULT_TEACHER, cfg.seed, cfg.teacher_epochs, __version__)}"
+    summary_path = run / "summary.json"
+    if summary_path.is_file() and (run / "student.pt").is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        log(f"teacher: reusing {run} ({DEFAULT_TEACHER}, test accuracy {summary['test_acc']:.2%})")
+    else:
+        log(f"teacher: training {DEFAULT_TEACHER} on {ds.name} ({cfg.teacher_epochs} epochs max, cached in {run})")
+        summary = api.train_teacher(api.teacher_config(data=cfg.data, image_size=cfg.image_size, seed=cfg.seed,
+                                                       epochs=cfg.teacher_epochs, patience=3, output=str(run)),
+                                    progress=False)
+        log(f"teacher: test accuracy {summary['test_acc']:.2%}")
+    return run / "student.pt", float(summary["test_acc"]), DEFAULT_TEACHER
+
+
+def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: Any, log: Log) -> tuple[Path, float]:
+    """Distill `spec` from the teacher (cached by everything that shapes it); (checkpoint, test accuracy)."""
+    from edgekd import __version__, api
+
+    run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, cfg.lr, cfg.seed, __version__)}"
+    if (run / "summary.json").is_file() and (run / "student.pt").is_file():
+        acc = float(json.loads((run / "summary.json").read_text(encoding="utf-8"))["test_acc"])
+        log(f"  distill {spec}: cached, test accuracy {acc:.2%}")
+    else:
+        t0 = time.perf_counter()
+        summary = api.distill({"teacher": str(teacher), "student": spec, "output": str(run),
+                               "data": {"source": cfg.data, "image_size": cfg.image_size, "seed": cfg.seed},
+                               # one thread: tiny students train faster that way on a small, shared CPU
+                               "train": {"epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed, "threads": 1}},
+                              progress=False)
+        acc = float(summary["test_acc"])
+        log(f"  distill {spec}: test accuracy {acc:.2%} ({time.perf_counter() - t0:.1f} s)")
+    ckpt = run / "student.pt"
+    if cfg.prune:
+        out = run.parent / f"{run.name}-prune{cfg.prune:g}"
+        if not (out / "summary.json").is_file():
+            summary = api.compress({"source": str(run), "passes": [{"key": "prune", "kwargs": {"ratio": cfg.prune}}],
+                                    "finetune_epochs": 3, "teacher": str(teacher), "output": str(out)}, progress=False)
+        ckpt = out / "student.pt"
+        acc = float(json.loads((out / "summary.json").read_text(encoding="utf-8")).get("test_acc", acc))
+        log(f"  pruned {cfg.prune:g}: test accuracy {acc:.2%}")
+    return ckpt, acc
+
+
+def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -> Path:
+    """Export one checkpoint for the target in (fmt, precision) through the parity gate; the artifact dir."""
+    from edgekd import api
+
+    art = out / f"{fmt}-{cfg.precision}"
+    if (art / "manifest.json").is_file():
+        from edgekd.fileio import sha256_file
+        from edgekd.runtimes import read_manifest
+
+        man = read_manifest(art)
+        if man.get("status") == "ok" and (man.get("source") or {}).get("checkpoint_sha256") == sha256_file(ckpt):
+            return art  # same checkpoint, already exported and parity-checked
+    report = api.export(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[cfg.precision],
+                        threads=threads)
+    row = report["rows"][0]
+    if row["status"] != "ok":
+        raise ExportError(f"export of {ckpt} to {fmt}/{cfg.precision} failed: {row['error']}")
+    return Path(row["artifact"])
+
+
+def verify(dev: Any, art: Path, *, spec: str, ckpt: Path, eval_npz: Path, data_fp: str, threads: int | None,
+           min_s: float) -> tuple[dict[str, Any], Any]:
+    """Latency + peak memory (bench at batch 1) and accuracy (eval) of `art` on the device; the
+    merged result and its profile Measurement (keyed by the checkpoint's sha256)."""
+    from edgekd.fileio import sha256_file
+    from edgekd.profiles import Measurement
+    from edgekd.runtimes import read_manifest
+
+    result = dev.bench(art, {"threads": threads, "batch": 1, "warmup_s": 0.5, "min_s": min_s, "min_count": 200})
+    acc = dev.eval(art, eval_npz, {"threads": threads, "latency": False, "accuracy": True})
+    result["accuracy"] = acc.get("accuracy")
+    src = read_manifest(art).get("source") or {}
+    m = Measurement.from_result(result, model_sha256=sha256_file(ckpt), spec=spec, params=src.get("params"),
+                                macs=src.get("macs"), dataset_fingerprint=data_fp)
+    return result, m
+
+
+# ------------------------------------------------------------------------------ choosing
+
+def latency_table(profile: Any, target: Any, config_key: tuple[str, str, str, int], shape: tuple[int, ...],
+                  classes: int, percentile: int) -> dict[str, tuple[float, str]]:
+    """{spec: (latency ms at the percentile, "measured"/"predicted"/"predicted, unmeasured")} for every
+    search-space student in one (runtime, format, precision, threads) configuration."""
+    from edgekd.select import gather_candidates
+
+    runtime, fmt, precision, threads = config_key
+    cands, _ = gather_candidates(profile, input_shape=shape, num_classes=classes, formats=[fmt],
+                                 precisions=[precision], threads=threads, target=target, percentile=percentile)
+    from edgekd.calibrate import student_specs
+
+    specs = set(student_specs())
+    out: dict[str, tuple[float, str]] = {}
+    for c in cands:
+        if c.spec not in specs or c.latency_ms is None:
+            continue
+        plain = c.latency_source != "measured" or c.params == _params(c.spec, shape, classes)
+        if not plain:
+            continue  # a compressed model of that spec: not what distilling the spec gives
+        # a measurement of that very architecture beats any prediction; the latest one wins
+        if c.spec not in out or (c.latency_source == "measured" and out[c.spec][1] != "measured"):
+            out[c.spec] = (float(c.latency_ms), c.latency_label)
+    return out
+
+
+def _params(spec: str, shape: tuple[int, ...], classes: int) -> int:
+    from edgekd.latency import spec_features
+
+    return spec_features(spec, shape, classes)["params"]
+
+
+def pick(fast: list[str], accuracy_of: Callable[[str], float], floor: float, rejected: set[str]) -> str | None:
+    """The smallest spec in `fast` (sorted by params) whose accuracy meets `floor`, by bisection."""
+    pool = [s for s in fast if s not in rejected]
+    if not pool:
+        return None
+    lo, hi = 0, len(pool) - 1
+    if accuracy_of(pool[hi]) < floor:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if accuracy_of(pool[mid]) >= floor:
+            hi = mid
+        else:
+            lo = mid + 1
+    return pool[lo]
+
+
+def default_device(target: Any) -> str | None:
+    """'local' when this machine can stand in for the target (same CPU architecture and the target's
+    preferred runtime importable here), else None (no device: unverified)."""
+    from edgekd.runtimes import RUNTIMES
+
+    arch = platform.machine().lower()
+    same_arch = target.arch.lower() in (arch, {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch))
+    first = target.runtimes[0] if target.runtimes else None
+    if not same_arch or first is None or first not in RUNTIMES:
+        return None
+    return "local" if RUNTIMES.get(first).unavailable_reason() is None else None
+
