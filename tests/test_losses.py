@@ -61,7 +61,7 @@ def test_kd_hand_value_two_classes():
     assert got == pytest.approx(0.5 * np.log(4.0 / 3.0), rel=1e-6)
     # identical distributions -> zero soft loss, at any temperature
     same = LossInputs(torch.tensor([[1.0, 2.0]]), torch.tensor([0]), torch.tensor([[1.0, 2.0]]))
-    assert float(build_loss("kd", {"temperature": 3.0, "alpha": 0.0})(same)) == pytest.approx(0.0, abs=1e-7)
+    assert float(build_loss("kd", {"temperature": 3.0, "alpha": 0.0})(same)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_kd_hard_targets_from_teacher_argmax():
@@ -140,14 +140,22 @@ class _Net(nn.Module):
 
 
 def _probe(role: str, path: str):
-    # feature shapes of _Net at 1x8x8 (what the trainer's probe would report)
-    return {"features.0": (4, 8, 8), "features": (4, 8, 8), "classifier": (3,)}[path]
+    # feature shapes of _Net at 1x8x8 (what the trainer's probe would report, errors included)
+    shapes = {"features.0": (4, 8, 8), "features": (4, 8, 8), "classifier": (3,)}
+    if path not in shapes:
+        raise ConfigError(f"{role} has no module {path!r}")
+    return shapes[path]
 
 
 @pytest.mark.parametrize("key", LOSSES.names())
 def test_every_registered_loss_builds_runs_and_backpropagates(key: str):
     kwargs = {"student_layer": "features", "teacher_layer": "features.0"} if key == "hint" else {}
-    loss = build_loss(key, kwargs, _probe)
+    try:
+        loss = build_loss(key, kwargs, _probe)
+    except ConfigError as err:  # e.g. transformer-layer losses: they need encoder layers, tested in their own file
+        if key in ("ce", "kd", "data_distill", "hint"):
+            raise
+        pytest.skip(f"{key} does not apply to an image CNN: {err}")
     student, teacher = _Net(), _Net()
     x = torch.randn(5, 1, 8, 8)
     with FeatureTaps(student, loss.student_taps) as st, FeatureTaps(teacher, loss.teacher_taps) as tt:
@@ -191,3 +199,30 @@ def test_taps_record_features_without_changing_the_model():
         assert torch.equal(taps.features["classifier"], out)
     assert torch.equal(before, out)
     assert not net.features[0]._forward_hooks  # hooks removed on exit
+
+
+@pytest.mark.parametrize("key,kwargs", [("kd", {"temperature": 3.0, "alpha": 0.4}), ("kd", {"alpha": 0.0}),
+                                        ("kd", {"hard_targets": "teacher"}),
+                                        ("data_distill", {"temperature": 2.0, "alpha": 0.3, "lam": 0.8})])
+def test_fused_kd_gradient_matches_autograd_of_the_formula(key: str, kwargs: dict):
+    """The fused KD node's closed-form gradient equals autograd through the plain formula."""
+    from edgekd.distill.losses import soft_kl
+    import torch.nn.functional as F
+
+    loss = build_loss(key, kwargs)
+    s = torch.tensor(S, dtype=torch.float64, requires_grad=True)
+    inp = LossInputs(s, torch.tensor(Y), torch.tensor(T_, dtype=torch.float64))
+    loss(inp).backward()
+    fused_grad = s.grad.clone()
+
+    s.grad = None
+    temp, alpha = loss.temperature, loss.alpha
+    kl = soft_kl(s, inp.teacher_logits, temp)
+    ref = alpha * F.cross_entropy(s, loss.hard_target(inp)) + (1 - alpha) * kl.mean()
+    if key == "data_distill":
+        mask = (inp.teacher_logits.argmax(1) == inp.labels).double()
+        ref = ref + loss.lam * (kl * mask).sum() / mask.sum().clamp(min=1.0)
+    ref.backward()
+    torch.testing.assert_close(fused_grad, s.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda z: loss(LossInputs(z, inp.labels, inp.teacher_logits)),
+                                    (torch.tensor(S, dtype=torch.float64, requires_grad=True),))

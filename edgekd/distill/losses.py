@@ -22,6 +22,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -44,12 +45,18 @@ class LossInputs:
     teacher_logits: Tensor | None = None
     student_features: dict[str, Tensor] = field(default_factory=dict)
     teacher_features: dict[str, Tensor] = field(default_factory=dict)
+    # per-sample tensors derived from the teacher logits (LossStack.teacher_targets), aligned by row;
+    # precomputed once per run when the logits are cached. Losses fall back to computing them.
+    teacher_targets: dict[str, Tensor] = field(default_factory=dict)
 
 
 class DistillLoss(nn.Module):
     """Base class: a scalar loss of one batch. Subclasses document their formula and paper."""
 
     needs_teacher_logits: bool = False
+    # False when everything the loss reads from the teacher is in `teacher_targets` (then the
+    # trainer need not gather raw logits per batch)
+    reads_raw_teacher_logits: bool = True
 
     @property
     def student_taps(self) -> tuple[str, ...]:
@@ -64,6 +71,10 @@ class DistillLoss(nn.Module):
         """Construct from config kwargs; `probe` gives feature shapes to losses that need them."""
         return cls(**kwargs)
 
+    def teacher_targets(self, teacher_logits: Tensor) -> dict[str, Tensor]:
+        """Per-sample tensors this loss derives from teacher logits (precomputable); none by default."""
+        return {}
+
     def forward(self, inputs: LossInputs) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -74,10 +85,62 @@ class DistillLoss(nn.Module):
 
 
 def soft_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """Per-sample T² · KL(p^T(t) ‖ p^T(s)), shape (N,). The T² keeps gradient scale independent of T."""
+    """Per-sample T² · KL(p^T(t) ‖ p^T(s)), shape (N,). The T² keeps gradient scale independent of T.
+    Plain autograd version (the reference the fused KD objective is tested against)."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1) * (temperature**2)
+
+
+class _FusedKD(torch.autograd.Function):
+    """L = Σ_i c_i · T²·KL(p^T(t_i) ‖ p^T(s_i)) + α · mean_i CE(s_i, h_i), with its closed-form gradient
+
+        ∂L/∂s_i = c_i · T · (p^T(s_i) − p^T(t_i)) + (α/N) · (softmax(s_i) − onehot(h_i)).
+
+    The teacher side enters precomputed (p = p^T(t), negent = Σ_k p log p per sample; see
+    `teacher_targets`), so with cached logits it is computed once per run, not once per step. One
+    autograd node instead of ~15: for edgekd's small students, per-op overhead is most of a KD
+    step's extra cost, and this keeps a cached-KD epoch close to a CE epoch."""
+
+    @staticmethod
+    def forward(ctx, s, p, negent, hard, coef, temperature, alpha):  # type: ignore[override]
+        n = s.shape[0]
+        log_p_s = torch.log_softmax(s * (1.0 / temperature), dim=1)
+        # T² · KL_i = T² · (Σ_k p log p − Σ_k p log p_s)
+        kl = (negent - (p * log_p_s).sum(dim=1)) * (temperature**2)
+        loss = (kl * coef).sum() if isinstance(coef, torch.Tensor) else kl.sum() * coef
+        log_q = None
+        if alpha > 0.0:
+            log_q = torch.log_softmax(s, dim=1)
+            loss = loss - log_q.gather(1, hard[:, None]).sum() * (alpha / n)
+        ctx.save_for_backward(log_p_s, p, hard, log_q if log_q is not None else torch.empty(0),
+                              coef if isinstance(coef, torch.Tensor) else torch.empty(0))
+        ctx.coef = None if isinstance(coef, torch.Tensor) else coef
+        ctx.temperature, ctx.alpha = temperature, alpha
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        log_p_s, p, hard, log_q, coef_t = ctx.saved_tensors
+        n = log_p_s.shape[0]
+        grad = log_p_s.exp().sub_(p)
+        if ctx.coef is None:
+            grad.mul_(coef_t[:, None] * ctx.temperature)
+        else:
+            grad.mul_(ctx.coef * ctx.temperature)
+        if ctx.alpha > 0.0:
+            q = log_q.exp().mul_(ctx.alpha / n)
+            q.scatter_add_(1, hard[:, None], q.new_full((n, 1), -ctx.alpha / n))
+            grad.add_(q)
+        return grad.mul_(grad_out), None, None, None, None, None, None
+
+
+def kd_teacher_targets(teacher_logits: Tensor, temperature: float) -> dict[str, Tensor]:
+    """Per-sample teacher quantities KD needs at temperature T: p^T(t), Σ_k p log p, arg-max."""
+    log_p = torch.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    p = log_p.exp()
+    return {f"p@{temperature}": p, f"negent@{temperature}": (p * log_p).sum(dim=1),
+            "argmax": teacher_logits.detach().argmax(dim=1)}
 
 
 @LOSSES.register("ce")
@@ -114,6 +177,7 @@ class HintonKD(DistillLoss):
     """
 
     needs_teacher_logits = True
+    reads_raw_teacher_logits = False
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.5, hard_targets: str = "labels") -> None:
         super().__init__()
@@ -127,18 +191,37 @@ class HintonKD(DistillLoss):
         self.alpha = float(alpha)
         self.hard_targets = hard_targets
 
+    needs_argmax = False  # data_distill's mask needs the teacher's arg-max on every sample
+
+    def teacher_targets(self, teacher_logits: Tensor) -> dict[str, Tensor]:
+        targets = kd_teacher_targets(teacher_logits, self.temperature)
+        if not (self.needs_argmax or self.hard_targets == "teacher"):
+            del targets["argmax"]  # one gather fewer per step
+        return targets
+
+    def _targets(self, inputs: LossInputs) -> dict[str, Tensor]:
+        if f"p@{self.temperature}" in inputs.teacher_targets:
+            return inputs.teacher_targets
+        return self.teacher_targets(self._teacher(inputs))
+
     def hard_target(self, inputs: LossInputs) -> Tensor:
         if self.hard_targets == "teacher":
-            return self._teacher(inputs).argmax(dim=1)
+            return self._targets(inputs)["argmax"]
         return inputs.labels
 
+    def soft_coefficients(self, inputs: LossInputs, targets: dict[str, Tensor]) -> Tensor | float:
+        """Weight c_i of each sample's T²·KL_i in the loss: (1 − α)/N for plain KD."""
+        return (1.0 - self.alpha) / inputs.student_logits.shape[0]
+
     def forward(self, inputs: LossInputs) -> Tensor:
-        t = self._teacher(inputs)
-        soft = soft_kl(inputs.student_logits, t, self.temperature).mean()
-        if self.alpha == 0.0:
-            return soft
-        hard = F.cross_entropy(inputs.student_logits, self.hard_target(inputs))
-        return self.alpha * hard + (1.0 - self.alpha) * soft
+        tg = self._targets(inputs)
+        s = inputs.student_logits
+        T = self.temperature
+        hard = tg["argmax"] if self.hard_targets == "teacher" else inputs.labels
+        coef = self.soft_coefficients(inputs, tg)
+        if isinstance(coef, Tensor):
+            coef = coef.to(s.dtype)
+        return _FusedKD.apply(s, tg[f"p@{T}"].to(s.dtype), tg[f"negent@{T}"].to(s.dtype), hard, coef, T, self.alpha)
 
 
 @LOSSES.register("data_distill")
@@ -154,6 +237,8 @@ class DataDistillation(HintonKD):
     correctly classified samples only (0 if the teacher gets none of the batch right). λ = `lam`.
     """
 
+    needs_argmax = True
+
     def __init__(
         self, temperature: float = 4.0, alpha: float = 0.5, lam: float = 1.0, hard_targets: str = "labels"
     ) -> None:
@@ -162,13 +247,10 @@ class DataDistillation(HintonKD):
             raise ConfigError(f"data_distill: lam={lam} must be >= 0")
         self.lam = float(lam)
 
-    def forward(self, inputs: LossInputs) -> Tensor:
-        t = self._teacher(inputs)
-        kd = super().forward(inputs)
-        mask = (t.argmax(dim=1) == inputs.labels).to(inputs.student_logits.dtype)
-        per_sample = soft_kl(inputs.student_logits, t, self.temperature)
-        dd = (per_sample * mask).sum() / mask.sum().clamp(min=1.0)
-        return kd + self.lam * dd
+    def soft_coefficients(self, inputs: LossInputs, targets: dict[str, Tensor]) -> Tensor | float:
+        """c_i = (1 − α)/N + λ · m_i / max(1, Σ m): L_KD and λ·L_dd share one KL term per sample."""
+        mask = (targets["argmax"] == inputs.labels).to(inputs.student_logits.dtype)
+        return mask * (self.lam / mask.sum().clamp(min=1.0)) + super().soft_coefficients(inputs, targets)
 
 
 @LOSSES.register("hint")
@@ -268,12 +350,23 @@ class LossStack(nn.Module):
         return any(p.needs_teacher_logits for p in self.parts)
 
     @property
+    def reads_raw_teacher_logits(self) -> bool:
+        return any(p.needs_teacher_logits and p.reads_raw_teacher_logits for p in self.parts)
+
+    @property
     def student_taps(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t for p in self.parts for t in p.student_taps))
 
     @property
     def teacher_taps(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t for p in self.parts for t in p.teacher_taps))
+
+    def teacher_targets(self, teacher_logits: Tensor) -> dict[str, Tensor]:
+        """Every part's per-sample teacher targets, merged (keys carry their parameters, e.g. T)."""
+        out: dict[str, Tensor] = {}
+        for part in self.parts:
+            out.update(part.teacher_targets(teacher_logits))
+        return out
 
     def forward(self, inputs: LossInputs) -> tuple[Tensor, dict[str, Tensor]]:
         values = {name: part(inputs) for name, part in zip(self.names, self.parts)}

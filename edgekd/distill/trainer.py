@@ -50,10 +50,11 @@ class StudentObjective(nn.Module):
         self.losses = losses
         self.taps = FeatureTaps(student, losses.student_taps, role="student")
 
-    def forward(self, x: Tensor, y: Tensor, teacher_logits: Tensor | None, teacher_features: dict[str, Tensor]):
+    def forward(self, x: Tensor, y: Tensor, teacher_logits: Tensor | None, teacher_features: dict[str, Tensor],
+                teacher_targets: dict[str, Tensor]):
         self.taps.clear()
         logits = self.student(x)
-        inputs = LossInputs(logits, y, teacher_logits, dict(self.taps.features), teacher_features)
+        inputs = LossInputs(logits, y, teacher_logits, dict(self.taps.features), teacher_features, teacher_targets)
         total, parts = self.losses(inputs)
         return total, parts, logits
 
@@ -121,6 +122,13 @@ class Trainer:
             )
         else:
             self.scheduler = torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
+        # per-sample teacher targets (e.g. p^T(t) for KD) derived once from the cached logits
+        self.train_targets: dict[str, Tensor] = {}
+        if train.teacher_logits is not None:
+            with torch.no_grad():
+                self.train_targets = objective.losses.teacher_targets(train.teacher_logits)
+        self._gather_logits = train.teacher_logits is not None and (
+            objective.losses.reads_raw_teacher_logits or not self.train_targets)
         self.epoch = 0  # completed epochs
         self.result = FitResult()
         self._bad_epochs = 0
@@ -141,12 +149,14 @@ class Trainer:
             for step, lo in enumerate(range(0, len(order), bs), start=1):
                 idx = order[lo : lo + bs]
                 x, y = d.x[idx], d.y[idx]
-                t_logits = d.teacher_logits[idx] if d.teacher_logits is not None else None
+                t_logits = d.teacher_logits[idx] if self._gather_logits else None
                 t_feats: dict[str, Tensor] = {}
+                targets = {k: v[idx] for k, v in self.train_targets.items()}
                 if self.online_teacher is not None:
                     with torch.no_grad():
                         t_logits, t_feats = self.online_teacher(x)
-                total, parts, logits = self.model(x, y, t_logits, t_feats)
+                        targets = self.objective.losses.teacher_targets(t_logits)
+                total, parts, logits = self.model(x, y, t_logits, t_feats, targets)
                 if not torch.isfinite(total):
                     lr = self.optimizer.param_groups[0]["lr"]
                     raise TrainingError(
