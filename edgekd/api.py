@@ -48,15 +48,22 @@ def teacher_config(
     batch_size: int = 64,
     threads: int = 0,
     output: str = "runs/teacher",
+    max_len: int | None = None,
+    tokenizer: str | None = None,
 ) -> DistillConfig:
     """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy."""
     from edgekd.models import DEFAULT_TEACHER
+    from edgekd.text.data import is_text_source
+
+    default_arch = DEFAULT_TEACHER
+    if is_text_source(str(data)):  # text data (reviews, .csv, .jsonl): the default BERT-style teacher
+        from edgekd.text.models import DEFAULT_TEXT_TEACHER as default_arch
 
     return config_from_dict({
         "role": "teacher",
-        "student": arch or DEFAULT_TEACHER,
+        "student": arch or default_arch,
         "teacher": None,
-        "data": {"source": data, "image_size": image_size},
+        "data": {"source": data, "image_size": image_size, "max_len": max_len, "tokenizer": tokenizer},
         "losses": [{"key": "ce"}],
         "train": {"epochs": epochs, "patience": patience, "seed": seed, "lr": lr, "batch_size": batch_size,
                   "keep": "best", "threads": threads},

@@ -139,6 +139,11 @@ def load_eval_data(path: str | Path, specs: list[InputSpec], manifest: dict[str,
     y = np.asarray(raw["y"]).astype(np.int64).reshape(-1)
     normalized = bool(raw["normalized"]) if "normalized" in raw else True
     arrays: dict[str, np.ndarray] = {}
+    text = manifest.get("text") if manifest.get("task") == "text" else None
+    if text and "x" in raw and not any(spec.name in raw for spec in specs):
+        # a text dataset's split holds token ids only; the mask is every non-pad position
+        ids = np.asarray(raw["x"]).astype(np.int64)
+        raw = {**raw, "input_ids": ids, "attention_mask": (ids != int(text.get("pad_id", 0))).astype(np.int64)}
     for spec in specs:
         if spec.name in raw:
             arr = raw[spec.name]

@@ -177,7 +177,9 @@ def prepare_eval_data(data: str | None, artifacts_hint: list[Path], workdir: Pat
         if len(shape) == 4:
             size = int(shape[2] if read_manifest(art)["inputs"][0].get("layout", "NCHW") == "NCHW" else shape[1])
             break
-    ds = load_dataset(data, image_size=size)
+    from edgekd.text.data import options_for_artifacts  # text: the artifact's own tokenizer and length
+
+    ds = load_dataset(data, image_size=size, **options_for_artifacts(artifacts_hint))
     out = write_eval_npz(workdir / f"{ds.name}-test.npz", ds.test.x, ds.test.y, normalized=True)
     return out, f"{ds.fingerprint}:test"
 
@@ -309,6 +311,9 @@ def _eval_data(cfg: BenchConfig, jobs: list[_Job], settings: dict[str, Any] | No
     from edgekd.data import load_dataset
 
     kw = {k: settings[k] for k in ("val_fraction", "test_fraction") if settings.get(k) is not None}
+    from edgekd.text.data import options_for_artifacts  # text: the artifact's own tokenizer and length
+
+    kw.update(options_for_artifacts(artifacts))
     ds = load_dataset(settings["source"], image_size=settings.get("image_size"), seed=int(settings.get("seed") or 0), **kw)
     out = write_eval_npz(workdir / f"{ds.name}-test.npz", ds.test.x, ds.test.y, normalized=True)
     return out, f"{ds.fingerprint}:test"

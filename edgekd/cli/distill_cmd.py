@@ -71,6 +71,9 @@ def loss_overrides(base_losses: Any, loss: str | None, kd_kwargs: dict[str, Any]
               "`edgekd teacher`) or any ONNX classifier (.onnx, e.g. a Keras model exported with tf2onnx).")
 @click.option("--data", default=None, help="Dataset: `digits` (built in), an .npz with x/y, or an image folder. [default: digits]")
 @click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N (must match the teacher).")
+@click.option("--max-len", type=click.IntRange(min=3), default=None, help="Text data: token sequence length (must match the teacher). [default: 32]")
+@click.option("--tokenizer", default=None, help="Text data: local tokenizer dir/file, or the text teacher's .pt to reuse its tokenizer. "
+              "[default: WordPiece learned from the train split]")
 @click.option("--student", default=None, help="Student model spec, e.g. cnn:width=8,depth=2 (see `edgekd models`). [default: the default student]")
 @click.option("--loss", default=None, help="Objective: kd (Hinton), data_distill, ce (labels only), hint (needs a YAML "
               "entry for its layers). [default: kd]")
@@ -91,6 +94,7 @@ def loss_overrides(base_losses: Any, loss: str | None, kd_kwargs: dict[str, Any]
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint (after a crash or kill).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (no progress output).")
 def command(config_path: str | None, teacher: str | None, data: str | None, image_size: int | None,
+            max_len: int | None, tokenizer: str | None,
             student: str | None, loss: str | None, temperature: float | None, alpha: float | None,
             lam: float | None, hard_targets: str | None, epochs: int | None, batch_size: int | None,
             lr: float | None, optimizer: str | None, seed: int | None, threads: int | None, online: bool | None,
@@ -115,7 +119,8 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
                        ("cache_dir", cache_dir), ("output", output)):
         if value is not None:
             over[key] = value
-    data_over = {k: v for k, v in (("source", data), ("image_size", image_size)) if v is not None}
+    data_over = {k: v for k, v in (("source", data), ("image_size", image_size), ("max_len", max_len),
+                                   ("tokenizer", tokenizer)) if v is not None}
     train_over = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
                                     ("optimizer", optimizer), ("seed", seed), ("threads", threads)) if v is not None}
     if data_over:
@@ -128,7 +133,12 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     if losses is not None:
         over["losses"] = losses
     raw = merge_overrides(base, over)
-    raw.setdefault("student", DEFAULT_STUDENT)
+    from edgekd.text.data import is_text_source
+
+    text = is_text_source(str((raw.get("data") or {}).get("source") or ""))
+    if text:  # text data: the default small transformer student
+        from edgekd.text.models import DEFAULT_TEXT_STUDENT
+    raw.setdefault("student", DEFAULT_TEXT_STUDENT if text else DEFAULT_STUDENT)
     if "output" not in raw:
         raise ConfigError("no run directory: pass -o RUN (or set `output:` in the config file)")
     summary = api.distill(raw, resume=resume, progress=False if as_json else None, log=echo_log(as_json))

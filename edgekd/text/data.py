@@ -251,3 +251,21 @@ def load_for_model(settings: dict[str, Any], info: Any) -> Dataset:
     return load_text_dataset(source, tokenizer=tokenizer, max_len=int(info.input_shape[0]),
                              seed=int(settings.get("seed", 0)),
                              **{k: float(settings[k]) for k in ("val_fraction", "test_fraction") if k in settings})
+
+
+def options_for_artifacts(artifact_dirs: Sequence[str | Path]) -> dict[str, Any]:
+    """`load_dataset` keyword options that tokenize a text source exactly as the first text artifact
+    among `artifact_dirs` expects (its bundled tokenizer.json and position-table length); {} when none
+    is a text artifact (images need nothing)."""
+    from edgekd.runtimes.base import read_manifest
+
+    for art in artifact_dirs:
+        manifest = read_manifest(art)
+        text = manifest.get("text") if manifest.get("task") == "text" else None
+        if not text:
+            continue
+        options: dict[str, Any] = {"max_len": int(text.get("max_len") or 32)}
+        if text.get("tokenizer_file") and (Path(art) / text["tokenizer_file"]).is_file():
+            options["tokenizer"] = str(Path(art) / text["tokenizer_file"])
+        return options
+    return {}

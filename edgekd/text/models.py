@@ -324,3 +324,8 @@ def describe_text_spec(spec: str, num_classes: int = 2) -> dict:
     macs = count_macs(model, example=example_ids(model))  # type: ignore[arg-type]
     return {"spec": spec, "params": count_params(model), "macs": macs,
             "at": {"vocab": vocab, "seq_len": DESCRIBE_MAX_LEN}}
+
+
+#: defaults when the data is text and no model is named (the bench_text pair: ~1/7 of the params)
+DEFAULT_TEXT_TEACHER = "bert:layers=4,hidden=128,heads=4,intermediate=512"
+DEFAULT_TEXT_STUDENT = "tinybert:layers=2,hidden=64,heads=2,intermediate=256"
