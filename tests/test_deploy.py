@@ -1,0 +1,115 @@
+"""`edgekd deploy`: the closed loop on this machine (real device path, real files), the unverified
+path for a target that is not here, the bundle's device-only script, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from latency_helpers import calibrated_profile, copy_profile
+from tests.torchless import DEFAULT_BLOCKED, run_torchless
+
+from edgekd import api
+from edgekd.cli import main
+from edgekd.deploy_stages import default_device, pick
+from edgekd.profiles import Profile
+from edgekd.targets import load_target
+
+FAST = {"epochs": 2, "min_s": 0.2, "calibrate_count": 6}
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    return calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("deploy-work")
+
+
+def test_pick_bisects_to_the_smallest_accurate_spec():
+    acc = {"a": 0.5, "b": 0.8, "c": 0.96, "d": 0.97, "e": 0.99}
+    asked: list[str] = []
+
+    def oracle(spec: str) -> float:
+        asked.append(spec)
+        return acc[spec]
+
+    assert pick(list(acc), oracle, 0.95, set()) == "c"
+    assert len(set(asked)) <= 4  # bisection, not a scan
+    assert pick(list(acc), acc.get, 0.95, {"c"}) == "d"
+    assert pick(list(acc), acc.get, 0.995, set()) is None
+    assert pick([], acc.get, 0.5, set()) is None
+
+
+def test_default_device_is_local_only_where_this_machine_is_the_target():
+    assert default_device(load_target("cpu")) == "local"
+    assert default_device(load_target("jetson")) is None
+    assert default_device(load_target("rpi5")) is None
+
+
+@pytest.mark.slow
+def test_deploy_verifies_on_the_device_records_and_bundles(calibrated, work, tiny_teacher_ckpt, tmp_path):
+    profile = copy_profile(calibrated["path"], tmp_path)
+    bundle = tmp_path / "bundle"
+    # the test teacher is itself tiny, so the budget is its own latency (speedup goal 1) and the floor
+    # generous: this checks the loop's plumbing; scripts/bench_select.py checks the real targets
+    report = api.deploy(target="cpu", device="inprocess", teacher=str(tiny_teacher_ckpt), threads=1,
+                        profile=str(profile), output=str(bundle), work_dir=str(work), max_rounds=2,
+                        speedup_goal=1.0, accuracy_margin=0.3, **FAST)
+    assert report["status"] in ("verified", "failed"), report["status_note"]
+    assert report["teacher"]["source"] == "measured" and report["teacher"]["p50_ms"] > 0
+    assert report["budget_ms"] == pytest.approx(report["teacher"]["latency_ms"])
+    assert report["min_accuracy"] == pytest.approx(report["teacher"]["accuracy"] - 0.3)
+    assert 1 <= report["device_rounds"] <= 2, report["status_note"]
+    prof = Profile.load(profile)
+    specs = {m.spec for m in prof.measurements.values() if m.accuracy is not None}
+    assert report["teacher"]["spec"] in specs  # the teacher was measured with its accuracy, and recorded
+    for r in report["rounds"]:
+        assert r["measured_ms"] is not None and r["accuracy"] is not None and r["peak_rss_bytes"] > 0
+        assert r["spec"] in specs
+    if report["status"] == "failed":
+        pytest.skip(f"2-epoch students missed the floor on this run: {report['status_note']}")
+    chosen = report["chosen"]
+    assert chosen["measured"]["p90_ms"] <= report["budget_ms"]
+    assert chosen["measured"]["accuracy"] >= report["min_accuracy"]
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["status"] == "verified" and meta["student"]["spec"] == chosen["spec"]
+    assert meta["input"]["shape"] == [1, 1, 8, 8] and meta["normalization"]["mean"]
+    assert set(meta["sha256"]) >= {"artifact/model.onnx", "artifact/manifest.json", "run_model.py", "samples.npz"}
+    assert "edgekd agent --listen" in (bundle / "DEVICE.md").read_text()
+    # the example runs with only numpy + onnxruntime: no torch, no onnx, not even edgekd
+    proc = run_torchless("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+                         tmp_path, blocked=DEFAULT_BLOCKED + ("edgekd",), args=[str(bundle / "run_model.py")])
+    assert proc.returncode == 0, proc.stderr
+    assert "/16 correct" in proc.stdout
+    deployments = (prof.latency_model or {}).get("deployments") or []
+    assert deployments and deployments[-1]["spec"] == chosen["spec"]
+
+
+def test_deploy_without_a_device_ends_unverified_and_says_what_to_run(work, tiny_teacher_ckpt, tmp_path):
+    out = CliRunner().invoke(main, ["deploy", "--target", "jetson", "--teacher", str(tiny_teacher_ckpt),
+                                    "--budget-ms", "5", "--min-accuracy", "0.5", "--epochs", "2",
+                                    "--work-dir", str(work), "-o", str(tmp_path / "jb")])
+    assert out.exit_code == 0, out.output
+    assert "UNVERIFIED" in out.output and "NOT measured on a device" in out.output
+    assert "edgekd agent --listen 0.0.0.0:7000" in out.output and "--device tcp://" in out.output
+    meta = json.loads((tmp_path / "jb" / "bundle.json").read_text())
+    assert meta["status"] == "unverified" and meta["student"]["measured"] is None
+    assert meta["precision"] == "fp16" and meta["format"] == "tensorrt-onnx"
+    assert all(r["measured_ms"] is None for r in meta["rounds"])
+
+
+def test_deploy_bad_input_exits_2(tiny_teacher_ckpt, tmp_path):
+    cases = [
+        (["--target", "jetsn"], "jetson"),
+        (["--target", "cpu", "--teacher", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["--target", "cpu", "--precision", "fp16"], "fp16"),
+        (["--target", "cpu", "--format", "tensorrt"], "tensorrt"),
+    ]
+    for args, needle in cases:
+        out = CliRunner().invoke(main, ["deploy", *args, "--work-dir", str(tmp_path / "w")])
+        assert out.exit_code == 2, (args, out.output)
+        assert needle in out.output
