@@ -45,7 +45,7 @@ class Registry(Generic[T]):
         valid = ", ".join(self.names()) or "(none registered)"
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {valid}"
+        return f"unknown {self.kind} {name!r}.{hint} Valid {self.kind} names: {valid}"
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -21,7 +21,7 @@ def test_registry_duplicate_unknown_and_did_you_mean():
         reg.add("resnet", 3)
     with pytest.raises(ConfigError) as err:
         reg.get("mobilnet")
-    assert "Did you mean 'mobilenet'" in str(err.value) and "Valid widgets: mobilenet, resnet" in str(err.value)
+    assert "Did you mean 'mobilenet'" in str(err.value) and "Valid widget names: mobilenet, resnet" in str(err.value)
     assert reg.names() == ["mobilenet", "resnet"] and "resnet" in reg and len(reg) == 2
 
 
