@@ -22,6 +22,11 @@ def _is_teacher(spec: str | None) -> bool:
     return name in MODELS and MODELS.get(name).role == "teacher"
 
 
+def _ms(v: float) -> str:
+    """A latency in ms as people read it: 6 µs, 250 µs, 1.5 ms."""
+    return f"{v * 1e3:.3g} µs" if v < 1 else f"{v:.3g} ms"
+
+
 def pareto_points(profile: Any, percentile: int = 50) -> tuple[list[dict[str, Any]], int]:
     """(points with latency and accuracy, number of measurements left out for lack of accuracy)."""
     from edgekd.latency import metric_for
@@ -82,7 +87,7 @@ def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_
     ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], "--", color="grey", lw=1,
             zorder=2, label="pareto front")
     if budget_ms:
-        ax.axvline(budget_ms, color="crimson", lw=1.5, label=f"budget {budget_ms:g} ms (p{percentile})")
+        ax.axvline(budget_ms, color="crimson", lw=1.5, label=f"budget {_ms(budget_ms)} (p{percentile})")
     if min_accuracy is not None:
         ax.axhline(100 * min_accuracy, color="darkorange", lw=1, ls=":", label=f"accuracy floor {100 * min_accuracy:.1f} %")
     for p in points:
@@ -92,7 +97,13 @@ def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_
             ax.annotate(f"chosen: {p['spec']}", (p["latency_ms"], 100 * p["accuracy"]), textcoords="offset points",
                         xytext=(8, 8), fontsize=8, color="crimson")
     ax.set_xscale("log")
-    ax.set_xlabel(f"latency p{percentile} (ms, measured on the device, log scale)")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    # plain µs / ms tick labels: "6e-3" is unreadable for a latency
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _ms(v)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+    ax.set_xlabel(f"latency p{percentile}, batch 1, measured on the device (log scale)")
     ax.set_ylabel("accuracy on the deployed runtime (%)")
     ax.grid(True, which="both", alpha=0.25)
     device = profile.device.get("cpu_model") or profile.name
