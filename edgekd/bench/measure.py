@@ -207,7 +207,7 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
             "batch": req["batch"],
             "input_source": "data" if req["input"] == "data" else "random_normal",
             "seed": req["seed"],
-            "precision_hint": info.get("precision", manifest.get("precision")),
+            "precision_hint": info.get("precision_hint") or info.get("precision") or manifest.get("precision"),
             "warmup_count": req["warmup_count"],
             "warmup_s": req["warmup_s"],
             "min_count": req["min_count"],
