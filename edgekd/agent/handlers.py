@@ -19,7 +19,7 @@ from edgekd.agent.protocol import (
 if TYPE_CHECKING:
     from edgekd.agent.server import Session
 
-Handler = Callable[["Session", dict[str, Any], bytes], dict[str, Any]]
+Handler = Callable[["Session", dict[str, Any], bytes], Any]  # -> header dict, or (header, payload)
 COMMANDS: dict[str, tuple[Handler, bool]] = {}  # name -> (handler, needs auth)
 
 
@@ -62,12 +62,22 @@ def dispatch(session: "Session", frame: Frame) -> tuple[dict[str, Any], bytes]:
     handler, needs_auth = entry
     if needs_auth and not session.authed:
         raise AgentRequestError(ErrorCode.UNAUTHORIZED.value, f"command {cmd!r} needs authentication first (challenge + auth with the shared key)")
-    return handler(session, frame.header, frame.payload), b""
+    result = handler(session, frame.header, frame.payload)
+    return result if isinstance(result, tuple) else (result, b"")
 
 
 @command("ping", needs_auth=False)
 def ping(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
     return {"time": time.time()}
+
+
+@command("fetch", needs_auth=False)
+def fetch(session: "Session", header: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
+    """A piece of the last stashed answer (lossy links; the stash holds only this session's answer)."""
+    off, n = _field(header, "off", int), _field(header, "n", int)
+    if off < 0 or n < 0 or off > len(session.stash):
+        raise _bad(f"fetch range {off}+{n} is outside the stashed answer of {len(session.stash)} bytes")
+    return {}, session.stash[off:off + min(n, 4096)]
 
 
 @command("challenge", needs_auth=False)

@@ -9,6 +9,7 @@ stop the loop: every bad request is answered with an ERROR and the agent keeps s
 """
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 from edgekd.agent.channel import Channel
 from edgekd.agent.protocol import (
-    DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, ErrorCode, Frame, FrameType, Garbage,
+    DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, ErrorCode, Frame, FrameDecoder, FrameType, Garbage,
     LinkLost, ProtocolError, encode_frame,
 )
 from edgekd.agent.storage import ContentStore
@@ -28,6 +29,7 @@ from edgekd.agent.transports import Transport
 from edgekd.errors import EdgeKDError
 
 log = logging.getLogger("edgekd.agent")
+LOSSY_MAX_REPLY = 160  # bytes; longer answers on lossy links are stashed and fetched in pieces
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Session:
         self._last_seq: int | None = None
         self._last_reply: bytes | None = None
         self._busy: tuple[int, float] | None = None
+        self.stash = b""  # the last long answer, fetched in pieces on lossy links
         self._closed = threading.Event()
 
     # ---- loop ----------------------------------------------------------------------------------
@@ -108,6 +111,16 @@ class Session:
                 ch.send_raw(self._last_reply)  # a resend: answer again, never run it twice
                 return
             reply = self._execute(ev)
+            if ch.transport.lossy and len(reply) > LOSSY_MAX_REPLY and ev.header.get("cmd") != "fetch":
+                # a long answer would rarely cross a noisy line whole: keep it here and let the
+                # host fetch it in small pieces, each one checked and resent on its own. The stash
+                # is the frame type + JSON header, never a whole frame: a frame inside a payload
+                # could be taken for a real one by a reader resynchronising after damage.
+                events = FrameDecoder(self.agent.max_payload).feed(reply)
+                answer = events[0] if events and isinstance(events[0], Frame) else None
+                if answer is not None and not answer.payload:
+                    self.stash = bytes([answer.type]) + json.dumps(answer.header, separators=(",", ":")).encode()
+                    reply = encode_frame(FrameType.REPLY, ev.seq, {"stashed": len(self.stash)})
             self._last_seq, self._last_reply = ev.seq, reply
             ch.send_raw(reply)
             if self.close_after_reply:

@@ -78,6 +78,7 @@ class ContentStore:
         self._uploads: dict[str, Upload] = {}  # sha -> the live upload (newest session wins)
         self._handles: dict[int, Upload] = {}
         self._next_handle = 1
+        self._finished: dict[int, int] = {}  # recently finished handles -> size
         self.used = sum(p.stat().st_size for d in (self.blobs, self.partial) for p in d.iterdir() if p.is_file())
 
     # ---- uploads -------------------------------------------------------------------------------
@@ -134,6 +135,9 @@ class ContentStore:
         """
         with self._lock:
             up = self._handles.get(handle)
+            if up is None and handle in self._finished:
+                # a chunk resent after the answer "complete" was lost on the line: say it again
+                return {"have": self._finished[handle], "complete": True}
             if up is None:
                 raise AgentRequestError(ErrorCode.NOT_FOUND.value, f"upload handle {handle} is not open (finished, or taken over by a newer session); send put again")
             n = len(data)
@@ -176,6 +180,9 @@ class ContentStore:
             raise AgentRequestError(ErrorCode.HASH_MISMATCH.value, f"uploaded bytes do not hash to {up.sha}; the partial file was discarded, upload it again")
         os.chmod(part, 0o444)
         os.replace(part, self.blobs / up.sha)
+        self._finished[up.handle] = up.size
+        while len(self._finished) > 256:
+            self._finished.pop(next(iter(self._finished)))
         return {"have": up.size, "complete": True}
 
     # ---- lookups and artifacts ----------------------------------------------------------------

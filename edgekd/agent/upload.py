@@ -78,6 +78,8 @@ def upload_window(client: "AgentClient", handle: int, size: int, have: int, read
         quiet = max(ch.quiet_s * 2, 0.005) + (3 * frame_len / bps if bps else 0.0)
         ev = ch.poll(quiet)
         if ev is None:  # quiet: whatever is unanswered was lost on the way (there or back)
+            if ch.decoder.buffered:
+                ch.decoder.drop_partial()  # not a frame after all: damaged bytes
             stalled += 1
             if stalled > MAX_ROUNDS_WITHOUT_PROGRESS or time.monotonic() - ch.last_rx > client.timeout:
                 raise LinkLost(f"upload to {client.url} made no progress; the line is too noisy or down")
