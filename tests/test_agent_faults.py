@@ -113,7 +113,8 @@ class RawPeer:
         while time.monotonic() < deadline:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             for ev in self.dec.feed(self.sock.recv(65536)):
-                if isinstance(ev, Frame):
+                # "I saw line noise" NAKs may come at any time after garbage; they answer nothing
+                if isinstance(ev, Frame) and not (ev.type == FrameType.NAK and "garbage" in ev.header):
                     return ev
         raise AssertionError("no frame from the agent")
 
