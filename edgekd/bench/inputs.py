@@ -29,6 +29,7 @@ class InputSpec:
     shape: tuple[int | None, ...]
     dtype: str
     layout: str | None = None
+    high: int | None = None  # integer inputs: values must stay below this (a text model's vocabulary size)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -45,10 +46,18 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
 
 def input_specs(manifest: dict[str, Any]) -> list[InputSpec]:
     specs = []
+    text = manifest.get("text") if manifest.get("task") == "text" else None
     for entry in manifest["inputs"]:
         # exporters write dynamic dims as null, -1 or a symbolic name ("N", "batch")
         shape = tuple(d if isinstance(d, int) and d > 0 else None for d in entry.get("shape", []))
-        specs.append(InputSpec(str(entry["name"]), shape, str(entry.get("dtype", "float32")), entry.get("layout")))
+        high = None
+        if text:
+            # a text model is timed at its stated sequence length (the position table, max_len),
+            # with ids inside its vocabulary
+            if len(shape) == 2 and shape[1] is None and text.get("max_len"):
+                shape = (shape[0], int(text["max_len"]))
+            high = int(text["vocab_size"]) if text.get("vocab_size") else None
+        specs.append(InputSpec(str(entry["name"]), shape, str(entry.get("dtype", "float32")), entry.get("layout"), high))
     return specs
 
 
@@ -95,7 +104,7 @@ def random_feed(specs: list[InputSpec], batch: int, seed: int = 0) -> dict[str, 
         elif "mask" in spec.name:
             feed[spec.name] = np.ones(shape, dtype=dtype)
         else:
-            feed[spec.name] = rng.integers(0, 100, size=shape).astype(dtype)
+            feed[spec.name] = rng.integers(0, min(100, spec.high or 100), size=shape).astype(dtype)
     return feed
 
 

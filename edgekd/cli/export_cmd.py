@@ -64,11 +64,13 @@ def print_table(report: dict[str, Any]) -> None:
 @click.option("--accuracy-control", is_flag=True, help="openvino int8: nncf.quantize_with_accuracy_control "
               "bounded by --max-drop")
 @click.option("--dynamic-batch", is_flag=True, help="onnx/openvino: keep the batch dimension dynamic")
+@click.option("--int8-mode", type=click.Choice(["dynamic", "static"]), default=None,
+              help="onnx int8 of a text (transformer) model: dynamic (default; measured faster) or static QDQ")
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 def command(checkpoint: str, target: str, formats: str | None, precisions: str | None, output: str, data: str | None,
             image_size: int | None, threads: int | None, targets_dir: str | None, max_drop: float, fp32_tol: float,
             calibration_samples: int, layout: str | None, accuracy_control: bool, dynamic_batch: bool,
-            as_json: bool) -> None:
+            int8_mode: str | None, as_json: bool) -> None:
     """Export RUN_OR_CHECKPOINT for a target: one artifact per (format, precision), each checked
     against torch (fp32: max |diff| <= --fp32-tol; int8: accuracy drop <= --max-drop points).
 
@@ -83,6 +85,8 @@ def command(checkpoint: str, target: str, formats: str | None, precisions: str |
         format_options.setdefault("tflite", {})["layout"] = layout
     if accuracy_control:
         format_options.setdefault("openvino", {})["accuracy_control"] = True
+    if int8_mode:
+        format_options.setdefault("onnx", {})["int8_mode"] = int8_mode
     if dynamic_batch:
         for fmt in ("onnx", "openvino"):
             format_options.setdefault(fmt, {})["dynamic_batch"] = True

@@ -160,6 +160,8 @@ class LiteRTAdapter:
     def export(self, model: Any, info: Any, out_dir: Path, *, precision: str, calibration: Calibration | None,
                layout: str = "NCHW", calibration_samples: int = 256, batch: int = 1, **_: Any) -> Path:
         """Convert with litert-torch (static batch) and write model.tflite + manifest."""
+        if getattr(info, "task", "image") == "text":
+            raise ExportError("LiteRT export of text (transformer) models is not implemented; use --format onnx,openvino")
         import torch
 
         from edgekd.runtimes.host import build_manifest, example_input, host_versions, quiet

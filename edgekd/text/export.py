@@ -182,9 +182,17 @@ def text_manifest_fields(info: Any, *, batch: int | None, seq_len: int | None) -
         "outputs": [{"name": OUTPUT_NAME, "shape": [b, int(info.num_classes)], "dtype": "float32"}],
         "normalization": None,
         "text": {"pad_id": int(meta.get("pad_id", 0)), "max_len": int(info.input_shape[0]),
+                 "vocab_size": _vocab_size(info),
                  "tokenizer_file": TOKENIZER_FILE if meta.get("tokenizer_json") else None,
                  "tokenizer_sha256": meta.get("tokenizer_sha256")},
     }
+
+
+def _vocab_size(info: Any) -> int | None:
+    from edgekd.models import parse_spec
+
+    vocab = parse_spec(info.spec)[1].get("vocab")
+    return int(vocab) if vocab else None
 
 
 def write_tokenizer(info: Any, out_dir: Path) -> list[str]:
