@@ -61,24 +61,51 @@ def _family_variants(name: str, specs: list[str]) -> list[str]:
 
 
 def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] | None = None,
-                      families: Iterable[str] | None = None, task: str = "image") -> list[str]:
-    """`count` student specs spread over the search space (round-robin over families, random within).
+                      families: Iterable[str] | None = None, task: str = "image",
+                      input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10) -> list[str]:
+    """`count` student specs spread over the search space, round-robin over families.
 
-    `exclude` (default: every search-space spec) keeps held-out specs out of the sample.
+    Within a family the variants are ordered by parameter count and picked at evenly spaced ranks
+    (smallest and largest included), so the sample spans the whole size range of the space: a latency
+    model fitted only on mid-sized students under-predicts the largest ones (measured: -12 % on the two
+    biggest CNNs when their size class was missing). `exclude` (default: every search-space spec)
+    keeps held-out specs out of the sample. `seed` breaks ties and orders the families' picks.
     """
+    from edgekd.latency import spec_features
+
     rng = random.Random(seed)
     excluded = set(student_specs(task) if exclude is None else (canonical_spec(s) for s in exclude))
     names = [n for n in student_families(task) if families is None or n in set(families)]
-    pools: list[list[str]] = []
+    pools = []
     for name in names:
         pool = [s for s in _family_variants(name, MODELS.get(name).search_space()) if s not in excluded]
-        rng.shuffle(pool)
+        rng.shuffle(pool)  # ties in size keep a seeded order
+        pool.sort(key=lambda s: spec_features(s, input_shape, num_classes)["params"])
         pools.append(pool)
+    share = [count // len(pools) + (1 if i < count % len(pools) else 0) for i in range(len(pools))] if pools else []
+    # a family with fewer variants than its share hands the rest to the others
+    spare = sum(max(0, k - len(p)) for k, p in zip(share, pools))
+    share = [min(k, len(p)) for k, p in zip(share, pools)]
+    while spare > 0 and any(k < len(p) for k, p in zip(share, pools)):
+        for i, p in enumerate(pools):
+            if spare > 0 and share[i] < len(p):
+                share[i] += 1
+                spare -= 1
+    picked_per: list[list[str]] = []
+    for pool, k in zip(pools, share):
+        if k <= 0:
+            picked_per.append([])
+            continue
+        ranks = sorted({round(i * (len(pool) - 1) / max(1, k - 1)) for i in range(k)})
+        extra = [i for i in range(len(pool)) if i not in ranks]
+        rng.shuffle(extra)
+        ranks = sorted(ranks + extra[: k - len(ranks)])  # rounding collisions filled at random
+        picked_per.append([pool[i] for i in ranks])
     picked: list[str] = []
-    while len(picked) < count and any(pools):
-        for pool in pools:
-            if pool and len(picked) < count:
-                picked.append(pool.pop())
+    for i in range(max((len(p) for p in picked_per), default=0)):
+        for p in picked_per:
+            if i < len(p):
+                picked.append(p[i])
     return picked
 
 

@@ -112,7 +112,17 @@ def test_calibration_sample_is_spread_and_out_of_sample():
     assert len(specs) == len(set(specs)) == 30
     assert not set(specs) & set(student_specs())  # the search space itself stays held out
     assert {s.split(":")[0] for s in specs} == {s.split(":")[0] for s in student_specs()}
-    assert calibration_specs(30, seed=1) == specs and calibration_specs(30, seed=2) != specs
+    assert calibration_specs(30, seed=1) == specs  # deterministic
+    # spread over sizes: each family's smallest and largest out-of-sample variant is in the sample
+    from edgekd.calibrate import _family_variants
+    from edgekd.models import MODELS
+
+    for family in ("cnn", "mobilenet"):
+        pool = [v for v in _family_variants(family, MODELS.get(family).search_space()) if v not in student_specs()]
+        sizes = {v: spec_features(v, SHAPE, CLASSES)["params"] for v in pool}
+        picked = [s for s in specs if s.startswith(family + ":")]
+        assert max(sizes[s] for s in picked) == max(sizes.values())
+        assert min(sizes[s] for s in picked) == min(sizes.values())
     for spec in specs[:6]:
         assert spec_features(spec, SHAPE, CLASSES)["params"] > 0  # every sampled spec builds
 
