@@ -247,7 +247,7 @@ def save_profile(profile: Profile, path: str | os.PathLike[str] | None = None) -
     to add measurements without losing a concurrent writer's, use `record_measurements`."""
     path = Path(path or profile.path or profile_path(profile.name))
     with file_lock(path):
-        atomic_write_text(path, dump_profile(profile))
+        _write(path, dump_profile(profile))
     profile.path = path
     return path
 
@@ -265,9 +265,17 @@ def record_measurements(path: str | os.PathLike[str], measurements: Iterable[Mea
             profile.set_device(device)
         for m in measurements:
             profile.record(m)
-        atomic_write_text(path, dump_profile(profile))
+        _write(path, dump_profile(profile))
     profile.path = path
     return profile
+
+
+def _write(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
+    # the temp file behind the atomic write is created 0600; a profile is a shared, committed file
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def profile_path(name: str, profiles_dir: str | os.PathLike[str] = "profiles") -> Path:

@@ -78,7 +78,8 @@ def test_bench_through_a_local_agent(models, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--formats", "onnxx"], "unknown format"),
-    (["--precisions", "fp64"], "nothing to benchmark"),
+    (["--precisions", "fp64"], "unknown precision"),
+    (["--precisions", "fp16"], "nothing to benchmark"),
 ])
 def test_user_errors_exit_2(models, tmp_path, args, message):
     arts, _ = models

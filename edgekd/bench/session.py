@@ -93,9 +93,14 @@ def plan_jobs(cfg: BenchConfig, device_runtimes: dict[str, str | None]) -> list[
     for f in formats:
         if f not in table:
             raise ConfigError(f"unknown format {f!r}; formats: {', '.join(table)} or all")
+    from edgekd.runtimes.base import PRECISIONS
+
+    for p in cfg.precisions:
+        if p not in PRECISIONS:
+            raise ConfigError(f"unknown precision {p!r}; precisions: {', '.join(PRECISIONS)}")
     jobs: list[_Job] = []
     for source in cfg.sources:
-        artifacts, checkpoint = _resolve_source(Path(source))
+        artifacts, checkpoint = _resolve_source(Path(source), cfg.export_dir)
         have: set[tuple[str, str]] = set()
         ckpt_sha = sha256_file(checkpoint) if checkpoint is not None else None
         for art in artifacts:
@@ -125,18 +130,18 @@ def plan_jobs(cfg: BenchConfig, device_runtimes: dict[str, str | None]) -> list[
     return jobs
 
 
-def _resolve_source(path: Path) -> tuple[list[Path], Path | None]:
+def _resolve_source(path: Path, export_dir: str | None = None) -> tuple[list[Path], Path | None]:
     """(artifact dirs, checkpoint or None) for a run dir, a checkpoint, an artifact or a folder of them."""
     if not path.exists():
         raise ConfigError(f"{path}: no such run, checkpoint or artifact directory")
     if path.is_file():
         if path.suffix != ".pt":
             raise ConfigError(f"{path}: give a run directory, a .pt checkpoint or an artifact directory")
-        return _artifacts_under(_export_root(path)), path
+        return _artifacts_under(_export_root(path, export_dir)), path
     if (path / "manifest.json").is_file():
         return [path], None
     checkpoint = path / "student.pt" if (path / "student.pt").is_file() else None
-    artifacts = _artifacts_under(path) + (_artifacts_under(_export_root(checkpoint)) if checkpoint else [])
+    artifacts = _artifacts_under(path) + (_artifacts_under(_export_root(checkpoint, export_dir)) if checkpoint else [])
     if not artifacts and checkpoint is None:
         raise ConfigError(f"{path}: no student.pt and no artifact (manifest.json) inside; nothing to benchmark")
     return sorted(set(artifacts)), checkpoint
@@ -149,7 +154,8 @@ def _artifacts_under(root: Path) -> list[Path]:
 
 
 def _export_root(checkpoint: Path, export_dir: str | None = None) -> Path:
-    return Path(export_dir) if export_dir else checkpoint.parent / "artifacts"
+    # one folder per checkpoint, so two runs benched together never share an artifact directory
+    return Path(export_dir) / _spec_of(checkpoint) if export_dir else checkpoint.parent / "artifacts"
 
 
 def _spec_of(checkpoint: Path) -> str:

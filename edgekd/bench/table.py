@@ -54,7 +54,8 @@ def fmt_bytes(n: int | None) -> str:
 def fmt_ms(v: float | None) -> str:
     if v is None:
         return "—"
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    # three significant digits: a 8 µs edge model must not print as 0.008
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
 def fmt_pct(v: float | None) -> str:
