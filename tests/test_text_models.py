@@ -180,3 +180,21 @@ def test_onnx_export_dynamic_batch_and_sequence_with_parity(tmp_path):
         ids = example_ids(model, 2).numpy()
         out = RUNTIMES.get("onnxruntime").load(q, threads=1).run(feeds_from_nchw(manifest, ids))
         assert out.shape == (2, K) and np.isfinite(out).all()
+
+
+def test_onnx_text_classifier_is_a_teacher(tmp_path):
+    from edgekd.distill.teachers import load_teacher
+    from edgekd.text.export import export_text_onnx
+
+    model = build(STUDENT)
+    path = export_text_onnx(model, tmp_path / "t.onnx", max_len=LEN)
+    teacher = load_teacher(path)
+    assert teacher.kind == "onnx-text"
+    teacher.check_compatible((LEN,), K)
+    ids = example_ids(model, 5).numpy()
+    ids[2:, 9:] = 0
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(teacher.logits(ids), ref, atol=1e-4)
+    with pytest.raises(ConfigError, match="predicts 3 classes"):
+        teacher.check_compatible((LEN,), 4)

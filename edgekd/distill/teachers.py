@@ -190,6 +190,10 @@ def load_teacher(path: str | Path, **options: Any) -> Teacher:
         raise ModelError(f"teacher {p} is a directory; pass the checkpoint file (e.g. {p}/student.pt)")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
+        from edgekd.text.onnx_teacher import OnnxTextTeacher, is_text_onnx
+
+        if is_text_onnx(p):  # takes input_ids: a text classifier (edgekd.text.onnx_teacher)
+            return OnnxTextTeacher(p, **options)
         return OnnxTeacher(p, **options)
     if suffix in (".pt", ".pth"):
         if options:
