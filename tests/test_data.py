@@ -147,7 +147,7 @@ def test_image_folder_bad_image_and_empty_class(tmp_path: Path):
 def test_missing_path_and_unknown_suffix(tmp_path: Path):
     with pytest.raises(DataError, match="no such file or folder"):
         load_dataset(str(tmp_path / "nope.npz"))
-    other = tmp_path / "data.csv"
+    other = tmp_path / "data.xyz"
     other.write_text("a,b\n")
     with pytest.raises(DataError, match="unsupported data file"):
         load_dataset(str(other))
