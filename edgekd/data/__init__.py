@@ -49,14 +49,19 @@ def load_dataset(
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            hint = f"built-in datasets: {', '.join(BUILTIN.names())}"
-            raise DataError(f"{source}: no such file or folder; give an .npz file, an image folder, or a {hint}")
+            from edgekd.text.builtin import TEXT_BUILTIN
+
+            names = ", ".join(BUILTIN.names() + TEXT_BUILTIN.names())
+            raise DataError(
+                f"{source}: no such file or folder; give an .npz file, an image folder, a .csv/.tsv/.jsonl text "
+                f"file, or a built-in dataset ({names})"
+            )
         if path.is_dir():
             raw = load_image_folder(path, image_size)
         elif path.suffix.lower() == ".npz":
             raw = load_npz(path)
         else:
-            raise DataError(f"{source}: unsupported data file {path.suffix or '(no suffix)'}; use .npz or an image folder")
+            raise DataError(f"{source}: unsupported data file {path.suffix or '(no suffix)'}; use .npz or an image folder (images), .csv/.tsv/.jsonl (text)")
         name = path.stem if path.is_file() else path.name
     return build_image_dataset(
         raw, name=name, image_size=image_size, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
