@@ -81,15 +81,25 @@ def run_deploy(work: Path, cache: Path, bundle: Path, label: str) -> tuple[dict,
     env = dict(os.environ, EDGEKD_CACHE=str(cache))
     cmd = [sys.executable, "-m", "edgekd", "deploy", "--target", "cpu", "--work-dir", str(work), "-o", str(bundle), "--json"]
     print(f"\n$ edgekd deploy --target cpu   ({label}; work dir {work})", flush=True)
+    import resource
+
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the deploy and every process it waited for (runner children, the local agent):
+    # on a shared machine wall time depends on everyone's load, CPU time does not
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     for line in proc.stderr.splitlines():
         if line.startswith("["):
             print("  " + line)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"deploy failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout), wall
+    report = json.loads(proc.stdout)
+    report["_cpu_s"] = cpu
+    report["_calibrated"] = "calibrating on" in proc.stderr  # a device profile without a latency model yet
+    return report, wall
 
 
 def main() -> None:
@@ -115,21 +125,23 @@ def main() -> None:
             cold, cold_s = run_deploy(tmp_path / "work", tmp_path / "cache", tmp_path / "bundle", "cold: empty caches")
             warm, warm_s = run_deploy(tmp_path / "work", tmp_path / "cache", tmp_path / "bundle", "warm: same caches")
         print(f"\n{'run':6s} {'status':10s} {'student':28s} {'rounds':>6s} {'budget':>10s} {'p90':>10s} {'speedup':>8s} "
-              f"{'acc drop':>9s} {'wall':>7s}")
+              f"{'acc drop':>9s} {'wall':>7s} {'cpu':>7s}")
         for name, rep, wall in (("cold", cold, cold_s), ("warm", warm, warm_s)):
             c = rep.get("chosen") or {}
             m = c.get("measured") or {}
             print(f"{name:6s} {rep['status']:10s} {c.get('spec', '-'):28s} {rep['device_rounds']:6d} "
                   f"{rep['budget_ms'] * 1e3:8.2f}µs {(m.get('p90_ms') or float('nan')) * 1e3:8.2f}µs "
                   f"{rep.get('speedup_vs_teacher_p50', float('nan')):7.1f}x {rep.get('acc_drop_vs_teacher_pts', float('nan')):8.2f} "
-                  f"{wall:6.0f}s")
+                  f"{wall:6.0f}s {rep['_cpu_s']:6.0f}s")
         print(f"teacher {cold['teacher']['spec']}: p50 {cold['teacher']['p50_ms'] * 1e3:.1f} µs, accuracy "
               f"{cold['teacher']['accuracy']:.2%}; profile {cold['profile']}")
         out.update(deploy_status=cold["status"], deploy_student=(cold.get("chosen") or {}).get("spec"),
                    deploy_rounds=cold["device_rounds"], deploy_rounds_warm=warm["device_rounds"],
                    speedup_vs_teacher=round(cold.get("speedup_vs_teacher_p50", 0.0), 2),
                    acc_drop_vs_teacher_pts=round(cold.get("acc_drop_vs_teacher_pts", 99.0), 2),
-                   deploy_wall_s_cold=round(cold_s, 1), deploy_wall_s_warm=round(warm_s, 1), cpu_cores=os.cpu_count(),
+                   deploy_wall_s_cold=round(cold_s, 1), deploy_wall_s_warm=round(warm_s, 1),
+                   deploy_cpu_s_cold=round(cold["_cpu_s"], 1), deploy_cpu_s_warm=round(warm["_cpu_s"], 1),
+                   cold_included_calibration=cold["_calibrated"], cpu_cores=os.cpu_count(),
                    load_avg_1m=round(os.getloadavg()[0], 2))
     print(json.dumps(out))
 
