@@ -1,19 +1,21 @@
 #!/usr/bin/env python
 """Issue 4 §6: is the harness right, and is the agent fast and robust enough? Measured, not claimed.
 
-    .venv/bin/python scripts/bench_agent.py [--threads 1] [--repeats 3] [--seconds 3]
+    .venv/bin/python scripts/bench_agent.py [--threads 1] [--repeats 5] [--seconds 2]
 
 1. The harness's p50 for an OpenVINO model vs OpenVINO's own `benchmark_app` (latency hint, same
    threads, same precision, same model file), interleaved in the same run: ratio within ±10 %.
 2. The same model through `--device local` (agent subprocess over TCP, fresh runner child) vs
    measured in this process: ratio of p50s within ±10 %.
-3. Upload throughput over TCP loopback >= 100 MB/s; request round trip over TCP <= 2 ms.
+3. Upload throughput over TCP loopback >= 100 MB/s (the agent's store on tmpfs, so the link and
+   protocol are measured, not this machine's disk; the disk-backed rate is printed too); request
+   round trip over TCP <= 2 ms.
 4. Over a pty serial path with 1 % of bytes flipped in transit (both directions), a 1 MB artifact
    uploads intact (the agent loads it after checking every file's sha256, and measures it).
 
 The model is a conv net on 32×32 inputs (~107 M MACs), big enough that timings are not overhead.
-Every comparison is a median over `--repeats` interleaved pairs, so drift on a shared machine hits
-both sides alike. Prints a table, then ONE JSON line (the last line).
+Every comparison runs `--repeats` interleaved back-to-back pairs and reports the median of the
+per-pair ratios, so drift on a shared machine hits both sides of a pair alike. Prints a table, then ONE JSON line (the last line).
 """
 from __future__ import annotations
 
@@ -71,6 +73,13 @@ def export_model(work: Path) -> dict[str, Path]:
 
 # ---------------------------------------------------------------- 1. harness vs benchmark_app
 
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median of the per-pair ratios a[i]/b[i]. Each pair ran back to back, so on a shared machine
+    whose speed drifts between pairs (other jobs, frequency), the pair ratio cancels the drift
+    that a ratio of two overall medians would keep."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
 def benchmark_app_p50(model_xml: Path, threads: int, seconds: float, work: Path) -> float:
     """OpenVINO's own tool: latency hint, the same thread count and precision hint as our runner.
 
@@ -94,7 +103,9 @@ def benchmark_app_p50(model_xml: Path, threads: int, seconds: float, work: Path)
 
 
 def harness_vs_benchmark_app(ov_art: Path, threads: int, repeats: int, seconds: float, work: Path) -> dict[str, Any]:
-    from edgekd.bench.measure import measure_artifact
+    """Both sides in fresh processes: the harness as `edgekd bench` runs it (`run_isolated`, one
+    runner child per measurement), benchmark_app as its own process."""
+    from edgekd.bench.measure import run_isolated
 
     req = {"threads": threads, "warmup_count": 20, "warmup_s": 0.5, "min_count": 100, "min_s": seconds}
     ours, theirs = [], []
@@ -103,12 +114,13 @@ def harness_vs_benchmark_app(ov_art: Path, threads: int, repeats: int, seconds: 
         order = ("harness", "app") if i % 2 == 0 else ("app", "harness")
         for side in order:
             if side == "harness":
-                ours.append(measure_artifact(ov_art, req)["latency"]["p50_ms"])
+                ours.append(run_isolated(ov_art, req)["latency"]["p50_ms"])
             else:
                 theirs.append(benchmark_app_p50(ov_art / "model.xml", threads, seconds, work))
         log(f"  repeat {i + 1}: harness p50 {ours[-1]:.3f} ms, benchmark_app median {theirs[-1]:.3f} ms")
     h, b = statistics.median(ours), statistics.median(theirs)
-    return {"harness_p50_ms": h, "benchmark_app_p50_ms": b, "ratio": h / b, "all_harness": ours, "all_app": theirs}
+    return {"harness_p50_ms": h, "benchmark_app_p50_ms": b, "ratio": paired_ratio(ours, theirs),
+            "all_harness": ours, "all_app": theirs}
 
 
 # ---------------------------------------------------------------- 2. local agent vs in-process
@@ -130,17 +142,21 @@ def agent_vs_inprocess(art: Path, threads: int, repeats: int, seconds: float) ->
                     inproc.append(measure_artifact(art, req)["latency"]["p50_ms"])
             log(f"  repeat {i + 1}: local agent p50 {agent[-1]:.3f} ms, in-process p50 {inproc[-1]:.3f} ms")
     a, p = statistics.median(agent), statistics.median(inproc)
-    return {"agent_p50_ms": a, "inprocess_p50_ms": p, "ratio": a / p, "all_agent": agent, "all_inprocess": inproc}
+    return {"agent_p50_ms": a, "inprocess_p50_ms": p, "ratio": paired_ratio(agent, inproc),
+            "all_agent": agent, "all_inprocess": inproc}
 
 
 # ---------------------------------------------------------------- 3. TCP upload and round trip
 
-def tcp_link(size_mb: int, repeats: int, pings: int) -> dict[str, Any]:
+def tcp_link(size_mb: int, repeats: int, pings: int, store: Path | None = None) -> dict[str, Any]:
+    """Upload rate and round trip against a local agent over real TCP. `store` puts the agent's
+    content store there (tmpfs: measures the link and protocol, not this machine's disk)."""
     from edgekd.agent.client import AgentClient
 
     rates, rtts = [], []
     rng = np.random.default_rng(0)
-    with AgentClient.connect("local") as client:
+    url = f"local?workdir={store}" if store else "local"
+    with AgentClient.connect(url) as client:
         for _ in range(20):  # warm the connection and the agent's code paths
             client.ping()
         for i in range(repeats):
@@ -153,7 +169,8 @@ def tcp_link(size_mb: int, repeats: int, pings: int) -> dict[str, Any]:
         for _ in range(pings):
             rtts.append(client.ping() * 1e3)
     return {"upload_mb_s": statistics.median(rates), "all_upload_mb_s": rates,
-            "rtt_ms": statistics.median(rtts), "rtt_p90_ms": float(np.percentile(rtts, 90)), "pings": pings}
+            "rtt_ms": statistics.median(rtts) if rtts else None,
+            "rtt_p90_ms": float(np.percentile(rtts, 90)) if rtts else None, "pings": pings}
 
 
 # ---------------------------------------------------------------- 4. serial path with bit errors
@@ -316,8 +333,8 @@ def serial_corrupt_upload(work: Path, flip: float = 0.01) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1, help="runtime threads for every latency comparison")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved pairs per comparison (median taken)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="timed duration of each latency measurement")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved pairs per comparison (median taken)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="timed duration of each latency measurement")
     ap.add_argument("--upload-mb", type=int, default=64)
     ap.add_argument("--pings", type=int, default=300)
     ap.add_argument("--flip", type=float, default=0.01, help="fraction of bytes damaged on the serial line")
@@ -338,18 +355,31 @@ def main() -> int:
         hb = harness_vs_benchmark_app(ov, args.threads, args.repeats, args.seconds, work)
         log("2. local agent vs in-process")
         ai = agent_vs_inprocess(ov, args.threads, args.repeats, args.seconds)
-        log("3. TCP loopback upload and round trip")
-        link = tcp_link(args.upload_mb, args.repeats, args.pings)
+        log("3. TCP loopback upload and round trip (agent store on tmpfs, then on disk)")
+        # the link is measured with the agent's store in RAM; the disk-backed figure is shown too,
+        # because on a shared VM the disk (not the protocol) is what slows a long upload down
+        shm = Path("/dev/shm")
+        store = Path(tempfile.mkdtemp(prefix="edgekd-agent-", dir=shm)) if shm.is_dir() else None
+        try:
+            link = tcp_link(args.upload_mb, args.repeats, args.pings, store)
+        finally:
+            if store:
+                import shutil
+
+                shutil.rmtree(store, ignore_errors=True)
+        disk = tcp_link(args.upload_mb, args.repeats, 0) if store else link
         log(f"4. 1 MB artifact over a pty serial line with {args.flip:.0%} of bytes flipped")
         ser = serial_check_isolated(args.flip, args.serial_timeout)
 
     checks = [
-        ("harness p50 / benchmark_app median", f"{hb['harness_p50_ms']:.3f} / {hb['benchmark_app_p50_ms']:.3f} ms",
+        ("harness p50 / benchmark_app median", f"medians {hb['harness_p50_ms']:.3f} / {hb['benchmark_app_p50_ms']:.3f} ms",
          f"{hb['ratio']:.3f}", "0.90..1.10", abs(hb["ratio"] - 1) <= TOLERANCE),
-        ("local agent p50 / in-process p50", f"{ai['agent_p50_ms']:.3f} / {ai['inprocess_p50_ms']:.3f} ms",
+        ("local agent p50 / in-process p50", f"medians {ai['agent_p50_ms']:.3f} / {ai['inprocess_p50_ms']:.3f} ms",
          f"{ai['ratio']:.3f}", "0.90..1.10", abs(ai["ratio"] - 1) <= TOLERANCE),
-        ("upload over TCP loopback", f"{args.upload_mb} MiB", f"{link['upload_mb_s']:.0f} MB/s", ">= 100 MB/s",
-         link["upload_mb_s"] >= 100),
+        ("upload over TCP loopback", f"{args.upload_mb} MiB, agent store in RAM", f"{link['upload_mb_s']:.0f} MB/s",
+         ">= 100 MB/s", link["upload_mb_s"] >= 100),
+        ("  (same, agent store on disk)", "info: includes this VM's disk", f"{disk['upload_mb_s']:.0f} MB/s", "—",
+         True),
         ("request round trip over TCP", f"median of {args.pings}", f"{link['rtt_ms']:.3f} ms", "<= 2 ms",
          link["rtt_ms"] <= 2.0),
         (f"1 MB upload, {args.flip:.0%} bytes flipped (pty)", f"{ser['bytes_flipped']} of {ser['bytes_on_wire']} bytes flipped",
@@ -357,13 +387,14 @@ def main() -> int:
     ]
     width = max(len(c[0]) for c in checks)
     print(f"model {SPEC} 1x32x32 OpenVINO fp32, threads={args.threads}, repeats={args.repeats}, {args.seconds:g} s each")
-    print(f"{'check':<{width}}  {'measured':<34} {'value':>16}  {'target':<12} ok")
+    print(f"{'check':<{width}}  {'measured':<34} {'value':>16}  {'target':<12} ok   (ratios: median of pair ratios)")
     for name, detail, value, target, ok in checks:
         print(f"{name:<{width}}  {detail:<34} {value:>16}  {target:<12} {'✅' if ok else '❌'}")
     summary = {
         "harness_vs_benchmark_app": round(hb["ratio"], 4),
         "local_agent_vs_inprocess": round(ai["ratio"], 4),
         "upload_mb_s": round(link["upload_mb_s"], 1),
+        "upload_disk_store_mb_s": round(disk["upload_mb_s"], 1),
         "rtt_ms": round(link["rtt_ms"], 4),
         "serial_corrupt_upload_ok": bool(ser["ok"]),
         "harness_p50_ms": round(hb["harness_p50_ms"], 4),
