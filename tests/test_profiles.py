@@ -111,3 +111,15 @@ def test_two_processes_writing_one_profile_lose_nothing(tmp_path):
     assert prof.measurements[meas(sha="c" * 64).key].count == 2 * n  # every replace was counted
     assert not list(tmp_path.glob(".shared.yaml.*.tmp"))  # no temp files left behind
     yaml.safe_load(path.read_text())
+
+
+def test_committed_profiles_load():
+    """Every profile in the repository's profiles/ is valid and has real measurements."""
+    root = Path(__file__).resolve().parents[1] / "profiles"
+    found = sorted(root.glob("*.yaml"))
+    assert found, "the repository ships at least one measured profile"
+    for path in found:
+        prof = Profile.load(path)
+        assert prof.device.get("cpu_model") and prof.measurements
+        for m in prof.measurements.values():
+            assert m.latency["p50_ms"] > 0 and m.peak_rss_bytes > 0 and m.size_bytes > 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
