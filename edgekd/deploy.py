@@ -46,7 +46,7 @@ class DeployConfig:
     teacher: str | None = None  # None: the default teacher trained on `data` (cached)
     data: str = "digits"
     image_size: int | None = None
-    output: str | None = None  # the bundle; None: deploy-<target>
+    output: str | None = None  # the bundle; None: bundles/<target>
     work_dir: str = "runs/deploy"
     profile: str | None = None
     profiles_dir: str = "profiles"
@@ -323,7 +323,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 report["speedup_vs_teacher_p50"] = teacher_fig["p50_ms"] / chosen.p50_ms
                 report["acc_drop_vs_teacher_pts"] = 100 * ((teacher_fig.get("device_accuracy") or teacher_acc) - chosen.accuracy)
             commands = device_commands(tgt, profile=path.stem if path else None)
-            out = Path(cfg.output or f"deploy-{tgt.name}")
+            out = Path(cfg.output or Path("bundles") / tgt.name)
             write_bundle(out, artifact=Path(chosen.artifact), checkpoint=checkpoints[chosen.spec][0], target=tgt,
                          samples=(ds.test.x, ds.test.y), commands=commands,
                          info={k: report[k] for k in ("status", "status_note", "budget_ms", "budget_source",
@@ -337,7 +337,8 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                     sec["deployments"] = (sec["deployments"] + [{
                         "spec": chosen.spec, "model_sha256": sha256_file(checkpoints[chosen.spec][0]),
                         "budget_ms": budget, "percentile": cfg.percentile, "min_accuracy": floor,
-                        "format": fmt, "precision": cfg.precision, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "format": fmt, "precision": cfg.precision, "threads": int(threads or 0),
+                        "dataset_fingerprint": data_fp, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     }])[-20:]
                     prof.latency_model = sec
 

@@ -27,15 +27,18 @@ def _ms(v: float) -> str:
     return f"{v * 1e3:.3g} µs" if v < 1 else f"{v:.3g} ms"
 
 
-def pareto_points(profile: Any, percentile: int = 50) -> tuple[list[dict[str, Any]], int]:
-    """(points with latency and accuracy, number of measurements left out for lack of accuracy)."""
+def pareto_points(profile: Any, percentile: int = 50, *, threads: int | None = None,
+                  dataset_fingerprint: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """(points with latency and accuracy, number of measurements left out: no accuracy, another
+    thread setting, or accuracy on another dataset — not comparable on the same axes)."""
     from edgekd.latency import metric_for
 
     metric = metric_for(percentile)
     points, skipped = [], 0
     for m in profile.rows():
         lat = (m.latency or {}).get(metric)
-        if lat is None or m.accuracy is None:
+        other_data = bool(dataset_fingerprint and m.dataset_fingerprint and m.dataset_fingerprint != dataset_fingerprint)
+        if lat is None or m.accuracy is None or (threads is not None and m.threads != threads) or other_data:
             skipped += 1
             continue
         points.append({"spec": m.spec or m.model_sha256[:12], "format": m.format, "precision": m.precision,
@@ -55,14 +58,19 @@ def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_ms: float | None = None,
-                 min_accuracy: float | None = None, chosen_sha256: str | None = None, title: str | None = None) -> Path:
-    """Write the latency/accuracy plot of `profile` to `out` (PNG, SVG or PDF by extension)."""
+                 min_accuracy: float | None = None, chosen_sha256: str | None = None,
+                 chosen_format: str | None = None, chosen_precision: str | None = None, threads: int | None = None,
+                 dataset_fingerprint: str | None = None, title: str | None = None) -> Path:
+    """Write the latency/accuracy plot of `profile` to `out` (PNG, SVG or PDF by extension).
+
+    `threads` / `dataset_fingerprint` keep only comparable measurements; the chosen student is the
+    measurement of `chosen_sha256` in `chosen_format`/`chosen_precision` (any, when not given)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a build machine; must precede pyplot
     import matplotlib.pyplot as plt
 
-    points, skipped = pareto_points(profile, percentile)
+    points, skipped = pareto_points(profile, percentile, threads=threads, dataset_fingerprint=dataset_fingerprint)
     if not points:
         raise ProfileError(f"profile {profile.path or profile.name} has no measurement with an accuracy to plot; "
                            "run `edgekd bench RUN --data digits` or `edgekd deploy` first")
@@ -73,16 +81,19 @@ def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_
     for p in points:
         groups.setdefault(f"{p['format']} {p['precision']}" + (f" t{p['threads']}" if p["threads"] else ""), []).append(p)
     markers = ["o", "s", "^", "D", "v", "P", "X"]
+    teacher_drawn = False
     for i, (label, pts) in enumerate(sorted(groups.items())):
         students = [p for p in pts if not p["teacher"]]
         if students:
             ax.scatter([p["latency_ms"] for p in students], [100 * p["accuracy"] for p in students],
                        marker=markers[i % len(markers)], s=42, alpha=0.85, label=label, zorder=3)
         for p in (p for p in pts if p["teacher"]):
-            ax.scatter([p["latency_ms"]], [100 * p["accuracy"]], marker="*", s=220, color="black", zorder=4,
-                       label=f"teacher ({label})")
-            ax.annotate("teacher " + p["spec"].split(":")[0], (p["latency_ms"], 100 * p["accuracy"]),
-                        textcoords="offset points", xytext=(6, -12), fontsize=8)
+            ax.scatter([p["latency_ms"]], [100 * p["accuracy"]], marker="*", s=160, color="black", zorder=4,
+                       label=None if teacher_drawn else "teacher (every format)")
+            if not teacher_drawn or (p["format"], p["precision"]) == (chosen_format, chosen_precision):
+                ax.annotate(f"teacher {p['format']} {p['precision']}", (p["latency_ms"], 100 * p["accuracy"]),
+                            textcoords="offset points", xytext=(-20, -14), fontsize=7)
+            teacher_drawn = True
     front = pareto_front(points)
     ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], "--", color="grey", lw=1,
             zorder=2, label="pareto front")
@@ -91,7 +102,8 @@ def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_
     if min_accuracy is not None:
         ax.axhline(100 * min_accuracy, color="darkorange", lw=1, ls=":", label=f"accuracy floor {100 * min_accuracy:.1f} %")
     for p in points:
-        if chosen_sha256 and p["model_sha256"] == chosen_sha256:
+        same_config = (chosen_format in (None, p["format"])) and (chosen_precision in (None, p["precision"]))
+        if chosen_sha256 and p["model_sha256"] == chosen_sha256 and same_config:
             ax.scatter([p["latency_ms"]], [100 * p["accuracy"]], s=320, facecolors="none", edgecolors="crimson",
                        linewidths=2, zorder=5, label="chosen")
             ax.annotate(f"chosen: {p['spec']}", (p["latency_ms"], 100 * p["accuracy"]), textcoords="offset points",
@@ -108,7 +120,9 @@ def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_
     ax.grid(True, which="both", alpha=0.25)
     device = profile.device.get("cpu_model") or profile.name
     ax.set_title(title or f"{profile.name}: latency vs accuracy ({device})", fontsize=10)
-    note = f"{len(points)} measured models" + (f"; {skipped} without accuracy (calibration) not shown" if skipped else "")
+    note = f"{len(points)} measured models" + (
+        f"; {skipped} not shown (no accuracy, e.g. untrained calibration models; or another thread setting or dataset)"
+        if skipped else "")
     fig.text(0.01, 0.01, note, fontsize=7, color="grey")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -27,7 +27,7 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
                                               "(default: train the default teacher on --data, cached).")
 @click.option("--data", default="digits", show_default=True, help="Dataset: digits, an .npz (x, y) or an image folder.")
 @click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N.")
-@click.option("-o", "--output", default=None, help="Bundle directory (default: deploy-<target>).")
+@click.option("-o", "--output", default=None, help="Bundle directory (default: bundles/<target>).")
 @click.option("--format", "fmt", default=None, help="Export format (default: the target's preferred one).")
 @click.option("--precision", default=None, help="fp32, fp16 or int8 (default: the target's first, fp32 on cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")

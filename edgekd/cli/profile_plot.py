@@ -14,8 +14,10 @@ import click
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None, help="Accuracy floor line (a fraction).")
 @click.option("--percentile", type=click.Choice(["50", "90", "99"]), default=None,
               help="Latency percentile on the x axis (default: the last deploy's, else 50).")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="Only measurements at this thread setting (0 = runtime default; default: the last deploy's).")
 def plot(name: str, output: str, profiles_dir: str, budget_ms: float | None, min_accuracy: float | None,
-         percentile: str | None) -> None:
+         percentile: str | None, threads: int | None) -> None:
     """Plot latency vs accuracy per format/precision for profile NAME.
 
     The budget is a vertical line, the chosen student (of the last deploy on this device) is ringed,
@@ -31,5 +33,8 @@ def plot(name: str, output: str, profiles_dir: str, budget_ms: float | None, min
     out = plot_profile(profile, output, percentile=pct,
                        budget_ms=budget_ms if budget_ms is not None else last.get("budget_ms"),
                        min_accuracy=min_accuracy if min_accuracy is not None else last.get("min_accuracy"),
-                       chosen_sha256=last.get("model_sha256"))
+                       chosen_sha256=last.get("model_sha256"), chosen_format=last.get("format"),
+                       chosen_precision=last.get("precision"),
+                       threads=threads if threads is not None else last.get("threads"),
+                       dataset_fingerprint=last.get("dataset_fingerprint"))
     click.echo(f"wrote {out}")
