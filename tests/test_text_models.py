@@ -97,7 +97,8 @@ def test_text_losses_registered_and_zero_for_identical_models():
 
 
 def test_hidden_and_attention_alignment_train_a_narrower_student():
-    teacher, student = build(TEACHER), build(STUDENT)
+    # narrower (16 vs 32) and with fewer heads (2 vs 4): projections and head-averaged maps
+    teacher, student = build("bert:layers=2,hidden=32,heads=4,intermediate=64"), build(STUDENT)
     stack = build_loss_stack([{"key": "hidden_align"}, {"key": "attention_align"}], probe_for(student, teacher))
     hidden = stack.parts[0]
     # uniform map: embeddings + student layer 0 <- teacher layer 1 (the last), learned 16 -> 32 projections

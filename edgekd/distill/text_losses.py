@@ -175,15 +175,12 @@ class AttentionAlignment(_LayerAlignment):
         total = inputs.student_logits.new_zeros(())
         for same, (s, t) in zip(self.same_heads, self.pairs):
             a_s, a_t = inputs.student_features[s], inputs.teacher_features[t].detach()
-            valid = None
-            if self.target == "scores":
-                valid = (a_t > MASKED_BELOW).to(a_s.dtype)
-                a_s, a_t = a_s * valid, a_t * valid
+            # every head shares the padding mask: one (N, 1, L, L) map of the valid (query, key) cells
+            valid = (a_t[:, :1] > MASKED_BELOW).to(a_s.dtype) if self.target == "scores" else torch.ones_like(a_t[:, :1])
             if not same:
                 a_s, a_t = a_s.mean(dim=1, keepdim=True), a_t.mean(dim=1, keepdim=True)
-                valid = None if valid is None else valid.mean(dim=1, keepdim=True)
-            sq = (a_s - a_t) ** 2
-            total = total + (sq.sum() / valid.sum().clamp(min=1.0) if valid is not None else sq.mean())
+            sq = ((a_s - a_t) * valid) ** 2
+            total = total + sq.sum() / (valid.sum().clamp(min=1.0) * sq.shape[1])
         return total / len(self.pairs)
 
 
