@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-TEACHER = "bert:layers=4,hidden=128,heads=4,intermediate=512"
-STUDENT = "tinybert:layers=2,hidden=64,heads=2,intermediate=256"
+from edgekd.text.models import DEFAULT_TEXT_STUDENT as STUDENT  # tinybert:layers=1,hidden=48,heads=2,intermediate=192
+from edgekd.text.models import DEFAULT_TEXT_TEACHER as TEACHER  # bert:layers=3,hidden=96,heads=4,intermediate=384
 
 
 def log(msg: str) -> None:
@@ -83,11 +83,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="work directory (default: a temp dir)")
     parser.add_argument("--teacher", default=TEACHER)
     parser.add_argument("--student", default=STUDENT)
-    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--teacher-epochs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=6, help="student epochs (KD and CE alike)")
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--alpha", type=float, default=0.3, help="weight of the hard-label term in KD")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=0.1, help="weight of the hard-label term in KD")
     parser.add_argument("--max-len", type=int, default=32, help="sequence length (also the timed length)")
     parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--min-s", type=float, default=2.0, help="seconds of timed runs per artifact")
