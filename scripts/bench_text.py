@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="work directory (default: a temp dir)")
     parser.add_argument("--teacher", default=TEACHER)
     parser.add_argument("--student", default=STUDENT)
-    parser.add_argument("--teacher-epochs", type=int, default=5)
+    parser.add_argument("--teacher-epochs", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=6, help="student epochs (KD and CE alike)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--temperature", type=float, default=2.0)
