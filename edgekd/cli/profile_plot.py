@@ -35,6 +35,7 @@ def plot(name: str, output: str, profiles_dir: str, budget_ms: float | None, min
                        min_accuracy=min_accuracy if min_accuracy is not None else last.get("min_accuracy"),
                        chosen_sha256=last.get("model_sha256"), chosen_format=last.get("format"),
                        chosen_precision=last.get("precision"),
-                       threads=threads if threads is not None else last.get("threads"),
-                       dataset_fingerprint=last.get("dataset_fingerprint"))
+                       threads=threads if threads is not None else last.get("threads"))
+    # no dataset filter by default: `edgekd bench --data digits` and `deploy` fingerprint the same test
+    # split differently (image_size 8 vs unset), and dropping those points would hide real measurements
     click.echo(f"wrote {out}")
