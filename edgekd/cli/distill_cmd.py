@@ -9,6 +9,8 @@ import click
 
 from edgekd.errors import ConfigError
 
+# epochs / lr of a text student unless given (the TrainConfig defaults are the image-student recipe)
+TEXT_TRAIN_DEFAULTS = {"epochs": 10, "lr": 3e-3}
 # losses whose kwargs the --temperature / --alpha / --lam / --hard-targets shortcuts set
 _KD_LIKE = ("kd", "data_distill")
 
@@ -82,9 +84,9 @@ def loss_overrides(base_losses: Any, loss: str | None, kd_kwargs: dict[str, Any]
 @click.option("--lam", type=click.FloatRange(min=0), default=None, help="data_distill: weight λ of the soft loss on samples the teacher gets right.")
 @click.option("--hard-targets", type=click.Choice(["labels", "teacher"]), default=None,
               help="Hard targets of KD: ground-truth labels or the teacher's arg-max. [default: labels]")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs. [default: 10]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs. [default: 40; text data: 10]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (per process under torchrun). [default: 64]")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (cosine decay to 0). [default: 0.003]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (cosine decay to 0). [default: 0.01; text data: 0.003]")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="Optimizer. [default: adamw]")
 @click.option("--seed", type=int, default=None, help="Seed of init, data order and dropout; same seed, same result on CPU. [default: 0]")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="torch CPU threads (0: one per core). [default: 0]")
@@ -136,8 +138,10 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     from edgekd.text.data import is_text_source
 
     text = is_text_source(str((raw.get("data") or {}).get("source") or ""))
-    if text:  # text data: the default small transformer student
+    if text:  # text data: the default small transformer student, and its own (shorter, gentler) schedule
         from edgekd.text.models import DEFAULT_TEXT_STUDENT
+
+        raw["train"] = {**TEXT_TRAIN_DEFAULTS, **(raw.get("train") or {})}
     raw.setdefault("student", DEFAULT_TEXT_STUDENT if text else DEFAULT_STUDENT)
     if "output" not in raw:
         raise ConfigError("no run directory: pass -o RUN (or set `output:` in the config file)")
