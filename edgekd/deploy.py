@@ -9,15 +9,22 @@
 How a candidate is picked (`deploy_stages.pick`): every search-space student whose latency at the
 percentile (measured in the profile, else predicted by the fitted model, else the datasheet prior)
 is within budget, by parameter count; among those, the smallest whose accuracy after distillation
-(host, test split) meets the floor, found by bisection (accuracy assumed to grow with size), so only
-~log2(n) students are distilled. Teacher, students and exports are cached under `work_dir`.
+(host, VALIDATION split, the kept weights) meets the choosing floor, found by bisection (accuracy
+assumed to grow with size), so only ~log2(n) students are distilled. Teacher, students and exports
+are cached under `work_dir`.
+
+Two splits, two floors, on purpose: every choice (the bisection's floor check, stepping to a larger
+student) uses val accuracy against the teacher's val accuracy - margin; the device verification
+measures TEST accuracy on the deployed runtime against the teacher's test accuracy - margin (or
+--min-accuracy, an absolute accuracy on the deployed runtime, for both). The test split never drives
+a choice except that final pass/fail, so the reported drop vs the teacher is not selected on.
 
 Defaults that make `edgekd deploy --target cpu` a complete run: the default teacher trained on the
 built-in digits (cached); the budget is the teacher's own latency at the percentile, measured on the
-device, divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points; a device
-profile with no latency model gets a quick calibration first. Without a reachable device the loop
-stops after export: status "unverified", every figure labelled predicted, and the exact device-side
-commands printed. Never a measurement that was not made. Host side.
+device, divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points (val for
+choosing, test on the device); a device profile with no latency model gets a quick calibration first.
+Without a reachable device the loop stops after export: status "unverified", every figure labelled
+predicted, and the exact device-side commands printed. Never a measurement that was not made. Host side.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ class DeployConfig:
     key: str | None = None
     budget_ms: float | None = None  # None: teacher latency at the percentile / speedup_goal
     percentile: int = 90
-    min_accuracy: float | None = None  # None: teacher accuracy - accuracy_margin
+    min_accuracy: float | None = None  # None: teacher accuracy - accuracy_margin (val to choose, test on device)
     teacher: str | None = None  # None: the default teacher trained on `data` (cached)
     data: str = "digits"
     image_size: int | None = None
@@ -71,7 +78,8 @@ class Round:
 
     spec: str
     params: int
-    host_accuracy: float
+    host_val_accuracy: float  # what chose it
+    host_test_accuracy: float  # reported only
     predicted_ms: float | None
     latency_source: str
     artifact: str
@@ -138,7 +146,8 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     work = Path(cfg.work_dir)
     ds = load_dataset(cfg.data, image_size=cfg.image_size, seed=cfg.seed)
     shape, classes = tuple(int(d) for d in ds.input_shape), int(ds.num_classes)
-    teacher_path, teacher_acc, teacher_spec = ensure_teacher(cfg, ds, say)
+    teacher_path, teacher_host, teacher_spec = ensure_teacher(cfg, ds, say)
+    teacher_acc = teacher_host.test
     teacher_sha = sha256_file(teacher_path)
 
     url = cfg.device if cfg.device is not None else default_device(tgt)
@@ -191,7 +200,8 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             update_profile_section(path, change)
 
         # -- the teacher on the same runtime, precision and threads: the reference for budget and speedup
-        teacher_fig: dict[str, Any] = {"spec": teacher_spec, "accuracy": teacher_acc, "checkpoint": str(teacher_path)}
+        teacher_fig: dict[str, Any] = {"spec": teacher_spec, "accuracy": teacher_acc, "val_accuracy": teacher_host.val,
+                                       "checkpoint": str(teacher_path)}
         if teacher_path.suffix == ".pt":
             t_art = export_for(cfg, teacher_path, work / "artifacts" / f"teacher-{teacher_sha[:12]}", fmt, threads)
             if dev:
@@ -202,7 +212,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 teacher_fig.update(source="measured", p50_ms=t_m.latency["p50_ms"], latency_ms=t_m.latency[metric],
                                    device_accuracy=t_m.accuracy, peak_rss_bytes=t_m.peak_rss_bytes)
                 say(f"teacher: p50 {t_m.latency['p50_ms']:.4g} ms, p{cfg.percentile} {t_m.latency[metric]:.4g} ms, "
-                    f"accuracy {t_m.accuracy:.2%} (measured)")
+                    f"test accuracy {t_m.accuracy:.2%} (measured)")
         # -- a latency model for this configuration, fitted on the device if there is none yet
         if dev and path is not None:
             prof = load_profile()
@@ -235,17 +245,24 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                                   "re-exported); pass --budget-ms")
             budget = teacher_fig["latency_ms"] / cfg.speedup_goal
             budget_source = f"teacher p{cfg.percentile} / {cfg.speedup_goal:g} ({teacher_fig['source']})"
+        # the device check: test split on the deployed runtime; the host choice: val split (see the docstring)
+        margin = f"{100 * cfg.accuracy_margin:g} pts"
         floor = cfg.min_accuracy if cfg.min_accuracy is not None else teacher_acc - cfg.accuracy_margin
-        floor_source = "given" if cfg.min_accuracy is not None else f"teacher accuracy - {100 * cfg.accuracy_margin:g} pts"
-        say(f"budget {budget:.4g} ms at p{cfg.percentile} ({budget_source}); accuracy floor {floor:.2%} ({floor_source})")
+        floor_source = "given" if cfg.min_accuracy is not None else f"teacher test accuracy - {margin}"
+        choice_floor = cfg.min_accuracy if cfg.min_accuracy is not None else teacher_host.val - cfg.accuracy_margin
+        choice_source = "given" if cfg.min_accuracy is not None else f"teacher val accuracy - {margin}"
+        say(f"budget {budget:.4g} ms at p{cfg.percentile} ({budget_source}); accuracy floors: choosing on the host "
+            f"VAL split >= {choice_floor:.2%} ({choice_source}), verifying TEST split on the device >= {floor:.2%} "
+            f"({floor_source})")
 
         # -- the loop
-        checkpoints: dict[str, tuple[Path, float]] = {}
+        checkpoints: dict[str, tuple[Path, Any]] = {}
 
         def accuracy_of(spec: str) -> float:
+            """Host val accuracy: the only figure the choice looks at."""
             if spec not in checkpoints:
                 checkpoints[spec] = distill_student(cfg, spec, teacher_path, teacher_sha, ds, say)
-            return checkpoints[spec][1]
+            return checkpoints[spec][1].val
 
         rounds: list[Round] = []
         over_budget: set[str] = set()
@@ -257,19 +274,24 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             fast = sorted((s for s, (lat, _) in table.items() if lat <= budget and s not in over_budget),
                           key=lambda s: (_params(s, shape, classes), table[s][0]))
             say(f"round {len(rounds) + 1}: {len(fast)} of {len(table)} students predicted within budget; "
-                "distilling to find the smallest that meets the floor")
-            spec = pick(fast, accuracy_of, floor, under_floor)
+                f"distilling to find the smallest whose val accuracy meets {choice_floor:.2%}")
+            spec = pick(fast, accuracy_of, choice_floor, under_floor)
             if spec is None:
-                within = {s: checkpoints[s][1] for s in fast if s in checkpoints}
+                within = {s: checkpoints[s][1].val for s in fast if s in checkpoints and s not in under_floor}
                 best = max(within, key=within.get) if within else None
-                note = (f"no student within budget reaches accuracy {floor:.2%}"
-                        + (f"; closest miss: {best} at {within[best]:.2%}" if best else "; nothing is within budget"))
+                note = (f"no student within budget reaches val accuracy {choice_floor:.2%}"
+                        + (f" (and on the device test accuracy {floor:.2%})" if under_floor else "")
+                        + (f"; closest miss: {best} at val {within[best]:.2%}" if best else
+                           "; nothing (more) is within budget"))
                 break
             t0 = time.perf_counter()
             ckpt, host_acc = checkpoints[spec]
+            say(f"round {len(rounds) + 1}: chose {spec} on host val accuracy {host_acc.val:.2%} >= {choice_floor:.2%} "
+                f"(host test {host_acc.test:.2%}, not used to choose)")
             art = export_for(cfg, ckpt, work / "artifacts" / ckpt.parent.name, fmt, threads)
             lat, source = table[spec]
-            r = Round(spec=spec, params=_params(spec, shape, classes), host_accuracy=host_acc, predicted_ms=lat,
+            r = Round(spec=spec, params=_params(spec, shape, classes), host_val_accuracy=host_acc.val,
+                      host_test_accuracy=host_acc.test, predicted_ms=lat,
                       latency_source=source, artifact=str(art))
             rounds.append(r)
             if dev is None:
@@ -291,10 +313,13 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 under_floor.add(spec)
             else:
                 r.verdict, status, chosen = "ok", "verified", r
-            say(f"round {len(rounds)}: measured p{cfg.percentile} {r.measured_ms:.4g} ms, accuracy "
-                f"{(r.accuracy or 0):.2%}, peak memory {(r.peak_rss_bytes or 0) / 2**20:.0f} MiB -> {r.verdict}")
+            say(f"round {len(rounds)}: measured p{cfg.percentile} {r.measured_ms:.4g} ms, TEST accuracy on the "
+                f"deployed runtime {(r.accuracy or 0):.2%} (floor {floor:.2%}), peak memory "
+                f"{(r.peak_rss_bytes or 0) / 2**20:.0f} MiB -> {r.verdict}")
             if chosen is not None:
-                note = f"measured on {url}: p{cfg.percentile} {r.measured_ms:.4g} ms <= {budget:.4g} ms, accuracy {r.accuracy:.2%} >= {floor:.2%}"
+                note = (f"measured on {url}: p{cfg.percentile} {r.measured_ms:.4g} ms <= {budget:.4g} ms, "
+                        f"test accuracy {r.accuracy:.2%} >= {floor:.2%} "
+                        f"(chosen on val {r.host_val_accuracy:.2%} >= {choice_floor:.2%})")
                 break
             if len(rounds) >= cfg.max_rounds:
                 note = f"no verified student after {cfg.max_rounds} device rounds (--max-rounds)"
@@ -305,15 +330,19 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             "device": fingerprint or None, "profile": str(path) if path else None, "format": fmt,
             "runtime": runtime, "precision": cfg.precision, "threads": threads, "percentile": cfg.percentile,
             "budget_ms": budget, "budget_source": budget_source, "min_accuracy": floor, "floor_source": floor_source,
+            "floor_split": "test (device, deployed runtime)",
+            "choice_floor": {"min_accuracy": choice_floor, "source": choice_source, "split": "val (host)"},
             "teacher": teacher_fig, "rounds": [dataclasses.asdict(r) for r in rounds],
             "device_rounds": sum(1 for r in rounds if r.measured_ms is not None),
-            "distilled": {s: acc for s, (_, acc) in checkpoints.items()}, "chosen": None, "bundle": None,
+            "distilled": {s: {"val_acc": a.val, "test_acc": a.test} for s, (_, a) in checkpoints.items()},
+            "chosen": None, "bundle": None,
         }
         if chosen is not None:
             measured = chosen.measured_ms is not None
             report["chosen"] = {
                 "spec": chosen.spec, "params": chosen.params, "checkpoint": str(checkpoints[chosen.spec][0]),
-                "artifact": chosen.artifact, "host_accuracy": chosen.host_accuracy,
+                "artifact": chosen.artifact, "host_val_accuracy": chosen.host_val_accuracy,
+                "host_test_accuracy": chosen.host_test_accuracy,
                 "measured": {"p50_ms": chosen.p50_ms, f"p{cfg.percentile}_ms": chosen.measured_ms,
                              "accuracy": chosen.accuracy, "peak_rss_bytes": chosen.peak_rss_bytes,
                              "device": url} if measured else None,
@@ -327,7 +356,8 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             write_bundle(out, artifact=Path(chosen.artifact), checkpoint=checkpoints[chosen.spec][0], target=tgt,
                          samples=(ds.test.x, ds.test.y), commands=commands,
                          info={k: report[k] for k in ("status", "status_note", "budget_ms", "budget_source",
-                                                      "percentile", "min_accuracy", "teacher", "rounds", "device")}
+                                                      "percentile", "min_accuracy", "floor_split", "choice_floor",
+                                                      "teacher", "rounds", "device")}
                          | {"student": report["chosen"]})
             report["bundle"] = str(out)
             report["verify_commands"] = [c.replace("{bundle}", str(out)) for c in commands]

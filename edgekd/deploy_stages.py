@@ -8,12 +8,36 @@ import hashlib
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekd.errors import ConfigError, ExportError
+from edgekd.errors import ConfigError, EdgeKDError, ExportError
 
 Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class HostAccuracy:
+    """A trained model's accuracy on the host, on both held-out splits. `val` drives every choice
+    (the floor check of the bisection, stepping to a larger student); `test` is only reported:
+    choosing on the split we report on would bias the reported figure upward."""
+
+    val: float
+    test: float
+
+
+def kept_val_accuracy(summary: dict[str, Any], where: Path) -> float:
+    """The val accuracy of the weights a run kept (`train.keep`: best-on-val or last epoch), from its
+    summary.json; a compress run's is that of its final (fine-tuned) model."""
+    if isinstance(summary.get("after"), dict):  # edgekd.compress summary
+        val = summary["after"].get("val_acc")
+    else:
+        val = summary.get("val_acc_last") if summary.get("kept") == "last" else summary.get("val_acc_best")
+    if val is None or float(val) < 0:
+        raise EdgeKDError(f"{where} records no val accuracy for the kept weights; delete that run dir so it is "
+                          "trained again")
+    return float(val)
 
 
 def _key(*parts: Any) -> str:
@@ -26,8 +50,8 @@ def _slug(spec: str) -> str:
 
 # ------------------------------------------------------------------------------ stages
 
-def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, float, str]:
-    """(checkpoint or .onnx path, test accuracy, spec or file name); trains the default one if needed."""
+def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str]:
+    """(checkpoint or .onnx path, host val/test accuracy, spec or file name); trains the default one if needed."""
     import numpy as np
 
     from edgekd import __version__, api
@@ -42,48 +66,52 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, float, str]:
             raise ConfigError(f"teacher {cfg.teacher} not found; give an edgekd checkpoint (.pt), a run dir or an .onnx")
         teacher = load_teacher(path)
         teacher.check_compatible(ds.input_shape, ds.num_classes, ds.name)
-        acc = float(np.mean(teacher.logits(ds.test.x).argmax(axis=1) == ds.test.y))
+        acc = HostAccuracy(val=float(np.mean(teacher.logits(ds.val.x).argmax(axis=1) == ds.val.y)),
+                           test=float(np.mean(teacher.logits(ds.test.x).argmax(axis=1) == ds.test.y)))
         return path, acc, getattr(teacher, "spec", None) or path.name
     run = Path(cfg.work_dir) / f"teacher-{_key(ds.fingerprint, DEFAULT_TEACHER, cfg.seed, cfg.teacher_epochs, __version__)}"
     summary_path = run / "summary.json"
     if summary_path.is_file() and (run / "student.pt").is_file():
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        log(f"teacher: reusing {run} ({DEFAULT_TEACHER}, test accuracy {summary['test_acc']:.2%})")
+        log(f"teacher: reusing {run} ({DEFAULT_TEACHER})")
     else:
         log(f"teacher: training {DEFAULT_TEACHER} on {ds.name} ({cfg.teacher_epochs} epochs max, cached in {run})")
         summary = api.train_teacher(api.teacher_config(data=cfg.data, image_size=cfg.image_size, seed=cfg.seed,
                                                        epochs=cfg.teacher_epochs, patience=3, output=str(run)),
                                     progress=False)
-        log(f"teacher: test accuracy {summary['test_acc']:.2%}")
-    return run / "student.pt", float(summary["test_acc"]), DEFAULT_TEACHER
+    acc = HostAccuracy(val=kept_val_accuracy(summary, summary_path), test=float(summary["test_acc"]))
+    log(f"teacher: val accuracy {acc.val:.2%} (sets the floor for choosing), test accuracy {acc.test:.2%}")
+    return run / "student.pt", acc, DEFAULT_TEACHER
 
 
-def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: Any, log: Log) -> tuple[Path, float]:
-    """Distill `spec` from the teacher (cached by everything that shapes it); (checkpoint, test accuracy)."""
+def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: Any, log: Log) -> tuple[Path, HostAccuracy]:
+    """Distill `spec` from the teacher (cached by everything that shapes it); (checkpoint, host val/test
+    accuracy of the kept weights, read from the run's summary.json)."""
     from edgekd import __version__, api
 
     run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, cfg.lr, cfg.seed, __version__)}"
-    if (run / "summary.json").is_file() and (run / "student.pt").is_file():
-        acc = float(json.loads((run / "summary.json").read_text(encoding="utf-8"))["test_acc"])
-        log(f"  distill {spec}: cached, test accuracy {acc:.2%}")
-    else:
-        t0 = time.perf_counter()
-        summary = api.distill({"teacher": str(teacher), "student": spec, "output": str(run),
-                               "data": {"source": cfg.data, "image_size": cfg.image_size, "seed": cfg.seed},
-                               # one thread: tiny students train faster that way on a small, shared CPU
-                               "train": {"epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed, "threads": 1}},
-                              progress=False)
-        acc = float(summary["test_acc"])
-        log(f"  distill {spec}: test accuracy {acc:.2%} ({time.perf_counter() - t0:.1f} s)")
+    cached = (run / "summary.json").is_file() and (run / "student.pt").is_file()
+    t0 = time.perf_counter()
+    if not cached:
+        api.distill({"teacher": str(teacher), "student": spec, "output": str(run),
+                     "data": {"source": cfg.data, "image_size": cfg.image_size, "seed": cfg.seed},
+                     # one thread: tiny students train faster that way on a small, shared CPU
+                     "train": {"epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed, "threads": 1}},
+                    progress=False)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    acc = HostAccuracy(val=kept_val_accuracy(summary, run / "summary.json"), test=float(summary["test_acc"]))
+    log(f"  distill {spec}: val accuracy {acc.val:.2%} (chooses), test {acc.test:.2%} "
+        + ("(cached)" if cached else f"({time.perf_counter() - t0:.1f} s)"))
     ckpt = run / "student.pt"
     if cfg.prune:
         out = run.parent / f"{run.name}-prune{cfg.prune:g}"
         if not (out / "summary.json").is_file():
-            summary = api.compress({"source": str(run), "passes": [{"key": "prune", "kwargs": {"ratio": cfg.prune}}],
-                                    "finetune_epochs": 3, "teacher": str(teacher), "output": str(out)}, progress=False)
+            api.compress({"source": str(run), "passes": [{"key": "prune", "kwargs": {"ratio": cfg.prune}}],
+                          "finetune_epochs": 3, "teacher": str(teacher), "output": str(out)}, progress=False)
         ckpt = out / "student.pt"
-        acc = float(json.loads((out / "summary.json").read_text(encoding="utf-8")).get("test_acc", acc))
-        log(f"  pruned {cfg.prune:g}: test accuracy {acc:.2%}")
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        acc = HostAccuracy(val=kept_val_accuracy(summary, out / "summary.json"), test=float(summary["test_acc"]))
+        log(f"  pruned {cfg.prune:g}: val accuracy {acc.val:.2%} (chooses), test {acc.test:.2%}")
     return ckpt, acc
 
 

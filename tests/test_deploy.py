@@ -3,6 +3,7 @@ path for a target that is not here, the bundle's device-only script, bad input."
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +13,8 @@ from tests.torchless import DEFAULT_BLOCKED, run_torchless
 
 from edgekd import api
 from edgekd.cli import main
-from edgekd.deploy_stages import default_device, pick
+from edgekd.deploy_stages import default_device, kept_val_accuracy, pick
+from edgekd.errors import EdgeKDError
 from edgekd.profiles import Profile
 from edgekd.targets import load_target
 
@@ -62,7 +64,10 @@ def test_deploy_verifies_on_the_device_records_and_bundles(calibrated, work, tin
     assert report["status"] in ("verified", "failed"), report["status_note"]
     assert report["teacher"]["source"] == "measured" and report["teacher"]["p50_ms"] > 0
     assert report["budget_ms"] == pytest.approx(report["teacher"]["latency_ms"])
+    # two floors: the device check on the test split, the host choice on the val split
     assert report["min_accuracy"] == pytest.approx(report["teacher"]["accuracy"] - 0.3)
+    assert report["choice_floor"]["split"].startswith("val")
+    assert report["choice_floor"]["min_accuracy"] == pytest.approx(report["teacher"]["val_accuracy"] - 0.3)
     assert 1 <= report["device_rounds"] <= 2, report["status_note"]
     prof = Profile.load(profile)
     specs = {m.spec for m in prof.measurements.values() if m.accuracy is not None}
@@ -75,6 +80,7 @@ def test_deploy_verifies_on_the_device_records_and_bundles(calibrated, work, tin
     chosen = report["chosen"]
     assert chosen["measured"]["p90_ms"] <= report["budget_ms"]
     assert chosen["measured"]["accuracy"] >= report["min_accuracy"]
+    assert chosen["host_val_accuracy"] >= report["choice_floor"]["min_accuracy"]
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["status"] == "verified" and meta["student"]["spec"] == chosen["spec"]
     assert meta["input"]["shape"] == [1, 1, 8, 8] and meta["normalization"]["mean"]
@@ -100,6 +106,45 @@ def test_deploy_without_a_device_ends_unverified_and_says_what_to_run(work, tiny
     assert meta["status"] == "unverified" and meta["student"]["measured"] is None
     assert meta["precision"] == "fp16" and meta["format"] == "tensorrt-onnx"
     assert all(r["measured_ms"] is None for r in meta["rounds"])
+
+
+def test_kept_val_accuracy_follows_the_kept_weights(tmp_path):
+    where = tmp_path / "summary.json"
+    run = {"val_acc_best": 0.9, "val_acc_last": 0.8, "test_acc": 0.99}
+    assert kept_val_accuracy(run | {"kept": "best"}, where) == 0.9
+    assert kept_val_accuracy(run | {"kept": "last"}, where) == 0.8
+    assert kept_val_accuracy({"after": {"val_acc": 0.7, "test_acc": 0.99}, "test_acc": 0.99}, where) == 0.7
+    with pytest.raises(EdgeKDError, match="summary.json"):
+        kept_val_accuracy({"test_acc": 0.99, "kept": "best"}, where)
+
+
+def test_deploy_chooses_on_val_not_test(work, tiny_teacher_ckpt, tmp_path):
+    """The choice reads each cached run's val figure: a student whose summary.json says test 100 % but
+    val 0 % is passed over, though a choice on test would take it again."""
+    mine = tmp_path / "work"
+    shutil.copytree(work, mine)  # reuse what earlier tests distilled; this test edits its copy only
+    opts = dict(target="jetson", teacher=str(tiny_teacher_ckpt), budget_ms=5.0, min_accuracy=0.5, epochs=2,
+                work_dir=str(mine))
+    first = api.deploy(output=str(tmp_path / "b1"), **opts)
+    assert first["status"] == "unverified", first["status_note"]
+    assert first["choice_floor"] == {"min_accuracy": 0.5, "source": "given", "split": "val (host)"}
+    spec = first["chosen"]["spec"]
+    assert first["chosen"]["host_val_accuracy"] == first["distilled"][spec]["val_acc"] >= 0.5
+    summaries = [p for p in (mine / "students").glob("*/summary.json")
+                 if json.loads(p.read_text())["student"] == spec]
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    summary.update(val_acc_best=0.0, val_acc_last=0.0, test_acc=1.0, test_acc_best=1.0, test_acc_last=1.0)
+    summaries[0].write_text(json.dumps(summary))
+
+    second = api.deploy(output=str(tmp_path / "b2"), **opts)
+    assert second["distilled"][spec] == {"val_acc": 0.0, "test_acc": 1.0}  # read from the cache
+    if second["chosen"] is None:  # it was the largest within budget: nothing else qualifies
+        assert second["status"] == "failed" and "val accuracy" in second["status_note"]
+    else:
+        assert second["chosen"]["spec"] != spec
+        assert second["chosen"]["params"] > first["chosen"]["params"]
+        assert second["chosen"]["host_val_accuracy"] >= 0.5
 
 
 def test_deploy_bad_input_exits_2(tiny_teacher_ckpt, tmp_path):

@@ -86,12 +86,14 @@ def print_report(r: dict) -> None:
         if c["measured"]:
             m, pct = c["measured"], f"p{r['percentile']}_ms"
             echo(f"  measured on {m['device']}: p50 {m['p50_ms']:.4g} ms, p{r['percentile']} {m[pct]:.4g} ms "
-                 f"(budget {r['budget_ms']:.4g} ms), accuracy {m['accuracy']:.2%} (floor {r['min_accuracy']:.2%}), "
+                 f"(budget {r['budget_ms']:.4g} ms), test accuracy {m['accuracy']:.2%} (floor {r['min_accuracy']:.2%}; "
+                 f"chosen on host val {c['host_val_accuracy']:.2%} >= {r['choice_floor']['min_accuracy']:.2%}), "
                  f"peak memory {(m['peak_rss_bytes'] or 0) / 2**20:.0f} MiB")
         else:
             p, pct = c["predicted"], f"p{r['percentile']}_ms"
             echo(f"  {p['label']}: p{r['percentile']} {p[pct]:.4g} ms (budget {r['budget_ms']:.4g} ms); "
-                 f"host accuracy {c['host_accuracy']:.2%} — NOT measured on a device")
+                 f"chosen on host val accuracy {c['host_val_accuracy']:.2%} (host test {c['host_test_accuracy']:.2%}) "
+                 "— NOT measured on a device")
         if "speedup_vs_teacher_p50" in r:
             echo(f"  vs teacher {r['teacher']['spec']}: {r['speedup_vs_teacher_p50']:.1f}x faster (p50), "
                  f"{r['acc_drop_vs_teacher_pts']:.2f} accuracy points below it (measured, same runtime)")
