@@ -3,8 +3,8 @@
 A distillation run in YAML (every key optional except `student`; CLI options override the file):
 
     teacher: runs/teacher/student.pt     # edgekd checkpoint (.pt) or any ONNX classifier (.onnx)
-    student: "cnn:width=8,depth=2"
-    data: {source: digits, image_size: null, seed: 0}
+    student: "cnn:width=8,depth=3"
+    data: {source: digits, image_size: 32, seed: 0}
     losses:
       - {key: kd, weight: 1.0, kwargs: {temperature: 4.0, alpha: 0.5}}
     train: {epochs: 40, batch_size: 64, lr: 0.01, optimizer: adamw, seed: 0}
@@ -57,9 +57,10 @@ class TrainConfig:
 
     The defaults are the image-student recipe measured by scripts/bench_distill.py: KD beats
     cross-entropy only once the student trains long enough to fit the train split (at 10 epochs the
-    default student still underfits and KD's soft loss loses to plain CE), and lr 0.01 beat 0.003
-    on val for both. Teachers (`edgekd teacher`) and text runs (`edgekd distill` on text data) set
-    their own epochs and lr."""
+    default student still underfits and KD's soft loss loses to plain CE; at 40, KD beat CE on val
+    on every split tried; the bench runs 80, within 0.2 points of 40 on val), and lr 0.01 beat
+    0.003 on val for both. Teachers (`edgekd teacher`) and text runs (`edgekd distill` on text
+    data) set their own epochs and lr."""
 
     epochs: int = 40
     batch_size: int = 64
