@@ -1,6 +1,6 @@
 """Benchmark: export a distilled conv student to every CPU runtime and measure what it cost (issue 3 §6).
 
-    .venv/bin/python scripts/bench_export.py [--runs runs/bench-compress] [--threads 1] [--prune]
+    .venv/bin/python scripts/bench_export.py [--runs runs/bench-compress] [--threads 1] [--no-prune]
 
 Pipeline through the public API: train a teacher on digits resampled to 32×32 (so the conv student
 has real compute) -> distill a conv student -> `api.export` to ONNX Runtime, OpenVINO and LiteRT in
@@ -13,7 +13,7 @@ when present).
 Targets: fp32 parity <= 1e-5 (ORT, OpenVINO, LiteRT); each INT8 path loses <= 1.0 point; INT8
 median <= 0.75 x fp32 median in the same runtime for at least ONNX Runtime and LiteRT. Pruning
 figures (`prune_acc_drop_pts`, `prune_latency_ratio`) come from scripts/bench_compress.py's
-`prune_figures` when --prune is given, else they are null. Prints a table, then ONE JSON line.
+`prune_figures` (50 % channel pruning + KD fine-tuning; skip with --no-prune, then they are null). Prints a table, then ONE JSON line.
 """
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--round-s", type=float, default=0.4)
     ap.add_argument("--calibration-samples", type=int, default=256)
-    ap.add_argument("--prune", action="store_true", help="also run scripts/bench_compress.py's pruning figures")
+    ap.add_argument("--no-prune", dest="prune", action="store_false",
+                    help="skip scripts/bench_compress.py's pruning figures (they are null then)")
     return ap
 
 
@@ -143,7 +144,7 @@ def main() -> int:
         prune_lines, prune_fig = prune_figures(c_args)
         prune = {k: prune_fig.get(k) for k in prune}
     else:
-        prune_lines = ["pruning figures: not run (add --prune; they come from scripts/bench_compress.py)"]
+        prune_lines = ["pruning figures: skipped (--no-prune)"]
 
     student = runs["student"]
     print(f"student {args.student} distilled from {args.teacher} on digits {args.image_size}x{args.image_size}: "
