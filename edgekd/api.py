@@ -157,6 +157,7 @@ def select(
     target: str | None = None,
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """The smallest student (fewest params; tie -> higher accuracy) whose latency at `percentile` on
     the profiled device meets `budget_ms` (measured if present, else predicted and flagged) and whose
@@ -170,7 +171,7 @@ def select(
     tgt = load_target(target) if target else None
     return run_select(prof, budget_ms=budget_ms, percentile=percentile, min_accuracy=min_accuracy, formats=formats,
                       precisions=precisions, threads=threads, target=tgt, input_shape=input_shape,
-                      num_classes=num_classes).to_dict()
+                      num_classes=num_classes, task=task).to_dict()
 
 
 def deploy(config: Any = None, *, log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:

@@ -25,9 +25,38 @@ def student_families(task: str = "image") -> list[str]:
     return [name for name, fam in MODELS.items() if fam.role == "student" and fam.task == task]
 
 
-def student_specs(task: str = "image") -> list[str]:
-    """Every spec in the search space of every student family for `task`, in registry order."""
-    return [spec for name in student_families(task) for spec in MODELS.get(name).search_space()]
+def student_specs(task: str = "image", vocab: int | None = None) -> list[str]:
+    """Every spec in the search space of every student family for `task`, in registry order; text
+    specs completed with ``vocab=N`` when `vocab` is given (a text model's size depends on it)."""
+    specs = [spec for name in student_families(task) for spec in MODELS.get(name).search_space()]
+    return [with_vocab(s, vocab) for s in specs] if vocab else specs
+
+
+def with_vocab(spec: str, vocab: int | None) -> str:
+    """`spec` with its vocabulary size filled in when it is a text spec and `vocab` is given."""
+    if not vocab or MODELS.get(parse_spec(spec)[0]).task != "text":
+        return spec
+    from edgekd.text.models import with_vocab as fill
+
+    return fill(spec, int(vocab))
+
+
+def note_inputs(section: dict[str, Any], shape: Any, classes: int, spec: str | None = None,
+                vocab: int | None = None) -> None:
+    """Record the input a measured model took: image inputs set the section's `input_shape` (select's
+    default, as always); text inputs go under `text` (shape, classes, vocabulary) and leave the image
+    default alone, so one profile holds both without either overwriting the other."""
+    shape = [int(d) for d in shape]
+    if len(shape) != 1:
+        section["input_shape"], section["num_classes"] = shape, int(classes)
+        return
+    if not vocab and spec:
+        try:
+            vocab = int(parse_spec(spec)[1].get("vocab", 0))
+        except Exception:  # noqa: BLE001 - a file name, not a spec (an outside teacher): no vocabulary known
+            vocab = None
+    section["text"] = {"input_shape": shape, "num_classes": int(classes),
+                       "vocab": vocab or (section.get("text") or {}).get("vocab")}
 
 
 def _one_step_beyond(values: list[Any]) -> list[Any]:
@@ -75,7 +104,8 @@ def _family_variants(name: str, specs: list[str]) -> list[str]:
 
 def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] | None = None,
                       families: Iterable[str] | None = None, task: str = "image",
-                      input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10) -> list[str]:
+                      input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10,
+                      vocab: int | None = None) -> list[str]:
     """`count` student specs spread over the search space, round-robin over families.
 
     Within a family the variants are ordered by parameter count and picked at evenly spaced ranks
@@ -83,6 +113,7 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
     model fitted only on mid-sized students under-predicts the largest ones (measured: -12 % on the two
     biggest CNNs when their size class was missing). `exclude` (default: every search-space spec)
     keeps held-out specs out of the sample. `seed` breaks ties and orders the families' picks.
+    Text specs (task "text") are sized and returned with ``vocab=vocab`` (1000 when not given).
     """
     from edgekd.latency import spec_features
 
@@ -93,7 +124,7 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
     for name in names:
         pool = [s for s in _family_variants(name, MODELS.get(name).search_space()) if s not in excluded]
         rng.shuffle(pool)  # ties in size keep a seeded order
-        pool.sort(key=lambda s: spec_features(s, input_shape, num_classes)["params"])
+        pool.sort(key=lambda s: spec_features(with_vocab(s, vocab or 1000), input_shape, num_classes)["params"])
         pools.append(pool)
     share = [count // len(pools) + (1 if i < count % len(pools) else 0) for i in range(len(pools))] if pools else []
     # a family with fewer variants than its share hands the rest to the others
@@ -119,7 +150,7 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
         for p in picked_per:
             if i < len(p):
                 picked.append(p[i])
-    return picked
+    return [with_vocab(s, vocab) for s in picked]
 
 
 # ------------------------------------------------------------------------------ the profile section
@@ -141,7 +172,7 @@ def latency_section(profile: Any) -> dict[str, Any]:
         raw = {}  # an older or foreign layout: refit from the measurements rather than misread it
     return {"schema": SECTION_SCHEMA, "input_shape": raw.get("input_shape"), "num_classes": raw.get("num_classes"),
             "features": dict(raw.get("features") or {}), "models": dict(raw.get("models") or {}),
-            "deployments": list(raw.get("deployments") or [])}
+            "deployments": list(raw.get("deployments") or []), "text": raw.get("text")}
 
 
 def measurement_runtime(m: Any) -> str:
@@ -171,6 +202,12 @@ def measurement_features(m: Any, section: dict[str, Any]) -> dict[str, float] | 
     return feats
 
 
+def measurement_shape(m: Any, section: dict[str, Any]) -> list[int] | None:
+    """The input shape a measured model took: its recorded one, else the section's (image) default."""
+    known = section["features"].get(m.model_sha256)
+    return list(known["input_shape"]) if known and known.get("input_shape") else section.get("input_shape")
+
+
 def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Fit one latency model per (runtime, precision, threads, batch) that has enough measurements;
     store them in the profile's section (in memory) and return {key: LatencyModel}."""
@@ -185,7 +222,7 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
         feats = measurement_features(m, section)
         if feats is None:
             continue
-        key = model_key(measurement_runtime(m), m.precision, m.threads, m.batch)
+        key = model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section))
         groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
         meta[key] = {"runtime": measurement_runtime(m), "format": m.format, "precision": m.precision,
                      "threads": m.threads, "batch": m.batch}
@@ -239,6 +276,8 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     from edgekd.models import ModelInfo, create_model
     from edgekd.runtimes import RUNTIMES, read_manifest
 
+    text = MODELS.get(parse_spec(spec)[0]).task == "text"
+
     name = f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-{'x'.join(map(str, input_shape))}"
     out = Path(work_dir) / runtime / precision / f"b{batch}" / name
     if (out / "manifest.json").is_file():
@@ -248,12 +287,17 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     torch.manual_seed(seed)
     model = create_model(spec, input_shape, num_classes).eval()
     info = ModelInfo(spec=spec, input_shape=tuple(input_shape), num_classes=num_classes,
-                     class_names=[str(i) for i in range(num_classes)],
+                     class_names=[str(i) for i in range(num_classes)], task="text" if text else "image",
                      normalization={"mean": [0.0] * input_shape[0], "std": [1.0] * input_shape[0]},
-                     meta={"untrained": True, "purpose": "latency calibration"})
+                     meta={"untrained": True, "purpose": "latency calibration"} | ({"pad_id": 0} if text else {}))
     rng = np.random.default_rng(seed)
-    # int8 needs calibration batches; for timing, random normalised inputs are as good as real ones
-    calib = [{"input": rng.standard_normal((batch, *input_shape)).astype(np.float32)} for _ in range(16)]
+    # int8 needs calibration batches; for timing, random normalised inputs (text: random token ids,
+    # timed at the full sequence length input_shape[0]) are as good as real ones
+    if text:
+        vocab = int(parse_spec(spec)[1]["vocab"])
+        calib = [{"input": rng.integers(1, vocab, (batch, *input_shape)).astype(np.int64)} for _ in range(16)]
+    else:
+        calib = [{"input": rng.standard_normal((batch, *input_shape)).astype(np.float32)} for _ in range(16)]
     opts: dict[str, Any] = {"batch": batch}
     if runtime == "litert":
         opts["layout"] = layout
@@ -299,7 +343,7 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
         def add_features(prof: Any, sha: str = m.model_sha256, entry: dict = entry) -> None:
             sec = latency_section(prof)
             sec["features"][sha] = entry
-            sec["input_shape"], sec["num_classes"] = list(shape), classes
+            note_inputs(sec, shape, classes, entry["spec"])
             prof.latency_model = sec
 
         record_measurements(path, [m], device=fingerprint)

@@ -19,6 +19,12 @@ measures TEST accuracy on the deployed runtime against the teacher's test accura
 --min-accuracy, an absolute accuracy on the deployed runtime, for both). The test split never drives
 a choice except that final pass/fail, so the reported drop vs the teacher is not selected on.
 
+Text data (`--data reviews`, a .csv/.jsonl): the same loop over the text student family (tinybert,
+sized with the tokenizer's vocabulary), the default text teacher (`DEFAULT_TEXT_TEACHER`), exports
+with two int64 inputs, latency measured and predicted at the dataset's sequence length (max_len). The
+profile keeps text latency models apart (keys ``.../b1/seqL``) and text inputs under `text`, so
+image and text measurements are never mixed in one fit.
+
 Defaults that make `edgekd deploy --target cpu` a complete run: the default teacher trained on the
 built-in digits (cached); the budget is the teacher's own latency at the percentile, measured on the
 device, divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points (val for
@@ -51,8 +57,10 @@ class DeployConfig:
     percentile: int = 90
     min_accuracy: float | None = None  # None: teacher accuracy - accuracy_margin (val to choose, test on device)
     teacher: str | None = None  # None: the default teacher trained on `data` (cached)
-    data: str = "digits"
+    data: str = "digits"  # or text: reviews, a .csv / .jsonl with text,label (then the text students)
     image_size: int | None = None
+    max_len: int | None = None  # text: tokens per sample, the sequence length latency is measured at
+    tokenizer: str | None = None  # text: a local tokenizer dir/json (default: trained on the training text)
     output: str | None = None  # the bundle; None: bundles/<target>
     work_dir: str = "runs/deploy"
     profile: str | None = None
@@ -62,7 +70,7 @@ class DeployConfig:
     threads: int | None = None  # None: the target's default
     max_rounds: int = 3
     epochs: int = 15
-    lr: float = 0.01
+    lr: float | None = None  # None: 0.01 for image students, 0.003 for text ones (as `edgekd distill`)
     teacher_epochs: int = 8  # the default teacher peaks on val around epoch 7-8 (patience 3)
     prune: float | None = None
     speedup_goal: float = 5.0
@@ -128,12 +136,13 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     from edgekd.bench.accuracy import write_eval_npz
     from edgekd.bench.devices import open_device
     from edgekd.bundle import device_commands, write_bundle
-    from edgekd.calibrate import calibrate_device, calibration_specs, fit_profile, latency_section, update_profile_section
+    from edgekd.calibrate import (calibrate_device, calibration_specs, fit_profile, latency_section, note_inputs,
+                                  student_specs, update_profile_section)
     from edgekd.data import load_dataset
     from edgekd.deploy_stages import (_params, default_device, distill_student, ensure_teacher, export_for, latency_table,
                                       pick, verify)
     from edgekd.fileio import sha256_file
-    from edgekd.latency import architecture_features, metric_for
+    from edgekd.latency import architecture_features, metric_for, model_key
     from edgekd.profiles import Profile, device_name, profile_path, record_measurements
     from edgekd.runtimes import FORMAT_RUNTIME
     from edgekd.targets import load_target
@@ -144,8 +153,14 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     _check(cfg, tgt)
     metric = metric_for(cfg.percentile)
     work = Path(cfg.work_dir)
-    ds = load_dataset(cfg.data, image_size=cfg.image_size, seed=cfg.seed)
+    ds = load_dataset(cfg.data, image_size=cfg.image_size, seed=cfg.seed, max_len=cfg.max_len, tokenizer=cfg.tokenizer)
     shape, classes = tuple(int(d) for d in ds.input_shape), int(ds.num_classes)
+    task = getattr(ds, "task", "image")
+    vocab = int(ds.extra["vocab_size"]) if task == "text" else None
+    space = student_specs(task, vocab)  # text specs carry vocab=N: their size depends on it
+    if task == "text":
+        say(f"data {ds.name}: text, {classes} classes, sequence length {shape[0]} (latency is measured at it), "
+            f"vocabulary {vocab}; students: {', '.join(sorted({s.split(':')[0] for s in space}))}")
     teacher_path, teacher_host, teacher_spec = ensure_teacher(cfg, ds, say)
     teacher_acc = teacher_host.test
     teacher_sha = sha256_file(teacher_path)
@@ -192,7 +207,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             def change(prof: Any) -> None:
                 sec = latency_section(prof)
                 sec["features"][m.model_sha256] = entry
-                sec["input_shape"], sec["num_classes"] = list(shape), classes
+                note_inputs(sec, shape, classes, spec, vocab)
                 prof.latency_model = sec
                 fit_profile(prof)  # the new point joins the latency model at once
 
@@ -216,10 +231,11 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         # -- a latency model for this configuration, fitted on the device if there is none yet
         if dev and path is not None:
             prof = load_profile()
-            key = f"{runtime}/{cfg.precision}/t{int(threads or 0)}/b1"
+            key = model_key(runtime, cfg.precision, threads, 1, shape)
             if prof is None or key not in latency_section(prof)["models"]:
                 say(f"latency model: none for {key} in {path}; calibrating on {cfg.calibrate_count} untrained students")
-                calibrate_device(dev, fingerprint, path, specs=calibration_specs(cfg.calibrate_count, seed=cfg.seed),
+                calibrate_device(dev, fingerprint, path, specs=calibration_specs(cfg.calibrate_count, seed=cfg.seed, task=task, input_shape=shape,
+                                                                         num_classes=classes, vocab=vocab),
                                  shape=shape, classes=classes, runtimes=[runtime], precisions=[cfg.precision],
                                  threads=threads, work_dir=work / "calibrate", seed=cfg.seed, layout=tgt.input_layout,
                                  request={"min_s": 0.5, "warmup_s": 0.2, "min_count": 200},
@@ -270,7 +286,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         chosen: Round | None = None
         status, note = "failed", ""
         while True:
-            table = latency_table(load_profile(), tgt, config_key, shape, classes, cfg.percentile)
+            table = latency_table(load_profile(), tgt, config_key, shape, classes, cfg.percentile, space)
             fast = sorted((s for s, (lat, _) in table.items() if lat <= budget and s not in over_budget),
                           key=lambda s: (_params(s, shape, classes), table[s][0]))
             say(f"round {len(rounds) + 1}: {len(fast)} of {len(table)} students predicted within budget; "

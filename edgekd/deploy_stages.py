@@ -58,6 +58,9 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
     from edgekd.distill.teachers import load_teacher
     from edgekd.models import DEFAULT_TEACHER
 
+    text = getattr(ds, "task", "image") == "text"
+    if text:  # the bench_text teacher: the text default, as DEFAULT_TEACHER is the image one
+        from edgekd.text.models import DEFAULT_TEXT_TEACHER as DEFAULT_TEACHER
     if cfg.teacher:
         path = Path(cfg.teacher)
         if path.is_dir():
@@ -77,7 +80,9 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
     else:
         log(f"teacher: training {DEFAULT_TEACHER} on {ds.name} ({cfg.teacher_epochs} epochs max, cached in {run})")
         summary = api.train_teacher(api.teacher_config(data=cfg.data, image_size=cfg.image_size, seed=cfg.seed,
-                                                       epochs=cfg.teacher_epochs, patience=3, output=str(run)),
+                                                       epochs=cfg.teacher_epochs, patience=3, output=str(run),
+                                                       arch=DEFAULT_TEACHER, max_len=getattr(cfg, "max_len", None),
+                                                       tokenizer=getattr(cfg, "tokenizer", None)),
                                     progress=False)
     acc = HostAccuracy(val=kept_val_accuracy(summary, summary_path), test=float(summary["test_acc"]))
     log(f"teacher: val accuracy {acc.val:.2%} (sets the floor for choosing), test accuracy {acc.test:.2%}")
@@ -89,14 +94,24 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
     accuracy of the kept weights, read from the run's summary.json)."""
     from edgekd import __version__, api
 
-    run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, cfg.lr, cfg.seed, __version__)}"
+    text = getattr(ds, "task", "image") == "text"
+    # lr None: 0.01 for image students (as always); text students the lr `edgekd distill` uses for text
+    lr = cfg.lr
+    if lr is None:
+        from edgekd.cli.distill_cmd import TEXT_TRAIN_DEFAULTS
+
+        lr = float(TEXT_TRAIN_DEFAULTS["lr"]) if text else 0.01
+    run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, lr, cfg.seed, __version__)}"
     cached = (run / "summary.json").is_file() and (run / "student.pt").is_file()
     t0 = time.perf_counter()
     if not cached:
-        api.distill({"teacher": str(teacher), "student": spec, "output": str(run),
-                     "data": {"source": cfg.data, "image_size": cfg.image_size, "seed": cfg.seed},
+        data: dict[str, Any] = {"source": cfg.data, "image_size": cfg.image_size, "seed": cfg.seed}
+        if text:
+            data.update(max_len=getattr(cfg, "max_len", None), tokenizer=getattr(cfg, "tokenizer", None))
+        train: dict[str, Any] = {"epochs": cfg.epochs, "lr": lr, "seed": cfg.seed, "threads": 1}
+        api.distill({"teacher": str(teacher), "student": spec, "output": str(run), "data": data,
                      # one thread: tiny students train faster that way on a small, shared CPU
-                     "train": {"epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed, "threads": 1}},
+                     "train": train},
                     progress=False)
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     acc = HostAccuracy(val=kept_val_accuracy(summary, run / "summary.json"), test=float(summary["test_acc"]))
@@ -155,17 +170,19 @@ def verify(dev: Any, art: Path, *, spec: str, ckpt: Path, eval_npz: Path, data_f
 # ------------------------------------------------------------------------------ choosing
 
 def latency_table(profile: Any, target: Any, config_key: tuple[str, str, str, int], shape: tuple[int, ...],
-                  classes: int, percentile: int) -> dict[str, tuple[float, str]]:
+                  classes: int, percentile: int, space: list[str] | None = None) -> dict[str, tuple[float, str]]:
     """{spec: (latency ms at the percentile, "measured"/"predicted"/"predicted, unmeasured")} for every
-    search-space student in one (runtime, format, precision, threads) configuration."""
+    search-space student (`space`, default the image students) in one (runtime, format, precision,
+    threads) configuration."""
+    from edgekd.calibrate import student_specs
     from edgekd.select import gather_candidates
 
     runtime, fmt, precision, threads = config_key
+    space = list(space) if space is not None else student_specs()
     cands, _ = gather_candidates(profile, input_shape=shape, num_classes=classes, formats=[fmt],
-                                 precisions=[precision], threads=threads, target=target, percentile=percentile)
-    from edgekd.calibrate import student_specs
-
-    specs = set(student_specs())
+                                 precisions=[precision], threads=threads, target=target, percentile=percentile,
+                                 specs=space)
+    specs = set(space)
     out: dict[str, tuple[float, str]] = {}
     for c in cands:
         if c.spec not in specs or c.latency_ms is None:

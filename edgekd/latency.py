@@ -73,10 +73,20 @@ def metric_for(percentile: int) -> str:
         raise ConfigError(f"percentile {percentile!r} is not measured; use one of {sorted(PERCENTILES)}") from None
 
 
-def model_key(runtime: str, precision: str, threads: int | None, batch: int = 1) -> str:
+def shape_tag(input_shape: Sequence[int] | None) -> str:
+    """'' for image inputs (C x H x W: the keys as they always were); ``/seqL`` for token inputs (L,),
+    so text models at one sequence length get their own latency model: a transformer's cost per MAC
+    is not a CNN's, and one fit over both would mispredict each."""
+    shape = tuple(input_shape or ())
+    return f"/seq{int(shape[0])}" if len(shape) == 1 else ""
+
+
+def model_key(runtime: str, precision: str, threads: int | None, batch: int = 1,
+              input_shape: Sequence[int] | None = None) -> str:
     """The profile key of one latency model: ``runtime/precision/tN/bN`` (t0 = the runtime's default
-    thread count, written the way `edgekd.profiles` writes measurement keys)."""
-    return f"{runtime}/{precision}/t{int(threads or 0)}/b{int(batch)}"
+    thread count, written the way `edgekd.profiles` writes measurement keys), plus `shape_tag` for
+    text inputs (``.../b1/seq16``)."""
+    return f"{runtime}/{precision}/t{int(threads or 0)}/b{int(batch)}{shape_tag(input_shape)}"
 
 
 # ------------------------------------------------------------------------------ features

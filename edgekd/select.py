@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from edgekd.errors import ConfigError, ProfileError
-from edgekd.latency import PREDICTED_UNMEASURED, LatencyModel, metric_for, model_key, prior_model, spec_features
+from edgekd.latency import PREDICTED_UNMEASURED, LatencyModel, metric_for, model_key, prior_model, shape_tag, spec_features
 
 MEASURED = "measured"
 PREDICTED = "predicted"
@@ -89,17 +89,19 @@ class Selection:
 
 @dataclass(frozen=True)
 class Config:
-    """One latency configuration to choose in: runtime + precision + threads + batch."""
+    """One latency configuration to choose in: runtime + precision + threads + batch (+ the sequence
+    length of text inputs, `edgekd.latency.shape_tag`)."""
 
     runtime: str
     format: str
     precision: str
     threads: int
     batch: int
+    tag: str = ""
 
     @property
     def key(self) -> str:
-        return model_key(self.runtime, self.precision, self.threads, self.batch)
+        return model_key(self.runtime, self.precision, self.threads, self.batch) + self.tag
 
 
 def _runtime_format(runtime: str) -> str:
@@ -136,9 +138,17 @@ def gather_candidates(
     dataset_fingerprint: str | None = None,
     percentile: int = 50,
     specs: Iterable[str] | None = None,
+    vocab: int | None = None,
 ) -> tuple[list[Candidate], dict[str, LatencyModel]]:
-    """Candidates (measured ones and predicted search-space specs) and the latency models used."""
-    from edgekd.calibrate import latency_section, measurement_features, measurement_runtime, student_specs
+    """Candidates (measured ones and predicted search-space specs) and the latency models used.
+
+    Only measurements and latency models of the same kind of input count: image inputs (C x H x W)
+    or text inputs of `input_shape` = (seq_len,) (then the text student family's specs, sized with
+    `vocab`, are the search space)."""
+    from edgekd.calibrate import (latency_section, measurement_features, measurement_runtime, measurement_shape,
+                                  student_specs)
+
+    tag = shape_tag(input_shape)
 
     metric = metric_for(percentile)
     want_formats = set(formats) if formats else None
@@ -159,9 +169,11 @@ def gather_candidates(
         runtime = measurement_runtime(m)
         if not m.latency or not wanted(m.format, m.precision, m.threads, m.batch) or not m.spec:
             continue
+        if section is not None and shape_tag(measurement_shape(m, section)) != tag:
+            continue  # another kind of input (text vs image, another sequence length)
         if dataset_fingerprint and m.dataset_fingerprint and not str(m.dataset_fingerprint).startswith(dataset_fingerprint):
             continue  # accuracy on another dataset says nothing here
-        cfg = Config(runtime, m.format, m.precision, m.threads, m.batch)
+        cfg = Config(runtime, m.format, m.precision, m.threads, m.batch, tag)
         configs[cfg.key] = cfg
         feats = measurement_features(m, section) if section else None
         lat = m.latency.get(metric)
@@ -179,7 +191,9 @@ def gather_candidates(
     for key, model in models.items():
         raw = (section or {}).get("models", {}).get(key, {})
         cfg = Config(raw.get("runtime", key.split("/")[0]), raw.get("format") or _runtime_format(key.split("/")[0]),
-                     raw.get("precision", key.split("/")[1]), int(raw.get("threads", 0)), int(raw.get("batch", 1)))
+                     raw.get("precision", key.split("/")[1]), int(raw.get("threads", 0)), int(raw.get("batch", 1)), tag)
+        if cfg.key != key:
+            continue  # a model for another kind of input
         if wanted(cfg.format, cfg.precision, cfg.threads, cfg.batch):
             configs[cfg.key] = cfg
     if not any(models.get(k) for k in configs) and target is not None:
@@ -189,7 +203,7 @@ def gather_candidates(
             for precision in target.precisions:
                 th = int(threads or target.default_threads or 0)
                 if wanted(fmt, precision, th, batch):
-                    cfg = Config(runtime, fmt, precision, th, batch)
+                    cfg = Config(runtime, fmt, precision, th, batch, tag)
                     hw = dict(target.hardware)
                     hw.setdefault("peak_gflops", hw.get("peak_gops_int8" if precision == "int8" else "peak_gflops_fp32"))
                     models[cfg.key] = prior_model(hw, cfg.key, source=f"targets/{target.name}.yaml: {hw.get('source', '')}".strip())
@@ -197,7 +211,13 @@ def gather_candidates(
                     break  # one precision per format for the prior: the target's preferred one
             if configs:
                 break  # and the preferred format
-    spec_list = list(specs) if specs is not None else student_specs()
+    if specs is not None:
+        spec_list = list(specs)
+    elif tag:  # text inputs: the text students, at the dataset's vocabulary
+        text = (section or {}).get("text") or {}
+        spec_list = student_specs("text", vocab or text.get("vocab") or None)
+    else:
+        spec_list = student_specs()
     for cfg in configs.values():
         model = models.get(cfg.key)
         if model is None:
@@ -288,19 +308,33 @@ def select(
     dataset_fingerprint: str | None = None,
     allow_unmeasured_accuracy: bool = False,
     specs: Iterable[str] | None = None,
+    task: str | None = None,
 ) -> Selection:
-    """Apply the budget rule to a profile's measurements and predictions (see the module docstring)."""
+    """Apply the budget rule to a profile's measurements and predictions (see the module docstring).
+
+    `task` "text" chooses among text models at the input recorded under the profile's `text` entry
+    (sequence length, classes, vocabulary); None means image, or text when the profile holds only text."""
     from edgekd.calibrate import latency_section
 
     section = latency_section(profile) if profile is not None else {}
-    shape = tuple(input_shape or section.get("input_shape") or ())
-    classes = int(num_classes or section.get("num_classes") or 0)
+    text = section.get("text") or {}
+    if task not in (None, "image", "text"):
+        raise ConfigError(f"task {task!r} is not one of image, text")
+    if task is None and text and not section.get("input_shape"):
+        task = "text"
+    if task == "text" and not (input_shape or text.get("input_shape")):
+        raise ProfileError("the profile holds no text measurements: run `edgekd deploy --data <text data>` "
+                           "(or bench a text model) on the device first, or pass the input shape")
+    base = text if task == "text" else section
+    shape = tuple(input_shape or base.get("input_shape") or ())
+    classes = int(num_classes or base.get("num_classes") or 0)
     if not shape or not classes:
         raise ProfileError("no input shape known for prediction: run `edgekd profile calibrate` for this device, "
                            "or pass the input shape")
     candidates, models = gather_candidates(
         profile, input_shape=shape, num_classes=classes, formats=formats, precisions=precisions, threads=threads,
-        batch=batch, target=target, dataset_fingerprint=dataset_fingerprint, percentile=percentile, specs=specs)
+        batch=batch, target=target, dataset_fingerprint=dataset_fingerprint, percentile=percentile, specs=specs,
+        vocab=text.get("vocab") if task == "text" else None)
     if not candidates:
         where = f"profile {getattr(profile, 'path', None) or getattr(profile, 'name', '')}" if profile is not None else "no profile"
         raise ProfileError(f"{where} has no measurement and no latency model for the requested formats/precisions; "

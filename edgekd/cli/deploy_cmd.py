@@ -25,8 +25,13 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
               help="Accuracy floor, a fraction (default: the teacher's accuracy - 1.5 points).")
 @click.option("--teacher", default=None, help="Teacher: edgekd checkpoint/run dir or any ONNX classifier "
                                               "(default: train the default teacher on --data, cached).")
-@click.option("--data", default="digits", show_default=True, help="Dataset: digits, an .npz (x, y) or an image folder.")
+@click.option("--data", default="digits", show_default=True,
+              help="Dataset: digits, an .npz (x, y), an image folder; or text: reviews, a .csv/.jsonl (text, label).")
 @click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N.")
+@click.option("--max-len", type=click.IntRange(min=3), default=None,
+              help="Text: tokens per sample; latency is measured at this sequence length.")
+@click.option("--tokenizer", default=None, type=click.Path(exists=True),
+              help="Text: a local tokenizer dir/json (default: WordPiece trained on the training text).")
 @click.option("-o", "--output", default=None, help="Bundle directory (default: bundles/<target>).")
 @click.option("--format", "fmt", default=None, help="Export format (default: the target's preferred one).")
 @click.option("--precision", default=None, help="fp32, fp16 or int8 (default: the target's first, fp32 on cpu).")
@@ -41,7 +46,8 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
               help="Cache of the teacher, distilled students and exports (a second run reuses them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 def command(target: str, device: str | None, key_file: str | None, budget_ms: float | None, percentile: str,
-            min_accuracy: float | None, teacher: str | None, data: str, image_size: int | None, output: str | None,
+            min_accuracy: float | None, teacher: str | None, data: str, image_size: int | None, max_len: int | None,
+            tokenizer: str | None, output: str | None,
             fmt: str | None, precision: str | None, threads: int | None, max_rounds: int, prune: float | None, epochs: int,
             profile: str | None, profiles_dir: str, work_dir: str, as_json: bool) -> None:
     """Pick the smallest student that meets the latency budget on the device, build it, prove it.
@@ -53,6 +59,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
     \b
     Examples:
       edgekd deploy --target cpu                         the whole loop on this machine
+      edgekd deploy --target cpu --data reviews          the same for a text classifier (tinybert students)
       edgekd deploy --target jetson --budget-ms 5        no device here: ends "unverified", says what to run
       edgekd deploy --target rpi5 --device tcp://pi.local:7000 --key-file agent.key
     """
@@ -65,7 +72,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
 
     report = api.deploy(target=target, device=device, key=read_key(key_file), budget_ms=budget_ms,
                         percentile=int(percentile), min_accuracy=min_accuracy, teacher=teacher, data=data,
-                        image_size=image_size, output=output, format=fmt, precision=precision, threads=threads,
+                        image_size=image_size, max_len=max_len, tokenizer=tokenizer, output=output, format=fmt, precision=precision, threads=threads,
                         max_rounds=max_rounds, prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir,
                         work_dir=work_dir, log=log)
     if as_json:

@@ -55,10 +55,13 @@ def print_selection(sel: dict, echo=click.echo, limit: int | None = None) -> Non
 @click.option("--precision", "precisions", default=None, help="Comma-separated precisions (fp32, fp16, int8).")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="Only this thread setting (0 = default).")
 @click.option("--target", default=None, help="Target whose datasheet prior is used when nothing is fitted.")
+@click.option("--task", type=click.Choice(["image", "text"]), default=None,
+              help="Choose among image or text students (default: image, or text when the profile holds only text).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the selection as JSON.")
 def command(profile: str, budget_ms: float, percentile: str, min_accuracy: float | None, formats: str | None,
-            precisions: str | None, threads: int | None, target: str | None, profiles_dir: str, as_json: bool) -> None:
+            precisions: str | None, threads: int | None, target: str | None, task: str | None, profiles_dir: str,
+            as_json: bool) -> None:
     """Choose the smallest student (fewest params; tie -> higher accuracy) that meets the budget.
 
     Latency is the measured one where the profile has it, otherwise predicted by the device's latency
@@ -73,7 +76,7 @@ def command(profile: str, budget_ms: float, percentile: str, min_accuracy: float
 
     sel = api.select(profile, budget_ms=budget_ms, percentile=int(percentile), min_accuracy=min_accuracy,
                      formats=_csv(formats), precisions=_csv(precisions), threads=threads, profiles_dir=profiles_dir,
-                     target=target)
+                     target=target, task=task)
     if as_json:
         click.echo(json.dumps(sel, indent=2, default=str))
     else:
