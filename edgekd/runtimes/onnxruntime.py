@@ -64,7 +64,7 @@ class OnnxRuntimeRunner:
         return run_in_chunks(self._run_batch, feeds, self._batch)
 
 
-class _Reader:
+class FeedsReader:
     """onnxruntime's CalibrationDataReader protocol over a list of feeds (get_next / rewind)."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
@@ -100,7 +100,7 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
             # shape inference + graph cleanup first: ORT's docs recommend it, and it lets the
             # quantizer see every tensor's shape (per-channel axes)
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(dst), _Reader([{INPUT_NAME: r} for r in rows]),
+            quantize_static(str(pre), str(dst), FeedsReader([{INPUT_NAME: r} for r in rows]),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=methods[method],
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})

@@ -106,20 +106,6 @@ def calibration_ids(calibration: Iterable[Mapping[str, np.ndarray]] | None, limi
     return rows[:limit]
 
 
-class _Reader:
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self.feeds, self.pos = feeds, 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.pos >= len(self.feeds):
-            return None
-        self.pos += 1
-        return self.feeds[self.pos - 1]
-
-    def rewind(self) -> None:
-        self.pos = 0
-
-
 def quantize_text_int8(src: Path, dst: Path, *, mode: str = DEFAULT_INT8_MODE, pad_id: int = 0,
                        calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
                        calibration_samples: int = 128) -> dict[str, Any]:
@@ -131,6 +117,7 @@ def quantize_text_int8(src: Path, dst: Path, *, mode: str = DEFAULT_INT8_MODE, p
     them saves size, not time, and costs accuracy.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from edgekd.runtimes.onnxruntime import FeedsReader
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgekd.runtimes.host import quiet
@@ -155,7 +142,7 @@ def quantize_text_int8(src: Path, dst: Path, *, mode: str = DEFAULT_INT8_MODE, p
                 return {"int8_mode": "dynamic", "per_channel": True, "op_types": ["MatMul", "Gemm"]}
             rows = calibration_ids(calibration, calibration_samples)
             feeds = [text_feeds(r[None, :], pad_id) for r in rows]
-            quantize_static(str(pre), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(str(pre), str(dst), FeedsReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=["MatMul", "Gemm"],
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
