@@ -184,22 +184,28 @@ def measurement_runtime(m: Any) -> str:
 
 def measurement_features(m: Any, section: dict[str, Any]) -> dict[str, float] | None:
     """Architecture features of a measured model: recorded ones, else rebuilt from its spec at the
-    section's input shape when the parameter count proves it is the plain (uncompressed) spec."""
+    recorded (or the section's) input shape when the parameter count proves it is the plain
+    (uncompressed) spec. Recorded features from before `conv_shapes` existed are rebuilt the same
+    way when possible, so old profiles get the per-device channel-block choice too."""
     from edgekd.latency import spec_features
 
     known = section["features"].get(m.model_sha256)
-    if known:
+    if known and "conv_shapes" in (known.get("features") or {}):
         return dict(known["features"])
-    shape, classes = section.get("input_shape"), section.get("num_classes")
-    if not (m.spec and shape and classes):
-        return None
-    try:
-        feats = spec_features(m.spec, shape, classes)
-    except Exception:  # noqa: BLE001 - a spec from another edgekd version: no features, not a crash
-        return None
-    if m.params is not None and int(m.params) != feats["params"]:
-        return None  # pruned / factorized / other input size: the spec alone does not describe it
-    return feats
+    shape = (known or {}).get("input_shape") or section.get("input_shape")
+    classes = (known or {}).get("num_classes") or section.get("num_classes")
+    rebuilt = None
+    if m.spec and shape and classes:
+        try:
+            rebuilt = spec_features(m.spec, shape, classes)
+        except Exception:  # noqa: BLE001 - a spec from another edgekd version: no features, not a crash
+            rebuilt = None
+    params = m.params if m.params is not None else (known or {}).get("features", {}).get("params")
+    if rebuilt is not None and params is not None and int(params) != rebuilt["params"]:
+        rebuilt = None  # pruned / factorized / other input size: the spec alone does not describe it
+    if rebuilt is not None:
+        return rebuilt
+    return dict(known["features"]) if known else None
 
 
 def measurement_shape(m: Any, section: dict[str, Any]) -> list[int] | None:
@@ -413,7 +419,8 @@ def run_calibration(
         return {
             "profile": str(path), "device": fingerprint, "device_url": device, "target": tgt.name,
             "input_shape": list(shape), "rows": rows,
-            "models": {k: {"n_samples": m.n_samples, "cv": m.cv, "coef": m.coef, "folds": m.folds}
+            "models": {k: {"n_samples": m.n_samples, "cv": m.cv, "coef": m.coef, "folds": m.folds,
+                           "pad_block": list(m.pad_block)}
                        for k, m in fitted.items()},
         }
     finally:

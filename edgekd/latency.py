@@ -7,7 +7,11 @@ is a *non-negative* sum of per-feature costs,
                     + c_conv * #conv + c_dw * #depthwise_conv + c_lin * #linear + c_pool * #pool
 
 fitted by non-negative least squares on the *relative* error (every row divided by its measured
-latency), so a 5 µs model counts as much as a 500 µs one. Non-negativity keeps every term readable as
+latency), so a 5 µs model counts as much as a 500 µs one. One more term prices the MACs CPU conv
+kernels spend on channel padding: they work on blocks of input and output channels, whose size is a
+property of the device's kernels rather than of the model (16-float AVX-512 registers; ONNX Runtime's
+NCHWc convs also compute output channels in sets of several such blocks). So the block sizes are
+chosen per device by cross-validation from `PAD_BLOCKS` and stored with the model (`pad_block`). Non-negativity keeps every term readable as
 "what this feature costs on this device" and stops the fit from cancelling big terms against each
 other, which is what makes a linear model extrapolate badly. One such model is fitted for each
 latency statistic a measurement carries (p50, p90, p99), so a budget at a percentile is predicted at
@@ -32,29 +36,36 @@ import numpy as np
 
 from edgekd.errors import ProfileError
 
-# Terms of the model, in order: (name, unit label, function of the raw feature dict).
+# Terms of the model, in order: (name, unit label, function of (raw feature dict, channel pad blocks)).
 TERMS: tuple[tuple[str, str, Any], ...] = (
-    ("const", "per inference", lambda f: 1.0),
+    ("const", "per inference", lambda f, pad: 1.0),
     # MACs split by layer kind: a dense 3x3 conv, a depthwise conv and a matmul reach very different
     # fractions of peak on the same CPU, so one cost per MAC under- or over-predicts whole families
-    ("conv_macs", "per MMAC in dense convs", lambda f: f.get("conv_macs", f["macs"]) / 1e6),
-    # CPU conv kernels (ONNX Runtime's NCHWc, oneDNN) compute whole channel blocks of the SIMD width
-    # (16 floats with AVX-512), so 12 channels cost what 16 do: measured here, cnn width 12 and 16 run
-    # in the same time. The padding is its own term, so a device where it does not matter fits 0.
-    ("conv_pad_macs", "per MMAC of channel padding to 16-wide blocks", lambda f: f.get("conv_pad_macs", 0) / 1e6),
-    ("depthwise_macs", "per MMAC in depthwise convs", lambda f: f.get("depthwise_macs", 0) / 1e6),
-    ("linear_macs", "per MMAC in linear layers", lambda f: f.get("linear_macs", 0) / 1e6),
-    ("params", "per M params", lambda f: f["params"] / 1e6),
-    ("activation_bytes", "per MB of activations", lambda f: f["activation_bytes"] / 1e6),
-    ("conv", "per conv layer", lambda f: f.get("conv", 0)),
-    ("depthwise_conv", "per depthwise conv", lambda f: f.get("depthwise_conv", 0)),
-    ("linear", "per linear layer", lambda f: f.get("linear", 0)),
-    ("pool", "per pooling layer", lambda f: f.get("pool", 0)),
+    ("conv_macs", "per MMAC in dense convs", lambda f, pad: f.get("conv_macs", f["macs"]) / 1e6),
+    # CPU conv kernels compute whole blocks of channels, so 12 channels cost what 16 do (measured here:
+    # cnn width 12 and 16 run in the same time). The padding is its own term, at the channel blocks
+    # the fit chose for this device (`pad_block`); a device where it does not matter fits 0.
+    ("conv_pad_macs", "per MMAC of channel padding to the device's channel blocks",
+     lambda f, pad: padded_conv_macs(f, *pad) / 1e6),
+    ("depthwise_macs", "per MMAC in depthwise convs", lambda f, pad: f.get("depthwise_macs", 0) / 1e6),
+    ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
+    ("params", "per M params", lambda f, pad: f["params"] / 1e6),
+    ("activation_bytes", "per MB of activations", lambda f, pad: f["activation_bytes"] / 1e6),
+    ("conv", "per conv layer", lambda f, pad: f.get("conv", 0)),
+    ("depthwise_conv", "per depthwise conv", lambda f, pad: f.get("depthwise_conv", 0)),
+    ("linear", "per linear layer", lambda f, pad: f.get("linear", 0)),
+    ("pool", "per pooling layer", lambda f, pad: f.get("pool", 0)),
 )
 TERM_NAMES = tuple(t[0] for t in TERMS)
 FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", "linear", "bn", "act", "pool",
-                "conv_macs", "conv_pad_macs", "depthwise_macs", "linear_macs")
-SIMD_BLOCK = 16
+                "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs")
+# Candidate channel block sizes (input, output) for the padding term; 1 = no padding. The fit tries
+# every pair and keeps the one with the lowest cross-validated error. Measured on this 2-core AVX-512
+# EPYC with ONNX Runtime: input blocks of 16-32 and output blocks of 64 (four 16-float blocks per
+# kernel pass) — with a fixed 16/16 the two 64-channel-aligned CNNs were over-predicted by 9-12 %.
+PAD_BLOCKS = (1, 8, 16, 32, 64)
+# Features recorded before `conv_shapes` existed carry `conv_pad_macs`, computed at 16/16 blocks.
+LEGACY_PAD_BLOCK = (16, 16)
 METRICS = ("p50_ms", "p90_ms", "p99_ms")
 PERCENTILES = {50: "p50_ms", 90: "p90_ms", 99: "p99_ms"}
 MODEL_KIND = "nnls-relative/1"
@@ -91,8 +102,9 @@ def model_key(runtime: str, precision: str, threads: int | None, batch: int = 1,
 
 # ------------------------------------------------------------------------------ features
 
-def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, int]:
-    """`edgekd.models.model_features` plus MACs split by layer kind (conv / depthwise / linear).
+def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, Any]:
+    """`edgekd.models.model_features` plus MACs split by layer kind (conv / depthwise / linear) and
+    `conv_shapes`, the dense convs' channel counts (for the channel-padding term).
 
     Works on any nn.Module (a pruned or factorized student too): one zero-input forward, no timing.
     """
@@ -103,13 +115,9 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, i
 
     shape = tuple(int(d) for d in input_shape)
     feats = dict(model_features(model, shape))
-    split = {"conv_macs": 0, "conv_pad_macs": 0, "depthwise_macs": 0, "linear_macs": 0}
+    split = {"conv_macs": 0, "depthwise_macs": 0, "linear_macs": 0}
     names = {"conv": "conv_macs", "depthwise_conv": "depthwise_macs", "linear": "linear_macs"}
-
-    first_conv = [True]
-
-    def pad(n: int) -> int:
-        return -(-int(n) // SIMD_BLOCK) * SIMD_BLOCK
+    shapes: list[str] = []  # "cin:cout:macs" per dense conv, in execution order (see padded_conv_macs)
 
     def hook(module: Any, inputs: Any, output: Any) -> None:
         kind = layer_kind(module)
@@ -117,12 +125,7 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, i
             macs = int(module_macs(module, inputs, output))
             split[names[kind]] += macs
             if kind == "conv":
-                cin = module.in_channels // module.groups
-                per_channel_pair = macs / max(1, module.out_channels * cin)
-                # the first conv reads the plain image (1-3 channels): kernels take it unblocked
-                cin_eff = cin if first_conv[0] else pad(cin)
-                first_conv[0] = False
-                split["conv_pad_macs"] += int(per_channel_pair * pad(module.out_channels) * cin_eff) - macs
+                shapes.append(f"{module.in_channels // module.groups}:{module.out_channels}:{macs}")
 
     leaves = [m for m in model.modules() if layer_kind(m) in names]
     handles = [m.register_forward_hook(hook) for m in leaves]
@@ -135,19 +138,54 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, i
         model.train(was_training)
         for h in handles:
             h.remove()
+    feats = {k: int(v) for k, v in feats.items()}
     feats.update(split)
-    return {k: int(v) for k, v in feats.items()}
+    feats["conv_shapes"] = " ".join(shapes)
+    return feats
+
+
+def padded_conv_macs(features: Mapping[str, Any], cin_block: int, cout_block: int) -> float:
+    """Extra MACs the dense convs spend when input and output channels are rounded up to
+    `cin_block` / `cout_block` (1 = not rounded). The first conv reads the plain image (1-3
+    channels), which kernels take unblocked, so only its output channels are rounded.
+
+    Reads `conv_shapes`; features recorded before it existed carry `conv_pad_macs` at
+    LEGACY_PAD_BLOCK only (any other block raises ProfileError).
+    """
+    shapes = features.get("conv_shapes")
+    if shapes is None:
+        if (int(cin_block), int(cout_block)) == LEGACY_PAD_BLOCK:
+            return float(features.get("conv_pad_macs", 0))
+        raise ProfileError("these latency features predate per-conv shapes; re-run `edgekd profile calibrate`")
+
+    def up(n: int, block: int) -> int:
+        return -(-n // block) * block
+
+    extra = 0.0
+    for i, item in enumerate(str(shapes).split()):
+        cin, cout, macs = (int(v) for v in item.split(":"))
+        per_pair = macs / max(1, cin * cout)
+        extra += per_pair * up(cout, cout_block) * (cin if i == 0 else up(cin, cin_block)) - macs
+    return extra
+
+
+def pad_block_candidates(samples: Sequence["Sample"]) -> list[tuple[int, int]]:
+    """Channel-block pairs a fit may try on `samples`: every pair from PAD_BLOCKS when all of them
+    record `conv_shapes`, else only the legacy one their `conv_pad_macs` was computed at."""
+    if all("conv_shapes" in s.features for s in samples):
+        return [(i, o) for i in PAD_BLOCKS for o in PAD_BLOCKS]
+    return [LEGACY_PAD_BLOCK]
 
 
 @functools.lru_cache(maxsize=512)
-def _spec_features_cached(spec: str, input_shape: tuple[int, ...], num_classes: int) -> tuple[tuple[str, int], ...]:
+def _spec_features_cached(spec: str, input_shape: tuple[int, ...], num_classes: int) -> tuple[tuple[str, Any], ...]:
     from edgekd.models import create_model
 
     model = create_model(spec, input_shape, num_classes)
     return tuple(sorted(architecture_features(model, input_shape).items()))
 
 
-def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
+def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
     """Architecture features of the model a spec builds (macs, params, activation bytes, layer counts).
 
     Computed on the host from one zero-input forward of an untrained model (cached per spec/shape);
@@ -156,12 +194,13 @@ def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> di
     return dict(_spec_features_cached(str(spec), tuple(int(d) for d in input_shape), int(num_classes)))
 
 
-def design_row(features: Mapping[str, float]) -> np.ndarray:
-    """The model's term values for one feature dict (see TERMS)."""
+def design_row(features: Mapping[str, Any], pad_block: Sequence[int] = LEGACY_PAD_BLOCK) -> np.ndarray:
+    """The model's term values for one feature dict (see TERMS), channel padding at `pad_block`."""
     missing = [k for k in ("macs", "params", "activation_bytes") if k not in features]
     if missing:
         raise ProfileError(f"latency features lack {missing}; measure with this edgekd version (features are recorded)")
-    return np.array([float(fn(features)) for _, _, fn in TERMS], dtype=np.float64)
+    pad = (int(pad_block[0]), int(pad_block[1]))
+    return np.array([float(fn(features, pad)) for _, _, fn in TERMS], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -223,6 +262,7 @@ class LatencyModel:
     fitted_at: str = ""
     source: str = ""
     samples: list[str] = field(default_factory=list)  # specs/sha256 it was fitted on (held-out checks)
+    pad_block: tuple[int, int] = LEGACY_PAD_BLOCK  # (input, output) channel blocks of the padding term
 
     @property
     def is_prior(self) -> bool:
@@ -244,14 +284,14 @@ class LatencyModel:
         coefs = self.coef.get(metric)
         if coefs is None:
             raise ProfileError(f"latency model {self.key} has no fit for {metric}; re-run `edgekd profile calibrate`")
-        row = design_row(features)
+        row = design_row(features, self.pad_block)
         return float(sum(coefs.get(name, 0.0) * v for name, v in zip(TERM_NAMES, row)))
 
     def explain(self, features: Mapping[str, float], metric: str = "p50_ms") -> list[tuple[str, float]]:
         """(term, ms) contributions to the prediction, largest first (zeros dropped)."""
         if self.is_prior:
             return [("roofline", self.predict(features, metric))]
-        row = design_row(features)
+        row = design_row(features, self.pad_block)
         parts = [(name, float(self.coef[metric].get(name, 0.0) * v)) for name, v in zip(TERM_NAMES, row)]
         return sorted([p for p in parts if p[1] > 0], key=lambda p: -p[1])
 
@@ -259,7 +299,7 @@ class LatencyModel:
         return {
             "kind": self.kind, "coef": self.coef, "n_samples": self.n_samples, "cv": self.cv,
             "folds": self.folds, "fitted_at": self.fitted_at, "source": self.source, "samples": list(self.samples),
-            "units": {name: unit for name, unit, _ in TERMS},
+            "pad_block": list(self.pad_block), "units": {name: unit for name, unit, _ in TERMS},
         }
 
     @classmethod
@@ -271,7 +311,22 @@ class LatencyModel:
             n_samples=int(data.get("n_samples", 0)), cv={k: dict(v) for k, v in dict(data.get("cv") or {}).items()},
             folds=int(data.get("folds", 0)), fitted_at=str(data.get("fitted_at", "")),
             source=str(data.get("source", "")), samples=list(data.get("samples") or []),
+            pad_block=_read_pad_block(key, data.get("pad_block")),
         )
+
+
+def _read_pad_block(key: str, raw: Any) -> tuple[int, int]:
+    """A stored `pad_block` (models fitted before it existed used LEGACY_PAD_BLOCK)."""
+    if raw is None:
+        return LEGACY_PAD_BLOCK
+    try:
+        cin, cout = (int(v) for v in raw)
+        if cin >= 1 and cout >= 1:
+            return cin, cout
+    except (TypeError, ValueError):
+        pass
+    raise ProfileError(f"latency model {key!r}: pad_block {raw!r} is not two positive integers; "
+                       "re-run `edgekd profile calibrate`")
 
 
 @dataclass
@@ -296,27 +351,59 @@ def fit_latency_model(
             f"latency model {key}: only {len(samples)} measured models (need >= {MIN_SAMPLES}); "
             "run `edgekd profile calibrate` to measure a sample of the search space"
         )
-    x = np.stack([design_row(s.features) for s in samples])
+    pads = pad_block_candidates(samples)
+    designs = {pad: np.stack([design_row(s.features, pad) for s in samples]) for pad in pads}
+    p50 = np.array([s.latency["p50_ms"] for s in samples], dtype=np.float64)
+    k = max(2, min(folds, len(samples)))
+    everyone = np.arange(len(samples))
+    pad_block = _choose_pad_block(designs, p50, everyone, k, seed)
     coef: dict[str, dict[str, float]] = {}
     cv: dict[str, dict[str, float]] = {}
-    k = max(2, min(folds, len(samples)))
+    # nested cross-validation: each outer fold chooses its own channel blocks on its training rows
+    # only, so the stored error also pays for that choice instead of flattering the winner
+    outer = _kfold_indices(len(samples), k, seed)
+    fold_pad = [_choose_pad_block(designs, p50, np.setdiff1d(everyone, test), k, seed + 1) for test in outer]
     for metric in METRICS:
-        rows = [i for i, s in enumerate(samples) if s.latency.get(metric, 0) > 0]
-        if len(rows) < MIN_SAMPLES:
+        y = np.array([s.latency.get(metric) or 0.0 for s in samples], dtype=np.float64)
+        if int((y > 0).sum()) < MIN_SAMPLES:
             continue
-        xm, ym = x[rows], np.array([samples[i].latency[metric] for i in rows], dtype=np.float64)
-        coef[metric] = dict(zip(TERM_NAMES, map(float, _nnls_relative(xm, ym))))
-        rel = np.empty_like(ym)
-        for test in _kfold_indices(len(rows), k, seed):
-            train = np.setdiff1d(np.arange(len(rows)), test)
-            c = _nnls_relative(xm[train], ym[train])
-            rel[test] = relative_errors(xm[test] @ c, ym[test])
-        cv[metric] = error_summary(rel)
+        have = y > 0
+        coef[metric] = dict(zip(TERM_NAMES, map(float, _nnls_relative(designs[pad_block][have], y[have]))))
+        rel = []
+        for test, pad in zip(outer, fold_pad):
+            train, test = np.setdiff1d(everyone, test), test
+            train, test = train[have[train]], test[have[test]]
+            if len(test):
+                c = _nnls_relative(designs[pad][train], y[train])
+                rel.append(relative_errors(designs[pad][test] @ c, y[test]))
+        cv[metric] = error_summary(np.concatenate(rel))
     return LatencyModel(
         key=key, kind=MODEL_KIND, coef=coef, n_samples=len(samples), cv=cv, folds=k,
         fitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), source=source,
-        samples=sorted(s.name for s in samples),
+        samples=sorted(s.name for s in samples), pad_block=pad_block,
     )
+
+
+def _choose_pad_block(designs: Mapping[tuple[int, int], np.ndarray], y: np.ndarray, rows: np.ndarray,
+                      folds: int, seed: int) -> tuple[int, int]:
+    """The channel-block pair whose fit on `rows` has the lowest k-fold cross-validated RMS relative
+    error: which blocks a device's conv kernels compute in is measured, not assumed. Ties keep the
+    earlier (smaller) pair, so samples without convs get (1, 1), i.e. no padding."""
+    if len(designs) == 1:
+        return next(iter(designs))
+    k = max(2, min(folds, len(rows)))
+    best: tuple[float, tuple[int, int]] | None = None
+    for pad, x in designs.items():
+        rel = np.empty(len(rows))
+        for test in _kfold_indices(len(rows), k, seed):
+            train = np.setdiff1d(np.arange(len(rows)), test)
+            c = _nnls_relative(x[rows[train]], y[rows[train]])
+            rel[test] = relative_errors(x[rows[test]] @ c, y[rows[test]])
+        rms = float(np.sqrt(np.mean(rel ** 2)))
+        if best is None or rms < best[0] - 1e-12:
+            best = (rms, pad)
+    assert best is not None
+    return best[1]
 
 
 # ------------------------------------------------------------------------------ the datasheet prior

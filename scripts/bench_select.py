@@ -65,7 +65,8 @@ def prediction_check(args) -> dict:
     model = fit_latency_model([samples[s] for s in fit_specs], f"onnxruntime/fp32/t{args.threads}/b1", folds=5)
     ev = evaluate_on(model, [samples[s] for s in held])
     print(f"\nlatency model fitted on {len(fit_specs)} untrained students ({secs:.0f} s of measuring); "
-          f"5-fold CV median error {model.cv['p50_ms']['median_abs_rel']:.1%}")
+          f"5-fold CV median error {model.cv['p50_ms']['median_abs_rel']:.1%}; channel blocks chosen by CV "
+          f"(input, output): {model.pad_block}")
     print("p50 coefficients (µs per unit): " + ", ".join(f"{k}={v * 1e3:.3g}" for k, v in model.coef["p50_ms"].items() if v > 0))
     print(f"\n{'held-out student (search space)':52s} {'measured p50':>12s} {'predicted':>10s} {'error':>8s}")
     for r in ev["rows"]:
@@ -73,7 +74,10 @@ def prediction_check(args) -> dict:
         print(f"{r['name']:52s} {r['measured_ms'] * 1e3:10.2f}µs {r['predicted_ms'] * 1e3:8.2f}µs {r['rel_err']:+8.1%}{flag}")
     print(f"within ±10 %: {ev['summary']['within_10pct']:.0%} of {len(ev['rows'])}; median |error| "
           f"{ev['summary']['median_abs_rel']:.1%}; max {ev['summary']['max_abs_rel']:.1%}")
+    signed = np.array([r["rel_err"] for r in ev["rows"]])
+    print(f"mean signed error {signed.mean():+.1%} ({int((signed > 0).sum())} of {len(signed)} over-predicted)")
     return {"within": ev["summary"]["within_10pct"], "median_err": ev["summary"]["median_abs_rel"],
+            "mean_err": float(signed.mean()), "pad_block": list(model.pad_block),
             "max_err": ev["summary"]["max_abs_rel"], "held_out": len(ev["rows"]), "fit_on": len(fit_specs)}
 
 
@@ -117,7 +121,8 @@ def main() -> None:
     if not args.skip_predict:
         pc = prediction_check(args)
         out.update(predict_within_10pct=round(pc["within"], 3), predict_median_abs_err=round(pc["median_err"], 4),
-                   predict_max_abs_err=round(pc["max_err"], 4), predict_held_out=pc["held_out"],
+                   predict_max_abs_err=round(pc["max_err"], 4), predict_mean_err=round(pc["mean_err"], 4),
+                   predict_pad_block=pc["pad_block"], predict_held_out=pc["held_out"],
                    predict_fit_on=pc["fit_on"], predict_threads=args.threads)
     if not args.skip_deploy:
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-select-") as tmp:

@@ -11,8 +11,8 @@ from latency_helpers import COUNT, FAST_REQUEST, calibrated_profile
 
 from edgekd.calibrate import calibration_specs, fit_profile, latency_section, student_specs
 from edgekd.errors import ProfileError
-from edgekd.latency import (PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row, fit_latency_model,
-                            metric_for, model_key, prior_model, spec_features)
+from edgekd.latency import (LEGACY_PAD_BLOCK, PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row,
+                            fit_latency_model, metric_for, model_key, padded_conv_macs, prior_model, spec_features)
 from edgekd.profiles import Measurement, Profile
 
 SHAPE, CLASSES = (1, 8, 8), 10
@@ -23,11 +23,11 @@ def calibrated(tmp_path_factory):
     return calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
 
 
-def _synthetic(specs, coef):
+def _synthetic(specs, coef, pad_block=LEGACY_PAD_BLOCK):
     out = []
     for spec in specs:
         feats = spec_features(spec, SHAPE, CLASSES)
-        lat = float(design_row(feats) @ coef)
+        lat = float(design_row(feats, pad_block) @ coef)
         out.append(Sample(spec, feats, {"p50_ms": lat, "p90_ms": 1.1 * lat, "p99_ms": 1.3 * lat}))
     return out
 
@@ -45,6 +45,55 @@ def test_fit_recovers_a_non_negative_ground_truth():
     assert model.cv["p50_ms"]["within_10pct"] == 1.0
     assert model.cv["p50_ms"]["median_abs_rel"] < 1e-3
     assert model.n_samples == len(samples) and model.folds == 5
+
+
+def test_padding_counts_the_macs_of_channels_rounded_up_to_blocks():
+    # cnn width 12, depth 2 on 8x8: conv 1->12 at 8x8 (stride 1), conv 12->24 at 4x4 (stride 2), 3x3 kernels
+    f = spec_features("cnn:width=12,depth=2", SHAPE, CLASSES)
+    first, second = 64 * 9 * 1 * 12, 16 * 9 * 12 * 24
+    assert f["conv_macs"] == first + second and f["conv_shapes"] == f"1:12:{first} 12:24:{second}"
+    assert padded_conv_macs(f, 1, 1) == 0
+    # the image conv keeps its 1 input channel; only its 12 outputs round up
+    assert padded_conv_macs(f, 16, 16) == pytest.approx(64 * 9 * 1 * 16 - first + 16 * 9 * 16 * 32 - second)
+    assert padded_conv_macs(f, 32, 64) == pytest.approx(64 * 9 * 1 * 64 - first + 16 * 9 * 32 * 64 - second)
+    assert padded_conv_macs(spec_features("mlp:hidden=32", SHAPE, CLASSES), 32, 64) == 0
+
+
+def test_fit_finds_the_channel_blocks_the_device_pads_to():
+    coef = np.zeros(len(TERM_NAMES))
+    truth = {"const": 0.005, "conv_macs": 0.01, "conv_pad_macs": 0.01, "depthwise_macs": 0.02, "linear_macs": 0.03,
+             "conv": 0.001}
+    for name, value in truth.items():
+        coef[TERM_NAMES.index(name)] = value
+    specs = student_specs() + calibration_specs(30, seed=0)
+    samples = _synthetic(specs, coef, pad_block=(32, 64))
+    model = fit_latency_model(samples, "onnxruntime/fp32/t1/b1")
+    assert model.pad_block == (32, 64)
+    assert model.coef["p50_ms"]["conv_pad_macs"] == pytest.approx(0.01, rel=1e-3)
+    assert model.cv["p50_ms"]["max_abs_rel"] < 1e-3
+    back = LatencyModel.from_dict(model.key, yaml.safe_load(yaml.safe_dump(model.to_dict())))
+    assert back.pad_block == (32, 64) and back.predict(samples[0].features) == pytest.approx(model.predict(samples[0].features))
+    # the same truth read at the wrong blocks does not fit: the choice is what makes it exact
+    wrong = LatencyModel(**{**model.__dict__, "pad_block": (16, 16)})
+    assert max(abs(wrong.predict(s.features) / s.latency["p50_ms"] - 1) for s in samples) > 0.01
+
+
+def test_features_recorded_before_conv_shapes_still_fit_at_the_old_blocks():
+    old = []
+    for s in _synthetic(student_specs(), np.full(len(TERM_NAMES), 1e-3)):
+        feats = {k: v for k, v in s.features.items() if k != "conv_shapes"}
+        feats["conv_pad_macs"] = int(padded_conv_macs(s.features, *LEGACY_PAD_BLOCK))
+        old.append(Sample(s.name, feats, s.latency))
+    model = fit_latency_model(old, "k")
+    assert model.pad_block == LEGACY_PAD_BLOCK
+    assert model.predict(old[5].features) == pytest.approx(old[5].latency["p50_ms"], rel=1e-3)
+    with pytest.raises(ProfileError, match="calibrate"):
+        padded_conv_macs(old[5].features, 32, 64)
+    # a model stored before pad_block existed reads as the old blocks; a broken one says what to do
+    stored = {k: v for k, v in model.to_dict().items() if k != "pad_block"}
+    assert LatencyModel.from_dict("k", stored).pad_block == LEGACY_PAD_BLOCK
+    with pytest.raises(ProfileError, match="calibrate"):
+        LatencyModel.from_dict("k", {**stored, "pad_block": [0, "x"]})
 
 
 def test_coefficients_stay_non_negative_and_explain_the_prediction():

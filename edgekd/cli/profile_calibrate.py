@@ -35,6 +35,9 @@ def print_models(echo, models: dict) -> None:
              f"p50 error: median {cv.get('median_abs_rel', float('nan')):.1%}, p90 {cv.get('p90_abs_rel', float('nan')):.1%}, "
              f"within ±10 %: {cv.get('within_10pct', float('nan')):.0%}")
         coef = (m.get("coef") or {}).get("p50_ms", {})
+        pad = m.get("pad_block")
+        if pad:
+            units["conv_pad_macs"] = f"per MMAC of channel padding to blocks of {pad[0]} in / {pad[1]} out"
         terms = [f"{v * 1000:.3g} µs {units.get(k, k)}" for k, v in coef.items() if v > 0]
         echo("  p50 = " + " + ".join(terms))
 
