@@ -7,15 +7,16 @@ is a *non-negative* sum of per-feature costs,
                     + c_conv * #conv + c_dw * #depthwise_conv + c_lin * #linear + c_pool * #pool
 
 fitted by non-negative least squares on the *relative* error (every row divided by its measured
-latency), so a 5 µs model counts as much as a 500 µs one. One more term prices the MACs CPU conv
-kernels spend on channel padding: they work on blocks of input and output channels, whose size is a
-property of the device's kernels rather than of the model (16-float AVX-512 registers; ONNX Runtime's
-NCHWc convs also compute output channels in sets of several such blocks). So the block sizes are
-chosen per device by cross-validation from `PAD_BLOCKS` and stored with the model (`pad_block`). Non-negativity keeps every term readable as
+latency), so a 5 µs model counts as much as a 500 µs one. Non-negativity keeps every term readable as
 "what this feature costs on this device" and stops the fit from cancelling big terms against each
 other, which is what makes a linear model extrapolate badly. One such model is fitted for each
 latency statistic a measurement carries (p50, p90, p99), so a budget at a percentile is predicted at
 that percentile. Its k-fold cross-validated relative error is stored with it.
+
+One term prices the MACs dense convs spend on channel padding: CPU conv kernels work in blocks of
+input and output channels, and how big those blocks effectively are depends on the device's kernels,
+not on the model. So the fit tries every (input, output) block pair from `PAD_BLOCKS` and keeps the
+one with the lowest cross-validated error (`LatencyModel.pad_block`).
 
 Features come from the architecture alone (`edgekd.models.model_features`: one zero-input forward
 on the host, nothing timed), so any student of the search space can be predicted before it exists.
@@ -60,9 +61,11 @@ TERM_NAMES = tuple(t[0] for t in TERMS)
 FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", "linear", "bn", "act", "pool",
                 "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs")
 # Candidate channel block sizes (input, output) for the padding term; 1 = no padding. The fit tries
-# every pair and keeps the one with the lowest cross-validated error. Measured on this 2-core AVX-512
-# EPYC with ONNX Runtime: input blocks of 16-32 and output blocks of 64 (four 16-float blocks per
-# kernel pass) — with a fixed 16/16 the two 64-channel-aligned CNNs were over-predicted by 9-12 %.
+# every pair and keeps the one with the lowest cross-validated error. On this 2-core AVX-512 EPYC with
+# ONNX Runtime fp32 the fit picks 32 in / 64 out in every measurement set; with the fixed 16/16 used
+# before, the two 64-channel-aligned CNNs were over-predicted by 9-12 % in every run. (ONNX Runtime
+# runs a conv in its 16-channel NCHWc layout only when the channel counts allow; the 64 is an
+# empirical fit on top of that, not derived from the kernels.)
 PAD_BLOCKS = (1, 8, 16, 32, 64)
 # Features recorded before `conv_shapes` existed carry `conv_pad_macs`, computed at 16/16 blocks.
 LEGACY_PAD_BLOCK = (16, 16)
