@@ -50,6 +50,9 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
      lambda f, pad: padded_conv_macs(f, *pad) / 1e6),
     ("depthwise_macs", "per MMAC in depthwise convs", lambda f, pad: f.get("depthwise_macs", 0) / 1e6),
     ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
+    # matmuls outside layers: a transformer's attention (QK^T, probs x V) grows with the square of the
+    # sequence length, which no layer count or layer MAC sees
+    ("matmul_macs", "per MMAC in matmuls outside layers (attention)", lambda f, pad: f.get("matmul_macs", 0) / 1e6),
     ("params", "per M params", lambda f, pad: f["params"] / 1e6),
     ("activation_bytes", "per MB of activations", lambda f, pad: f["activation_bytes"] / 1e6),
     ("conv", "per conv layer", lambda f, pad: f.get("conv", 0)),
@@ -59,7 +62,7 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
 )
 TERM_NAMES = tuple(t[0] for t in TERMS)
 FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", "linear", "bn", "act", "pool",
-                "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs")
+                "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs", "matmul_macs")
 # Candidate channel block sizes (input, output) for the padding term; 1 = no padding. The fit tries
 # every pair and keeps the one with the lowest cross-validated error. On this 2-core AVX-512 EPYC with
 # ONNX Runtime fp32 the fit picks 32 in / 64 out in every measurement set; with the fixed 16/16 used
@@ -106,12 +109,14 @@ def model_key(runtime: str, precision: str, threads: int | None, batch: int = 1,
 # ------------------------------------------------------------------------------ features
 
 def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, Any]:
-    """`edgekd.models.model_features` plus MACs split by layer kind (conv / depthwise / linear) and
-    `conv_shapes`, the dense convs' channel counts (for the channel-padding term).
+    """`edgekd.models.model_features` plus MACs split by layer kind (conv / depthwise / linear), the
+    MACs of matmuls outside layers (`matmul_macs`: attention) and `conv_shapes`, the dense convs'
+    channel counts (for the channel-padding term).
 
     Works on any nn.Module (a pruned or factorized student too): one zero-input forward, no timing.
     """
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from edgekd.models import model_features
     from edgekd.models.counting import layer_kind, module_macs
@@ -135,7 +140,9 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        # the flop counter sees every matmul, also those outside layers (attention's QK^T and
+        # probs x V in a transformer), which the per-layer hooks cannot
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros((1, *shape)))
     finally:
         model.train(was_training)
@@ -143,6 +150,7 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
             h.remove()
     feats = {k: int(v) for k, v in feats.items()}
     feats.update(split)
+    feats["matmul_macs"] = max(0, int(counter.get_total_flops()) // 2 - sum(split.values()))
     feats["conv_shapes"] = " ".join(shapes)
     return feats
 

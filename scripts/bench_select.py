@@ -10,6 +10,7 @@
    chosen student >= 5x faster than the teacher (p50, same runtime, measured) and within 1.5 points.
 
     .venv/bin/python scripts/bench_select.py [--rounds 3] [--count 36] [--threads 1]
+    .venv/bin/python scripts/bench_select.py --task text   # the same check for text students
 """
 from __future__ import annotations
 
@@ -50,8 +51,13 @@ def prediction_check(args) -> dict:
     from edgekd.calibrate import calibration_specs, student_specs
     from edgekd.latency import Sample, evaluate_on, fit_latency_model, spec_features
 
-    shape, classes = (1, 8, 8), 10
-    fit_specs, held = calibration_specs(args.count, seed=0), student_specs()
+    if args.task == "text":  # tinybert students on token ids: sequence length 32, a 1000-token vocabulary
+        shape, classes = (32,), 5
+        fit_specs = calibration_specs(args.count, seed=0, task="text", input_shape=shape, num_classes=classes, vocab=1000)
+        held = student_specs("text", vocab=1000)
+    else:
+        shape, classes = (1, 8, 8), 10
+        fit_specs, held = calibration_specs(args.count, seed=0), student_specs()
     assert not set(fit_specs) & set(held)
     dev = open_device(args.device)
     try:
@@ -63,6 +69,13 @@ def prediction_check(args) -> dict:
         dev.close()
     samples = {s: Sample(s, spec_features(s, shape, classes), lat[s]) for s in fit_specs + held}
     model = fit_latency_model([samples[s] for s in fit_specs], f"onnxruntime/fp32/t{args.threads}/b1", folds=5)
+    if args.task == "text":
+        # the same measurements without the attention-matmul term, side by side: what that term buys
+        blind = {s: Sample(s, {**samples[s].features, "matmul_macs": 0}, lat[s]) for s in fit_specs + held}
+        before = evaluate_on(fit_latency_model([blind[s] for s in fit_specs], "without-matmul", folds=5),
+                             [blind[s] for s in held])["summary"]
+        print(f"\nwithout the attention-matmul term: within ±10 % {before['within_10pct']:.0%}, median |error| "
+              f"{before['median_abs_rel']:.1%}, max {before['max_abs_rel']:.1%}")
     ev = evaluate_on(model, [samples[s] for s in held])
     print(f"\nlatency model fitted on {len(fit_specs)} untrained students ({secs:.0f} s of measuring); "
           f"5-fold CV median error {model.cv['p50_ms']['median_abs_rel']:.1%}; channel blocks chosen by CV "
@@ -71,7 +84,7 @@ def prediction_check(args) -> dict:
     print(f"\n{'held-out student (search space)':52s} {'measured p50':>12s} {'predicted':>10s} {'error':>8s}")
     for r in ev["rows"]:
         flag = "" if abs(r["rel_err"]) <= 0.10 else "  <-- outside ±10 %"
-        print(f"{r['name']:52s} {r['measured_ms'] * 1e3:10.2f}µs {r['predicted_ms'] * 1e3:8.2f}µs {r['rel_err']:+8.1%}{flag}")
+        print(f"{r['name'].replace(',dropout=0.1', '').replace('dropout=0.1,', ''):52s} {r['measured_ms'] * 1e3:10.2f}µs {r['predicted_ms'] * 1e3:8.2f}µs {r['rel_err']:+8.1%}{flag}")
     print(f"within ±10 %: {ev['summary']['within_10pct']:.0%} of {len(ev['rows'])}; median |error| "
           f"{ev['summary']['median_abs_rel']:.1%}; max {ev['summary']['max_abs_rel']:.1%}")
     signed = np.array([r["rel_err"] for r in ev["rows"]])
@@ -113,6 +126,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the prediction check")
     ap.add_argument("--min-s", type=float, default=0.5, help="timed loop per model per round (s)")
     ap.add_argument("--device", default="inprocess", help="where the prediction check measures (inprocess/local)")
+    ap.add_argument("--task", choices=("image", "text"), default="image",
+                    help="prediction check on image students (digits 8x8) or text students (tinybert, sequence 32); "
+                         "text implies --skip-deploy")
     ap.add_argument("--skip-predict", action="store_true")
     ap.add_argument("--skip-deploy", action="store_true")
     args = ap.parse_args()
@@ -122,9 +138,9 @@ def main() -> None:
         pc = prediction_check(args)
         out.update(predict_within_10pct=round(pc["within"], 3), predict_median_abs_err=round(pc["median_err"], 4),
                    predict_max_abs_err=round(pc["max_err"], 4), predict_mean_err=round(pc["mean_err"], 4),
-                   predict_pad_block=pc["pad_block"], predict_held_out=pc["held_out"],
+                   predict_pad_block=pc["pad_block"], predict_held_out=pc["held_out"], predict_task=args.task,
                    predict_fit_on=pc["fit_on"], predict_threads=args.threads)
-    if not args.skip_deploy:
+    if not args.skip_deploy and args.task == "image":
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-select-") as tmp:
             tmp_path = Path(tmp)
             cold, cold_s = run_deploy(tmp_path / "work", tmp_path / "cache", tmp_path / "bundle", "cold: empty caches")

@@ -134,6 +134,10 @@ def test_features_split_macs_by_layer_kind():
     assert f["conv_macs"] + f["depthwise_macs"] + f["linear_macs"] == f["macs"]
     mlp = spec_features("mlp:hidden=32", SHAPE, CLASSES)
     assert mlp["conv_macs"] == 0 and mlp["linear_macs"] == mlp["macs"] == 64 * 32 + 32 * 10
+    assert f["matmul_macs"] == mlp["matmul_macs"] == 0  # every MAC of an image student is in a layer
+    # a transformer's attention is not: QK^T and probs x V cost L*L*hidden MACs each, per layer
+    text = spec_features("tinybert:layers=2,hidden=48,heads=2,intermediate=96,vocab=300", (16,), 3)
+    assert text["matmul_macs"] == 2 * 2 * 16 * 16 * 48
 
 
 def test_prior_from_target_datasheet_is_labelled_unmeasured():
