@@ -121,8 +121,8 @@ def device_commands(target: Any, artifact_name: str = "artifact", profile: str |
     """The exact commands to verify this bundle on a device of `target` (shown and written to DEVICE.md)."""
     prof = profile or "<device-name>"
     return [
-        "# on the device (once): the runtime and the agent, no torch needed. Install (targets/"
-        f"{target.name}.yaml): {' '.join(target.install.split())}",
+        f"# on the device (once): the runtime and the agent, no torch needed. Install (target {target.name}): "
+        f"{' '.join(target.install.split())}",
         "python -c \"import secrets; print(secrets.token_hex(16))\" > agent.key   # copy this file to the host too",
         "edgekd agent --listen 0.0.0.0:7000 --key-file agent.key",
         "# on the host: measure the bundled artifact on the device and record it in its profile",

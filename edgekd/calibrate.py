@@ -409,7 +409,7 @@ def run_calibration(
         missing = [r for r in wanted if r not in have]
         if not wanted[0] or missing:
             raise ConfigError(f"device {device} has none of the runtimes {missing or list(tgt.runtimes)} of target "
-                              f"{tgt.name}; install one there (see targets/{tgt.name}.yaml, install)")
+                              f"{tgt.name}; install one there (see `edgekd targets`, install)")
         precs = precisions or ["fp32" if "fp32" in tgt.precisions else tgt.precisions[0]]
         path = profile_path(profile or device_name(fingerprint), profiles_dir)
         rows, fitted = calibrate_device(dev, fingerprint, path, specs=specs, shape=shape, classes=classes,

@@ -206,7 +206,7 @@ def gather_candidates(
                     cfg = Config(runtime, fmt, precision, th, batch, tag)
                     hw = dict(target.hardware)
                     hw.setdefault("peak_gflops", hw.get("peak_gops_int8" if precision == "int8" else "peak_gflops_fp32"))
-                    models[cfg.key] = prior_model(hw, cfg.key, source=f"targets/{target.name}.yaml: {hw.get('source', '')}".strip())
+                    models[cfg.key] = prior_model(hw, cfg.key, source=f"target {target.name}: {hw.get('source', '')}".strip())
                     configs[cfg.key] = cfg
                     break  # one precision per format for the prior: the target's preferred one
             if configs:

@@ -6,7 +6,7 @@ side, and prior hardware figures (peak compute, memory bandwidth, with their dat
 seed latency prediction before anything is measured.
 
 Where targets come from, later ones overriding earlier ones by name:
-  1. the built-in `targets/` directory of this source tree,
+  1. the built-in `edgekd/builtin_targets/` directory, shipped inside the package (a wheel has it too),
   2. every directory in $EDGEKD_TARGETS (os.pathsep-separated),
   3. `targets_dir` given by the caller (`--targets-dir`).
 So a user adds a target by dropping `<name>.yaml` into a directory. Device side: yaml + stdlib only.
@@ -22,7 +22,7 @@ import yaml
 
 from edgekd.errors import ConfigError
 
-BUILTIN_TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+BUILTIN_TARGETS_DIR = Path(__file__).resolve().parent / "builtin_targets"
 ENV_VAR = "EDGEKD_TARGETS"
 FORMAT_NAMES = ("onnx", "openvino", "tflite", "tensorrt")
 PRECISION_NAMES = ("fp32", "fp16", "int8")

@@ -81,3 +81,34 @@ def test_targets_subprocess():
     proc = subprocess.run([sys.executable, "-m", "edgekd", "targets"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "jetson-orin-nano" in proc.stdout
     assert BUILTIN_TARGETS_DIR.is_dir()
+
+
+def test_built_in_targets_ship_inside_the_wheel(tmp_path):
+    """A regular (non-editable) install finds the built-in targets: they are package data, not files
+    next to the source tree."""
+    import ast
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    shutil.copytree(root / "edgekd", src / "edgekd", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(src)],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("edgekd-*.whl"))
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--disable-pip-version-check",
+                              "--target", str(site), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    code = ("import edgekd, edgekd.targets as t; print(edgekd.__file__); "
+            "print(sorted(x.name for x in t.list_targets()))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**__import__("os").environ, "PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr
+    where, names = proc.stdout.splitlines()
+    assert where.startswith(str(site))  # the installed copy, not this source tree
+    assert {"cpu", "jetson-orin-nano", "rpi4"} <= set(ast.literal_eval(names))

@@ -43,7 +43,7 @@ class BenchConfig:
     min_count: int = 100
     min_s: float = 3.0
     export_dir: str | None = None  # where missing exports go; default: <run>/artifacts
-    target: str = "cpu"  # the target class missing exports are made for (targets/<name>.yaml)
+    target: str = "cpu"  # the target class missing exports are made for (`edgekd targets` lists them)
 
 
 @dataclass

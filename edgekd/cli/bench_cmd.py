@@ -39,7 +39,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--export-dir", default=None, type=click.Path(file_okay=False),
               help="Where missing exports go (default: <run>/artifacts).")
 @click.option("--target", default="cpu", show_default=True,
-              help="Target class that missing exports are made for (targets/<name>.yaml).")
+              help="Target class that missing exports are made for (`edgekd targets` lists them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON.")
 def command(sources: tuple[str, ...], device: str, key_file: str | None, formats: str, precisions: str,
             data: str | None, profile: str | None, profiles_dir: str, no_record: bool, threads: int | None,

@@ -13,7 +13,7 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 
 
 @click.command("deploy")
-@click.option("--target", default="cpu", show_default=True, help="Target class (targets/<name>.yaml; alias jetson).")
+@click.option("--target", default="cpu", show_default=True, help="Target class (`edgekd targets` lists them; alias jetson).")
 @click.option("--device", default=None,
               help="Agent URL (tcp://HOST:PORT, serial path/URL), 'local' or 'inprocess'. Default: 'local' when "
                    "this machine can stand in for the target, else none (result 'unverified').")

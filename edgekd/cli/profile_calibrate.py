@@ -45,7 +45,7 @@ def print_models(echo, models: dict) -> None:
 @click.command("calibrate")
 @click.option("--device", default="local", show_default=True,
               help="tcp://HOST:PORT, a serial URL/path, 'local' (agent subprocess here) or 'inprocess'.")
-@click.option("--target", default="cpu", show_default=True, help="Target class (targets/<name>.yaml).")
+@click.option("--target", default="cpu", show_default=True, help="Target class (`edgekd targets` lists them).")
 @click.option("--profile", default=None, help="Profile name or .yaml path (default: named after the device).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--count", type=click.IntRange(min=6), default=36, show_default=True,
