@@ -120,7 +120,9 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
     ckpt = run / "student.pt"
     if cfg.prune:
         out = run.parent / f"{run.name}-prune{cfg.prune:g}"
-        if not (out / "summary.json").is_file():
+        from edgekd.compress.pipeline import is_complete_run
+
+        if not is_complete_run(out):
             api.compress({"source": str(run), "passes": [{"key": "prune", "kwargs": {"ratio": cfg.prune}}],
                           "finetune_epochs": 3, "teacher": str(teacher), "output": str(out)}, progress=False)
         ckpt = out / "student.pt"

@@ -108,3 +108,52 @@ def test_subprocess_corrupt_checkpoint_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_a_killed_run_is_never_read_and_the_next_run_clears_it(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from edgekd.compress.pipeline import INCOMPLETE_MARKER, is_complete_run
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd", "compress", str(tiny_teacher_ckpt), "--prune", "0.5",
+                             "--finetune-epochs", "500", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "stages").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the compress finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (out / INCOMPLETE_MARKER).is_file() and not is_complete_run(out)
+    # the leftover is not a source for anything
+    _one_line_error(_run(str(out), "--prune", "0.5", "-o", str(tmp_path / "again")), "did not finish")
+    # the same command again: the dead run's leftover is cleared, the new run completes
+    result = _run(str(tiny_teacher_ckpt), "--prune", "0.5", "--finetune-epochs", "0", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert is_complete_run(out) and not (out / INCOMPLETE_MARKER).exists()
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["01-prune"]
+
+
+def test_output_being_written_by_a_live_run_is_refused(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
+    import socket
+
+    from edgekd.compress.pipeline import INCOMPLETE_MARKER
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / INCOMPLETE_MARKER).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        (out / "partial.txt").write_text("theirs")
+        _one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5", "-o", str(out)), f"pid {sleeper.pid}")
+        assert (out / "partial.txt").read_text() == "theirs"
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -17,13 +17,17 @@ Output directory — the distill layout, so export, select and a further `compre
     stages/NN-key/  one per pass: the trainer's files and the model after that pass (student.pt)
     student.pt      the final model; its `surgery` records rebuild the structure on load
     summary.json    params, MACs, file size and test accuracy before/after each pass and overall
-A failing run removes the output directory it created: nothing is left half-written.
+A failing run removes the output directory it created: nothing is left half-written. A run killed
+outright leaves its directory marked incomplete (`INCOMPLETE_MARKER`): never read as a result, and
+cleared by the next run to the same output.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +125,10 @@ def compress_config_from_dict(raw: Mapping[str, Any], where: str = "compress con
 def resolve_source(source: str) -> tuple[Path, DistillConfig | None]:
     """(checkpoint path, the run's DistillConfig if there is one) for a run directory or a .pt file."""
     path = Path(source).expanduser()
+    unfinished = (path if path.is_dir() else path.parent) / INCOMPLETE_MARKER
+    if unfinished.exists():
+        raise ConfigError(f"{source} belongs to a compress run that did not finish; run that compress again "
+                          f"(it clears the leftover) or give another source")
     if path.is_dir():
         ckpt = path / "student.pt"
         if not ckpt.is_file():
@@ -236,14 +244,60 @@ def finetune(
 
 
 # ---- the chain -----------------------------------------------------------------------------------
-def _prepare_output(out: Path) -> bool:
-    """Refuse a non-empty output; returns whether we created the directory (so failure removes it)."""
+# Written first into the output directory and removed last: a run killed outright (SIGKILL, power
+# loss) cannot clean up, so its leftover says so, is never read as a result, and is cleared by the
+# next run to the same output once the process that wrote it is gone.
+INCOMPLETE_MARKER = ".compress-incomplete"
+
+
+def is_complete_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a finished compress run (summary written, no incomplete marker)."""
+    return (run_dir / "summary.json").is_file() and not (run_dir / INCOMPLETE_MARKER).exists()
+
+
+def _writer_alive(marker: Path) -> tuple[bool, str]:
+    """(is the run that left `marker` still running here?, a description of it)."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        pid, host = int(info["pid"]), str(info.get("host", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False, "an interrupted run"
+    if host != socket.gethostname():
+        return False, f"an interrupted run (pid {pid} on {host})"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False, f"an interrupted run (pid {pid}, no longer running)"
+    except PermissionError:
+        pass
+    return True, f"pid {pid}"
+
+
+def _prepare_output(out: Path, log: Callable[[str], None] | None = None) -> bool:
+    """Refuse a non-empty output (clearing the leftover of an interrupted compress run instead); mark
+    it incomplete; return whether we created the directory (so failure removes it)."""
+    created = False
     if out.exists():
-        if not out.is_dir() or any(out.iterdir()):
+        if not out.is_dir():
+            raise ConfigError(f"output {out} already exists and is not a directory; choose another -o or remove it")
+        marker = out / INCOMPLETE_MARKER
+        if marker.exists():
+            alive, who = _writer_alive(marker)
+            if alive:
+                raise ConfigError(f"output {out} is being written by another compress ({who}); wait for it or "
+                                  f"choose another -o")
+            if log is not None:
+                log(f"removing the unfinished output of {who} in {out}")
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        elif any(out.iterdir()):
             raise ConfigError(f"output {out} already exists and is not empty; choose another -o or remove it")
-        return False
-    out.mkdir(parents=True)
-    return True
+    else:
+        out.mkdir(parents=True)
+        created = True
+    atomic_write_json(out / INCOMPLETE_MARKER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return created
 
 
 def run_compression(
@@ -278,9 +332,10 @@ def run_compression(
                           f"does not exist; pass --teacher PATH")
 
     out = Path(cfg.output)
-    created = _prepare_output(out)
+    created = _prepare_output(out, log)
     try:
         summary = _run_chain(cfg, base, ckpt, model, info, dataset, out, progress, log)
+        (out / INCOMPLETE_MARKER).unlink()  # the last write: from here on the run is complete
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
