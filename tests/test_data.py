@@ -37,6 +37,8 @@ def test_resample_changes_shape_and_fingerprint():
     assert big.train.x.shape[1:] == (1, 32, 32)
     assert big.fingerprint != small.fingerprint
     assert big.preprocess["image_size"] == 32
+    # asking for the size the images already have is the same dataset (bench and deploy agree on it)
+    assert load_dataset("digits", image_size=8).fingerprint == small.fingerprint
 
 
 def test_resample_preserves_constant_and_mean():

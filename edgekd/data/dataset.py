@@ -175,6 +175,8 @@ def build_image_dataset(
     test_fraction: float,
 ) -> Dataset:
     x = raw.x
+    if image_size is not None and tuple(x.shape[2:]) == (int(image_size), int(image_size)):
+        image_size = None  # already that size: the same data, so the same fingerprint as asking for nothing
     if image_size is not None:
         x = resample_square(x, int(image_size))
     tr, va, te = stratified_split(raw.y, seed, val_fraction, test_fraction)
