@@ -129,6 +129,22 @@ def test_unsupported_precision_is_an_export_error(tiny, tmp_path):
         RUNTIMES.get("onnxruntime").export(model, info, tmp_path / "b", precision="int8", calibration=None)
 
 
+def test_a_converter_failure_is_one_export_error_and_temporaries_go(tmp_path):
+    from edgekd.runtimes.host import export_step
+
+    temp = tmp_path / "model.pre.onnx"
+    temp.write_bytes(b"half")
+    with pytest.raises(ExportError, match=r"^nncf quantization failed: ValueError: bad shape$"):
+        with export_step("nncf quantization", temp):
+            raise ValueError("bad shape")
+    assert not temp.exists()
+    temp.write_bytes(b"half")
+    with pytest.raises(ExportError, match="^needs --data$"):  # our own errors pass through unchanged
+        with export_step("nncf quantization", temp):
+            raise ExportError("needs --data")
+    assert not temp.exists()
+
+
 # ------------------------------------------------------------------ TensorRT without TensorRT
 
 def _onnx_model(op: str = "Relu", domain: str = "", opset: int = 18, dynamic: bool = False):

@@ -183,6 +183,36 @@ def test_onnx_export_dynamic_batch_and_sequence_with_parity(tmp_path):
         assert out.shape == (2, K) and np.isfinite(out).all()
 
 
+def test_openvino_export_of_a_text_model_runs_with_parity(tmp_path):
+    from edgekd.errors import ExportError
+    from edgekd.runtimes import RUNTIMES
+    from edgekd.runtimes.base import feeds_from_nchw, read_manifest
+
+    ov = RUNTIMES.get("openvino")
+    if ov.unavailable_reason():
+        pytest.skip(ov.unavailable_reason())
+    model = build(STUDENT)
+    info = ModelInfo(spec=with_vocab(STUDENT, VOCAB), task="text", input_shape=(LEN,), num_classes=K,
+                     normalization={}, meta={"pad_id": 0, "tokenizer_json": "{}", "tokenizer_sha256": "0" * 64})
+    art = ov.export(model, info, tmp_path / "fp32", precision="fp32", calibration=None)
+    manifest = read_manifest(art)
+    assert manifest["options"]["precision_hint"] == "f32" and manifest["inputs"][0]["shape"] == [-1, -1]
+    assert set(manifest["files"]) == {"model.xml", "model.bin", "tokenizer.json"}  # the tokenizer travels along
+    ids = example_ids(model, 3, 7).numpy()
+    ids[-1, 4:] = 0
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(ov.load(art, threads=1).run(feeds_from_nchw(manifest, ids)), ref, atol=1e-4)
+    calib = [{"input": example_ids(model, 1).numpy()} for _ in range(8)]
+    q = ov.export(model, info, tmp_path / "int8", precision="int8", calibration=calib)
+    qm = read_manifest(q)
+    assert qm["options"]["int8_mode"] == "nncf-transformer" and qm["options"]["calibration_samples"] == 8
+    out = ov.load(q, threads=1).run(feeds_from_nchw(qm, ids))
+    assert out.shape == (3, K) and np.isfinite(out).all()
+    with pytest.raises(ExportError, match="not fp16"):
+        RUNTIMES.get("onnxruntime").export(model, info, tmp_path / "fp16", precision="fp16", calibration=None)
+
+
 def test_onnx_text_classifier_is_a_teacher(tmp_path):
     from edgekd.distill.teachers import load_teacher
     from edgekd.text.export import export_text_onnx

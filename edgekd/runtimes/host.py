@@ -27,6 +27,21 @@ DEFAULT_OPSET = 18
 
 
 @contextlib.contextmanager
+def export_step(what: str, *temporaries: Path) -> Iterator[None]:
+    """One converter/quantizer call: any failure inside becomes ExportError("<what> failed: ..."),
+    an ExportError passes through as it is, and the `temporaries` are removed either way."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as err:
+        raise ExportError(f"{what} failed: {type(err).__name__}: {err}") from err
+    finally:
+        for path in temporaries:
+            Path(path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence the exporters' progress prints, warnings and C++ log lines (they would drown the
     export table). Output is captured at the file-descriptor level; if the block raises, the

@@ -164,7 +164,7 @@ class LiteRTAdapter:
             raise ExportError("LiteRT export of text (transformer) models is not implemented; use --format onnx,openvino")
         import torch
 
-        from edgekd.runtimes.host import build_manifest, example_input, host_versions, quiet
+        from edgekd.runtimes.host import build_manifest, example_input, export_step, host_versions, quiet
 
         if precision not in self.precisions:
             raise ExportError(f"litert exports {', '.join(self.precisions)}, not {precision}")
@@ -180,15 +180,10 @@ class LiteRTAdapter:
 
             model = litert_torch.to_channel_last_io(model, args=[0]).eval()
             sample = sample.permute(0, 2, 3, 1).contiguous()
-        try:
-            with quiet(), torch.no_grad():
-                edge = _convert(model, sample, precision, calibration, layout=layout,
-                                calibration_samples=calibration_samples)
-                edge.export(str(out_dir / MODEL_FILE))
-        except ExportError:
-            raise
-        except Exception as err:
-            raise ExportError(f"litert-torch conversion failed: {type(err).__name__}: {err}") from err
+        with export_step("litert-torch conversion"), quiet(), torch.no_grad():
+            edge = _convert(model, sample, precision, calibration, layout=layout,
+                            calibration_samples=calibration_samples)
+            edge.export(str(out_dir / MODEL_FILE))
         shape = [batch, *info.input_shape]
         if layout == "NHWC":
             shape = [batch, shape[2], shape[3], shape[1]]

@@ -87,7 +87,7 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekd.runtimes.host import INPUT_NAME, calibration_arrays, quiet, split_rows
+    from edgekd.runtimes.host import INPUT_NAME, calibration_arrays, export_step, quiet, split_rows
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
@@ -95,21 +95,14 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
         raise ExportError(f"unknown calibration method {method!r}; use one of {', '.join(methods)}")
     rows = split_rows(calibration_arrays(calibration, INPUT_NAME, calibration_samples), batch)
     pre = dst.with_name(dst.stem + ".pre.onnx")
-    try:
-        with quiet():
-            # shape inference + graph cleanup first: ORT's docs recommend it, and it lets the
-            # quantizer see every tensor's shape (per-channel axes)
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(dst), FeedsReader([{INPUT_NAME: r} for r in rows]),
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=methods[method],
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    except ExportError:
-        raise
-    except Exception as err:
-        raise ExportError(f"onnxruntime quantize_static failed: {type(err).__name__}: {err}") from err
-    finally:
-        pre.unlink(missing_ok=True)
+    with export_step("onnxruntime quantize_static", pre), quiet():
+        # shape inference + graph cleanup first: ORT's docs recommend it, and it lets the
+        # quantizer see every tensor's shape (per-channel axes)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(dst), FeedsReader([{INPUT_NAME: r} for r in rows]),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
 
 class OnnxRuntimeAdapter:
@@ -130,15 +123,13 @@ class OnnxRuntimeAdapter:
                opset: int | None = None, batch: int = 1, dynamic_batch: bool = False,
                calibration_samples: int = 256, calibration_method: str = "minmax", **_: Any) -> Path:
         """Write model.onnx (+ manifest). `dynamic_batch` keeps the batch dimension symbolic."""
-        if getattr(info, "task", "image") == "text":  # two int64 inputs, dynamic batch and sequence
-            from edgekd.text.export import export_text_artifact
-
-            return export_text_artifact(self.name, model, info, out_dir, precision=precision, calibration=calibration,
-                                        opset=opset, calibration_samples=calibration_samples, **_)
         from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, host_versions
 
         if precision not in self.precisions:
             raise ExportError(f"onnxruntime exports {', '.join(self.precisions)}, not {precision}")
+        if getattr(info, "task", "image") == "text":  # two int64 inputs, dynamic batch and sequence
+            return self._export_text(model, info, out_dir, precision=precision, calibration=calibration, opset=opset,
+                                     calibration_samples=calibration_samples, **_)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         opset = opset or DEFAULT_OPSET
@@ -163,6 +154,29 @@ class OnnxRuntimeAdapter:
                                   versions=host_versions("onnxruntime"), options=options)
         write_manifest(out_dir, manifest)
         return out_dir
+
+    def _export_text(self, model: Any, info: Any, out_dir: Path, *, precision: str, calibration: Calibration | None,
+                     opset: int | None, calibration_samples: int, int8_mode: str | None = None, **_: Any) -> Path:
+        """A text model: ONNX with dynamic batch and sequence axes; INT8 dynamic or static (`int8_mode`)."""
+        from edgekd.runtimes.host import host_versions
+        from edgekd.text.export import (DEFAULT_INT8_MODE, export_text_onnx, finish_text_artifact, quantize_text_int8,
+                                        text_export_setup)
+
+        out_dir, max_len, pad_id, options = text_export_setup(info, out_dir, opset)
+        if precision == "fp32":
+            export_text_onnx(model, out_dir / MODEL_FILE, max_len=max_len, opset=options["opset"])
+        else:
+            fp32 = out_dir / "model.fp32.onnx"
+            try:
+                export_text_onnx(model, fp32, max_len=max_len, opset=options["opset"])
+                options.update(quantize_text_int8(fp32, out_dir / MODEL_FILE, mode=int8_mode or DEFAULT_INT8_MODE,
+                                                  pad_id=pad_id, calibration=calibration,
+                                                  calibration_samples=calibration_samples))
+            finally:
+                fp32.unlink(missing_ok=True)
+        return finish_text_artifact(model, info, out_dir, runtime=self.name, fmt=self.format, precision=precision,
+                                    model_file=MODEL_FILE, files=[MODEL_FILE], versions=host_versions("onnxruntime"),
+                                    options=options)
 
     def load(self, artifact_dir: Path, *, threads: int | None = None, **options: Any) -> OnnxRuntimeRunner:
         return OnnxRuntimeRunner(Path(artifact_dir), threads=threads, **options)

@@ -90,25 +90,20 @@ def quantize_ir_int8(ov_model: Any, calibration: Calibration | None, *, batch: i
     """NNCF post-training INT8 (optionally accuracy-bounded) of an OpenVINO model."""
     import nncf
 
-    from edgekd.runtimes.host import INPUT_NAME, calibration_arrays, quiet, split_rows
+    from edgekd.runtimes.host import INPUT_NAME, calibration_arrays, export_step, quiet, split_rows
 
     rows = split_rows(calibration_arrays(calibration, INPUT_NAME, calibration_samples), batch)
     calib = nncf.Dataset(rows)
-    try:
-        with quiet():
-            if not accuracy_control:
-                return nncf.quantize(ov_model, calib, subset_size=len(rows))
-            if validation is None:
-                raise ExportError("accuracy-controlled int8 needs a labelled validation split; pass --data")
-            xv, yv = validation
-            pairs = [(xv[i:i + batch], yv[i:i + batch]) for i in range(0, (len(xv) // batch) * batch, batch)]
-            return nncf.quantize_with_accuracy_control(
-                ov_model, calib, nncf.Dataset(pairs), validation_fn=_accuracy_fn(INPUT_NAME),
-                max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(rows))
-    except ExportError:
-        raise
-    except Exception as err:
-        raise ExportError(f"nncf quantization failed: {type(err).__name__}: {err}") from err
+    with export_step("nncf quantization"), quiet():
+        if not accuracy_control:
+            return nncf.quantize(ov_model, calib, subset_size=len(rows))
+        if validation is None:
+            raise ExportError("accuracy-controlled int8 needs a labelled validation split; pass --data")
+        xv, yv = validation
+        pairs = [(xv[i:i + batch], yv[i:i + batch]) for i in range(0, (len(xv) // batch) * batch, batch)]
+        return nncf.quantize_with_accuracy_control(
+            ov_model, calib, nncf.Dataset(pairs), validation_fn=_accuracy_fn(INPUT_NAME),
+            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(rows))
 
 
 class OpenVINOAdapter:
@@ -130,21 +125,19 @@ class OpenVINOAdapter:
                calibration_samples: int = 300, accuracy_control: bool = False, max_drop: float = 1.0,
                validation: tuple[np.ndarray, np.ndarray] | None = None, **_: Any) -> Path:
         """Export ONNX, convert to IR with fp32 weights, optionally NNCF-quantize, save."""
-        if getattr(info, "task", "image") == "text":  # two int64 inputs, dynamic batch and sequence
-            from edgekd.text.export import export_text_artifact
-
-            return export_text_artifact(self.name, model, info, out_dir, precision=precision, calibration=calibration,
-                                        opset=opset, calibration_samples=min(calibration_samples, 128))
-        from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, host_versions, quiet
+        from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, export_step, host_versions, quiet
 
         if precision not in self.precisions:
             raise ExportError(f"openvino exports {', '.join(self.precisions)}, not {precision}")
+        if getattr(info, "task", "image") == "text":  # two int64 inputs, dynamic batch and sequence
+            return self._export_text(model, info, out_dir, precision=precision, calibration=calibration, opset=opset,
+                                     calibration_samples=min(calibration_samples, 128))
         ov = _import_ov()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         opset = opset or DEFAULT_OPSET
         onnx_path = out_dir / "model.source.onnx"
-        try:
+        with export_step("openvino conversion", onnx_path):
             export_onnx(model, info, onnx_path, opset=opset, batch=batch, dynamic_batch=dynamic_batch)
             with quiet():
                 ov_model = ov.convert_model(str(onnx_path))
@@ -155,12 +148,6 @@ class OpenVINOAdapter:
             # compress_to_fp16 defaults to True in save_model: that would halve weights precision of an
             # "fp32" artifact, so it is off
             ov.save_model(ov_model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
-        except ExportError:
-            raise
-        except Exception as err:
-            raise ExportError(f"openvino conversion failed: {type(err).__name__}: {err}") from err
-        finally:
-            onnx_path.unlink(missing_ok=True)
         shape = [-1 if dynamic_batch else batch, *info.input_shape]
         options: dict[str, Any] = {"opset": opset, "batch": batch, "dynamic_batch": dynamic_batch,
                                    "precision_hint": HINTS[precision]}
@@ -172,6 +159,34 @@ class OpenVINOAdapter:
                                   versions=host_versions("openvino", "nncf"), options=options)
         write_manifest(out_dir, manifest)
         return out_dir
+
+    def _export_text(self, model: Any, info: Any, out_dir: Path, *, precision: str, calibration: Calibration | None,
+                     opset: int | None, calibration_samples: int) -> Path:
+        """A text model: ONNX with dynamic batch and sequence axes -> IR (fp32 weights); INT8 by NNCF's
+        transformer scheme on real training ids."""
+        from edgekd.runtimes.host import export_step, host_versions, quiet
+        from edgekd.text.export import (calibration_ids, export_text_onnx, finish_text_artifact, text_export_setup,
+                                        text_feeds)
+
+        ov = _import_ov()
+        out_dir, max_len, pad_id, options = text_export_setup(info, out_dir, opset)
+        source = out_dir / "model.source.onnx"
+        with export_step("openvino conversion of the text model", source):
+            export_text_onnx(model, source, max_len=max_len, opset=options["opset"])
+            with quiet():
+                ov_model = ov.convert_model(str(source))
+                if precision == "int8":
+                    import nncf
+
+                    feeds = [text_feeds(r[None, :], pad_id) for r in calibration_ids(calibration, calibration_samples)]
+                    ov_model = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=len(feeds),
+                                             model_type=nncf.ModelType.TRANSFORMER)
+                    options.update(int8_mode="nncf-transformer", calibration_samples=len(feeds))
+            ov.save_model(ov_model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
+            options["precision_hint"] = HINTS[precision]
+        return finish_text_artifact(model, info, out_dir, runtime=self.name, fmt=self.format, precision=precision,
+                                    model_file=MODEL_FILE, files=[MODEL_FILE, WEIGHTS_FILE],
+                                    versions=host_versions("openvino", "nncf"), options=options)
 
     def load(self, artifact_dir: Path, *, threads: int | None = None, **options: Any) -> OpenVINORunner:
         return OpenVINORunner(Path(artifact_dir), threads=threads, **options)

@@ -1,8 +1,9 @@
 """The text side of export: two int64 inputs with dynamic batch and sequence axes, INT8 for transformers.
 
-Host side (torch, onnx, onnxruntime.quantization imported inside functions). The runtime adapters
-call these when a checkpoint's task is "text"; everything else (manifest, parity gate, agent,
-profiles) is shared with images.
+Host side (torch, onnx, onnxruntime.quantization imported inside functions). A runtime adapter that
+takes text models (ONNX Runtime, OpenVINO) builds its model file from `export_text_onnx` when a
+checkpoint's task is "text" and finishes with `finish_text_artifact`; everything else (manifest,
+parity gate, agent, profiles) is shared with images.
 
     input_ids       int64 (batch, seq)   token ids, [CLS] ... [SEP] then pad ids
     attention_mask  int64 (batch, seq)   1 for real tokens, 0 for padding
@@ -120,40 +121,33 @@ def quantize_text_int8(src: Path, dst: Path, *, mode: str = DEFAULT_INT8_MODE, p
     from edgekd.runtimes.onnxruntime import FeedsReader
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekd.runtimes.host import quiet
+    from edgekd.runtimes.host import export_step, quiet
 
     if mode not in INT8_MODES:
         raise ExportError(f"unknown int8 mode {mode!r} for a text model; use one of {', '.join(INT8_MODES)}")
     import onnx
 
     pre = dst.with_name(dst.stem + ".pre.onnx")
-    try:
-        with quiet():
-            # the dynamo exporter's value_info for a dynamic (batch, seq) graph contradicts ONNX shape
-            # inference ("inferred shape and existing shape differ"), which the quantizer runs: drop
-            # it and let inference recompute every shape
-            graph = onnx.load(str(src))
-            del graph.graph.value_info[:]
-            onnx.save(graph, str(pre))
-            quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
-            if mode == "dynamic":
-                quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                                 op_types_to_quantize=["MatMul", "Gemm"])
-                return {"int8_mode": "dynamic", "per_channel": True, "op_types": ["MatMul", "Gemm"]}
-            rows = calibration_ids(calibration, calibration_samples)
-            feeds = [text_feeds(r[None, :], pad_id) for r in rows]
-            quantize_static(str(pre), str(dst), FeedsReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["MatMul", "Gemm"],
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-            return {"int8_mode": "static", "quant_format": "QDQ", "per_channel": True,
-                    "calibration_samples": len(rows), "op_types": ["MatMul", "Gemm"]}
-    except ExportError:
-        raise
-    except Exception as err:
-        raise ExportError(f"onnxruntime int8 ({mode}) of the text model failed: {type(err).__name__}: {err}") from err
-    finally:
-        pre.unlink(missing_ok=True)
+    with export_step(f"onnxruntime int8 ({mode}) of the text model", pre), quiet():
+        # the dynamo exporter's value_info for a dynamic (batch, seq) graph contradicts ONNX shape
+        # inference ("inferred shape and existing shape differ"), which the quantizer runs: drop
+        # it and let inference recompute every shape
+        graph = onnx.load(str(src))
+        del graph.graph.value_info[:]
+        onnx.save(graph, str(pre))
+        quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
+        if mode == "dynamic":
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+            return {"int8_mode": "dynamic", "per_channel": True, "op_types": ["MatMul", "Gemm"]}
+        rows = calibration_ids(calibration, calibration_samples)
+        feeds = [text_feeds(r[None, :], pad_id) for r in rows]
+        quantize_static(str(pre), str(dst), FeedsReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"],
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        return {"int8_mode": "static", "quant_format": "QDQ", "per_channel": True,
+                "calibration_samples": len(rows), "op_types": ["MatMul", "Gemm"]}
 
 
 def text_manifest_fields(info: Any, *, batch: int | None, seq_len: int | None) -> dict[str, Any]:
@@ -193,65 +187,32 @@ def write_tokenizer(info: Any, out_dir: Path) -> list[str]:
     return [TOKENIZER_FILE]
 
 
-def export_text_artifact(runtime: str, model: Any, info: Any, out_dir: Path, *, precision: str,
-                         calibration: Iterable[Mapping[str, np.ndarray]] | None, opset: int | None = None,
-                         int8_mode: str = DEFAULT_INT8_MODE, calibration_samples: int = 128,
-                         **_: Any) -> Path:
-    """A text artifact for `runtime` ("onnxruntime" or "openvino"): model file(s) with dynamic batch
-    and sequence axes, `tokenizer.json` when the checkpoint has one, and the manifest (parity empty;
-    the shared parity gate fills it in)."""
-    from edgekd.runtimes.base import hash_files, write_manifest
-    from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, host_versions, quiet
+def text_export_setup(info: Any, out_dir: Path, opset: int | None) -> tuple[Path, int, int, dict[str, Any]]:
+    """(the artifact dir, created if missing; max_len; pad id; the manifest options every text
+    artifact records)."""
+    from edgekd.runtimes.host import DEFAULT_OPSET
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    opset = opset or DEFAULT_OPSET
     max_len = int(info.input_shape[0])
     pad_id = int((getattr(info, "meta", {}) or {}).get("pad_id", 0))
-    options: dict[str, Any] = {"opset": opset, "dynamic_batch": True, "dynamic_seq": True, "max_len": max_len}
-    if runtime == "onnxruntime":
-        model_file, files, versions = "model.onnx", ["model.onnx"], host_versions("onnxruntime")
-        if precision == "fp32":
-            export_text_onnx(model, out_dir / model_file, max_len=max_len, opset=opset)
-        else:
-            fp32 = out_dir / "model.fp32.onnx"
-            try:
-                export_text_onnx(model, fp32, max_len=max_len, opset=opset)
-                options.update(quantize_text_int8(fp32, out_dir / model_file, mode=int8_mode, pad_id=pad_id,
-                                                  calibration=calibration, calibration_samples=calibration_samples))
-            finally:
-                fp32.unlink(missing_ok=True)
-    elif runtime == "openvino":
-        import openvino as ov
+    options: dict[str, Any] = {"opset": opset or DEFAULT_OPSET, "dynamic_batch": True, "dynamic_seq": True,
+                               "max_len": max_len}
+    return out_dir, max_len, pad_id, options
 
-        model_file, files, versions = "model.xml", ["model.xml", "model.bin"], host_versions("openvino", "nncf")
-        source = out_dir / "model.source.onnx"
-        try:
-            export_text_onnx(model, source, max_len=max_len, opset=opset)
-            with quiet():
-                ov_model = ov.convert_model(str(source))
-                if precision == "int8":
-                    import nncf
 
-                    rows = calibration_ids(calibration, calibration_samples)
-                    feeds = [text_feeds(r[None, :], pad_id) for r in rows]
-                    ov_model = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=len(feeds),
-                                             model_type=nncf.ModelType.TRANSFORMER)
-                    options.update(int8_mode="nncf-transformer", calibration_samples=len(feeds))
-            ov.save_model(ov_model, str(out_dir / model_file), compress_to_fp16=False)
-            options["precision_hint"] = "f32"
-        except ExportError:
-            raise
-        except Exception as err:
-            raise ExportError(f"openvino conversion of the text model failed: {type(err).__name__}: {err}") from err
-        finally:
-            source.unlink(missing_ok=True)
-    else:
-        raise ExportError(f"text models export to onnxruntime and openvino, not {runtime}")
-    files += write_tokenizer(info, out_dir)
-    manifest = build_manifest(model, info, out_dir, fmt="onnx" if runtime == "onnxruntime" else "openvino",
-                              runtime=runtime, precision=precision, model_file=model_file, files=files,
-                              shape=[-1, -1], versions=versions, options=options)
+def finish_text_artifact(model: Any, info: Any, out_dir: Path, *, runtime: str, fmt: str, precision: str,
+                         model_file: str, files: list[str], versions: dict[str, Any],
+                         options: dict[str, Any]) -> Path:
+    """The part of a text export every runtime shares, after its adapter wrote the model file(s):
+    `tokenizer.json` when the checkpoint has one, and the manifest (two int64 inputs with dynamic
+    batch and sequence axes; parity empty — the shared parity gate fills it in)."""
+    from edgekd.runtimes.base import hash_files, write_manifest
+    from edgekd.runtimes.host import build_manifest
+
+    files = [*files, *write_tokenizer(info, out_dir)]
+    manifest = build_manifest(model, info, out_dir, fmt=fmt, runtime=runtime, precision=precision,
+                              model_file=model_file, files=files, shape=[-1, -1], versions=versions, options=options)
     manifest.update(text_manifest_fields(info, batch=None, seq_len=None))
     manifest["files"] = hash_files(out_dir, files)
     manifest["source"]["macs"] = _text_macs(model)
