@@ -115,7 +115,7 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
     keeps held-out specs out of the sample. `seed` breaks ties and orders the families' picks.
     Text specs (task "text") are sized and returned with ``vocab=vocab`` (1000 when not given).
     """
-    from edgekd.latency import spec_features
+    from edgekd.latency_features import spec_features
 
     rng = random.Random(seed)
     excluded = set(student_specs(task) if exclude is None else (canonical_spec(s) for s in exclude))
@@ -187,7 +187,7 @@ def measurement_features(m: Any, section: dict[str, Any]) -> dict[str, float] | 
     recorded (or the section's) input shape when the parameter count proves it is the plain
     (uncompressed) spec. Recorded features from before `conv_shapes` existed are rebuilt the same
     way when possible, so old profiles get the per-device channel-block choice too."""
-    from edgekd.latency import spec_features
+    from edgekd.latency_features import spec_features
 
     known = section["features"].get(m.model_sha256)
     if known and "conv_shapes" in (known.get("features") or {}):
@@ -278,7 +278,7 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     import numpy as np
     import torch
 
-    from edgekd.latency import spec_features
+    from edgekd.latency_features import spec_features
     from edgekd.models import ModelInfo, create_model
     from edgekd.runtimes import RUNTIMES, read_manifest
 
@@ -322,7 +322,7 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     from pathlib import Path
 
     from edgekd.errors import ConfigError, EdgeKDError
-    from edgekd.latency import spec_features
+    from edgekd.latency_features import spec_features
     from edgekd.profiles import Measurement, record_measurements
 
     req = {**CALIBRATION_REQUEST, **(request or {}), "threads": threads, "batch": batch}

@@ -142,7 +142,8 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     from edgekd.deploy_stages import (_params, default_device, distill_student, ensure_teacher, export_for, latency_table,
                                       pick, verify)
     from edgekd.fileio import sha256_file
-    from edgekd.latency import architecture_features, metric_for, model_key
+    from edgekd.latency import metric_for, model_key
+    from edgekd.latency_features import architecture_features
     from edgekd.profiles import Profile, device_name, profile_path, record_measurements
     from edgekd.runtimes import FORMAT_RUNTIME
     from edgekd.targets import load_target

@@ -199,7 +199,7 @@ def latency_table(profile: Any, target: Any, config_key: tuple[str, str, str, in
 
 
 def _params(spec: str, shape: tuple[int, ...], classes: int) -> int:
-    from edgekd.latency import spec_features
+    from edgekd.latency_features import spec_features
 
     return spec_features(spec, shape, classes)["params"]
 

@@ -18,16 +18,15 @@ input and output channels, and how big those blocks effectively are depends on t
 not on the model. So the fit tries every (input, output) block pair from `PAD_BLOCKS` and keeps the
 one with the lowest cross-validated error (`LatencyModel.pad_block`).
 
-Features come from the architecture alone (`edgekd.models.model_features`: one zero-input forward
-on the host, nothing timed), so any student of the search space can be predicted before it exists.
+Features come from the architecture alone (`edgekd.latency_features`: one zero-input forward on the
+host, nothing timed), so any student of the search space can be predicted before it exists.
 
 Without measurements, `prior_model(target)` gives a roofline estimate from the target YAML's
 datasheet figures (peak compute, memory bandwidth); it is always labelled "predicted, unmeasured".
-Host side (imports torch lazily, through `spec_features`).
+Numpy + scipy; torch only through `edgekd.latency_features`, lazily.
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from edgekd.errors import ProfileError
+from edgekd.latency_features import LEGACY_PAD_BLOCK, PAD_BLOCKS, padded_conv_macs
+
 
 # Terms of the model, in order: (name, unit label, function of (raw feature dict, channel pad blocks)).
 TERMS: tuple[tuple[str, str, Any], ...] = (
@@ -61,20 +62,10 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     ("pool", "per pooling layer", lambda f, pad: f.get("pool", 0)),
 )
 TERM_NAMES = tuple(t[0] for t in TERMS)
-FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", "linear", "bn", "act", "pool",
-                "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs", "matmul_macs")
-# Candidate channel block sizes (input, output) for the padding term; 1 = no padding. The fit tries
-# every pair and keeps the one with the lowest cross-validated error. On this 2-core AVX-512 EPYC with
-# ONNX Runtime fp32 the fit picks 32 in / 64 out in every measurement set; with the fixed 16/16 used
-# before, the two 64-channel-aligned CNNs were over-predicted by 9-12 % in every run. (ONNX Runtime
-# runs a conv in its 16-channel NCHWc layout only when the channel counts allow; the 64 is an
-# empirical fit on top of that, not derived from the kernels.)
-PAD_BLOCKS = (1, 8, 16, 32, 64)
-# Features recorded before `conv_shapes` existed carry `conv_pad_macs`, computed at 16/16 blocks;
-# it is also the pair used when there are too few measurements to choose: refitting three sets of
-# measurements on random subsets, searching the 25 pairs beat the fixed 16/16 from 18 samples on
-# (held-out share 0.96 vs 0.94 at 18, 0.98 vs 0.96 at 24) and lost to it at 12 (0.90 vs 0.92).
-LEGACY_PAD_BLOCK = (16, 16)
+# Searching the 25 channel-block pairs (PAD_BLOCKS x PAD_BLOCKS) needs this many measurements; fewer
+# keep LEGACY_PAD_BLOCK. Refitting three sets of measurements on random subsets, the search beat the
+# fixed 16/16 from 18 samples on (held-out share 0.96 vs 0.94 at 18, 0.98 vs 0.96 at 24) and lost to
+# it at 12 (0.90 vs 0.92).
 PAD_SEARCH_MIN_SAMPLES = 18
 METRICS = ("p50_ms", "p90_ms", "p99_ms")
 PERCENTILES = {50: "p50_ms", 90: "p90_ms", 99: "p99_ms"}
@@ -110,79 +101,7 @@ def model_key(runtime: str, precision: str, threads: int | None, batch: int = 1,
     return f"{runtime}/{precision}/t{int(threads or 0)}/b{int(batch)}{shape_tag(input_shape)}"
 
 
-# ------------------------------------------------------------------------------ features
-
-def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, Any]:
-    """`edgekd.models.model_features` plus MACs split by layer kind (conv / depthwise / linear), the
-    MACs of matmuls outside layers (`matmul_macs`: attention) and `conv_shapes`, the dense convs'
-    channel counts (for the channel-padding term).
-
-    Works on any nn.Module (a pruned or factorized student too): one zero-input forward, no timing.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from edgekd.models import model_features
-    from edgekd.models.counting import layer_kind, module_macs
-
-    shape = tuple(int(d) for d in input_shape)
-    feats = dict(model_features(model, shape))
-    split = {"conv_macs": 0, "depthwise_macs": 0, "linear_macs": 0}
-    names = {"conv": "conv_macs", "depthwise_conv": "depthwise_macs", "linear": "linear_macs"}
-    shapes: list[str] = []  # "cin:cout:macs" per dense conv, in execution order (see padded_conv_macs)
-
-    def hook(module: Any, inputs: Any, output: Any) -> None:
-        kind = layer_kind(module)
-        if kind in names:
-            macs = int(module_macs(module, inputs, output))
-            split[names[kind]] += macs
-            if kind == "conv":
-                shapes.append(f"{module.in_channels // module.groups}:{module.out_channels}:{macs}")
-
-    leaves = [m for m in model.modules() if layer_kind(m) in names]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    try:
-        model.eval()
-        # the flop counter sees every matmul, also those outside layers (attention's QK^T and
-        # probs x V in a transformer), which the per-layer hooks cannot
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros((1, *shape)))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    feats = {k: int(v) for k, v in feats.items()}
-    feats.update(split)
-    feats["matmul_macs"] = max(0, int(counter.get_total_flops()) // 2 - sum(split.values()))
-    feats["conv_shapes"] = " ".join(shapes)
-    return feats
-
-
-def padded_conv_macs(features: Mapping[str, Any], cin_block: int, cout_block: int) -> float:
-    """Extra MACs the dense convs spend when input and output channels are rounded up to
-    `cin_block` / `cout_block` (1 = not rounded). The first conv reads the plain image (1-3
-    channels), which kernels take unblocked, so only its output channels are rounded.
-
-    Reads `conv_shapes`; features recorded before it existed carry `conv_pad_macs` at
-    LEGACY_PAD_BLOCK only (any other block raises ProfileError).
-    """
-    shapes = features.get("conv_shapes")
-    if shapes is None:
-        if (int(cin_block), int(cout_block)) == LEGACY_PAD_BLOCK:
-            return float(features.get("conv_pad_macs", 0))
-        raise ProfileError("these latency features predate per-conv shapes; re-run `edgekd profile calibrate`")
-
-    def up(n: int, block: int) -> int:
-        return -(-n // block) * block
-
-    extra = 0.0
-    for i, item in enumerate(str(shapes).split()):
-        cin, cout, macs = (int(v) for v in item.split(":"))
-        per_pair = macs / max(1, cin * cout)
-        extra += per_pair * up(cout, cout_block) * (cin if i == 0 else up(cin, cin_block)) - macs
-    return extra
-
+# ------------------------------------------------------------------------------ terms
 
 def pad_block_candidates(samples: Sequence["Sample"]) -> list[tuple[int, int]]:
     """Channel-block pairs a fit may try on `samples`: every pair from PAD_BLOCKS when all of them
@@ -191,23 +110,6 @@ def pad_block_candidates(samples: Sequence["Sample"]) -> list[tuple[int, int]]:
     if len(samples) >= PAD_SEARCH_MIN_SAMPLES and all("conv_shapes" in s.features for s in samples):
         return [(i, o) for i in PAD_BLOCKS for o in PAD_BLOCKS]
     return [LEGACY_PAD_BLOCK]
-
-
-@functools.lru_cache(maxsize=512)
-def _spec_features_cached(spec: str, input_shape: tuple[int, ...], num_classes: int) -> tuple[tuple[str, Any], ...]:
-    from edgekd.models import create_model
-
-    model = create_model(spec, input_shape, num_classes)
-    return tuple(sorted(architecture_features(model, input_shape).items()))
-
-
-def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
-    """Architecture features of the model a spec builds (macs, params, activation bytes, layer counts).
-
-    Computed on the host from one zero-input forward of an untrained model (cached per spec/shape);
-    nothing is timed, so this works for students that were never trained or measured.
-    """
-    return dict(_spec_features_cached(str(spec), tuple(int(d) for d in input_shape), int(num_classes)))
 
 
 def design_row(features: Mapping[str, Any], pad_block: Sequence[int] = LEGACY_PAD_BLOCK) -> np.ndarray:

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from edgekd.errors import ConfigError, ProfileError
-from edgekd.latency import PREDICTED_UNMEASURED, LatencyModel, metric_for, model_key, prior_model, shape_tag, spec_features
+from edgekd.latency import PREDICTED_UNMEASURED, LatencyModel, metric_for, model_key, prior_model, shape_tag
+from edgekd.latency_features import spec_features
 
 MEASURED = "measured"
 PREDICTED = "predicted"

@@ -49,7 +49,8 @@ def measure_all(dev, specs, shape, classes, rounds: int, threads: int, work: Pat
 def prediction_check(args) -> dict:
     from edgekd.bench.devices import open_device
     from edgekd.calibrate import calibration_specs, student_specs
-    from edgekd.latency import Sample, evaluate_on, fit_latency_model, spec_features
+    from edgekd.latency import Sample, evaluate_on, fit_latency_model
+    from edgekd.latency_features import spec_features
 
     if args.task == "text":  # tinybert students on token ids: sequence length 32, a 1000-token vocabulary
         shape, classes = (32,), 5

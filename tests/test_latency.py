@@ -11,8 +11,9 @@ from latency_helpers import COUNT, FAST_REQUEST, calibrated_profile
 
 from edgekd.calibrate import calibration_specs, fit_profile, latency_section, student_specs
 from edgekd.errors import ProfileError
-from edgekd.latency import (LEGACY_PAD_BLOCK, PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row,
-                            fit_latency_model, metric_for, model_key, padded_conv_macs, prior_model, spec_features)
+from edgekd.latency import (PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row, fit_latency_model,
+                            metric_for, model_key, prior_model)
+from edgekd.latency_features import LEGACY_PAD_BLOCK, padded_conv_macs, spec_features
 from edgekd.profiles import Measurement, Profile
 
 SHAPE, CLASSES = (1, 8, 8), 10
