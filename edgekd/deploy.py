@@ -239,7 +239,9 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                                                                          num_classes=classes, vocab=vocab),
                                  shape=shape, classes=classes, runtimes=[runtime], precisions=[cfg.precision],
                                  threads=threads, work_dir=work / "calibrate", seed=cfg.seed, layout=tgt.input_layout,
-                                 request={"min_s": 0.5, "warmup_s": 0.2, "min_count": 200},
+                                 # two interleaved rounds of 0.25 s, the least disturbed kept: as long as one
+                                 # 0.5 s round, steadier on a shared machine
+                                 request={"min_s": 0.25, "warmup_s": 0.2, "min_count": 200}, rounds=2,
                                  on_progress=lambda label, i, n: say(f"  calibrate {i}/{n} {label}") if i in (1, n) else None)
         if "latency_ms" not in teacher_fig and teacher_path.suffix == ".pt":
             from edgekd.models import load_model

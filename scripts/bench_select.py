@@ -3,8 +3,10 @@
 1. Latency prediction out of sample: untrained students sampled around the search space (not the
    search-space specs themselves) are measured with ONNX Runtime fp32, batch 1, and fit the model;
    every search-space student is then measured and predicted. Each model is measured `--rounds`
-   times, interleaved (so a burst of load from another process hits every model alike), and the
-   median p50 is used. Target: >= 90 % of held-out students within ±10 % of their measured p50.
+   times, interleaved, and its least-disturbed round (lowest p50) is used, as `edgekd profile
+   calibrate` does: on this shared VM a neighbour slows whole stretches of seconds by ~1.6x, which a
+   median of 3 rounds does not always reject (the JSON line also carries the share with the median).
+   Target: >= 90 % of held-out students within ±10 % of their measured p50.
 2. `edgekd deploy --target cpu` with no other flags, as a real subprocess, twice: cold (empty work
    dir and soft-target cache) and warm (same caches). Targets: budget met in <= 2 device rounds,
    chosen student >= 5x faster than the teacher (p50, same runtime, measured) and within 1.5 points.
@@ -29,8 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def measure_all(dev, specs, shape, classes, rounds: int, threads: int, work: Path, min_s: float) -> dict[str, dict]:
-    """{spec: {"p50_ms": median over rounds, "rounds": [...], ...}}, interleaved rounds on `dev`."""
+def aggregate(per_round: dict[str, list[dict]], how: str) -> dict[str, dict]:
+    """{spec: {p50_ms, p90_ms, p99_ms, cv}} from every round's statistics: "median" over rounds, or
+    "min" — the least-disturbed round, for a shared machine whose neighbours slow a whole round."""
+    fn = {"median": np.median, "min": np.min}[how]
+    return {s: {k: float(fn([x[k] for x in v])) for k in ("p50_ms", "p90_ms", "p99_ms", "cv")}
+            for s, v in per_round.items()}
+
+
+def measure_all(dev, specs, shape, classes, rounds: int, threads: int, work: Path, min_s: float) -> dict[str, list]:
+    """{spec: [each round's latency statistics]}, interleaved rounds on `dev`."""
     from edgekd.calibrate import export_untrained
 
     arts = {s: export_untrained(s, shape, classes, "onnxruntime", "fp32", work) for s in specs}
@@ -42,8 +52,7 @@ def measure_all(dev, specs, shape, classes, rounds: int, threads: int, work: Pat
         for s in order:
             per[s].append(dev.bench(arts[s], req)["latency"])
         print(f"  round {r + 1}/{rounds} measured {len(specs)} models", flush=True)
-    return {s: {k: float(np.median([x[k] for x in v])) for k in ("p50_ms", "p90_ms", "p99_ms")} | {"cv": float(
-        np.median([x["cv"] for x in v]))} for s, v in per.items()}
+    return per
 
 
 def prediction_check(args) -> dict:
@@ -63,13 +72,26 @@ def prediction_check(args) -> dict:
     dev = open_device(args.device)
     try:
         t0 = time.perf_counter()
-        lat = measure_all(dev, fit_specs + held, shape, classes, args.rounds, args.threads, ROOT / "runs" / "calibrate",
-                          args.min_s)
+        per_round = measure_all(dev, fit_specs + held, shape, classes, args.rounds, args.threads,
+                                ROOT / "runs" / "calibrate", args.min_s)
         secs = time.perf_counter() - t0
     finally:
         dev.close()
-    samples = {s: Sample(s, spec_features(s, shape, classes), lat[s]) for s in fit_specs + held}
-    model = fit_latency_model([samples[s] for s in fit_specs], f"onnxruntime/fp32/t{args.threads}/b1", folds=5)
+    if args.save_measurements:
+        Path(args.save_measurements).write_text(json.dumps({"fit": fit_specs, "held": held, "rounds": per_round}))
+    feats = {s: spec_features(s, shape, classes) for s in fit_specs + held}
+
+    def fit_and_check(how: str):  # type: ignore[no-untyped-def]
+        lat = aggregate(per_round, how)
+        samples = {s: Sample(s, feats[s], lat[s]) for s in fit_specs + held}
+        model = fit_latency_model([samples[s] for s in fit_specs], f"onnxruntime/fp32/t{args.threads}/b1", folds=5)
+        return lat, samples, model, evaluate_on(model, [samples[s] for s in held])
+
+    other = "min" if args.aggregate == "median" else "median"
+    other_ev = fit_and_check(other)[3]["summary"]
+    lat, samples, model, ev = fit_and_check(args.aggregate)
+    print(f"\nper-model latency = the {args.aggregate} over {args.rounds} interleaved rounds of each round's p50 "
+          f"(with the {other} instead: within ±10 % {other_ev['within_10pct']:.0%}, max {other_ev['max_abs_rel']:.1%})")
     if args.task == "text":
         # the same measurements without the attention-matmul term, side by side: what that term buys
         blind = {s: Sample(s, {**samples[s].features, "matmul_macs": 0}, lat[s]) for s in fit_specs + held}
@@ -77,7 +99,6 @@ def prediction_check(args) -> dict:
                              [blind[s] for s in held])["summary"]
         print(f"\nwithout the attention-matmul term: within ±10 % {before['within_10pct']:.0%}, median |error| "
               f"{before['median_abs_rel']:.1%}, max {before['max_abs_rel']:.1%}")
-    ev = evaluate_on(model, [samples[s] for s in held])
     print(f"\nlatency model fitted on {len(fit_specs)} untrained students ({secs:.0f} s of measuring); "
           f"5-fold CV median error {model.cv['p50_ms']['median_abs_rel']:.1%}; channel blocks chosen by CV "
           f"(input, output): {model.pad_block}")
@@ -92,7 +113,8 @@ def prediction_check(args) -> dict:
     print(f"mean signed error {signed.mean():+.1%} ({int((signed > 0).sum())} of {len(signed)} over-predicted)")
     return {"within": ev["summary"]["within_10pct"], "median_err": ev["summary"]["median_abs_rel"],
             "mean_err": float(signed.mean()), "pad_block": list(model.pad_block),
-            "max_err": ev["summary"]["max_abs_rel"], "held_out": len(ev["rows"]), "fit_on": len(fit_specs)}
+            "max_err": ev["summary"]["max_abs_rel"], "held_out": len(ev["rows"]), "fit_on": len(fit_specs),
+            "other": {"aggregate": other, "within": other_ev["within_10pct"], "max_err": other_ev["max_abs_rel"]}}
 
 
 def run_deploy(work: Path, cache: Path, bundle: Path, label: str) -> tuple[dict, float]:
@@ -127,6 +149,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the prediction check")
     ap.add_argument("--min-s", type=float, default=0.5, help="timed loop per model per round (s)")
     ap.add_argument("--device", default="inprocess", help="where the prediction check measures (inprocess/local)")
+    ap.add_argument("--aggregate", choices=("median", "min"), default="min",
+                    help="how each model's rounds combine into its latency, fit and held-out alike: its "
+                         "least-disturbed round (min, as `edgekd profile calibrate` keeps) or the median; the "
+                         "JSON line carries the held-out share for both")
+    ap.add_argument("--save-measurements", default=None, metavar="PATH",
+                    help="write every round's statistics per model as JSON (for offline analysis)")
     ap.add_argument("--task", choices=("image", "text"), default="image",
                     help="prediction check on image students (digits 8x8) or text students (tinybert, sequence 32); "
                          "text implies --skip-deploy")
@@ -140,6 +168,8 @@ def main() -> None:
         out.update(predict_within_10pct=round(pc["within"], 3), predict_median_abs_err=round(pc["median_err"], 4),
                    predict_max_abs_err=round(pc["max_err"], 4), predict_mean_err=round(pc["mean_err"], 4),
                    predict_pad_block=pc["pad_block"], predict_held_out=pc["held_out"], predict_task=args.task,
+                   predict_aggregate=args.aggregate,
+                   **{f"predict_within_10pct_{pc['other']['aggregate']}": round(pc["other"]["within"], 3)},
                    predict_fit_on=pc["fit_on"], predict_threads=args.threads)
     if not args.skip_deploy and args.task == "image":
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-select-") as tmp:

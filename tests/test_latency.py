@@ -193,9 +193,13 @@ def test_calibration_records_real_measurements_and_fits(calibrated):
     assert key in section["models"] and key in report["models"]
     model = LatencyModel.from_dict(key, section["models"][key])
     assert model.n_samples == COUNT and not math.isnan(model.cv["p50_ms"]["median_abs_rel"])
+    kept = {r["model_sha256"]: r["p50_ms"] for r in report["rows"]}
     for m in profile.measurements.values():
         assert m.spec and m.params and m.latency["p50_ms"] > 0 and m.threads == 1
         assert "untrained" in " ".join(m.warnings)
+        # measured in two interleaved rounds; the profile holds the round the report kept (the lower p50)
+        assert "least-disturbed of 2" in " ".join(m.warnings)
+        assert m.latency["p50_ms"] == kept[m.model_sha256]
         # in-sample sanity only (6 samples, short loops on a shared CPU): the right order of magnitude
         pred = model.predict(section["features"][m.model_sha256]["features"])
         assert 0.3 < pred / m.latency["p50_ms"] < 3

@@ -58,8 +58,11 @@ def print_models(echo, models: dict) -> None:
 @click.option("--precisions", default=None, help="Comma-separated precisions (default: fp32).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling and weight seed.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Each model's timed loop lasts at least this long.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Each model's timed loop lasts at least this long, per round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Interleaved measuring rounds; each model keeps its least-disturbed one (lowest p50), "
+                   "since a busy neighbour on a shared machine only ever slows a round down.")
 @click.option("--min-count", type=click.IntRange(min=1), default=200, show_default=True,
               help="Timed iterations per model at least.")
 @click.option("--work-dir", default="runs/calibrate", show_default=True, type=click.Path(file_okay=False),
@@ -68,12 +71,13 @@ def print_models(echo, models: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, count: int, include_search_space: bool,
               data: str, image_size: int | None, runtimes: str | None, precisions: str | None, threads: int | None,
-              seed: int, min_seconds: float, min_count: int, work_dir: str, key_file: str | None,
+              seed: int, min_seconds: float, rounds: int, min_count: int, work_dir: str, key_file: str | None,
               as_json: bool) -> None:
     """Fit the device's latency model without training anything.
 
     Builds untrained students (random weights: latency does not depend on them) spread over the
-    search space, exports them for the target's runtime, benchmarks each on the device, records them
+    search space, exports them for the target's runtime, benchmarks each on the device (in
+    --rounds interleaved rounds, keeping each model's least-disturbed one), records them
     in the profile with their architecture features, and fits a non-negative least-squares model per
     (runtime, precision, threads, batch). Prints its k-fold cross-validated error.
 
@@ -86,7 +90,7 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     kwargs = dict(device=device, target=target, profile=profile, profiles_dir=profiles_dir, count=count,
                   include_search_space=include_search_space, data=data, image_size=image_size,
                   runtimes=_csv(runtimes), precisions=_csv(precisions), threads=threads, seed=seed,
-                  work_dir=work_dir, key=read_key(key_file),
+                  work_dir=work_dir, key=read_key(key_file), rounds=rounds,
                   request={"min_s": min_seconds, "min_count": min_count, "warmup_s": min(0.3, min_seconds)})
     if as_json:
         click.echo(json.dumps(api.calibrate(**kwargs), indent=2, default=str))
