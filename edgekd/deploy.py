@@ -136,8 +136,8 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     from edgekd.bench.accuracy import write_eval_npz
     from edgekd.bench.devices import open_device
     from edgekd.bundle import device_commands, write_bundle
-    from edgekd.calibrate import (calibrate_device, calibration_specs, fit_profile, latency_section, note_inputs,
-                                  student_specs, update_profile_section)
+    from edgekd.calibrate import calibrate_device, fit_profile, latency_section, note_inputs, update_profile_section
+    from edgekd.search_space import calibration_specs, student_specs
     from edgekd.data import load_dataset
     from edgekd.deploy_stages import (_params, default_device, distill_student, ensure_teacher, export_for, latency_table,
                                       pick, verify)

@@ -176,7 +176,7 @@ def latency_table(profile: Any, target: Any, config_key: tuple[str, str, str, in
     """{spec: (latency ms at the percentile, "measured"/"predicted"/"predicted, unmeasured")} for every
     search-space student (`space`, default the image students) in one (runtime, format, precision,
     threads) configuration."""
-    from edgekd.calibrate import student_specs
+    from edgekd.search_space import student_specs
     from edgekd.select import gather_candidates
 
     runtime, fmt, precision, threads = config_key

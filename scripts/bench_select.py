@@ -57,7 +57,7 @@ def measure_all(dev, specs, shape, classes, rounds: int, threads: int, work: Pat
 
 def prediction_check(args) -> dict:
     from edgekd.bench.devices import open_device
-    from edgekd.calibrate import calibration_specs, student_specs
+    from edgekd.search_space import calibration_specs, student_specs
     from edgekd.latency import Sample, evaluate_on, fit_latency_model
     from edgekd.latency_features import spec_features
 

@@ -9,7 +9,8 @@ import yaml
 
 from latency_helpers import COUNT, FAST_REQUEST, calibrated_profile
 
-from edgekd.calibrate import calibration_specs, fit_profile, latency_section, student_specs
+from edgekd.calibrate import fit_profile, latency_section
+from edgekd.search_space import calibration_specs, student_specs
 from edgekd.errors import ProfileError
 from edgekd.latency import (PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row, fit_latency_model,
                             metric_for, model_key, prior_model)
@@ -170,7 +171,7 @@ def test_calibration_sample_is_spread_and_out_of_sample():
     assert {s.split(":")[0] for s in specs} == {s.split(":")[0] for s in student_specs()}
     assert calibration_specs(30, seed=1) == specs  # deterministic
     # spread over sizes: each family's smallest and largest out-of-sample variant is in the sample
-    from edgekd.calibrate import _family_variants
+    from edgekd.search_space import _family_variants
     from edgekd.models import MODELS
 
     for family in ("cnn", "mobilenet"):

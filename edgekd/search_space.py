@@ -1,0 +1,130 @@
+"""The students a device is calibrated on: each family's search space, and a sample spread around it.
+
+`student_specs` lists the search space (what `select` and `deploy` choose from). `calibration_specs`
+picks untrained students *around* it: each key takes the values seen in the family's space plus one
+grid step beyond the largest, in new combinations, at evenly spaced ranks by parameter count, so the
+sample encloses the space while the search-space specs themselves stay out of sample (every later
+prediction for them is out-of-sample). Host side (model sizes come from `edgekd.latency_features`).
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, Iterable
+
+from edgekd.models.spec import MODELS, canonical_spec, format_spec, parse_spec
+
+
+def student_families(task: str = "image") -> list[str]:
+    """Names of the student families for inputs of `task` (image students take C x H x W tensors)."""
+    return [name for name, fam in MODELS.items() if fam.role == "student" and fam.task == task]
+
+
+def student_specs(task: str = "image", vocab: int | None = None) -> list[str]:
+    """Every spec in the search space of every student family for `task`, in registry order; text
+    specs completed with ``vocab=N`` when `vocab` is given (a text model's size depends on it)."""
+    specs = [spec for name in student_families(task) for spec in MODELS.get(name).search_space()]
+    return [with_vocab(s, vocab) for s in specs] if vocab else specs
+
+
+def with_vocab(spec: str, vocab: int | None) -> str:
+    """`spec` with its vocabulary size filled in when it is a text spec and `vocab` is given."""
+    if not vocab or MODELS.get(parse_spec(spec)[0]).task != "text":
+        return spec
+    from edgekd.text.models import with_vocab as fill
+
+    return fill(spec, int(vocab))
+
+
+def _one_step_beyond(values: list[Any]) -> list[Any]:
+    """`values` plus one grid step above the largest (32, 24 -> also 40): the calibration sample must
+    enclose the search space, or its largest members are extrapolated (measured: the two biggest CNNs,
+    whose weights no longer fit the L2 cache, were under-predicted by 11-12 % when nothing as large
+    was in the sample)."""
+    nums = sorted(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if len(nums) < 2:
+        return list(values)
+    step = nums[-1] - nums[-2]
+    return [*values, type(nums[-1])(nums[-1] + step)]
+
+
+def _family_variants(name: str, specs: list[str]) -> list[str]:
+    """Specs of family `name` whose values come from the family's search space (plus one grid step
+    beyond its largest value per key), in new combinations."""
+    fam = MODELS.get(name)
+    seen: dict[str, list[Any]] = {}
+    for spec in specs:
+        kwargs = fam.resolve(parse_spec(spec)[1])
+        for key, value in kwargs.items():
+            bucket = seen.setdefault(key, [])
+            if value not in bucket:
+                bucket.append(value)
+    choices: dict[str, list[Any]] = {}
+    for key, values in seen.items():
+        if values and isinstance(values[0], list):
+            # lists (mlp hidden widths): any length seen, items drawn from the widths seen, non-increasing
+            items = sorted(set(_one_step_beyond(sorted({v for lst in values for v in lst}))), reverse=True)
+            lengths = sorted({len(lst) for lst in values})
+            options = [list(c) for n in lengths for c in itertools.combinations_with_replacement(items, n)]
+            choices[key] = options
+        else:
+            choices[key] = _one_step_beyond(values)
+    keys = sorted(choices)
+    out = []
+    for combo in itertools.product(*(choices[k] for k in keys)):
+        try:
+            out.append(canonical_spec(format_spec(name, dict(zip(keys, combo)))))
+        except Exception:  # noqa: BLE001 - a combination the family's validator refuses is simply not a variant
+            continue
+    return sorted(set(out))
+
+
+def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] | None = None,
+                      families: Iterable[str] | None = None, task: str = "image",
+                      input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10,
+                      vocab: int | None = None) -> list[str]:
+    """`count` student specs spread over the search space, round-robin over families.
+
+    Within a family the variants are ordered by parameter count and picked at evenly spaced ranks
+    (smallest and largest included), so the sample spans the whole size range of the space: a latency
+    model fitted only on mid-sized students under-predicts the largest ones (measured: -12 % on the two
+    biggest CNNs when their size class was missing). `exclude` (default: every search-space spec)
+    keeps held-out specs out of the sample. `seed` breaks ties and orders the families' picks.
+    Text specs (task "text") are sized and returned with ``vocab=vocab`` (1000 when not given).
+    """
+    from edgekd.latency_features import spec_features
+
+    rng = random.Random(seed)
+    excluded = set(student_specs(task) if exclude is None else (canonical_spec(s) for s in exclude))
+    names = [n for n in student_families(task) if families is None or n in set(families)]
+    pools = []
+    for name in names:
+        pool = [s for s in _family_variants(name, MODELS.get(name).search_space()) if s not in excluded]
+        rng.shuffle(pool)  # ties in size keep a seeded order
+        pool.sort(key=lambda s: spec_features(with_vocab(s, vocab or 1000), input_shape, num_classes)["params"])
+        pools.append(pool)
+    share = [count // len(pools) + (1 if i < count % len(pools) else 0) for i in range(len(pools))] if pools else []
+    # a family with fewer variants than its share hands the rest to the others
+    spare = sum(max(0, k - len(p)) for k, p in zip(share, pools))
+    share = [min(k, len(p)) for k, p in zip(share, pools)]
+    while spare > 0 and any(k < len(p) for k, p in zip(share, pools)):
+        for i, p in enumerate(pools):
+            if spare > 0 and share[i] < len(p):
+                share[i] += 1
+                spare -= 1
+    picked_per: list[list[str]] = []
+    for pool, k in zip(pools, share):
+        if k <= 0:
+            picked_per.append([])
+            continue
+        ranks = sorted({round(i * (len(pool) - 1) / max(1, k - 1)) for i in range(k)})
+        extra = [i for i in range(len(pool)) if i not in ranks]
+        rng.shuffle(extra)
+        ranks = sorted(ranks + extra[: k - len(ranks)])  # rounding collisions filled at random
+        picked_per.append([pool[i] for i in ranks])
+    picked: list[str] = []
+    for i in range(max((len(p) for p in picked_per), default=0)):
+        for p in picked_per:
+            if i < len(p):
+                picked.append(p[i])
+    return [with_vocab(s, vocab) for s in picked]
