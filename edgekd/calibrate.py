@@ -2,9 +2,10 @@
 
 The nn-Meter / OFA habit: latency does not depend on the weights, so a latency table can be built
 without training anything. Students are built with random weights from specs *sampled* around every
-student family's search space (`edgekd.search_space.calibration_specs`), exported for the device's runtime, benchmarked on the device (through the agent, or in a
-fresh runner process here), recorded in the device profile with their architecture features, and one
-`edgekd.latency` model is fitted per (runtime, precision, threads, batch).
+student family's search space (`edgekd.search_space.calibration_specs`), exported for the device's
+runtime, benchmarked on the device (through the agent, or in a fresh runner process here), recorded in
+the device profile with their architecture features, and one `edgekd.latency` model is fitted per
+(runtime, precision, threads, batch).
 
 The search-space specs themselves are *not* in the calibration sample by default, so every later
 prediction for them is a genuine out-of-sample prediction (what `scripts/bench_select.py` checks).
@@ -222,6 +223,7 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     rounds = max(1, int(rounds))
     best: dict[int, dict[str, Any]] = {}  # job index -> its row (with the best p50 so far)
     failed: dict[int, dict[str, Any]] = {}
+    arts: dict[int, Any] = {}  # job index -> its exported artifact (built once, measured every round)
     step = 0
     for r in range(rounds):
         order = list(range(len(jobs))) if r % 2 == 0 else list(reversed(range(len(jobs))))
@@ -235,9 +237,10 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
                 continue
             row: dict[str, Any] = {"spec": spec, "runtime": runtime, "precision": precision}
             try:
-                art = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed,
-                                       batch=batch, layout=layout)
-                result = dev.bench(art, req)
+                if j not in arts:
+                    arts[j] = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed,
+                                               batch=batch, layout=layout)
+                result = dev.bench(arts[j], req)
                 feats = spec_features(spec, shape, classes)
                 m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"])
             except EdgeKDError as err:

@@ -273,6 +273,12 @@ def _writer_alive(marker: Path) -> tuple[bool, str]:
     return True, f"pid {pid}"
 
 
+def _empty_dir(path: Path) -> None:
+    """Remove everything inside `path`, keeping the directory itself (it may be the user's)."""
+    for child in path.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
 def _prepare_output(out: Path, log: Callable[[str], None] | None = None) -> bool:
     """Refuse a non-empty output (clearing the leftover of an interrupted compress run instead); mark
     it incomplete; return whether we created the directory (so failure removes it)."""
@@ -288,8 +294,7 @@ def _prepare_output(out: Path, log: Callable[[str], None] | None = None) -> bool
                                   f"choose another -o")
             if log is not None:
                 log(f"removing the unfinished output of {who} in {out}")
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            _empty_dir(out)
         elif any(out.iterdir()):
             raise ConfigError(f"output {out} already exists and is not empty; choose another -o or remove it")
     else:
@@ -340,8 +345,7 @@ def run_compression(
         if created:
             shutil.rmtree(out, ignore_errors=True)
         else:
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            _empty_dir(out)
         raise
     return summary
 
