@@ -56,14 +56,16 @@ def test_default_device_is_local_only_where_this_machine_is_the_target():
 def test_deploy_verifies_on_the_device_records_and_bundles(calibrated, work, tiny_teacher_ckpt, tmp_path):
     profile = copy_profile(calibrated["path"], tmp_path)
     bundle = tmp_path / "bundle"
-    # the test teacher is itself tiny, so the budget is its own latency (speedup goal 1) and the floor
-    # generous: this checks the loop's plumbing; scripts/bench_select.py checks the real targets
+    # the test teacher is itself tiny (~8 µs), so the budget is twice its own latency (speedup goal 0.5)
+    # and the floor generous: this checks the loop's plumbing, scripts/bench_select.py the real targets.
+    # At goal 1 the budget sat on the edge of the 2-epoch students' latencies: a teacher measured a
+    # little fast on this shared CPU left only students too small to learn anything in 2 epochs.
     report = api.deploy(target="cpu", device="inprocess", teacher=str(tiny_teacher_ckpt), threads=1,
                         profile=str(profile), output=str(bundle), work_dir=str(work), max_rounds=2,
-                        speedup_goal=1.0, accuracy_margin=0.3, **FAST)
+                        speedup_goal=0.5, accuracy_margin=0.3, **FAST)
     assert report["status"] in ("verified", "failed"), report["status_note"]
     assert report["teacher"]["source"] == "measured" and report["teacher"]["p50_ms"] > 0
-    assert report["budget_ms"] == pytest.approx(report["teacher"]["latency_ms"])
+    assert report["budget_ms"] == pytest.approx(report["teacher"]["latency_ms"] / 0.5)
     # two floors: the device check on the test split, the host choice on the val split
     assert report["min_accuracy"] == pytest.approx(report["teacher"]["accuracy"] - 0.3)
     assert report["choice_floor"]["split"].startswith("val")
