@@ -324,6 +324,24 @@ def test_stand_in_rejects_what_11_removed(fake_trt, tmp_path):
     assert {"FP16", "INT8"} <= TRT11_REMOVED_BUILDER_FLAGS
 
 
+def test_tensorrt_module_names_nothing_11_removed():
+    """Every attribute the device code touches, read from its source: none is one 11.x removed (the
+    stand-in runs above cover the executed path; this covers the branches they do not reach)."""
+    import ast
+
+    import edgekd.runtimes.tensorrt as module
+    from edgekd.runtimes.tensorrt_ops import TRT11_REMOVED_BUILDER_ATTRS, TRT11_REMOVED_CONFIG_ATTRS
+
+    removed = (TRT11_REMOVED_BUILDER_FLAGS | TRT11_REMOVED_CONFIG_ATTRS | TRT11_REMOVED_BUILDER_ATTRS
+               | {"IInt8EntropyCalibrator2", "IInt8Calibrator", "IInt8MinMaxCalibrator", "CalibrationAlgoType"})
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert "create_network" in used and "build_serialized_network" in used  # the scan sees the build path
+    assert not used & removed, used & removed
+    strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    assert not [s for s in strings if s in TRT11_REMOVED_TRTEXEC_OPTIONS]
+
+
 def test_old_artifact_without_precision_in_graph_is_refused(runtime_artifacts, tmp_path):
     import shutil
 

@@ -18,12 +18,14 @@ import numpy as np
 from edgekd.errors import ExportError, ModelError
 
 # Opsets the TensorRT 10.x ONNX parser accepts ("opset 9 and above", up to the ONNX version the
-# release bundles; 10.0 ships with ONNX 1.16 = opset 21). We export opset 18, inside for every 10.x.
+# release bundles; 10.0 ships with ONNX 1.16 = opset 21). TensorRT 11.x accepts 9..25 (ONNX opset
+# guide: ONNX 1.20), so this narrower range holds for both. We export opset 18.
 TRT10_MIN_OPSET = 9
 TRT10_MAX_OPSET = 20
 
 # ONNX operators the TensorRT 10 ONNX parser supports, from onnx-tensorrt's docs/operators.md
-# ("Supported ONNX Operators", TensorRT 10.x column Y). Restrictions (e.g. Conv weights must be
+# ("Supported ONNX Operators", TensorRT 10.x column Y; TensorRT 11.x's opset guide points to the same
+# list). Restrictions (e.g. Conv weights must be
 # initializers, QuantizeLinear zero point 0) are checked by the parser itself on the device.
 TRT10_SUPPORTED_OPS = frozenset("""
 Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
