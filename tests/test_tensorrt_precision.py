@@ -9,6 +9,7 @@ reject what 11.x removed). They say nothing about what a real TensorRT builds; t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -431,3 +432,18 @@ def test_targets_say_which_tensorrt_they_run():
         data = yaml.safe_load(Path(load_target(name).path).read_text())
         assert set(data["tensorrt_versions"]) == want
         assert {int(v) for v in want} <= set(SUPPORTED_TRT_MAJORS)
+
+
+def test_export_plan_for_gpu_precisions_leaves_out_what_no_adapter_makes():
+    """`edgekd export --target nvidia-gpu -p fp16,int8`: TensorRT fp16 + int8 and ONNX Runtime int8,
+    no failed ONNX Runtime fp16 row; explicit formats still get every pair (and a reason per row)."""
+    from edgekd.errors import ConfigError
+    from edgekd.runtimes.export import _plan
+    from edgekd.targets import load_target
+
+    gpu = load_target("nvidia-gpu")
+    assert _plan(gpu, None, ["fp16", "int8"]) == [("tensorrt", "fp16"), ("tensorrt", "int8"), ("onnx", "int8")]
+    assert ("onnx", "fp16") in _plan(gpu, ["tensorrt", "onnx"], ["fp16"])
+    onnx_only = dataclasses.replace(gpu, formats=("onnx",))
+    with pytest.raises(ConfigError, match="no format of target 'nvidia-gpu' exports fp16"):
+        _plan(onnx_only, None, ["fp16"])

@@ -25,8 +25,8 @@ TRT10_MAX_OPSET = 20
 
 # ONNX operators the TensorRT 10 ONNX parser supports, from onnx-tensorrt's docs/operators.md
 # ("Supported ONNX Operators", TensorRT 10.x column Y; TensorRT 11.x's opset guide points to the same
-# list). Restrictions (e.g. Conv weights must be
-# initializers, QuantizeLinear zero point 0) are checked by the parser itself on the device.
+# list). Restrictions (e.g. Conv weights must be initializers, QuantizeLinear zero point 0) are checked
+# by the parser itself on the device.
 TRT10_SUPPORTED_OPS = frozenset("""
 Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
 BlackmanWindow Cast CastLike Ceil Celu Clip Col2Im Concat Constant ConstantOfShape Conv ConvTranspose Cos
@@ -122,7 +122,8 @@ _BANNER = re.compile(r"\[TensorRT v(\d+)(?:\.(\d+)\.(\d+))?\]")
 
 def trt_major(version: str) -> int:
     """The major number of a TensorRT version string ("10.3.0", "11.4.1.5"). ModelError, naming the
-    supported majors, for anything unparseable or outside SUPPORTED_TRT_MAJORS' range."""
+    supported majors, for anything unparseable or older than 10 (no strong typing before 9.x, and
+    edgekd's parser checks are for 10.x on). A later major is treated like 11.x: strongly typed always."""
     match = _VERSION.match(str(version))
     if match is None:
         raise ModelError(f"cannot read a TensorRT version from {version!r}; expected e.g. 10.3.0")
