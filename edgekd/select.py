@@ -240,7 +240,7 @@ def apply_rule(
     candidates: list[Candidate], *, budget_ms: float, min_accuracy: float | None, allow_unmeasured_accuracy: bool = False
 ) -> tuple[Candidate | None, Candidate | None]:
     """Mark every candidate (status, reasons, miss) and return (chosen, closest miss)."""
-    if not budget_ms or budget_ms <= 0:
+    if not isinstance(budget_ms, (int, float)) or not math.isfinite(budget_ms) or budget_ms <= 0:
         raise ConfigError(f"budget must be a positive number of milliseconds, got {budget_ms!r}")
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise ConfigError(f"min accuracy {min_accuracy!r} must be a fraction in 0..1 (e.g. 0.97)")

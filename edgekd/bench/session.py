@@ -171,7 +171,10 @@ def prepare_eval_data(data: str | None, artifacts_hint: list[Path], workdir: Pat
     if path.suffix == ".npz":
         if not path.is_file():
             raise ConfigError(f"evaluation data {path} not found")
+        from edgekd.bench.eval_check import check_eval_npz
         from edgekd.fileio import sha256_file
+
+        check_eval_npz(path, artifacts_hint)  # bad data is a usage error (exit 2), not a warning per row
 
         return path, sha256_file(path)
     from edgekd.bench.accuracy import write_eval_npz
@@ -270,6 +273,11 @@ def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
             continue
         formats = sorted({j.format for j in todo})
         precisions = sorted({j.precision for j in todo})
+        from edgekd.models.checkpoint import read_checkpoint
+
+        # a checkpoint that cannot be read at all is bad input for the whole command (exit 2),
+        # not one failed export per row
+        read_checkpoint(checkpoint)
         try:
             data = cfg.data if cfg.data and not cfg.data.endswith(".npz") else None
             report = api.export(str(checkpoint), str(_export_root(checkpoint, cfg.export_dir)), target=target.name,
