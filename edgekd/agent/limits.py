@@ -34,7 +34,7 @@ class AgentLimits:
     preauth_s: float = 10.0
     idle_s: float = 600.0
     max_uploads_per_session: int = 8
-    max_held_bytes: int = 32 * MB
+    max_held_bytes: int = 16 * MB
     preauth_max_frame: int = 64 << 10
     preauth_garbage: int = 16 << 10
 

@@ -73,7 +73,7 @@ class Upload:
 class ContentStore:
     """Thread-safe store with a byte quota. One instance per agent, shared by its sessions."""
 
-    def __init__(self, root: str | os.PathLike[str], quota_bytes: int, *, max_held_bytes: int = 32 << 20,
+    def __init__(self, root: str | os.PathLike[str], quota_bytes: int, *, max_held_bytes: int = 16 << 20,
                  max_uploads_per_owner: int = 8) -> None:
         self.root = Path(root).expanduser().resolve()
         self.held_budget = ByteBudget(max_held_bytes)  # chunks ahead of a gap, all uploads together

@@ -28,7 +28,7 @@ from edgekd.errors import ConfigError
                    "A peer dripping bytes does not reset it.")
 @click.option("--max-uploads", default=8, show_default=True, type=click.IntRange(min=1, max=4096),
               help="Uploads one session may have open at once (each holds a file open).")
-@click.option("--max-held-mb", default=32, show_default=True, type=click.IntRange(min=1, max=1 << 16),
+@click.option("--max-held-mb", default=16, show_default=True, type=click.IntRange(min=1, max=1 << 16),
               help="Memory for upload chunks held ahead of a gap, all sessions together.")
 @click.option("--verbose", "-v", is_flag=True, help="Log every connection and error to stderr.")
 def command(listen: str | None, serial_port: str | None, baud: int, key_file: str | None, workdir: str,
