@@ -62,6 +62,21 @@ class AgentConfig:
 
 
 _session_ids = itertools.count(1)
+_warned: dict[str, list[float]] = {}  # kind -> [last time logged, events since]
+_warn_lock = threading.Lock()
+
+
+def warn_limited(kind: str, message: str, *args: Any) -> None:
+    """log.warning, at most once a second per kind (a flood of refusals must not become a flood of
+    log lines); the next line says how many were not logged."""
+    now = time.monotonic()
+    with _warn_lock:
+        last, skipped = _warned.get(kind, (0.0, 0))
+        if now - last < 1.0:
+            _warned[kind] = [last, skipped + 1]
+            return
+        _warned[kind] = [now, 0]
+    log.warning(message + (f" ({skipped} more like it not logged)" if skipped else ""), *args)
 
 
 class Session:
@@ -121,7 +136,7 @@ class Session:
                 ev = ch.poll(ch.quiet_s if garbage else 0.2)
                 now = time.monotonic()
                 if not self.persistent and not self.authed and now - self.started > limits.preauth_s:
-                    log.warning("closing %s: not authenticated within %.1f s", ch.transport.description, limits.preauth_s)
+                    warn_limited("preauth", "closing %s: not authenticated within %.1f s", ch.transport.description, limits.preauth_s)
                     break
                 if ev is None:
                     if ch.decoder.buffered and now - ch.last_rx > self.agent.truncate_s:
@@ -153,12 +168,13 @@ class Session:
                         preauth_garbage += ev.nbytes
                         if preauth_garbage > limits.preauth_garbage:
                             # a clean link (TCP) never damages bytes: this much noise before auth is abuse
-                            log.warning("closing %s: %d bytes of non-frames before authentication",
-                                        ch.transport.description, preauth_garbage)
+                            warn_limited("garbage", "closing %s: %d bytes of non-frames before authentication",
+                                         ch.transport.description, preauth_garbage)
                             break
                     continue
                 self.last_frame = now
                 self._on_event(ev)
+                self.last_frame = time.monotonic()  # a long command is activity, not idleness
         except LinkLost as err:
             log.info("session ended: %s", err)
         except Exception:  # a bug or a resource error (MemoryError, EMFILE): end this session only
@@ -291,7 +307,8 @@ def serve_tcp(agent: AgentConfig, sock: socket.socket, stop: threading.Event | N
             stop.wait(0.05)
             continue
         if not agent.connections.enter():
-            log.warning("refusing %s:%s: %d connections already (--max-connections)", peer[0], peer[1], agent.connections.cap)
+            warn_limited("connections", "refusing %s:%s: %d connections already (--max-connections)", peer[0], peer[1],
+                         agent.connections.cap)
             _close_quietly(conn)
             continue
         log.info("connection from %s:%s", peer[0], peer[1])

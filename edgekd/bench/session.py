@@ -18,7 +18,7 @@ from edgekd.bench.inputs import read_manifest
 from edgekd.bench.table import BenchRow
 from edgekd.errors import ConfigError, EdgeKDError
 from edgekd.fileio import sha256_file
-from edgekd.profiles import Measurement, device_name, profile_path, record_measurements
+from edgekd.profiles import Measurement, Profile, device_name, profile_path, record_measurements
 
 ALL = "all"
 
@@ -198,6 +198,11 @@ def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | N
     device = open_device(cfg.device, cfg.key)
     try:
         fingerprint = device.fingerprint()
+        if cfg.record:
+            # a malformed profile is a usage error found before any measurement, not after
+            existing = profile_path(cfg.profile or device_name(fingerprint), cfg.profiles_dir)
+            if existing.exists():
+                Profile.load(existing)
         jobs = plan_jobs(cfg, device.runtimes())
         total = len(jobs) + 1
         if on_progress:
