@@ -288,6 +288,10 @@ def _write(path: Path, text: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+# the write every profile writer uses under the profile's lock (calibration too)
+write_under_lock = _write
+
+
 def profile_path(name: str, profiles_dir: str | os.PathLike[str] = "profiles") -> Path:
     """`profiles/<name>.yaml` for a bare name; a name ending in .yaml/.yml or holding a path
     separator is taken as a path."""
