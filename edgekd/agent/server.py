@@ -138,6 +138,13 @@ class Session:
                 if not self.persistent and not self.authed and now - self.started > limits.preauth_s:
                     warn_limited("preauth", "closing %s: not authenticated within %.1f s", ch.transport.description, limits.preauth_s)
                     break
+                # checked on silence and on noise alike (bytes are not frames); a frame that arrives is activity
+                if not isinstance(ev, Frame) and now - self.last_frame > limits.idle_s:
+                    if not self.persistent:
+                        log.info("closing idle session %s", ch.transport.description)
+                        break
+                    if self.authed and self.agent.key is not None:
+                        self.end_host_session(f"no frame for {limits.idle_s:.0f} s")
                 if ev is None:
                     if ch.decoder.buffered and now - ch.last_rx > self.agent.truncate_s:
                         for dropped in ch.decoder.drop_partial():
@@ -150,12 +157,6 @@ class Session:
                         expected = 0 if self._last_seq is None else (self._last_seq + 1) & 0xFFFFFFFF
                         ch.send(FrameType.NAK, expected, {"garbage": garbage})
                         garbage = 0
-                    if now - self.last_frame > limits.idle_s:
-                        if not self.persistent:
-                            log.info("closing idle session %s", ch.transport.description)
-                            break
-                        if self.authed and self.agent.key is not None:
-                            self.end_host_session(f"no frame for {limits.idle_s:.0f} s")
                     if self.persistent:
                         now_carrier = ch.transport.carrier()
                         if carrier is True and now_carrier is False:
