@@ -18,6 +18,7 @@ import numpy as np
 from edgekd.errors import DataError, EdgeKDError
 
 _NUMERIC = "biuf"
+_TEXT = "US"
 
 
 def check_eval_npz(path: str | Path, artifacts: Iterable[Path] = ()) -> None:
@@ -34,14 +35,15 @@ def check_eval_npz(path: str | Path, artifacts: Iterable[Path] = ()) -> None:
     if "y" not in arrays:
         raise DataError(f"evaluation data {path} has no 'y' array (labels); it has {sorted(arrays)}")
     for name, arr in arrays.items():
-        if arr.dtype.kind not in _NUMERIC:
+        # text arrays (class names, notes) may ride along; samples and labels must be numbers
+        if arr.dtype.kind not in _NUMERIC and (name in ("x", "y") or arr.dtype.kind not in _TEXT):
             raise DataError(f"evaluation data {path}: array {name!r} has dtype {arr.dtype}, not numbers; "
                             "save numeric arrays only")
     y = arrays["y"]
     if y.ndim != 1 or y.shape[0] == 0 or y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
         raise DataError(f"evaluation data {path}: 'y' must be a non-empty 1-D array of integer labels, got shape {y.shape}")
     for name, arr in arrays.items():
-        if name in ("y", "normalized"):
+        if name in ("y", "normalized") or arr.dtype.kind in _TEXT:
             continue
         if arr.ndim == 0 or arr.shape[0] != y.shape[0]:
             raise DataError(f"evaluation data {path}: array {name!r} of shape {arr.shape} does not hold one sample "
