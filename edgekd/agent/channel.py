@@ -23,6 +23,7 @@ class Channel:
         self.decoder = FrameDecoder(max_payload)
         self._events: collections.deque[Event] = collections.deque()
         self._wlock = threading.Lock()
+        self.read_size: int | None = None  # smaller reads (pre-auth): bounds the work one read can cause
         self.last_rx = time.monotonic()
         # how long the line must stay silent before damage is answered with a NAK: long enough that
         # the rest of a damaged frame has arrived (so one damaged frame gets one NAK, not several)
@@ -54,7 +55,7 @@ class Channel:
             return self._events.popleft()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            data = self.transport.read(READ_SIZE, max(0.0, deadline - time.monotonic()))
+            data = self.transport.read(self.read_size or READ_SIZE, max(0.0, deadline - time.monotonic()))
             if not data:
                 return None
             self.last_rx = time.monotonic()

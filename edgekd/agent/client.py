@@ -233,6 +233,9 @@ class AgentClient:
     def put_file(self, path: str | os.PathLike[str], progress: Progress | None = None) -> str:
         """Upload a file (resuming a partial upload the agent kept); returns its sha256."""
         path = Path(path)
+        if path.is_symlink():
+            raise ConfigError(f"refusing to upload {str(path)!r}: it is a symbolic link (its target could be any "
+                              "file on this machine); copy the file in place of the link")
         if not path.is_file():
             raise ConfigError(f"cannot upload {str(path)!r}: not a file")
         sha, size = sha256_file(path), path.stat().st_size
@@ -260,6 +263,9 @@ class AgentClient:
             raise ConfigError(f"{str(root)!r} is not an artifact directory (no manifest.json); export one first")
         files = sorted(p for p in root.iterdir() if not p.name.startswith("."))
         for p in files:
+            if p.is_symlink():
+                raise ConfigError(f"artifact {str(root)!r} contains {p.name!r}, a symbolic link; artifacts hold plain "
+                                  "files only (copy the file in place of the link)")
             if not p.is_file():
                 raise ConfigError(f"artifact {str(root)!r} contains {p.name!r}, which is not a plain file; artifacts are flat directories")
             try:

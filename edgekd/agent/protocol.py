@@ -195,6 +195,69 @@ def decode_data(payload: bytes | memoryview) -> tuple[int, int, memoryview]:
     return handle, offset, memoryview(payload)[DATA_HEAD_SIZE:]
 
 
+def _reject_constant(name: str) -> Any:
+    # strict JSON: NaN, Infinity and -Infinity are not JSON (RFC 8259); a header holding them is bad
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _tail_to_keep(buf: bytearray) -> int:
+    """After a scan found no frame: keep a trailing first magic byte (its partner may come next)."""
+    return 1 if buf and buf[-1] == MAGIC[0] else 0
+
+
+_SCALAR_CANDIDATES = 32
+
+
+def _crc_tables() -> tuple[Any, int]:
+    """CRC-32 is affine over GF(2): for 16-byte messages, crc(m) = crc(0) ^ XOR_j T[j][m_j] with
+    T[j][v] = crc(v at position j, zeros elsewhere) ^ crc(0). -> (T as a 16x256 uint32 array, crc(0))."""
+    import numpy as np
+
+    n = PREFIX_SIZE - 4
+    zero = zlib.crc32(bytes(n))
+    table = np.zeros((n, 256), dtype=np.uint32)
+    for j in range(n):
+        msg = bytearray(n)
+        for v in range(256):
+            msg[j] = v
+            table[j, v] = zlib.crc32(msg) ^ zero
+    return table, zero
+
+
+_TABLES: tuple[Any, int] | None = None
+
+
+def _scan_bulk(buf: bytearray, start: int) -> int:
+    """Like `_next_prefix` from `start`, with every candidate's prefix CRC computed at once (numpy)."""
+    import numpy as np
+
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = _crc_tables()
+    table, zero = _TABLES
+    a = np.frombuffer(buf, dtype=np.uint8)[start:]
+    if a.size < 2:
+        return start if a.size and a[0] == MAGIC[0] else -1
+    idx = np.flatnonzero((a[:-1] == MAGIC[0]) & (a[1:] == MAGIC[1]))
+    if idx.size == 0:
+        return -1
+    whole = idx[idx + PREFIX_SIZE <= a.size]
+    if whole.size:
+        n = PREFIX_SIZE - 4
+        crc = np.full(whole.size, zero, dtype=np.uint32)
+        for j in range(n):
+            crc ^= table[j, a[whole + j]]
+        stored = np.zeros(whole.size, dtype=np.uint32)
+        for j in range(4):
+            stored = (stored << np.uint32(8)) | a[whole + n + j].astype(np.uint32)
+        hit = np.flatnonzero(crc == stored)
+        if hit.size:
+            return start + int(whole[hit[0]])
+    if whole.size < idx.size:  # a magic too close to the end to check yet
+        return start + int(idx[whole.size])
+    return -1
+
+
 _ZERO_COPY_MIN = 64 << 10
 _VALID_TYPES = frozenset(int(t) for t in FrameType)
 
@@ -204,6 +267,7 @@ class FrameDecoder:
 
     Resynchronises on the magic after garbage: a prefix whose CRC fails is skipped one byte at a time,
     so a frame that follows line noise is still found. Memory is bounded by one maximal frame.
+    Headers are strict JSON objects: NaN / Infinity are refused (`bad_header`).
     """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
@@ -235,16 +299,36 @@ class FrameDecoder:
         with memoryview(self._buf) as mv:
             return zlib.crc32(mv[: PREFIX_SIZE - 4]) == crc
 
+    @staticmethod
+    def _next_prefix(buf: bytearray) -> int:
+        """Offset of the first magic that starts an intact prefix, or of a magic too close to the end
+        to check yet; -1 when there is none. One pass with a cursor (no per-byte deletes); after a
+        few damaged candidates the rest of the buffer is checked in bulk (`_scan_bulk`), so noise
+        full of magic bytes costs about as little as random noise."""
+        pos = 0
+        end = len(buf)
+        with memoryview(buf) as mv:
+            for _ in range(_SCALAR_CANDIDATES):
+                idx = buf.find(MAGIC, pos)
+                if idx < 0:
+                    return -1
+                if end - idx < PREFIX_SIZE:
+                    return idx
+                if zlib.crc32(mv[idx : idx + PREFIX_SIZE - 4]) == _U32.unpack_from(buf, idx + PREFIX_SIZE - 4)[0]:
+                    return idx
+                pos = idx + 1
+        return _scan_bulk(buf, pos)
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         buf = self._buf
         buf += data
         events: list[Event] = []
         garbage = 0
         while buf:
-            idx = buf.find(MAGIC)
+            idx = self._next_prefix(buf)
             if idx < 0:
-                # keep a trailing first magic byte: its partner may arrive with the next read
-                keep = 1 if buf[-1] == MAGIC[0] else 0
+                # keep a tail that may be the start of a prefix completed by the next read
+                keep = _tail_to_keep(buf)
                 garbage += len(buf) - keep
                 del buf[: len(buf) - keep]
                 break
@@ -253,10 +337,6 @@ class FrameDecoder:
                 del buf[:idx]
             if len(buf) < PREFIX_SIZE:
                 break
-            if not self._prefix_ok():
-                garbage += 1
-                del buf[:1]
-                continue
             _, version, ftype, seq, hlen, plen = _PREFIX.unpack_from(buf)
             bad = None
             if version != PROTOCOL_VERSION:
@@ -296,7 +376,7 @@ class FrameDecoder:
                 events.append(Corrupt(seq, ftype))
                 continue
             try:
-                header = json.loads(raw_header) if hlen else {}
+                header = json.loads(raw_header, parse_constant=_reject_constant) if hlen else {}
             except (UnicodeDecodeError, ValueError, RecursionError):
                 header = None
             if not isinstance(header, dict):
