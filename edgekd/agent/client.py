@@ -10,6 +10,10 @@
 Reliability (docs/PROTOCOL.md): one request in flight; a damaged answer is NAKed; garbage on the
 line is NAKed once the line goes quiet; on lossy links a request with no answer is resent after a
 retransmit timeout; the agent answers a resent request from its cache, so nothing runs twice.
+
+Authenticity: with a key, every frame after `auth` carries a MAC both ways (frame_auth.py); a frame
+that fails it closes the session with FrameRejected. A host that holds a key refuses an agent that
+does not ask for one (anyone on the link could otherwise pose as the agent and invent results).
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from typing import Any, Callable
 
 from edgekd.agent import auth
 from edgekd.agent.channel import Channel
+from edgekd.agent.frame_auth import FrameRejected
 from edgekd.agent.protocol import (
-    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, Frame, FrameType,
-    Garbage, LinkLost, encode_frame_parts,
+    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION, AgentRequestError, BadFrame, Corrupt, ErrorCode,
+    Frame, FrameType, Garbage, LinkLost,
 )
 from edgekd.agent.storage import check_name
 from edgekd.agent.transports import Transport, open_transport
@@ -36,8 +41,8 @@ Progress = Callable[[int, int], None]
 
 
 
-MAX_ATTEMPTS = 500
-FETCH_PIECE = 96  # bytes of a stashed answer per fetch: most pieces cross even a 1 %-damaged line  # resends of one request before the line is declared unusable
+MAX_ATTEMPTS = 500  # resends of one request before the line is declared unusable
+FETCH_PIECE = 96  # bytes of a stashed answer per fetch: most pieces cross even a 1 %-damaged line
 
 
 class AgentClient:
@@ -82,13 +87,24 @@ class AgentClient:
         if info.get("auth_required"):
             if self._key is None:
                 raise AgentError(f"the agent at {self.url} requires a key: pass --key-file FILE or set {auth.KEY_ENV}")
+            agent_nonce = info.get("nonce")
+            if not auth.is_nonce(agent_nonce):
+                raise AgentError(f"the agent at {self.url} sent no valid challenge nonce; is it an edgekd agent of this version?")
             host_nonce = auth.new_nonce()
-            proof = auth.host_proof(self._key, info["nonce"], host_nonce)
+            proof = auth.host_proof(self._key, agent_nonce, host_nonce)
             answer = self.request("auth", {"nonce": host_nonce, "proof": proof})
-            if not auth.verify(auth.agent_proof(self._key, info["nonce"], host_nonce), answer.get("proof")):
+            if not auth.verify(auth.agent_proof(self._key, agent_nonce, host_nonce), answer.get("proof")):
                 raise AgentError(f"the agent at {self.url} could not prove it holds the key; check you reached the right device")
+            # every frame from here on carries a MAC under this session's keys (both directions)
+            self.channel.start_mac(auth.session_keys(self._key, agent_nonce, host_nonce), "host", grace_seq=self._seq)
+        elif self._key is not None:
+            raise AgentError(
+                f"the agent at {self.url} does not ask for a key, but this host has one: an agent that cannot prove "
+                "the key could be anyone on the link. Start the agent with the same key (--key-file or "
+                f"{auth.KEY_ENV}), or connect without a key to a key-less loopback agent (unset {auth.KEY_ENV})"
+            )
         hello = self.hello()
-        self.max_payload = int(hello.get("limits", {}).get("max_payload", DEFAULT_MAX_PAYLOAD))
+        self.max_payload = self.channel.max_payload = int(hello.get("limits", {}).get("max_payload", DEFAULT_MAX_PAYLOAD))
         self.chunk = min(self.chunk, self.max_payload - DATA_HEAD_SIZE)
 
     def close(self, say_bye: bool = True) -> None:
@@ -120,13 +136,25 @@ class AgentClient:
                   max_attempts: int = MAX_ATTEMPTS) -> Frame:
         if self._closed and header.get("cmd") != "bye":
             raise AgentError(f"the connection to {self.url} is closed; connect again")
+        try:
+            return self._exchange_once(ftype, header, payload, timeout, max_attempts)
+        except FrameRejected:
+            self._reject_link()
+            raise
+
+    def _reject_link(self) -> None:
+        """A frame failed authentication: nothing more from this link can be trusted; close it."""
+        self._closed = True
+        self.transport.close()
+
+    def _exchange_once(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
+                       max_attempts: int) -> Frame:
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        frame = encode_frame_parts(ftype, seq, header, payload, max_payload=self.max_payload)
-        frame_len = sum(len(p) for p in frame)
-        if self.transport.lossy:
-            frame = [b"".join(frame)]  # resent often on a noisy line: one small buffer
         ch, silence = self.channel, (timeout or self.timeout)
-        ch.send_raw(frame)
+        frame = ch.prepare(ftype, seq, header, payload)
+        frame_len = frame.size
+        joined = self.transport.lossy  # resent often on a noisy line: one small buffer
+        ch.send_out(frame, joined=joined)
         self.stats["requests"] += 1
         sent = last_heard = time.monotonic()
         rto = self._rto(frame_len)
@@ -141,7 +169,7 @@ class AgentClient:
             self.stats["resends"] += 1
             if attempts > max_attempts:
                 raise LinkLost(f"gave up on {self.url} after {MAX_ATTEMPTS} resends; the line is too noisy")
-            ch.send_raw(frame)
+            ch.send_out(frame, joined=joined)  # a new transmission: sealed with a new counter
             resend_at = now + rto
 
         while True:
@@ -175,6 +203,11 @@ class AgentClient:
                     ch.send(FrameType.NAK, seq)
                 continue
             if isinstance(ev, BadFrame):
+                if ev.code == ErrorCode.BAD_VERSION.value and ev.seq == seq:
+                    raise AgentError(
+                        f"the agent at {self.url} speaks agent protocol version {ev.version}, this host speaks "
+                        f"{PROTOCOL_VERSION}: install the same edgekd version on host and device"
+                    )
                 continue  # nothing the agent should send; its own resend will follow
             if ev.type == FrameType.NAK and (ev.seq == seq or "garbage" in ev.header):
                 resend(now)
@@ -250,7 +283,11 @@ class AgentClient:
             progress(have, size)
         if not state.get("complete"):
             send = upload_window if self.transport.lossy else upload_stop_and_wait
-            send(self, int(state["upload"]), size, have, read, progress)
+            try:
+                send(self, int(state["upload"]), size, have, read, progress)
+            except FrameRejected:
+                self._reject_link()
+                raise
         return sha
 
     def put_artifact(self, artifact_dir: str | os.PathLike[str], progress: Progress | None = None) -> str:
