@@ -185,7 +185,8 @@ def tcp_relay(agent_url: str):
                 return
             back = socket.create_connection((host, int(port)))
             relay = FrameRelay(conn, back)
-            relays.append(relay.__enter__())
+            relays.append(relay)  # listed before it forwards a byte: the host's handshake needs it running
+            relay.__enter__()
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()

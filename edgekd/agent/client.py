@@ -29,7 +29,7 @@ from edgekd.agent.channel import Channel
 from edgekd.agent.frame_auth import FrameRejected
 from edgekd.agent.protocol import (
     DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION, AgentRequestError, BadFrame, Corrupt, ErrorCode,
-    Frame, FrameType, Garbage, LinkLost,
+    Frame, FrameType, Garbage, LinkLost, OutFrame,
 )
 from edgekd.agent.storage import check_name
 from edgekd.agent.transports import Transport, open_transport
@@ -133,11 +133,15 @@ class AgentClient:
         return base + (2 * frame_len / bps if bps else 0.0)
 
     def _exchange(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
-                  max_attempts: int = MAX_ATTEMPTS) -> Frame:
+                  max_attempts: int = MAX_ATTEMPTS, *, prepared: OutFrame | None = None,
+                  while_waiting: Callable[[], None] | None = None) -> Frame:
+        """One request/answer. `prepared`: the frame, already encoded with the next seq (else built
+        from ftype/header/payload); `while_waiting`: work to do once it is sent, before the answer
+        is awaited (an upload prepares its next chunk there while the agent stores this one)."""
         if self._closed and header.get("cmd") != "bye":
             raise AgentError(f"the connection to {self.url} is closed; connect again")
         try:
-            return self._exchange_once(ftype, header, payload, timeout, max_attempts)
+            return self._exchange_once(ftype, header, payload, timeout, max_attempts, prepared, while_waiting)
         except FrameRejected:
             self._reject_link()
             raise
@@ -147,14 +151,22 @@ class AgentClient:
         self._closed = True
         self.transport.close()
 
+    def next_seq(self) -> int:
+        """The seq the next request will carry (one request is in flight at a time)."""
+        return (self._seq + 1) & 0xFFFFFFFF
+
     def _exchange_once(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
-                       max_attempts: int) -> Frame:
+                       max_attempts: int, prepared: OutFrame | None, while_waiting: Callable[[], None] | None) -> Frame:
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         ch, silence = self.channel, (timeout or self.timeout)
-        frame = ch.prepare(ftype, seq, header, payload)
+        if prepared is not None and prepared.seq != seq:
+            raise ValueError(f"a frame prepared for seq {prepared.seq} cannot go out as seq {seq}")
+        frame = prepared if prepared is not None else ch.prepare(ftype, seq, header, payload)
         frame_len = frame.size
         joined = self.transport.lossy  # resent often on a noisy line: one small buffer
         ch.send_out(frame, joined=joined)
+        if while_waiting is not None:
+            while_waiting()
         self.stats["requests"] += 1
         sent = last_heard = time.monotonic()
         rto = self._rto(frame_len)
@@ -261,7 +273,8 @@ class AgentClient:
     def put_bytes(self, data: bytes, progress: Progress | None = None) -> str:
         import hashlib
 
-        return self._put(hashlib.sha256(data).hexdigest(), len(data), lambda off, n: data[off:off + n], progress)
+        view = memoryview(data)  # chunks are slices of it, not copies
+        return self._put(hashlib.sha256(data).hexdigest(), len(data), lambda off, n: view[off:off + n], progress)
 
     def put_file(self, path: str | os.PathLike[str], progress: Progress | None = None) -> str:
         """Upload a file (resuming a partial upload the agent kept); returns its sha256."""

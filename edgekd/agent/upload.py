@@ -29,18 +29,35 @@ MAX_ROUNDS_WITHOUT_PROGRESS = 200
 
 def upload_stop_and_wait(client: "AgentClient", handle: int, size: int, have: int, read: Reader,
                          progress: Progress | None) -> dict:
+    """One chunk in flight; the next one is read and encoded (CRC, MAC) while the agent stores this
+    one, so the host's and the agent's work on the bytes overlap instead of taking turns."""
     state: dict = {}
+    ahead: dict[int, tuple[int, OutFrame]] = {}  # offset -> (length, frame encoded for the next seq)
+
+    def encode(off: int) -> tuple[int, OutFrame]:
+        n = min(client.chunk, size - off)
+        return n, client.channel.prepare(FrameType.DATA, client.next_seq(), None, [data_head(handle, off), read(off, n)])
+
     while have < size or not state.get("complete"):
-        chunk = read(have, min(client.chunk, size - have))
+        n, frame = ahead.pop(have, None) or encode(have)
+        if frame.seq != client.next_seq():  # only if a request went out in between
+            n, frame = encode(have)
+        following = have + n
+
+        def prepare_following() -> None:
+            ahead.clear()
+            if following < size:
+                ahead[following] = encode(following)
+
         try:
-            frame = client._exchange(FrameType.DATA, {}, [data_head(handle, have), chunk], None)
+            answer = client._exchange(FrameType.DATA, {}, [], None, prepared=frame, while_waiting=prepare_following)
         except AgentRequestError as err:
             if err.code != ErrorCode.OFFSET_MISMATCH.value:
                 raise
             have = int(err.detail["have"])
             continue
-        state = frame.header
-        have = int(state.get("have", have + len(chunk)))
+        state = answer.header
+        have = int(state.get("have", have + n))
         if progress:
             progress(have, size)
     return state
