@@ -152,8 +152,17 @@ def agent_vs_inprocess(art: Path, threads: int, repeats: int, seconds: float) ->
 
 # ---------------------------------------------------------------- 3. TCP upload and round trip
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextlib.contextmanager
-def keyless_agent(workdir: Path) -> Iterator[str]:
+def keyless_agent(workdir: Path) -> Iterator[tuple[str, int]]:
     """`edgekd agent --listen 127.0.0.1:0` without a key (loopback only, no MAC); yields its URL.
     The same subprocess and TCP path as `local`, which always runs with a key."""
     from edgekd.agent.transports.local import _wait_ready
@@ -166,7 +175,7 @@ def keyless_agent(workdir: Path) -> Iterator[str]:
         url = _wait_ready(proc, timeout=60)
         if url is None:
             raise SystemExit("the key-less agent did not start")
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -185,11 +194,13 @@ def tcp_link_mac_vs_plain(size_mb: int, repeats: int, pings: int, store: Path | 
     rng = np.random.default_rng(1)
     rates: dict[str, list[float]] = {"mac": [], "plain": []}
     rtts: dict[str, list[float]] = {"mac": [], "plain": []}
+    cpu: dict[str, list[float]] = {"mac": [], "plain": []}  # host + agent CPU ms per MiB uploaded
     saved_key = os.environ.pop(auth.KEY_ENV, None)  # the key-less client must not pick one up
     try:
-        with keyless_agent(base / "plain") as plain_url, \
+        with keyless_agent(base / "plain") as (plain_url, plain_pid), \
                 AgentClient.connect(f"local?workdir={base / 'mac'}") as mac, AgentClient.connect(plain_url) as plain:
             clients = {"mac": mac, "plain": plain}
+            pids = {"mac": mac.transport.proc.pid, "plain": plain_pid}
             assert mac.channel.mac is not None and plain.channel.mac is None
             for c in clients.values():
                 for _ in range(20):
@@ -197,9 +208,13 @@ def tcp_link_mac_vs_plain(size_mb: int, repeats: int, pings: int, store: Path | 
             for i in range(repeats):
                 blob = rng.integers(0, 256, size=size_mb << 20, dtype=np.uint8).tobytes()
                 for side in (("mac", "plain") if i % 2 == 0 else ("plain", "mac")):
+                    agent_cpu0, host_cpu0 = process_cpu_s(pids[side]), time.process_time()
                     t0 = time.perf_counter()
                     clients[side].put_bytes(blob)  # each agent has its own store: both upload it all
                     rates[side].append(len(blob) / 1e6 / (time.perf_counter() - t0))
+                    agent_cpu1 = process_cpu_s(pids[side])
+                    if agent_cpu0 is not None and agent_cpu1 is not None:
+                        cpu[side].append((agent_cpu1 - agent_cpu0 + time.process_time() - host_cpu0) * 1e3 / size_mb)
                 log(f"  upload {i + 1}: {size_mb} MiB at {rates['mac'][-1]:.0f} MB/s with MAC, {rates['plain'][-1]:.0f} MB/s without")
             batch = 25
             for i in range(max(1, pings // batch)):
@@ -218,6 +233,8 @@ def tcp_link_mac_vs_plain(size_mb: int, repeats: int, pings: int, store: Path | 
         "rtt_ms": statistics.median(rtts["mac"]), "rtt_plain_ms": statistics.median(rtts["plain"]),
         "rtt_p90_ms": float(np.percentile(rtts["mac"], 90)), "pings": len(rtts["mac"]),
         "all_upload_mb_s": rates["mac"], "all_upload_plain_mb_s": rates["plain"],
+        "cpu_ms_per_mib": statistics.median(cpu["mac"]) if cpu["mac"] else None,
+        "cpu_ms_per_mib_plain": statistics.median(cpu["plain"]) if cpu["plain"] else None,
     }
 
 
@@ -303,14 +320,17 @@ class NoisyWire(threading.Thread):
 
 
 @contextlib.contextmanager
-def serial_agent(flip: float, work: Path, key: str) -> Iterator[tuple[str, NoisyWire]]:
+def serial_agent(flip: float, work: Path, key: str | None) -> Iterator[tuple[str, NoisyWire]]:
     """A real `edgekd agent --serial` subprocess (with `key`: every frame after auth carries a MAC)
     behind a noisy wire; yields the host-side tty path."""
     host_master, host_path = _pty()
     agent_master, agent_path = _pty()
     wire = NoisyWire(host_master, agent_master, flip)
     wire.start()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKD_AGENT_KEY": key}
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKD_AGENT_KEY"}
+    env["PYTHONPATH"] = str(ROOT)
+    if key:
+        env["EDGEKD_AGENT_KEY"] = key
     proc = subprocess.Popen([sys.executable, "-m", "edgekd", "agent", "--serial", agent_path, "--baud", "921600",
                              "--workdir", str(work / "serial-agent")], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / "serial-agent.log", "wb"))
@@ -382,18 +402,19 @@ def serial_check_isolated(flip: float, timeout_s: float) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def serial_corrupt_upload(work: Path, flip: float = 0.01) -> dict[str, Any]:
+def serial_corrupt_upload(work: Path, flip: float = 0.01, with_key: bool = True) -> dict[str, Any]:
     from edgekd.agent.client import AgentClient
 
     art = one_mb_artifact(work)
     size = sum(p.stat().st_size for p in art.iterdir())
     import secrets
 
-    key = secrets.token_hex(32)
+    key = secrets.token_hex(32) if with_key else None
+    os.environ.pop("EDGEKD_AGENT_KEY", None)  # a key-less run must not pick one up from here
     with serial_agent(flip, work, key) as (host_path, wire):
         t0 = time.perf_counter()
         with AgentClient.connect(f"serial://{host_path}?baud=921600", key=key, timeout=60) as client:
-            assert client.channel.mac is not None  # the MAC is on for everything below
+            assert (client.channel.mac is not None) == with_key  # with a key, the MAC is on for everything below
             art_id = client.put_artifact(art)
             upload_s = time.perf_counter() - t0
             # the runner child re-hashes every file against the manifest before loading: an
@@ -417,11 +438,12 @@ def main() -> int:
     ap.add_argument("--flip", type=float, default=0.01, help="fraction of bytes damaged on the serial line")
     ap.add_argument("--serial-timeout", type=float, default=300.0)
     ap.add_argument("--serial-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serial-no-key", action="store_true", help="with --serial-only: a key-less agent (no MAC), for comparison")
     ap.add_argument("--link-only", action="store_true", help="only section 3: TCP upload and round trip, MAC on vs off")
     args = ap.parse_args()
     if args.serial_only:
         with tempfile.TemporaryDirectory(prefix="edgekd-serial-") as tmp:
-            print(json.dumps(serial_corrupt_upload(Path(tmp), args.flip), default=str))
+            print(json.dumps(serial_corrupt_upload(Path(tmp), args.flip, with_key=not args.serial_no_key), default=str))
         return 0
 
     hb = ai = ser = None
@@ -465,6 +487,8 @@ def main() -> int:
          ">= 100 MB/s", link["upload_mb_s"] >= 100),
         ("  (same, key-less agent: no MAC)", f"info: MAC/no-MAC pair ratio {link['upload_ratio']:.3f}",
          f"{link['upload_plain_mb_s']:.0f} MB/s", "—", True),
+        ("  CPU per MiB uploaded, host + agent", "info: MAC on / key-less (load-robust)",
+         f"{link['cpu_ms_per_mib'] or 0:.1f} / {link['cpu_ms_per_mib_plain'] or 0:.1f} ms", "—", True),
         ("  (MAC on, agent store on disk)", "info: includes this VM's disk", f"{disk['upload_mb_s']:.0f} MB/s", "—",
          True),
         ("request round trip over TCP, MAC on", f"median of {link['pings']}", f"{link['rtt_ms']:.3f} ms", "<= 2 ms",
@@ -488,6 +512,8 @@ def main() -> int:
         "upload_disk_store_mb_s": round(disk["upload_mb_s"], 1),
         "rtt_ms": round(link["rtt_ms"], 4),
         "rtt_no_mac_ms": round(link["rtt_plain_ms"], 4),
+        "cpu_ms_per_mib": link["cpu_ms_per_mib"] and round(link["cpu_ms_per_mib"], 2),
+        "cpu_ms_per_mib_no_mac": link["cpu_ms_per_mib_plain"] and round(link["cpu_ms_per_mib_plain"], 2),
         "upload_mb": args.upload_mb,
         "repeats": args.repeats,
     }

@@ -392,3 +392,17 @@ def test_serial_line_refuses_an_edited_chunk_and_a_replayed_delete(tmp_path, cap
         _assert_rejected(caplog, "replayed or reordered REQUEST")
         with AgentClient.connect(device, key=KEY, timeout=10) as c:  # and the line still serves
             assert c.ping() < 1.0
+
+
+def test_serial_line_recovers_from_a_host_that_vanished_without_bye(tmp_path, caplog):
+    """The agent still holds the old session's keys; the next host's plain `challenge` ends that
+    session (logged) and, resent, starts a fresh one. Nothing is lost but a moment."""
+    caplog.set_level(logging.INFO, logger=LOG)
+    with serial_mitm(tmp_path / "store", KEY) as (device, relay):
+        gone = AgentClient.connect(device, key=KEY, timeout=10)
+        assert gone.ping() < 1.0
+        gone.transport.close()  # killed: no bye
+        with AgentClient.connect(device, key=KEY, timeout=10) as c:
+            assert c.hello()["protocol"] == PROTOCOL_VERSION
+            assert c.put_bytes(b"after a vanished host") == hashlib.sha256(b"after a vanished host").hexdigest()
+    _assert_rejected(caplog, "unauthenticated REQUEST")
