@@ -266,7 +266,7 @@ def test_a_client_that_leaves_frees_the_measurement_slot(tmp_path):
 def test_serial_authentication_ends_when_the_host_goes_quiet_and_bye_clears_the_stash(tmp_path):
     with serial_agent(tmp_path / "store", key=KEY, limits=AgentLimits(idle_s=1.0)) as (device, _relay):
         host = AgentClient.connect(device, key=KEY, timeout=20)
-        assert host.hello()["protocol"] == 1
+        assert host.hello()["protocol"] == PROTOCOL_VERSION
         host.close(say_bye=False)  # the line drops: no bye
         time.sleep(1.8)
         with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=20) as intruder:

@@ -80,8 +80,14 @@ def fetch(session: "Session", header: dict[str, Any], payload: bytes) -> tuple[d
     return {}, session.stash[off:off + min(n, 4096)]
 
 
+def _not_twice(session: "Session", cmd: str) -> None:
+    if session.channel.mac is not None:
+        raise _bad(f"{cmd!r}: this session is already authenticated; `bye` ends it, then start a new one")
+
+
 @command("challenge", needs_auth=False)
 def challenge(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    _not_twice(session, "challenge")
     session.end_host_session("new handshake")  # a new host on the line: nothing of the old one survives
     session.nonce = auth.new_nonce()
     return {"nonce": session.nonce, "auth_required": session.agent.key is not None,
@@ -93,6 +99,7 @@ def authenticate(session: "Session", header: dict[str, Any], payload: bytes) -> 
     key = session.agent.key
     if key is None:
         raise _bad("this agent has no key (loopback only); connect without one")
+    _not_twice(session, "auth")
     agent_nonce, session.nonce = session.nonce, None  # one attempt per challenge
     host_nonce = header.get("nonce")
     if agent_nonce is None or not auth.is_nonce(host_nonce):
@@ -101,6 +108,8 @@ def authenticate(session: "Session", header: dict[str, Any], payload: bytes) -> 
         session.authed = False
         raise AgentRequestError(ErrorCode.AUTH_FAILED.value, "wrong key: the agent rejected the host's proof; use the same key on both sides (--key-file or EDGEKD_AGENT_KEY)")
     session.authed = True
+    # the session loop turns the per-frame MAC on once this (plain) answer is out
+    session.pending_keys = auth.session_keys(key, agent_nonce, host_nonce)
     return {"proof": auth.agent_proof(key, agent_nonce, host_nonce)}
 
 

@@ -6,6 +6,10 @@ with the same seq; a repeated seq gets the cached answer again (a resend never r
 twice); a damaged frame gets a NAK; garbage gets a NAK once the line is quiet; a frame that stops
 mid-way gets a `truncated` ERROR; a long command sends BUSY keep-alives; nothing a peer sends can
 stop the loop: every bad request is answered with an ERROR and the agent keeps serving.
+
+In a keyed session every frame after `auth` is authenticated (frame_auth.py); a frame that fails
+raises FrameRejected out of the channel: it is logged and the session ends (TCP: the connection
+closes; serial: the line starts a fresh, unauthenticated session).
 """
 from __future__ import annotations
 
@@ -21,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edgekd.agent.auth import SessionKeys
 from edgekd.agent.channel import Channel
+from edgekd.agent.frame_auth import FrameRejected
 from edgekd.agent.limits import AgentLimits, SlotCounter
 from edgekd.agent.protocol import (
-    DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, ErrorCode, Frame, FrameDecoder, FrameType, Garbage,
-    LinkLost, ProtocolError, encode_frame,
+    DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, ErrorCode, Frame, FrameType, Garbage,
+    PROTOCOL_VERSION, LinkLost, OutFrame, ProtocolError,
 )
 from edgekd.agent.storage import ContentStore
 from edgekd.agent.transports import Transport
@@ -90,7 +96,8 @@ class Session:
         self.nonce: str | None = None
         self.close_after_reply = False
         self._last_seq: int | None = None
-        self._last_reply: bytes | None = None
+        self._last_reply: OutFrame | None = None
+        self.pending_keys: SessionKeys | None = None  # set by a successful `auth`; MAC on once answered
         self._busy: tuple[int, float] | None = None
         self.stash = b""  # the last long answer, fetched in pieces on lossy links
         self._closed = threading.Event()
@@ -145,6 +152,7 @@ class Session:
                         break
                     if self.authed and self.agent.key is not None:
                         self.end_host_session(f"no frame for {limits.idle_s:.0f} s")
+                        ch.stop_mac()  # the host is gone: the next one starts plain, with a new handshake
                 if ev is None:
                     if ch.decoder.buffered and now - ch.last_rx > self.agent.truncate_s:
                         for dropped in ch.decoder.drop_partial():
@@ -161,6 +169,7 @@ class Session:
                         now_carrier = ch.transport.carrier()
                         if carrier is True and now_carrier is False:
                             self.end_host_session("carrier lost")
+                            ch.stop_mac()
                         carrier = now_carrier
                     continue
                 if isinstance(ev, Garbage):
@@ -176,6 +185,8 @@ class Session:
                 self.last_frame = now
                 self._on_event(ev)
                 self.last_frame = time.monotonic()  # a long command is activity, not idleness
+        except FrameRejected as err:
+            log.warning("%s: %s", ch.transport.description, err)
         except LinkLost as err:
             log.info("session ended: %s", err)
         except Exception:  # a bug or a resource error (MemoryError, EMFILE): end this session only
@@ -194,47 +205,52 @@ class Session:
         if isinstance(ev, Corrupt):
             ch.send(FrameType.NAK, ev.seq)
         elif isinstance(ev, BadFrame):
-            ch.send(FrameType.ERROR, ev.seq, {"code": ev.code, "message": ev.message})
+            # an older peer is refused in its own version, so it can read why (a newer one reads ours)
+            older = ev.code == ErrorCode.BAD_VERSION.value and 1 <= ev.version < PROTOCOL_VERSION
+            ch.send(FrameType.ERROR, ev.seq, {"code": ev.code, "message": ev.message}, **({"version": ev.version} if older else {}))
         elif ev.type in (FrameType.REQUEST, FrameType.DATA):
             if ev.seq == self._last_seq and self._last_reply is not None:
-                ch.send_raw(self._last_reply)  # a resend: answer again, never run it twice
+                ch.send_out(self._last_reply)  # a resend: answer again, never run it twice
                 return
             was_authed = self.authed
             reply = self._execute(ev)
             if self.authed != was_authed:
                 self._set_preauth_limits()
-            if ch.transport.lossy and len(reply) > LOSSY_MAX_REPLY and ev.header.get("cmd") != "fetch":
+            if ch.transport.lossy and reply.size > LOSSY_MAX_REPLY and ev.header.get("cmd") != "fetch" and not reply.payload:
                 # a long answer would rarely cross a noisy line whole: keep it here and let the
                 # host fetch it in small pieces, each one checked and resent on its own. The stash
                 # is the frame type + JSON header, never a whole frame: a frame inside a payload
                 # could be taken for a real one by a reader resynchronising after damage.
-                events = FrameDecoder(self.agent.max_payload).feed(reply)
-                answer = events[0] if events and isinstance(events[0], Frame) else None
-                if answer is not None and not answer.payload:
-                    self.stash = bytes([answer.type]) + json.dumps(answer.header, separators=(",", ":"), allow_nan=False).encode()
-                    reply = encode_frame(FrameType.REPLY, ev.seq, {"stashed": len(self.stash)})
+                self.stash = bytes([reply.type]) + json.dumps(reply.header, separators=(",", ":"), allow_nan=False).encode()
+                reply = ch.prepare(FrameType.REPLY, ev.seq, {"stashed": len(self.stash)})
             self._last_seq, self._last_reply = ev.seq, reply
-            ch.send_raw(reply)
+            ch.send_out(reply)
+            if self.pending_keys is not None:  # `auth` succeeded and its (plain) answer is out
+                ch.start_mac(self.pending_keys, "agent", grace_seq=ev.seq)
+                self.pending_keys = None
             if self.close_after_reply:
                 self.close_after_reply = False
+                if ch.mac is not None:  # the host's authenticated session is over
+                    ch.stop_mac()
+                    self._last_seq = self._last_reply = None
                 if not self.persistent:
                     self._closed.set()
         elif ev.type == FrameType.NAK:
             if ev.seq == self._last_seq and self._last_reply is not None:
-                ch.send_raw(self._last_reply)
+                ch.send_out(self._last_reply)
             else:  # the host missed our answer to something we never received: ask for it
                 ch.send(FrameType.NAK, ev.seq)
         else:
             ch.send(FrameType.ERROR, ev.seq, {"code": ErrorCode.BAD_REQUEST.value,
                                               "message": f"the agent accepts REQUEST, DATA and NAK frames, not {FrameType(ev.type).name}"})
 
-    def _execute(self, frame: Frame) -> bytes:
+    def _execute(self, frame: Frame) -> OutFrame:
         from edgekd.agent.handlers import dispatch
 
         self._busy = (frame.seq, time.monotonic())
         try:
             header, payload = dispatch(self, frame)
-            return encode_frame(FrameType.REPLY, frame.seq, header, payload, max_payload=self.agent.max_payload)
+            return self.channel.prepare(FrameType.REPLY, frame.seq, header, (payload,) if payload else ())
         except AgentRequestError as err:
             return self._error(frame.seq, err.code, str(err), err.detail)
         except (ProtocolError, EdgeKDError) as err:
@@ -250,12 +266,12 @@ class Session:
         finally:
             self._busy = None
 
-    def _error(self, seq: int, code: str, message: str, detail: dict[str, Any]) -> bytes:
+    def _error(self, seq: int, code: str, message: str, detail: dict[str, Any]) -> OutFrame:
         header = {**{k: v for k, v in detail.items() if k not in ("code", "message")}, "code": code, "message": message}
         try:
-            return encode_frame(FrameType.ERROR, seq, header)
+            return self.channel.prepare(FrameType.ERROR, seq, header)
         except ProtocolError:
-            return encode_frame(FrameType.ERROR, seq, {"code": code, "message": message[:2000]})
+            return self.channel.prepare(FrameType.ERROR, seq, {"code": code, "message": message[:2000]})
 
     def _heartbeat(self) -> None:
         interval = self.agent.keepalive_s
