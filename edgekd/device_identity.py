@@ -42,12 +42,16 @@ def hardware_identity(fingerprint: Mapping[str, Any]) -> dict[str, Any] | None:
     cpu = fingerprint.get("cpu")
     if not isinstance(cpu, Mapping):
         return None
-    flags = cpu.get("flags") or []
+    # the fingerprint comes from a peer: take only the shapes we expect, ignore anything else
+    raw_flags = cpu.get("flags")
+    flags = [f for f in raw_flags if isinstance(f, str)] if isinstance(raw_flags, list) else []
     midr = cpu.get("midr") if isinstance(cpu.get("midr"), Mapping) else None
+    cache = cpu.get("cache") if isinstance(cpu.get("cache"), Mapping) else {}
     ram = fingerprint.get("ram_bytes")
     gpus = []
     nvidia = fingerprint.get("nvidia") if isinstance(fingerprint.get("nvidia"), Mapping) else {}
-    for g in (nvidia or {}).get("gpus") or []:
+    raw_gpus = (nvidia or {}).get("gpus")
+    for g in raw_gpus if isinstance(raw_gpus, list) else []:
         if isinstance(g, Mapping):
             gpus.append({k: g.get(k) for k in ("name", "compute_capability", "driver")})
     return {
@@ -59,8 +63,8 @@ def hardware_identity(fingerprint: Mapping[str, Any]) -> dict[str, Any] | None:
         "midr": {k: midr.get(k) for k in ("implementer", "part")} if midr else None,
         "isa": sorted(f for f in flags if f in SPEED_FLAGS),
         "cores": fingerprint.get("cores_logical"),
-        "memory_gib": round(int(ram) / 2**30) if isinstance(ram, (int, float)) and ram else None,
-        "cache": dict(cpu.get("cache") or {}) or None,
+        "memory_gib": round(ram / 2**30) if isinstance(ram, int) and not isinstance(ram, bool) and ram > 0 else None,
+        "cache": {str(k): str(v) for k, v in cache.items()} or None,
         "gpus": gpus or None,
         "jetson_power_mode": fingerprint.get("jetson_power_mode"),
     }

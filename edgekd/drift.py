@@ -302,3 +302,37 @@ def round_drift(path: Path, key: str, predicted: float, measured: float, toleran
         return None
     return Assessment(key=key, status="drifted", source=str(path), predicted_ms=predicted, measured_ms=measured,
                       ratio=ratio, tolerance=tolerance, drift_detected=True, prior=dict(raw))
+
+
+def bench_drift(path: Path, fingerprint: Mapping[str, Any], measurements: list[Any],
+                tolerance: float = DRIFT_TOLERANCE) -> list[dict[str, Any]]:
+    """The drift check of `edgekd bench`: each new measurement against what the profile's latency
+    model of its configuration predicted for it, before it is recorded (out of sample). One entry per
+    measurement the profile can predict: spec, key, predicted / measured p50, ratio, whether the model
+    is this device's (`trusted`) or `foreign`, and `drift_detected` beyond `tolerance`."""
+    from edgekd.calibrate import latency_section, measurement_features, measurement_runtime, measurement_shape
+    from edgekd.device_identity import model_identity
+    from edgekd.latency import model_key
+    from edgekd.profiles import Profile
+
+    if not Path(path).exists():
+        return []
+    prof = Profile.load(path)
+    section = latency_section(prof)
+    out = []
+    for m in measurements:
+        if not m.latency or not m.latency.get("p50_ms"):
+            continue
+        runtime = measurement_runtime(m)
+        key = model_key(runtime, m.precision, m.threads, m.batch, measurement_shape(m, section))
+        raw = section["models"].get(key)
+        feats = measurement_features(m, section)
+        if not isinstance(raw, Mapping) or feats is None:
+            continue
+        predicted = LatencyModel.from_dict(key, raw).predict(feats, "p50_ms")
+        ratio = float(m.latency["p50_ms"]) / predicted if predicted > 0 else math.inf
+        diff = _model_identity_matches(raw, model_identity(fingerprint, runtime))
+        out.append({"spec": m.spec, "key": key, "predicted_p50_ms": predicted, "measured_p50_ms": m.latency["p50_ms"],
+                    "ratio": ratio, "model": "foreign" if diff else "trusted", "differences": diff[:4],
+                    "drift_detected": not (1 / (1 + tolerance) <= ratio <= 1 + tolerance)})
+    return out
