@@ -198,12 +198,15 @@ def main() -> None:
     fit, held = calibration_specs(args.count, seed=0), student_specs()
     load_before = os.getloadavg()
     if args.load_measurements:
-        lat = json.loads(Path(args.load_measurements).read_text())["p50_ms"]
+        saved = json.loads(Path(args.load_measurements).read_text())
+        lat, load_measuring = saved["p50_ms"], saved.get("load_avg_measuring")
     else:
         configs = ["ort-t1", "ort-t2", "ort-noopt", "openvino", "ort-t0"]
         lat = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
+        load_measuring = [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()]
     if args.save_measurements:
-        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "fit": fit, "held": held}))
+        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "fit": fit, "held": held,
+                                                            "load_avg_measuring": load_measuring}))
     res = transfer_table(lat, fit, held, args.draws)
     ratios = speed_ratios(lat, held)
     print(f"\nheld-out search-space students within ±10 % of measured p50 (target device), mean over {args.draws} "
@@ -222,7 +225,7 @@ def main() -> None:
         "full_calibration_within_10pct": {p: round(v, 3) for p, v in res["full"].items()},
         "method": DEFAULT_METHOD, "median_speed_ratio_target_over_source": {p: round(v, 3) for p, v in ratios.items()},
         "fit_on": len(fit), "held_out": len(held), "draws": args.draws, "rounds": args.rounds,
-        "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after_measuring": [round(x, 2) for x in os.getloadavg()],
+        "load_avg_measuring": load_measuring,  # 1/5/15-min load averages before and after the measurements
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
     }
     best = {p: min((k for k in KS if res["within"][p][DEFAULT_METHOD][k] >= 0.9), default=None) for p in PAIRS}
