@@ -210,3 +210,21 @@ def test_a_student_at_the_budgets_edge_is_measured_again_and_the_verdict_says_ho
     assert v["confidence"] == "confirmed" and v["margin"] == pytest.approx(1 / 0.95 - 1)
     lo, hi = rank_band(1000, 0.9)
     assert lo < 900 < hi and hi - lo < 60
+
+
+def test_bench_compares_each_new_measurement_with_the_profiles_prediction(tmp_path):
+    from edgekd.drift import bench_drift
+
+    path = tmp_path / "mine.yaml"
+    save_profile(Profile(name="mine", device=ZEN3, latency_model={
+        "schema": "edgekd.latency/1", "input_shape": list(SHAPE), "num_classes": CLASSES,
+        "models": {KEY: _prior(model_identity(ZEN3, "onnxruntime"))}}), path)
+    model = LatencyModel.from_dict(KEY, _prior(None))
+    spec = "cnn:depth=2,width=8"
+    predicted = model.predict(spec_features(spec, SHAPE, CLASSES), "p50_ms")
+    near, far = _meas(spec, predicted * 1.05, "n"), _meas(spec, predicted * 3, "f")
+    rows = bench_drift(path, ZEN3, [near, far])
+    assert [r["drift_detected"] for r in rows] == [False, True]
+    assert rows[1]["ratio"] == pytest.approx(3.0) and rows[1]["model"] == "trusted" and rows[1]["key"] == KEY
+    assert bench_drift(path, ZEN4, [far])[0]["model"] == "foreign"  # the profile's model is not this device's
+    assert bench_drift(tmp_path / "absent.yaml", ZEN3, [far]) == []
