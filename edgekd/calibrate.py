@@ -117,11 +117,25 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
         groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
         meta[key] = {"runtime": measurement_runtime(m), "format": m.format, "precision": m.precision,
                      "threads": m.threads, "batch": m.batch}
+    from edgekd.device_identity import hardware_identity, model_identity
+    from edgekd.latency import TRANSFER_KIND
+
     fitted = {}
     for key, samples in sorted(groups.items()):
-        if len(samples) < MIN_SAMPLES:
+        stored = section["models"].get(key)
+        native = None
+        if len(samples) >= MIN_SAMPLES:
+            native = fit_latency_model(samples, key, folds=folds, seed=seed, source=f"profile {profile.name}")
+            if hardware_identity(profile.device or {}) is not None:  # the device these points were measured on
+                native.identity = model_identity(profile.device, meta[key]["runtime"])
+        if isinstance(stored, dict) and stored.get("kind") == TRANSFER_KIND:
+            from edgekd.drift import readapt
+
+            model = readapt(profile, key, stored)  # every new point corrects the transfer at once
+        elif native is not None:
+            model = native
+        else:
             continue
-        model = fit_latency_model(samples, key, folds=folds, seed=seed, source=f"profile {profile.name}")
         fitted[key] = model
         section["models"][key] = {**model.to_dict(), **meta[key]}
     profile.latency_model = section

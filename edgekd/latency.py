@@ -71,6 +71,7 @@ METRICS = ("p50_ms", "p90_ms", "p99_ms")
 PERCENTILES = {50: "p50_ms", 90: "p90_ms", 99: "p99_ms"}
 MODEL_KIND = "nnls-relative/1"
 PRIOR_KIND = "roofline-prior/1"
+TRANSFER_KIND = "transfer/1"  # a prior from another device (or before a drift) corrected by this one's points
 PREDICTED_UNMEASURED = "predicted, unmeasured"
 MIN_SAMPLES = 6  # fewer measurements than this cannot support 8 non-negative terms + cross-validation
 
@@ -181,6 +182,9 @@ class LatencyModel:
     source: str = ""
     samples: list[str] = field(default_factory=list)  # specs/sha256 it was fitted on (held-out checks)
     pad_block: tuple[int, int] = LEGACY_PAD_BLOCK  # (input, output) channel blocks of the padding term
+    identity: dict[str, Any] | None = None  # the device + runtime it was fitted on (edgekd.device_identity)
+    transfer: dict[str, Any] | None = None  # TRANSFER_KIND: prior model + correction (edgekd.latency_transfer)
+    _base: "LatencyModel | None" = field(default=None, repr=False, compare=False)
 
     @property
     def is_prior(self) -> bool:
@@ -191,6 +195,9 @@ class LatencyModel:
         """How a prediction from this model must be presented."""
         if self.is_prior:
             return f"{PREDICTED_UNMEASURED} (datasheet roofline prior)"
+        if self.kind == TRANSFER_KIND and self.transfer:
+            prior = (self.transfer.get("prior") or {}).get("source") or "a foreign model"
+            return f"predicted from {prior}, adapted ({self.transfer.get('method')}) by {self.n_samples} measurements here"
         err = self.cv.get("p50_ms", {}).get("median_abs_rel")
         cv = f", cross-validated median error {err:.1%}" if err is not None and not math.isnan(err) else ""
         return f"predicted from {self.n_samples} measurements{cv}"
@@ -199,11 +206,26 @@ class LatencyModel:
         """Predicted latency in ms for `metric` (p50_ms / p90_ms / p99_ms)."""
         if self.is_prior:
             return _roofline(self.coef["roofline"], features, metric)
+        if self.kind == TRANSFER_KIND:
+            from edgekd.latency_transfer import correction_at
+
+            return correction_at(self.base_model(), (self.transfer or {}).get("correction") or {}, features, metric)
         coefs = self.coef.get(metric)
         if coefs is None:
             raise ProfileError(f"latency model {self.key} has no fit for {metric}; re-run `edgekd profile calibrate`")
         row = design_row(features, self.pad_block)
         return float(sum(coefs.get(name, 0.0) * v for name, v in zip(TERM_NAMES, row)))
+
+    def base_model(self) -> "LatencyModel":
+        """The prior a TRANSFER_KIND model corrects (itself for any other kind)."""
+        if self.kind != TRANSFER_KIND:
+            return self
+        if self._base is None:
+            raw = (self.transfer or {}).get("prior_model")
+            if not isinstance(raw, Mapping):
+                raise ProfileError(f"latency model {self.key!r}: transfer without its prior; re-run `edgekd deploy`")
+            self._base = LatencyModel.from_dict(self.key, raw)
+        return self._base
 
     def explain(self, features: Mapping[str, float], metric: str = "p50_ms") -> list[tuple[str, float]]:
         """(term, ms) contributions to the prediction, largest first (zeros dropped)."""
@@ -218,11 +240,13 @@ class LatencyModel:
             "kind": self.kind, "coef": self.coef, "n_samples": self.n_samples, "cv": self.cv,
             "folds": self.folds, "fitted_at": self.fitted_at, "source": self.source, "samples": list(self.samples),
             "pad_block": list(self.pad_block), "units": {name: unit for name, unit, _ in TERMS},
+            **({"identity": self.identity} if self.identity is not None else {}),
+            **({"transfer": self.transfer} if self.transfer is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, key: str, data: Mapping[str, Any]) -> "LatencyModel":
-        if not isinstance(data, Mapping) or data.get("kind") not in (MODEL_KIND, PRIOR_KIND):
+        if not isinstance(data, Mapping) or data.get("kind") not in (MODEL_KIND, PRIOR_KIND, TRANSFER_KIND):
             raise ProfileError(f"latency model {key!r} in the profile is not readable; re-run `edgekd profile calibrate`")
         return cls(
             key=key, kind=str(data["kind"]), coef={k: dict(v) for k, v in dict(data.get("coef") or {}).items()},
@@ -230,6 +254,8 @@ class LatencyModel:
             folds=int(data.get("folds", 0)), fitted_at=str(data.get("fitted_at", "")),
             source=str(data.get("source", "")), samples=list(data.get("samples") or []),
             pad_block=_read_pad_block(key, data.get("pad_block")),
+            identity=dict(data["identity"]) if isinstance(data.get("identity"), Mapping) else None,
+            transfer=dict(data["transfer"]) if isinstance(data.get("transfer"), Mapping) else None,
         )
 
 

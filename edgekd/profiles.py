@@ -211,15 +211,27 @@ class Profile:
         return m
 
     def set_device(self, fingerprint: dict[str, Any]) -> None:
-        """Store the latest fingerprint; a different machine (arch / CPU model) is refused, because one
-        profile describes one physical device."""
+        """Store the latest fingerprint; a different machine is refused, because one profile describes
+        one device: another arch / CPU model, or (when both fingerprints carry one) another speed
+        identity (`edgekd.device_identity`: ISA flags, CPU family/model/stepping, cores, ...). Such a
+        foreign profile can only be a prior for this device (`edgekd deploy` transfers from it)."""
+        from edgekd.device_identity import hardware_identity, model_identity, differences
+
+        where = self.path or self.name
         for key in ("arch", "cpu_model"):
             old, new = self.device.get(key), fingerprint.get(key)
             if old and new and old != new:
-                where = self.path or self.name
                 raise ProfileError(
                     f"profile {where} belongs to a device with {key}={old!r}, not {new!r}; "
                     "use --profile with another name for this device"
+                )
+        if hardware_identity(self.device) is not None and hardware_identity(fingerprint) is not None:
+            diff = differences(model_identity(self.device, ""), model_identity(fingerprint, ""))
+            if diff:
+                raise ProfileError(
+                    f"profile {where} was measured on another device ({'; '.join(diff)}); it is foreign here and "
+                    f"is never used as this device's: drop --profile (the default name is {device_name(fingerprint)}), "
+                    "and deploy transfers from it"
                 )
         self.device = dict(fingerprint)
 
@@ -304,7 +316,12 @@ def profile_path(name: str, profiles_dir: str | os.PathLike[str] = "profiles") -
 
 def device_name(fingerprint: dict[str, Any]) -> str:
     """A file name that says what the device is, from its fingerprint: CPU model, arch, cores
-    (and GPU when there is one), e.g. `amd-epyc-x86_64-2c`."""
+    (and GPU when there is one), then the widest vector ISA and a digest of the speed identity
+    (`edgekd.device_identity.name_suffix`), e.g. `amd-epyc-x86_64-2c-avx2-1a2b3c4d`: two VMs that
+    report the same CPU model name but differ in an ISA flag (or family, stepping, ...) get two
+    profiles. A fingerprint from before identities keeps the short name (`amd-epyc-x86_64-2c`)."""
+    from edgekd.device_identity import name_suffix
+
     cpu = str(fingerprint.get("cpu_model") or fingerprint.get("cpu") or fingerprint.get("processor") or "cpu")
     parts = [cpu, str(fingerprint.get("arch") or fingerprint.get("machine") or "")]
     cores = fingerprint.get("cores_physical") or fingerprint.get("cores") or fingerprint.get("cores_logical")
@@ -315,6 +332,7 @@ def device_name(fingerprint: dict[str, Any]) -> str:
         gpu = gpu.get("name")
     if gpu:
         parts.append(str(gpu))
+    parts.append(name_suffix(fingerprint))
     slug = re.sub(r"\((r|tm)\)", "", "-".join(p for p in parts if p).lower())
     slug = re.sub(r"[^a-z0-9._]+", "-", slug).strip("-.")
     return re.sub(r"-{2,}", "-", slug) or "device"

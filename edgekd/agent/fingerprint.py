@@ -54,6 +54,52 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpuinfo_field(info: str, key: str) -> str | None:
+    m = re.search(rf"^{re.escape(key)}\s*:\s*(.*)$", info, re.MULTILINE)
+    return m.group(1).strip() if m else None
+
+
+def _cache_sizes() -> dict[str, str]:
+    """Cache sizes of cpu0 as the kernel reports them (`L1d`, `L1i`, `L2`, `L3`: e.g. '32K')."""
+    out: dict[str, str] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        level, kind, size = (_read(str(index / f)) for f in ("level", "type", "size"))
+        if not (level and size):
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind or "", "")
+        out[f"L{level}{suffix}"] = size
+    return out
+
+
+def cpu_identity() -> dict[str, Any]:
+    """What identifies the CPU's speed beyond its marketing name (VMs on different hosts report the
+    same `model name`): vendor / family / model / stepping (x86), MIDR implementer / variant / part /
+    revision (ARM), every ISA flag the kernel lists, and the cache sizes. Missing sources give None."""
+    info = _read("/proc/cpuinfo") or ""
+    flags = _cpuinfo_field(info, "flags") or _cpuinfo_field(info, "Features") or ""
+    midr = None
+    if _cpuinfo_field(info, "CPU implementer"):
+        midr = {k: _cpuinfo_field(info, f"CPU {k}") for k in ("implementer", "variant", "part", "revision")}
+    else:
+        raw = _read("/sys/devices/system/cpu/cpu0/regs/identification/midr_el1")
+        if raw:
+            try:
+                v = int(raw, 16)
+                midr = {"implementer": hex(v >> 24 & 0xFF), "variant": hex(v >> 20 & 0xF),
+                        "part": hex(v >> 4 & 0xFFF), "revision": str(v & 0xF)}
+            except ValueError:
+                midr = None
+    return {
+        "vendor": _cpuinfo_field(info, "vendor_id"),
+        "family": _cpuinfo_field(info, "cpu family"),
+        "model": _cpuinfo_field(info, "model"),
+        "stepping": _cpuinfo_field(info, "stepping"),
+        "midr": midr,
+        "flags": sorted(set(flags.split())),
+        "cache": _cache_sizes(),
+    }
+
+
 def runtimes() -> dict[str, str | None]:
     """Runtime name -> installed version, for each runtime importable here."""
     found: dict[str, str | None] = {}
@@ -77,9 +123,12 @@ def runtimes() -> dict[str, str | None]:
 def nvidia() -> dict[str, Any] | None:
     """GPU name, driver, memory and CUDA version from nvidia-smi; Jetson L4T release; TensorRT."""
     out: dict[str, Any] = {}
-    query = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    query = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"])
+    if query is None:  # drivers older than 510 do not know compute_cap
+        query = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
     if query:
-        out["gpus"] = [dict(zip(("name", "driver", "memory"), [p.strip() for p in line.split(",")])) for line in query.splitlines()]
+        fields = ("name", "driver", "memory", "compute_capability")
+        out["gpus"] = [dict(zip(fields, [p.strip() for p in line.split(",")])) for line in query.splitlines()]
         banner = _run(["nvidia-smi"]) or ""
         m = re.search(r"CUDA Version:\s*([\d.]+)", banner)
         out["cuda"] = m.group(1) if m else None
@@ -136,6 +185,7 @@ def device_fingerprint() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "arch": platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu": cpu_identity(),
         "cores_logical": os.cpu_count(),
         "cores_physical": physical,
         "ram_bytes": ram,

@@ -52,10 +52,11 @@ class BenchReport:
     device: dict[str, Any]
     device_url: str
     profile_path: str | None
+    drift: list[dict[str, Any]] = field(default_factory=list)  # edgekd.drift.bench_drift: measured vs predicted
 
     def to_dict(self) -> dict[str, Any]:
         return {"device_url": self.device_url, "device": self.device, "profile": self.profile_path,
-                "rows": [r.to_dict() for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows], "drift": self.drift}
 
 
 @dataclass
@@ -233,9 +234,12 @@ def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | N
         saved = None
         if cfg.record and measurements:
             path = profile_path(cfg.profile or device_name(fingerprint), cfg.profiles_dir)
+            from edgekd.drift import bench_drift
+
+            drift = bench_drift(path, fingerprint, measurements)  # before recording: out of sample
             record_measurements(path, measurements, device=fingerprint)
             saved = str(path)
-        return BenchReport(rows, fingerprint, cfg.device, saved)
+        return BenchReport(rows, fingerprint, cfg.device, saved, drift if cfg.record and measurements else [])
     finally:
         device.close()
 

@@ -1,0 +1,179 @@
+"""Few-shot transfer of a latency model to a device it was not fitted on (or that has drifted).
+
+A *prior* model (fitted on another device, or on this one before it changed) already knows how the
+students rank: which layers cost what relative to each other. A new device mostly changes the
+scale, and changes it unevenly (a 2-thread runtime speeds big convs up and leaves tiny MLPs alone).
+So a handful of measurements on the device correct the prior instead of replacing it:
+
+    predicted(f) = prior(f) * exp(c(z(f)))
+
+where c is a correction in log space fitted to the device points' log residuals
+r_i = log(measured_i / prior(f_i)). Methods (`METHODS`, chosen by `scripts/bench_transfer.py`):
+
+  scale       c = mean(r): one per-device factor (k >= 1).
+  log-affine  c = a + (b-1)·(log prior(f) - x0), b shrunk toward 1 (ridge), so k = 1 is `scale`.
+  local       c = m + GP posterior mean of the residuals, m = mean(r): a Gaussian-process kernel
+              over z(f) = (log prior p50, conv / depthwise / linear share of the MACs). A point far
+              off the prior moves its *neighbourhood* (same family, similar size) almost all the way
+              and the rest of the space by the global factor only: what one device round should do.
+  refit       NNLS refit of the prior's terms on the device points, with the prior's coefficients
+              (scaled by `scale`) as a ridge regularizer.
+
+Numpy + scipy (host side; the device never fits).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgekd.latency import METRICS, TERM_NAMES, TRANSFER_KIND, LatencyModel, design_row
+
+DEFAULT_METHOD = "local"
+# GP hyper-parameters of `local`, in log space: `noise` ~ the run-to-run spread of one measurement on a
+# shared CPU (~10 %), `signal` how far a neighbourhood may sit from the global factor, `lengths` how
+# far "near" reaches in (log prior p50, conv share, depthwise share, linear share).
+GP_NOISE = 0.10
+GP_SIGNAL = 0.5
+GP_LENGTHS = (0.6, 0.35, 0.35, 0.35)
+AFFINE_RIDGE = 1.0  # penalty on (b - 1)^2 against the sum of squared log residuals
+REFIT_RIDGE = 1.0
+
+
+@dataclass
+class Point:
+    """One device measurement: a model's architecture features and its measured latency statistics."""
+
+    name: str
+    features: dict[str, Any]
+    latency: dict[str, float]
+
+
+def z_of(base: LatencyModel, features: Mapping[str, Any]) -> np.ndarray:
+    """Where a model sits for the `local` kernel: log of the prior's p50 and the MAC shares by kind."""
+    p = max(base.predict(features, "p50_ms"), 1e-6)
+    macs = float(features.get("macs") or 0.0) or 1.0
+    return np.array([math.log(p), float(features.get("conv_macs", 0.0)) / macs,
+                     float(features.get("depthwise_macs", 0.0)) / macs, float(features.get("linear_macs", 0.0)) / macs])
+
+
+def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ell = np.asarray(GP_LENGTHS)
+    d = (a[:, None, :] - b[None, :, :]) / ell
+    return GP_SIGNAL ** 2 * np.exp(-0.5 * (d ** 2).sum(axis=2))
+
+
+def _residuals(base: LatencyModel, points: Sequence[Point], metric: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    x, r, keep = [], [], []
+    for i, pt in enumerate(points):
+        y = pt.latency.get(metric)
+        if not y or y <= 0:
+            continue
+        p = max(base.predict(pt.features, metric), 1e-9)
+        x.append(math.log(max(base.predict(pt.features, "p50_ms"), 1e-9)))
+        r.append(math.log(y / p))
+        keep.append(i)
+    return np.array(x), np.array(r), keep
+
+
+def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DEFAULT_METHOD) -> dict[str, Any]:
+    """The correction of `base` by `points`, per latency statistic, as plain JSON (see module doc)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown transfer method {method!r}; one of {', '.join(METHODS)}")
+    out: dict[str, Any] = {}
+    for metric in METRICS:
+        x, r, keep = _residuals(base, points, metric)
+        if not len(r):
+            continue
+        m = float(r.mean())
+        entry: dict[str, Any] = {"m": m, "k": int(len(r))}
+        if method == "log-affine":
+            x0 = float(x.mean())
+            xc = x - x0
+            slope = float((xc @ (r - m)) / (xc @ xc + AFFINE_RIDGE)) if len(r) > 1 else 0.0
+            entry.update(x0=x0, slope=slope)
+        elif method == "local":
+            z = np.stack([z_of(base, points[i].features) for i in keep])
+            k = _kernel(z, z) + GP_NOISE ** 2 * np.eye(len(z))
+            alpha = np.linalg.solve(k, r - m)
+            entry.update(z=z.round(6).tolist(), alpha=alpha.tolist())
+        elif method == "refit":
+            entry["coef"] = _refit(base, [points[i] for i in keep], metric, math.exp(m))
+        out[metric] = entry
+    return {"method": method, "metrics": out}
+
+
+def _refit(base: LatencyModel, points: Sequence[Point], metric: str, scale: float) -> dict[str, float]:
+    """NNLS on the relative error of the device points, plus one ridge row per prior term pulling its
+    coefficient toward scale x the prior's; terms the prior did not use stay 0."""
+    from scipy.optimize import nnls
+
+    prior = base.coef[metric]
+    used = [j for j, n in enumerate(TERM_NAMES) if prior.get(n, 0.0) > 0]
+    x = np.stack([design_row(p.features, base.pad_block) for p in points])[:, used]
+    y = np.array([p.latency[metric] for p in points])
+    target = np.array([scale * prior[TERM_NAMES[j]] for j in used])
+    a = np.vstack([x / y[:, None], math.sqrt(REFIT_RIDGE) * np.diag(1.0 / target)])
+    b = np.concatenate([np.ones(len(y)), math.sqrt(REFIT_RIDGE) * np.ones(len(used))])
+    c, _ = nnls(a, b, maxiter=50 * len(used))
+    coef = {n: 0.0 for n in TERM_NAMES}
+    coef.update({TERM_NAMES[j]: float(v) for j, v in zip(used, c)})
+    return coef
+
+
+def correction_at(base: LatencyModel, correction: Mapping[str, Any], features: Mapping[str, Any],
+                  metric: str) -> float:
+    """The prediction of `base` corrected for this device (ms)."""
+    entry = (correction.get("metrics") or {}).get(metric)
+    if entry is None:
+        return base.predict(features, metric)
+    method = correction.get("method")
+    if method == "refit":
+        row = design_row(features, base.pad_block)
+        return float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
+    c = float(entry["m"])
+    if method == "log-affine":
+        x = math.log(max(base.predict(features, "p50_ms"), 1e-9))
+        c += float(entry.get("slope", 0.0)) * (x - float(entry["x0"]))
+    elif method == "local":
+        z = z_of(base, features)[None, :]
+        c += float((_kernel(z, np.asarray(entry["z"])) @ np.asarray(entry["alpha"]))[0])
+    return base.predict(features, metric) * math.exp(c)
+
+
+def leave_one_out(base: LatencyModel, points: Sequence[Point], method: str = DEFAULT_METHOD,
+                  metric: str = "p50_ms") -> list[float]:
+    """Relative errors of the transfer predicting each point from the others (k >= 2)."""
+    errs = []
+    for i, pt in enumerate(points):
+        rest = [p for j, p in enumerate(points) if j != i]
+        if not rest or not pt.latency.get(metric):
+            continue
+        pred = correction_at(base, fit_correction(base, rest, method), pt.features, metric)
+        errs.append(pred / pt.latency[metric] - 1.0)
+    return errs
+
+
+METHODS = ("scale", "log-affine", "local", "refit")
+
+
+def transferred_model(base: LatencyModel, points: Sequence[Point], *, method: str = DEFAULT_METHOD,
+                      identity: Mapping[str, Any] | None = None, prior: Mapping[str, Any] | None = None,
+                      since: str = "") -> LatencyModel:
+    """A LatencyModel (kind `transfer/1`) = `base` corrected by `points`; it records this device's
+    identity, where the prior came from and the points it was adapted on."""
+    corr = fit_correction(base, points, method)
+    loo = leave_one_out(base, points, method) if len(points) >= 2 else []
+    model = LatencyModel(
+        key=base.key, kind=TRANSFER_KIND, coef={k: dict(v) for k, v in base.coef.items()}, n_samples=len(points),
+        cv={"p50_ms": {"median_abs_rel": float(np.median(np.abs(loo))), "max_abs_rel": float(np.max(np.abs(loo))),
+                       "within_10pct": float(np.mean(np.abs(loo) <= 0.10)), "loo": True}} if loo else {},
+        folds=len(loo), fitted_at=base.fitted_at, source=f"transfer ({method}) of {dict(prior or {}).get('source', base.source)}",
+        samples=sorted(p.name for p in points), pad_block=base.pad_block,
+    )
+    model.transfer = {"method": method, "correction": corr, "since": since, "prior": dict(prior or {}),
+                      "prior_model": base.to_dict(), "points": [p.name for p in points]}
+    model.identity = dict(identity) if identity else None
+    return model

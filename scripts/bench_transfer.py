@@ -1,0 +1,262 @@
+"""What issue 10 must measure: few-shot transfer of a latency model to another device, a deploy that
+starts from a foreign profile, and README command 1 — printed as tables and, last, one JSON line.
+
+Devices: pairs of genuinely different "devices" reachable on one machine, each with its own fitted
+model (every model below is measured here, in this process, in interleaved rounds; each model keeps
+its least-disturbed round, lowest p50, as `edgekd profile calibrate` does):
+
+    (a) ort-t1 -> ort-t2        ONNX Runtime 1 intra-op thread vs 2
+    (b) ort-noopt -> ort-t1     ONNX Runtime graph optimizations disabled vs enabled (1 thread)
+    (c) openvino -> ort-t1      OpenVINO vs ONNX Runtime (1 thread)
+    (d) committed -> ort-t0     profiles/amd-epyc-x86_64-2c.yaml (another machine) vs this one,
+                                ONNX Runtime default threads (what `edgekd deploy --target cpu` uses)
+
+For each pair the source model (fitted on the source's `--count` untrained students; for (d) the
+committed profile's own model) is adapted with k = 0, 1, 3, 5, 10 measurements of the target
+(random calibration students, `--draws` draws) by each method of `edgekd.latency_transfer`, and
+predicts the 26 held-out search-space students measured on the target: the share within ±10 % of
+their measured p50. The target's own full calibration (fitted on all `--count`) is the reference.
+
+Then `edgekd deploy --target cpu` as real subprocesses (cached teacher in runs/deploy):
+  foreign_deploy  profiles dir holding only the committed profile (another machine's sample);
+  demo            exactly README command 1 (`bash scripts/demo.sh --json`); a profile it creates
+                  for this machine in profiles/ is removed afterwards when it was not there before.
+
+    .venv/bin/python scripts/bench_transfer.py [--count 24] [--rounds 2] [--draws 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPE, CLASSES = (1, 8, 8), 10
+KS = (0, 1, 3, 5, 10)
+PAIRS = {"a": ("ort-t1", "ort-t2"), "b": ("ort-noopt", "ort-t1"), "c": ("openvino", "ort-t1"),
+         "d": ("committed", "ort-t0")}
+
+
+def sessions(arts_ort: dict[str, Path], config: str):
+    """{spec: step()} running each model once with random input in `config`."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((1, *SHAPE)).astype(np.float32)
+    steps = {}
+    for spec in arts_ort:
+        man = json.loads((arts_ort[spec] / "manifest.json").read_text())
+        onnx_file = arts_ort[spec] / man["model_file"]
+        if config == "openvino":  # OpenVINO compiles the very same ONNX file: same model, other runtime
+            import openvino as ov
+
+            compiled = ov.Core().compile_model(str(onnx_file), "CPU", {"INFERENCE_NUM_THREADS": 1,
+                                                                     "PERFORMANCE_HINT": "LATENCY",
+                                                                     "INFERENCE_PRECISION_HINT": "f32"})
+            request = compiled.create_infer_request()
+            steps[spec] = (lambda r=request: r.infer({0: x}))
+            continue
+        opts = ort.SessionOptions()
+        opts.inter_op_num_threads = 1
+        threads = {"ort-t1": 1, "ort-t2": 2, "ort-noopt": 1, "ort-t0": 0}[config]
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if config == "ort-noopt"
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        sess = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        steps[spec] = (lambda s=sess, n=name: s.run(None, {n: x}))
+    return steps
+
+
+def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, work: Path) -> dict[str, dict[str, float]]:
+    """{config: {spec: p50 ms}}: interleaved rounds over every (config, spec), least-disturbed kept."""
+    from edgekd.bench.measure import latency_stats, timing_loop
+    from edgekd.calibrate import export_untrained
+
+    arts_ort = {s: export_untrained(s, SHAPE, CLASSES, "onnxruntime", "fp32", work) for s in specs}
+    print(f"exported {len(specs)} untrained students to ONNX", flush=True)
+    steps = {c: sessions(arts_ort, c) for c in configs}
+    best: dict[str, dict[str, float]] = {c: {} for c in configs}
+    jobs = [(c, s) for s in specs for c in configs]
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        for c, s in (jobs if r % 2 == 0 else list(reversed(jobs))):
+            _, times = timing_loop(steps[c][s], warmup_count=10, warmup_s=0.05, min_count=200, min_s=min_s, max_s=10.0)
+            p50 = latency_stats(times)["p50_ms"]
+            best[c][s] = min(p50, best[c].get(s, float("inf")))
+        print(f"  round {r + 1}/{rounds}: {len(jobs)} measurements in {time.perf_counter() - t0:.0f} s "
+              f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+    return best
+
+
+def committed_model():
+    from edgekd.calibrate import latency_section
+    from edgekd.latency import LatencyModel
+    from edgekd.profiles import Profile
+
+    prof = Profile.load(ROOT / "profiles" / "amd-epyc-x86_64-2c.yaml")
+    key = "onnxruntime/fp32/t0/b1"
+    return LatencyModel.from_dict(key, latency_section(prof)["models"][key])
+
+
+def share_within(model, feats: dict, lat: dict, held: list[str]) -> float:
+    errs = [model.predict(feats[s], "p50_ms") / lat[s] - 1 for s in held]
+    return float(np.mean(np.abs(errs) <= 0.10))
+
+
+def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[str], draws: int) -> dict:
+    from edgekd.latency import Sample, fit_latency_model
+    from edgekd.latency_features import spec_features
+    from edgekd.latency_transfer import METHODS, Point, transferred_model
+
+    feats = {s: spec_features(s, SHAPE, CLASSES) for s in fit + held}
+
+    def native(config: str):
+        return fit_latency_model([Sample(s, feats[s], {"p50_ms": lat[config][s]}) for s in fit], config)
+
+    out: dict = {"within": {}, "full": {}, "median_err": {}}
+    rng = np.random.default_rng(0)
+    for pair, (src, dst) in PAIRS.items():
+        base = committed_model() if src == "committed" else native(src)
+        out["full"][pair] = share_within(native(dst), feats, lat[dst], held)
+        out["within"][pair] = {}
+        for method in METHODS:
+            row = {}
+            for k in KS:
+                shares = []
+                for _ in range(draws if k else 1):
+                    pick = list(rng.choice(fit, size=k, replace=False)) if k else []
+                    pts = [Point(s, feats[s], {"p50_ms": lat[dst][s]}) for s in pick]
+                    model = transferred_model(base, pts, method=method) if pts else base
+                    shares.append(share_within(model, feats, lat[dst], held))
+                row[k] = float(np.mean(shares))
+            out["within"][pair][method] = row
+    return out
+
+
+def speed_ratios(lat: dict, held: list[str]) -> dict[str, float]:
+    """Median over the held-out students of target p50 / source p50 (the committed model's prediction
+    stands in for the other machine's measurements)."""
+    from edgekd.latency_features import spec_features
+
+    out = {}
+    for pair, (src, dst) in PAIRS.items():
+        if src == "committed":
+            model = committed_model()
+            source = {s: model.predict(spec_features(s, SHAPE, CLASSES), "p50_ms") for s in held}
+        else:
+            source = lat[src]
+        out[pair] = float(np.median([lat[dst][s] / source[s] for s in held]))
+    return out
+
+
+def deploy(args: list[str], label: str) -> dict:
+    print(f"\n$ {' '.join(args)}   ({label})", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    for line in proc.stderr.splitlines():
+        if "drift check" in line or line.lstrip("[ 0123456789.s]").startswith(("round", "transfer", "latency model", "budget")):
+            print("  " + line)
+    try:
+        report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        print(proc.stderr[-3000:])
+        return {"status": f"error (exit {proc.returncode})", "device_rounds": None, "drift_detected": None}
+    trust = report.get("latency_trust") or {}
+    return {"status": report["status"], "device_rounds": report["device_rounds"],
+            "drift_detected": report.get("drift_detected"), "trust_status": trust.get("status"),
+            "teacher_ratio": trust.get("ratio"), "action": trust.get("action"),
+            "chosen": (report.get("chosen") or {}).get("spec"), "wall_s": round(time.perf_counter() - t0, 1),
+            "rounds": [{"spec": r["spec"], "predicted_ms": r["predicted_ms"], "measured_ms": r["measured_ms"],
+                        "verdict": r["verdict"]} for r in report.get("rounds") or []]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=24, help="untrained calibration students per device")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds (least-disturbed kept)")
+    ap.add_argument("--draws", type=int, default=20, help="random draws of the k target points")
+    ap.add_argument("--min-s", type=float, default=0.25, help="timed loop per model per round (s)")
+    ap.add_argument("--skip-deploy", action="store_true")
+    ap.add_argument("--save-measurements", default=None, metavar="PATH")
+    ap.add_argument("--load-measurements", default=None, metavar="PATH", help="reuse a saved measurement file")
+    args = ap.parse_args()
+
+    from edgekd.agent.fingerprint import cpu_model
+    from edgekd.search_space import calibration_specs, student_specs
+
+    fit, held = calibration_specs(args.count, seed=0), student_specs()
+    load_before = os.getloadavg()
+    if args.load_measurements:
+        saved = json.loads(Path(args.load_measurements).read_text())
+        lat, load_measuring = saved["p50_ms"], saved.get("load_avg_measuring")
+    else:
+        configs = ["ort-t1", "ort-t2", "ort-noopt", "openvino", "ort-t0"]
+        lat = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
+        load_measuring = [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()]
+    if args.save_measurements:
+        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "fit": fit, "held": held,
+                                                            "load_avg_measuring": load_measuring}))
+    res = transfer_table(lat, fit, held, args.draws)
+    ratios = speed_ratios(lat, held)
+    print(f"\nheld-out search-space students within ±10 % of measured p50 (target device), mean over {args.draws} "
+          f"draws of k random target points; fitted on {len(fit)} per device; held out {len(held)}")
+    print(f"{'pair':30s} {'method':11s} " + " ".join(f"{'k=' + str(k):>6s}" for k in KS) + f" {'full cal':>9s} {'tgt/src':>8s}")
+    for pair, (src, dst) in PAIRS.items():
+        for method, row in res["within"][pair].items():
+            print(f"({pair}) {src + ' -> ' + dst:25s} {method:11s} " + " ".join(f"{row[k]:6.0%}" for k in KS)
+                  + f" {res['full'][pair]:9.0%} {ratios[pair]:7.2f}x")
+    from edgekd.latency_transfer import DEFAULT_METHOD
+
+    out: dict = {
+        "within_10pct": {p: {str(k): round(v, 3) for k, v in res["within"][p][DEFAULT_METHOD].items()} for p in PAIRS},
+        "within_10pct_by_method": {p: {m: {str(k): round(v, 3) for k, v in row.items()}
+                                       for m, row in res["within"][p].items()} for p in PAIRS},
+        "full_calibration_within_10pct": {p: round(v, 3) for p, v in res["full"].items()},
+        "method": DEFAULT_METHOD, "median_speed_ratio_target_over_source": {p: round(v, 3) for p, v in ratios.items()},
+        "fit_on": len(fit), "held_out": len(held), "draws": args.draws, "rounds": args.rounds,
+        "load_avg_measuring": load_measuring,  # 1/5/15-min load averages before and after the measurements
+        "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
+    }
+    best = {p: min((k for k in KS if res["within"][p][DEFAULT_METHOD][k] >= 0.9), default=None) for p in PAIRS}
+    out["smallest_k_reaching_90pct"] = best
+    if not args.skip_deploy:
+        with tempfile.TemporaryDirectory(prefix="edgekd-bench-transfer-") as tmp:
+            profiles = Path(tmp) / "profiles"
+            profiles.mkdir()
+            shutil.copy(ROOT / "profiles" / "amd-epyc-x86_64-2c.yaml", profiles)
+            exe = str(ROOT / ".venv" / "bin" / "edgekd")
+            out["foreign_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
+                                            "-o", str(Path(tmp) / "bundle"), "--json"],
+                                           "a profiles dir holding only the committed profile of another machine")
+        from edgekd.agent.fingerprint import device_fingerprint
+        from edgekd.profiles import device_name
+
+        own = ROOT / "profiles" / f"{device_name(device_fingerprint())}.yaml"
+        existed = own.exists()
+        out["demo"] = deploy(["bash", "scripts/demo.sh", "--json"], "README command 1, as is")
+        out["demo_status"] = out["demo"]["status"]
+        if not existed and own.exists():
+            own.unlink()
+            print(f"  (removed {own.relative_to(ROOT)}, which the demo created: the repository keeps one machine's sample)")
+        print(f"\n{'deploy':16s} {'status':10s} {'rounds':>6s} {'drift':>6s} {'teacher x':>9s} {'chosen':40s} {'wall':>6s}")
+        for name in ("foreign_deploy", "demo"):
+            d = out[name]
+            print(f"{name:16s} {d['status']:10s} {str(d['device_rounds']):>6s} {str(d['drift_detected']):>6s} "
+                  f"{(d.get('teacher_ratio') or float('nan')):8.2f}x {str(d.get('chosen')):40s} {d.get('wall_s', 0):5.0f}s")
+    out["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
