@@ -5,46 +5,57 @@ One timed loop of the teacher on a shared machine moves by 10-40 % from run to r
 0.119, 0.145, 0.105 ms on three consecutive deploys), and the budget decides which students are
 candidates at all. So:
 
-  * the first time, the teacher is timed in `rounds` separate timed loops and the median of each
-    latency figure across the rounds is kept; the spread of the rounds (max/min - 1 of the percentile
-    used) is printed and stored with it, as how sure the figure is;
+  * the teacher is timed in `rounds` separate timed loops and the least disturbed round (lowest
+    p50) is kept, as `edgekd profile calibrate` keeps it for students: on a shared machine a
+    neighbour slows whole stretches of seconds (measured here: p90 0.47, 2.83, 13.75 ms in three
+    rounds of one teacher), which a median of three does not reject;
+  * the figure is *sure* when the two least disturbed rounds agree within `AGREE` (15 %) at the
+    percentile used; that agreement and the spread of all rounds are printed and stored with it;
   * every later deploy of the *same teacher artifact* (checkpoint sha256, format, precision, threads,
-    batch 1) on the *same device profile* and data reuses that recorded figure instead of timing again.
-    A different teacher, runtime, precision, thread count or dataset is measured afresh.
+    batch 1) on the *same device profile* and data reuses a sure recorded figure instead of timing
+    again, so the budget is the same run after run. An unsure one is timed again, the earlier kept
+    round competing with the new rounds, until two agree. A different teacher, runtime, precision,
+    thread count or dataset is measured afresh.
 
 Host side; the measurement runs through the device (agent) like every other.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROUNDS = 3
+AGREE = 0.15  # the two least disturbed rounds within 15 % of each other: the figure is sure
 
 
 @dataclass
 class TeacherTiming:
-    """The teacher's figures on the device: a Measurement (medians over rounds), the per-round values
-    of the budget's percentile, and whether it was reused from the profile."""
+    """The teacher's figures on the device: a Measurement (the least disturbed round), the per-round
+    values of the budget's percentile, whether it was reused from the profile, and how sure it is."""
 
     measurement: Any
     rounds_ms: list[float]
     reused: bool
-    spread: float | None  # max/min - 1 over the rounds of the percentile used; None when unknown
+    spread: float | None  # max/min - 1 over all rounds at the percentile used; None when unknown
+    agree: float | None  # second-least / least disturbed round - 1 at the percentile; None: one round
     n_rounds: int = 1
+
+    @property
+    def sure(self) -> bool:
+        return self.agree is not None and self.agree <= AGREE
 
     def how_sure(self, metric: str) -> str:
         """One line saying where the figure came from and how much it moved."""
-        m = self.measurement
+        label = metric.replace("_ms", "")
+        agree = (f"its two least disturbed rounds agree within {self.agree:.0%}" if self.agree is not None
+                 else "one round only")
         if self.reused:
-            spread = f", spread {self.spread:.0%} over its {self.n_rounds} rounds" if self.spread is not None else ""
-            return (f"recorded in the profile {m.measured_at} for this teacher artifact on this device{spread}; "
+            return (f"recorded {self.measurement.measured_at} for this teacher artifact on this device, {agree}; "
                     "reused, so the budget is the same every run (pass --budget-ms to set another)")
         rounds = ", ".join(f"{v:.4g}" for v in self.rounds_ms)
-        return (f"median of {len(self.rounds_ms)} timed rounds ({metric.replace('_ms', '')} {rounds} ms, "
-                f"spread {self.spread:.0%}); recorded for later deploys")
+        verdict = "sure" if self.sure else f"NOT sure (> {AGREE:.0%}): timed again next deploy"
+        return (f"least disturbed of {len(self.rounds_ms)} timed rounds ({label} {rounds} ms); {agree}: {verdict}")
 
 
 def recorded_teacher(profile: Any, teacher_sha: str, *, fmt: str, precision: str, threads: int | None,
@@ -62,35 +73,42 @@ def recorded_teacher(profile: Any, teacher_sha: str, *, fmt: str, precision: str
 
 
 def measure_teacher(dev: Any, art: Path, *, spec: str, ckpt: Path, eval_npz: Path, data_fp: str,
-                    threads: int | None, min_s: float, metric: str, rounds: int = ROUNDS) -> tuple[dict[str, Any], Any, TeacherTiming]:
+                    threads: int | None, min_s: float, metric: str, rounds: int = ROUNDS,
+                    previous: Any | None = None) -> tuple[dict[str, Any], Any, TeacherTiming]:
     """Time the teacher artifact in `rounds` separate timed loops (each `min_s` long) and measure its
-    accuracy once; the Measurement holds the median of every latency figure across the rounds, plus
-    `rounds` and `spread_<metric>` so a later deploy can say how sure the reused figure is."""
+    accuracy once; the Measurement holds the latency figures of the least disturbed round (lowest
+    p50) — `previous` (an unsure recorded measurement) competes as one more round — plus `rounds`,
+    `spread_<metric>` and `agree_<metric>` so a later deploy knows how sure the figure is."""
     from edgekd.deploy_stages import verify
 
     result, m = verify(dev, art, spec=spec, ckpt=ckpt, eval_npz=eval_npz, data_fp=data_fp, threads=threads,
                        min_s=min_s)
+    fields = set(m.latency or {})
     lats = [dict(m.latency or {})]
     for _ in range(max(0, rounds - 1)):
         extra = dev.bench(art, {"threads": threads, "batch": 1, "warmup_s": 0.5, "min_s": min_s, "min_count": 200})
         lats.append(dict(extra.get("latency") or {}))
-    merged: dict[str, float] = {}
-    for k, v in (m.latency or {}).items():
-        values = [float(d[k]) for d in lats if isinstance(d.get(k), (int, float))]
-        merged[k] = float(statistics.median(values)) if values else v
+    if previous is not None and previous.latency:
+        lats.append({k: v for k, v in previous.latency.items() if k in fields})
+    timed = sorted((d for d in lats if d.get("p50_ms") and d.get(metric)), key=lambda d: float(d["p50_ms"]))
+    kept = timed[0] if timed else lats[0]
+    merged = {k: float(v) for k, v in kept.items() if k in fields and isinstance(v, (int, float))}
     per_round = [float(d[metric]) for d in lats if d.get(metric)]
     spread = (max(per_round) / min(per_round) - 1.0) if per_round and min(per_round) > 0 else None
+    agree = abs(float(timed[1][metric]) / float(timed[0][metric]) - 1.0) if len(timed) > 1 else None
     merged["rounds"] = float(len(per_round))
     if spread is not None:
         merged[f"spread_{metric}"] = float(f"{spread:.4g}")
+    if agree is not None:
+        merged[f"agree_{metric}"] = float(f"{agree:.4g}")
     m.latency = merged
     result = dict(result, latency={**(result.get("latency") or {}), **merged})
-    return result, m, TeacherTiming(m, per_round, reused=False, spread=spread, n_rounds=len(per_round))
+    return result, m, TeacherTiming(m, per_round, reused=False, spread=spread, agree=agree, n_rounds=len(per_round))
 
 
 def reused_timing(m: Any, metric: str) -> TeacherTiming:
-    """A TeacherTiming for a measurement read back from the profile."""
+    """A TeacherTiming for a measurement read back from the profile (`.sure` says whether to reuse it)."""
     lat = m.latency or {}
-    spread = lat.get(f"spread_{metric}")
+    spread, agree = lat.get(f"spread_{metric}"), lat.get(f"agree_{metric}")
     return TeacherTiming(m, [], reused=True, spread=float(spread) if spread is not None else None,
-                         n_rounds=int(lat.get("rounds") or 1))
+                         agree=float(agree) if agree is not None else None, n_rounds=int(lat.get("rounds") or 1))

@@ -229,18 +229,18 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 # the budget hangs on this figure: timed over several rounds once, then reused (edgekd.budget)
                 t_m = recorded_teacher(load_profile(), teacher_sha, fmt=fmt, precision=cfg.precision, threads=threads,
                                        data_fp=data_fp, metric=metric)
-                if t_m is not None:
-                    timing = reused_timing(t_m, metric)
-                else:
-                    say(f"teacher: measuring {teacher_spec} on the device ({TEACHER_ROUNDS} timed rounds)")
+                timing = reused_timing(t_m, metric) if t_m is not None else None
+                if timing is None or not timing.sure:
+                    say(f"teacher: measuring {teacher_spec} on the device ({TEACHER_ROUNDS} timed rounds"
+                        + ("; the recorded figure was not sure)" if t_m is not None else ")"))
                     t_res, t_m, timing = measure_teacher(dev, t_art, spec=teacher_spec, ckpt=teacher_path,
                                                          eval_npz=eval_npz, data_fp=data_fp, threads=threads,
-                                                         min_s=cfg.min_s, metric=metric)
+                                                         min_s=cfg.min_s, metric=metric, previous=t_m)
                     remember(t_m, teacher_path, teacher_spec, t_res)
                 teacher_fig.update(source="measured", p50_ms=t_m.latency["p50_ms"], latency_ms=t_m.latency[metric],
                                    device_accuracy=t_m.accuracy, peak_rss_bytes=t_m.peak_rss_bytes,
                                    reused=timing.reused, rounds_ms=timing.rounds_ms, spread=timing.spread,
-                                   how_sure=timing.how_sure(metric))
+                                   agree=timing.agree, sure=timing.sure, how_sure=timing.how_sure(metric))
                 say(f"teacher: p50 {t_m.latency['p50_ms']:.4g} ms, p{cfg.percentile} {t_m.latency[metric]:.4g} ms, "
                     f"test accuracy {t_m.accuracy:.2%} (measured; {timing.how_sure(metric)})")
         # -- a latency model for this configuration, fitted on the device if there is none yet
@@ -281,7 +281,10 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                                   "re-exported); pass --budget-ms")
             budget = teacher_fig["latency_ms"] / cfg.speedup_goal
             budget_source = f"teacher p{cfg.percentile} / {cfg.speedup_goal:g} ({teacher_fig['source']}"
-            budget_source += f"; {teacher_fig['how_sure']})" if teacher_fig.get("how_sure") else ")"
+            if "reused" in teacher_fig:
+                budget_source += ("; recorded figure reused" if teacher_fig["reused"] else "; timed now")
+                budget_source += ", sure" if teacher_fig["sure"] else ", NOT sure: rounds disagree"
+            budget_source += ")"
         # the device check: test split on the deployed runtime; the host choice: val split (see the docstring)
         margin = f"{100 * cfg.accuracy_margin:g} pts"
         floor = cfg.min_accuracy if cfg.min_accuracy is not None else teacher_acc - cfg.accuracy_margin
