@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 
 
-def make_photo_patches_npz(path: Path, *, n_per_class: int = 120, size: int = 12, seed: int = 0) -> Path:
+def make_photo_patches_npz(path: Path, *, n_per_class: int = 120, size: int = 12, seed: int = 0,
+                           gray: bool = False) -> Path:
+    """Patches `size` x `size`, uint8; RGB channels last (N x H x W x 3), or with `gray` luminance
+    without a channel axis (N x H x W), the two layouts users' files come in."""
     from sklearn.datasets import load_sample_images
 
     rng = np.random.default_rng(seed)
@@ -25,6 +28,8 @@ def make_photo_patches_npz(path: Path, *, n_per_class: int = 120, size: int = 12
             top, left = int(rng.integers(0, h - size * k)), int(rng.integers(0, w - size * k))
             patch = img[top:top + size * k, left:left + size * k].astype(np.float32)
             patch = patch.reshape(size, k, size, k, 3).mean(axis=(1, 3))
+            if gray:
+                patch = patch @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
             xs.append(np.clip(np.round(patch), 0, 255).astype(np.uint8))
             ys.append(label)
     order = rng.permutation(len(ys))
