@@ -133,15 +133,14 @@ def update_profile_section(path: Any, change: Any) -> Any:
     `edgekd.profiles.record_measurements`, so a concurrent bench loses nothing)."""
     from pathlib import Path
 
-    from edgekd.fileio import atomic_write_text
     from edgekd.profile_lock import file_lock
-    from edgekd.profiles import Profile, dump_profile
+    from edgekd.profiles import Profile, dump_profile, write_under_lock
 
     path = Path(path)
     with file_lock(path):
         profile = Profile.load_or_new(path)
         change(profile)
-        atomic_write_text(path, dump_profile(profile))
+        write_under_lock(path, dump_profile(profile))  # atomic; clears temp files of killed writers
     profile.path = path
     return profile
 

@@ -39,6 +39,8 @@ predicted, and the exact device-side commands printed. Never a measurement that 
 """
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import platform
 import time
@@ -108,7 +110,8 @@ class Round:
 def _check(cfg: DeployConfig, tgt: Any) -> None:
     if cfg.percentile not in (50, 90, 99):
         raise ConfigError(f"percentile {cfg.percentile} is not measured; use 50, 90 or 99")
-    if cfg.budget_ms is not None and cfg.budget_ms <= 0:
+    if cfg.budget_ms is not None and not (isinstance(cfg.budget_ms, (int, float)) and math.isfinite(cfg.budget_ms)
+                                          and cfg.budget_ms > 0):
         raise ConfigError(f"--budget-ms {cfg.budget_ms} must be a positive number of milliseconds")
     if cfg.min_accuracy is not None and not 0 <= cfg.min_accuracy <= 1:
         raise ConfigError(f"--min-accuracy {cfg.min_accuracy} must be a fraction in 0..1 (e.g. 0.97)")

@@ -169,6 +169,9 @@ class Profile:
             raise ProfileError(f"profile {path} is not valid YAML{where}; fix or delete it") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise ProfileError(f"profile {path} is not an {SCHEMA} file; fix or delete it")
+        from edgekd.profile_schema import check_profile_data
+
+        check_profile_data(data, path)  # every field of the right type, or one line naming it
         raw = data.get("measurements") or {}
         if not isinstance(raw, dict):
             raise ProfileError(f"profile {path}: 'measurements' must be a mapping; fix or delete the file")
@@ -271,11 +274,22 @@ def record_measurements(path: str | os.PathLike[str], measurements: Iterable[Mea
 
 
 def _write(path: Path, text: str) -> None:
+    """Write under the profile's lock: no other writer is active, so any temp file of an earlier
+    write beside the profile was left by a killed writer, and is removed."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
     atomic_write_text(path, text)
     # the temp file behind the atomic write is created 0600; a profile is a shared, committed file
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+# the write every profile writer uses under the profile's lock (calibration too)
+write_under_lock = _write
 
 
 def profile_path(name: str, profiles_dir: str | os.PathLike[str] = "profiles") -> Path:

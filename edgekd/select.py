@@ -236,12 +236,17 @@ def gather_candidates(
     return candidates, {k: models[k] for k in configs if k in models}
 
 
+def _check_budget(budget_ms: Any) -> None:
+    if not isinstance(budget_ms, (int, float)) or isinstance(budget_ms, bool) or not math.isfinite(budget_ms) \
+            or budget_ms <= 0:
+        raise ConfigError(f"budget must be a positive finite number of milliseconds, got {budget_ms!r}")
+
+
 def apply_rule(
     candidates: list[Candidate], *, budget_ms: float, min_accuracy: float | None, allow_unmeasured_accuracy: bool = False
 ) -> tuple[Candidate | None, Candidate | None]:
     """Mark every candidate (status, reasons, miss) and return (chosen, closest miss)."""
-    if not budget_ms or budget_ms <= 0:
-        raise ConfigError(f"budget must be a positive number of milliseconds, got {budget_ms!r}")
+    _check_budget(budget_ms)
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise ConfigError(f"min accuracy {min_accuracy!r} must be a fraction in 0..1 (e.g. 0.97)")
     for c in candidates:
@@ -317,6 +322,7 @@ def select(
     (sequence length, classes, vocabulary); None means image, or text when the profile holds only text."""
     from edgekd.calibrate import latency_section
 
+    _check_budget(budget_ms)  # before any work: NaN compares false with everything
     section = latency_section(profile) if profile is not None else {}
     text = section.get("text") or {}
     if task not in (None, "image", "text"):

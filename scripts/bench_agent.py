@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Issue 4 §6: is the harness right, and is the agent fast and robust enough? Measured, not claimed.
 
-    .venv/bin/python scripts/bench_agent.py [--threads 1] [--repeats 5] [--seconds 2]
+    .venv/bin/python scripts/bench_agent.py [--threads 1] [--repeats 5] [--seconds 2] [--link-only]
 
 1. The harness's p50 for an OpenVINO model vs OpenVINO's own `benchmark_app` (latency hint, same
    threads, same precision, same model file), interleaved in the same run: ratio within ±10 %.
@@ -9,9 +9,13 @@
    measured in this process: ratio of p50s within ±10 %.
 3. Upload throughput over TCP loopback >= 100 MB/s (the agent's store on tmpfs, so the link and
    protocol are measured, not this machine's disk; the disk-backed rate is printed too); request
-   round trip over TCP <= 2 ms.
+   round trip over TCP <= 2 ms. Both with a key, so every frame carries its MAC (protocol 2); a
+   key-less loopback agent (no MAC) is measured side by side, interleaved, to state the MAC's cost.
 4. Over a pty serial path with 1 % of bytes flipped in transit (both directions), a 1 MB artifact
-   uploads intact (the agent loads it after checking every file's sha256, and measures it).
+   uploads intact (the agent loads it after checking every file's sha256, and measures it); with a
+   key, so the MAC crosses the noisy line too.
+
+`--link-only` runs section 3 alone (the MAC on/off comparison).
 
 The model is a conv net on 32×32 inputs (~107 M MACs), big enough that timings are not overhead.
 Every comparison runs `--repeats` interleaved back-to-back pairs and reports the median of the
@@ -148,6 +152,92 @@ def agent_vs_inprocess(art: Path, threads: int, repeats: int, seconds: float) ->
 
 # ---------------------------------------------------------------- 3. TCP upload and round trip
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def keyless_agent(workdir: Path) -> Iterator[tuple[str, int]]:
+    """`edgekd agent --listen 127.0.0.1:0` without a key (loopback only, no MAC); yields its URL.
+    The same subprocess and TCP path as `local`, which always runs with a key."""
+    from edgekd.agent.transports.local import _wait_ready
+
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKD_AGENT_KEY"}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd", "agent", "--listen", "127.0.0.1:0", "--workdir", str(workdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
+    try:
+        url = _wait_ready(proc, timeout=60)
+        if url is None:
+            raise SystemExit("the key-less agent did not start")
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def tcp_link_mac_vs_plain(size_mb: int, repeats: int, pings: int, store: Path | None) -> dict[str, Any]:
+    """Upload rate and round trip with the MAC (keyed `local` agent) and without (key-less agent),
+    interleaved pair by pair so drift on a shared machine hits both sides alike."""
+    from edgekd.agent import auth
+    from edgekd.agent.client import AgentClient
+
+    base = store or Path(tempfile.mkdtemp(prefix="edgekd-agent-"))
+    rng = np.random.default_rng(1)
+    rates: dict[str, list[float]] = {"mac": [], "plain": []}
+    rtts: dict[str, list[float]] = {"mac": [], "plain": []}
+    cpu: dict[str, list[float]] = {"mac": [], "plain": []}  # host + agent CPU ms per MiB uploaded
+    saved_key = os.environ.pop(auth.KEY_ENV, None)  # the key-less client must not pick one up
+    try:
+        with keyless_agent(base / "plain") as (plain_url, plain_pid), \
+                AgentClient.connect(f"local?workdir={base / 'mac'}") as mac, AgentClient.connect(plain_url) as plain:
+            clients = {"mac": mac, "plain": plain}
+            pids = {"mac": mac.transport.proc.pid, "plain": plain_pid}
+            assert mac.channel.mac is not None and plain.channel.mac is None
+            for c in clients.values():
+                for _ in range(20):
+                    c.ping()
+            for i in range(repeats):
+                blob = rng.integers(0, 256, size=size_mb << 20, dtype=np.uint8).tobytes()
+                for side in (("mac", "plain") if i % 2 == 0 else ("plain", "mac")):
+                    agent_cpu0, host_cpu0 = process_cpu_s(pids[side]), time.process_time()
+                    t0 = time.perf_counter()
+                    clients[side].put_bytes(blob)  # each agent has its own store: both upload it all
+                    rates[side].append(len(blob) / 1e6 / (time.perf_counter() - t0))
+                    agent_cpu1 = process_cpu_s(pids[side])
+                    if agent_cpu0 is not None and agent_cpu1 is not None:
+                        cpu[side].append((agent_cpu1 - agent_cpu0 + time.process_time() - host_cpu0) * 1e3 / size_mb)
+                log(f"  upload {i + 1}: {size_mb} MiB at {rates['mac'][-1]:.0f} MB/s with MAC, {rates['plain'][-1]:.0f} MB/s without")
+            batch = 25
+            for i in range(max(1, pings // batch)):
+                for side in (("mac", "plain") if i % 2 == 0 else ("plain", "mac")):
+                    rtts[side] += [clients[side].ping() * 1e3 for _ in range(batch)]
+    finally:
+        if saved_key is not None:
+            os.environ[auth.KEY_ENV] = saved_key
+        if store is None:
+            import shutil
+
+            shutil.rmtree(base, ignore_errors=True)
+    return {
+        "upload_mb_s": statistics.median(rates["mac"]), "upload_plain_mb_s": statistics.median(rates["plain"]),
+        "upload_ratio": paired_ratio(rates["mac"], rates["plain"]),
+        "rtt_ms": statistics.median(rtts["mac"]), "rtt_plain_ms": statistics.median(rtts["plain"]),
+        "rtt_p90_ms": float(np.percentile(rtts["mac"], 90)), "pings": len(rtts["mac"]),
+        "all_upload_mb_s": rates["mac"], "all_upload_plain_mb_s": rates["plain"],
+        "cpu_ms_per_mib": statistics.median(cpu["mac"]) if cpu["mac"] else None,
+        "cpu_ms_per_mib_plain": statistics.median(cpu["plain"]) if cpu["plain"] else None,
+    }
+
+
 def tcp_link(size_mb: int, repeats: int, pings: int, store: Path | None = None) -> dict[str, Any]:
     """Upload rate and round trip against a local agent over real TCP. `store` puts the agent's
     content store there (tmpfs: measures the link and protocol, not this machine's disk)."""
@@ -230,14 +320,17 @@ class NoisyWire(threading.Thread):
 
 
 @contextlib.contextmanager
-def serial_agent(flip: float, work: Path) -> Iterator[tuple[str, NoisyWire]]:
-    """A real `edgekd agent --serial` subprocess behind a noisy wire; yields the host-side tty path."""
+def serial_agent(flip: float, work: Path, key: str | None) -> Iterator[tuple[str, NoisyWire]]:
+    """A real `edgekd agent --serial` subprocess (with `key`: every frame after auth carries a MAC)
+    behind a noisy wire; yields the host-side tty path."""
     host_master, host_path = _pty()
     agent_master, agent_path = _pty()
     wire = NoisyWire(host_master, agent_master, flip)
     wire.start()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("EDGEKD_AGENT_KEY", None)
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKD_AGENT_KEY"}
+    env["PYTHONPATH"] = str(ROOT)
+    if key:
+        env["EDGEKD_AGENT_KEY"] = key
     proc = subprocess.Popen([sys.executable, "-m", "edgekd", "agent", "--serial", agent_path, "--baud", "921600",
                              "--workdir", str(work / "serial-agent")], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / "serial-agent.log", "wb"))
@@ -309,14 +402,19 @@ def serial_check_isolated(flip: float, timeout_s: float) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def serial_corrupt_upload(work: Path, flip: float = 0.01) -> dict[str, Any]:
+def serial_corrupt_upload(work: Path, flip: float = 0.01, with_key: bool = True) -> dict[str, Any]:
     from edgekd.agent.client import AgentClient
 
     art = one_mb_artifact(work)
     size = sum(p.stat().st_size for p in art.iterdir())
-    with serial_agent(flip, work) as (host_path, wire):
+    import secrets
+
+    key = secrets.token_hex(32) if with_key else None
+    os.environ.pop("EDGEKD_AGENT_KEY", None)  # a key-less run must not pick one up from here
+    with serial_agent(flip, work, key) as (host_path, wire):
         t0 = time.perf_counter()
-        with AgentClient.connect(f"serial://{host_path}?baud=921600", timeout=60) as client:
+        with AgentClient.connect(f"serial://{host_path}?baud=921600", key=key, timeout=60) as client:
+            assert (client.channel.mac is not None) == with_key  # with a key, the MAC is on for everything below
             art_id = client.put_artifact(art)
             upload_s = time.perf_counter() - t0
             # the runner child re-hashes every file against the manifest before loading: an
@@ -340,74 +438,101 @@ def main() -> int:
     ap.add_argument("--flip", type=float, default=0.01, help="fraction of bytes damaged on the serial line")
     ap.add_argument("--serial-timeout", type=float, default=300.0)
     ap.add_argument("--serial-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serial-no-key", action="store_true", help="with --serial-only: a key-less agent (no MAC), for comparison")
+    ap.add_argument("--link-only", action="store_true", help="only section 3: TCP upload and round trip, MAC on vs off")
     args = ap.parse_args()
     if args.serial_only:
         with tempfile.TemporaryDirectory(prefix="edgekd-serial-") as tmp:
-            print(json.dumps(serial_corrupt_upload(Path(tmp), args.flip), default=str))
+            print(json.dumps(serial_corrupt_upload(Path(tmp), args.flip, with_key=not args.serial_no_key), default=str))
         return 0
 
+    hb = ai = ser = None
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-agent-") as tmp:
         work = Path(tmp)
-        log(f"exporting {SPEC} at 1x32x32 to OpenVINO ...")
-        arts = export_model(work)
-        ov = arts["openvino"]
-        log("1. harness vs benchmark_app")
-        hb = harness_vs_benchmark_app(ov, args.threads, args.repeats, args.seconds, work)
-        log("2. local agent vs in-process")
-        ai = agent_vs_inprocess(ov, args.threads, args.repeats, args.seconds)
-        log("3. TCP loopback upload and round trip (agent store on tmpfs, then on disk)")
+        if not args.link_only:
+            log(f"exporting {SPEC} at 1x32x32 to OpenVINO ...")
+            arts = export_model(work)
+            ov = arts["openvino"]
+            log("1. harness vs benchmark_app")
+            hb = harness_vs_benchmark_app(ov, args.threads, args.repeats, args.seconds, work)
+            log("2. local agent vs in-process")
+            ai = agent_vs_inprocess(ov, args.threads, args.repeats, args.seconds)
+        log("3. TCP loopback upload and round trip, MAC on vs key-less (agent store on tmpfs, then on disk)")
         # the link is measured with the agent's store in RAM; the disk-backed figure is shown too,
         # because on a shared VM the disk (not the protocol) is what slows a long upload down
         shm = Path("/dev/shm")
         store = Path(tempfile.mkdtemp(prefix="edgekd-agent-", dir=shm)) if shm.is_dir() else None
         try:
-            link = tcp_link(args.upload_mb, args.repeats, args.pings, store)
+            link = tcp_link_mac_vs_plain(args.upload_mb, args.repeats, args.pings, store)
         finally:
             if store:
                 import shutil
 
                 shutil.rmtree(store, ignore_errors=True)
         disk = tcp_link(args.upload_mb, args.repeats, 0) if store else link
-        log(f"4. 1 MB artifact over a pty serial line with {args.flip:.0%} of bytes flipped")
-        ser = serial_check_isolated(args.flip, args.serial_timeout)
+        if not args.link_only:
+            log(f"4. 1 MB artifact over a pty serial line with {args.flip:.0%} of bytes flipped")
+            ser = serial_check_isolated(args.flip, args.serial_timeout)
 
-    checks = [
-        ("harness p50 / benchmark_app median", f"medians {hb['harness_p50_ms']:.3f} / {hb['benchmark_app_p50_ms']:.3f} ms",
-         f"{hb['ratio']:.3f}", "0.90..1.10", abs(hb["ratio"] - 1) <= TOLERANCE),
-        ("local agent p50 / in-process p50", f"medians {ai['agent_p50_ms']:.3f} / {ai['inprocess_p50_ms']:.3f} ms",
-         f"{ai['ratio']:.3f}", "0.90..1.10", abs(ai["ratio"] - 1) <= TOLERANCE),
-        ("upload over TCP loopback", f"{args.upload_mb} MiB, agent store in RAM", f"{link['upload_mb_s']:.0f} MB/s",
+    checks = []
+    if hb and ai:
+        checks += [
+            ("harness p50 / benchmark_app median", f"medians {hb['harness_p50_ms']:.3f} / {hb['benchmark_app_p50_ms']:.3f} ms",
+             f"{hb['ratio']:.3f}", "0.90..1.10", abs(hb["ratio"] - 1) <= TOLERANCE),
+            ("local agent p50 / in-process p50", f"medians {ai['agent_p50_ms']:.3f} / {ai['inprocess_p50_ms']:.3f} ms",
+             f"{ai['ratio']:.3f}", "0.90..1.10", abs(ai["ratio"] - 1) <= TOLERANCE),
+        ]
+    checks += [
+        ("upload over TCP loopback, MAC on", f"{args.upload_mb} MiB, agent store in RAM", f"{link['upload_mb_s']:.0f} MB/s",
          ">= 100 MB/s", link["upload_mb_s"] >= 100),
-        ("  (same, agent store on disk)", "info: includes this VM's disk", f"{disk['upload_mb_s']:.0f} MB/s", "—",
+        ("  (same, key-less agent: no MAC)", f"info: MAC/no-MAC pair ratio {link['upload_ratio']:.3f}",
+         f"{link['upload_plain_mb_s']:.0f} MB/s", "—", True),
+        ("  CPU per MiB uploaded, host + agent", "info: MAC on / key-less (load-robust)",
+         f"{link['cpu_ms_per_mib'] or 0:.1f} / {link['cpu_ms_per_mib_plain'] or 0:.1f} ms", "—", True),
+        ("  (MAC on, agent store on disk)", "info: includes this VM's disk", f"{disk['upload_mb_s']:.0f} MB/s", "—",
          True),
-        ("request round trip over TCP", f"median of {args.pings}", f"{link['rtt_ms']:.3f} ms", "<= 2 ms",
+        ("request round trip over TCP, MAC on", f"median of {link['pings']}", f"{link['rtt_ms']:.3f} ms", "<= 2 ms",
          link["rtt_ms"] <= 2.0),
-        (f"1 MB upload, {args.flip:.0%} bytes flipped (pty)", f"{ser['bytes_flipped']} of {ser['bytes_on_wire']} bytes flipped",
-         f"intact in {ser['upload_s']:.1f} s" if ser["ok"] else ser.get("reason", "FAILED"), "intact", ser["ok"]),
+        ("  (same, key-less agent: no MAC)", f"info: median of {link['pings']}, interleaved", f"{link['rtt_plain_ms']:.3f} ms",
+         "—", True),
     ]
+    if ser:
+        checks.append((f"1 MB upload, {args.flip:.0%} bytes flipped (pty, MAC on)", f"{ser['bytes_flipped']} of {ser['bytes_on_wire']} bytes flipped",
+                       f"intact in {ser['upload_s']:.1f} s" if ser["ok"] else ser.get("reason", "FAILED"), "intact", ser["ok"]))
     width = max(len(c[0]) for c in checks)
-    print(f"model {SPEC} 1x32x32 OpenVINO fp32, threads={args.threads}, repeats={args.repeats}, {args.seconds:g} s each")
+    print(f"model {SPEC} 1x32x32 OpenVINO fp32, threads={args.threads}, repeats={args.repeats}, {args.seconds:g} s each; "
+          f"load average {os.getloadavg()[0]:.2f} at the end")
     print(f"{'check':<{width}}  {'measured':<34} {'value':>16}  {'target':<12} ok   (ratios: median of pair ratios)")
     for name, detail, value, target, ok in checks:
         print(f"{name:<{width}}  {detail:<34} {value:>16}  {target:<12} {'✅' if ok else '❌'}")
-    summary = {
-        "harness_vs_benchmark_app": round(hb["ratio"], 4),
-        "local_agent_vs_inprocess": round(ai["ratio"], 4),
+    summary: dict[str, Any] = {
         "upload_mb_s": round(link["upload_mb_s"], 1),
+        "upload_no_mac_mb_s": round(link["upload_plain_mb_s"], 1),
+        "upload_mac_over_no_mac": round(link["upload_ratio"], 4),
         "upload_disk_store_mb_s": round(disk["upload_mb_s"], 1),
         "rtt_ms": round(link["rtt_ms"], 4),
-        "serial_corrupt_upload_ok": bool(ser["ok"]),
-        "harness_p50_ms": round(hb["harness_p50_ms"], 4),
-        "benchmark_app_p50_ms": round(hb["benchmark_app_p50_ms"], 4),
-        "agent_p50_ms": round(ai["agent_p50_ms"], 4),
-        "inprocess_p50_ms": round(ai["inprocess_p50_ms"], 4),
-        "serial_bytes_flipped": ser["bytes_flipped"],
-        "serial_flip_rate": round(ser["flip_rate"], 4),
-        "threads": args.threads,
+        "rtt_no_mac_ms": round(link["rtt_plain_ms"], 4),
+        "cpu_ms_per_mib": link["cpu_ms_per_mib"] and round(link["cpu_ms_per_mib"], 2),
+        "cpu_ms_per_mib_no_mac": link["cpu_ms_per_mib_plain"] and round(link["cpu_ms_per_mib_plain"], 2),
+        "upload_mb": args.upload_mb,
         "repeats": args.repeats,
-        "model": SPEC,
-        "all_ok": all(c[4] for c in checks),
     }
+    if hb and ai:
+        summary.update({
+            "harness_vs_benchmark_app": round(hb["ratio"], 4),
+            "local_agent_vs_inprocess": round(ai["ratio"], 4),
+            "harness_p50_ms": round(hb["harness_p50_ms"], 4),
+            "benchmark_app_p50_ms": round(hb["benchmark_app_p50_ms"], 4),
+            "agent_p50_ms": round(ai["agent_p50_ms"], 4),
+            "inprocess_p50_ms": round(ai["inprocess_p50_ms"], 4),
+            "threads": args.threads,
+            "model": SPEC,
+        })
+    if ser:
+        summary.update({"serial_corrupt_upload_ok": bool(ser["ok"]), "serial_bytes_flipped": ser["bytes_flipped"],
+                        "serial_flip_rate": round(ser["flip_rate"], 4)})
+    summary["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    summary["all_ok"] = all(c[4] for c in checks)
     print(json.dumps(summary))
     return 0 if summary["all_ok"] else 1
 

@@ -13,7 +13,7 @@ import pytest
 
 from edgekd.agent.client import AgentClient
 from edgekd.agent.protocol import (
-    MAGIC, AgentRequestError, BadFrame, Frame, FrameDecoder, FrameType, Garbage, LinkLost, encode_frame,
+    MAGIC, PROTOCOL_VERSION, AgentRequestError, BadFrame, Frame, FrameDecoder, FrameType, Garbage, LinkLost, encode_frame,
 )
 from edgekd.agent.server import TcpAgentServer
 
@@ -28,7 +28,7 @@ def test_upload_survives_one_percent_of_bytes_flipped_both_ways(tmp_path):
     with serial_agent(tmp_path / "store", key=KEY, flip=0.01, seed=3) as (device, relay):
         with AgentClient.connect(device, key=KEY, timeout=20) as agent:
             sha = agent.put_bytes(data)
-            assert agent.hello()["protocol"] == 1  # requests too get through the noise
+            assert agent.hello()["protocol"] == 2  # requests too get through the noise
             assert agent.stats["resends"] > 0
     assert (tmp_path / "store" / "blobs" / sha).read_bytes() == data
     assert relay.flipped > 100  # the line really was damaged
@@ -124,7 +124,7 @@ class RawPeer:
         assert (reply.type, reply.seq) == (FrameType.REPLY, seq)
 
 
-def _raw_prefix(version=1, ftype=1, seq=1, hlen=0, plen=0) -> bytes:
+def _raw_prefix(version=PROTOCOL_VERSION, ftype=1, seq=1, hlen=0, plen=0) -> bytes:
     p = struct.pack(">2sBBIII", MAGIC, version, ftype, seq, hlen, plen)
     return p + struct.pack(">I", zlib.crc32(p))
 
@@ -167,7 +167,7 @@ def test_malformed_truncated_and_oversized_frames_get_errors(tmp_path):
         peer.sock.close()
         # a client that vanished mid-frame does not stop the agent serving others
         with AgentClient.connect(srv.url, key=KEY) as agent:
-            assert agent.hello()["protocol"] == 1
+            assert agent.hello()["protocol"] == 2
 
 
 def test_a_resent_request_is_answered_from_cache_not_run_twice(tmp_path):

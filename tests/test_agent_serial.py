@@ -19,7 +19,7 @@ FAST = {"warmup_count": 2, "warmup_s": 0.0, "min_count": 20, "min_s": 0.05}
 def test_hello_upload_and_bench_over_a_serial_line(tmp_path):
     with serial_agent(tmp_path / "store", key=KEY) as (device, relay):
         with AgentClient.connect(f"serial://{device}?baud=921600", key=KEY, timeout=20) as agent:
-            assert agent.transport.lossy and agent.hello()["protocol"] == 1
+            assert agent.transport.lossy and agent.hello()["protocol"] == 2
             data = os.urandom(200_000)
             sha = agent.put_bytes(data)
             assert (tmp_path / "store" / "blobs" / sha).read_bytes() == data

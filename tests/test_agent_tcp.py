@@ -40,7 +40,7 @@ def client(server):
 
 def test_hello_reports_versions_fingerprint_and_limits(client):
     info = client.hello()
-    assert info["protocol"] == 1 and info["agent"]
+    assert info["protocol"] == 2 and info["agent"]
     fp = info["fingerprint"]
     for field in ("arch", "cpu_model", "cores_logical", "ram_bytes", "os", "python", "runtimes",
                   "nvidia", "jetson_power_mode", "rpi_throttled", "cpu_governor", "temperatures_c"):
@@ -100,7 +100,7 @@ def test_bad_requests_get_errors_and_the_agent_keeps_serving(client):
         with pytest.raises(AgentRequestError) as err:
             client.request(cmd, header)
         assert err.value.code == code, (cmd, err.value)
-    assert client.hello()["protocol"] == 1
+    assert client.hello()["protocol"] == 2
 
 
 def test_quota_is_enforced_with_a_clear_error(tmp_path):
@@ -128,7 +128,7 @@ def test_wrong_key_missing_key_and_keyless_loopback_agent(server, tmp_path, monk
         assert err.value.code == "unauthorized"
     with TcpAgentServer(tmp_path / "open", key=None) as open_srv:
         with AgentClient.connect(open_srv.url) as c:
-            assert c.hello()["protocol"] == 1
+            assert c.hello()["protocol"] == 2
 
 
 def test_key_loading_rules(tmp_path, monkeypatch):

@@ -122,17 +122,28 @@ def test_bench_data_takes_the_file_deploy_took_and_a_failed_accuracy_is_not_ok(d
     # the test split deploy verified on, prepared as the manifest says: the same accuracy
     # (un-normalising and re-normalising may move a logit by an ulp: one sample of 36 may flip)
     assert row["accuracy"] == pytest.approx(deployed["reports"][0]["chosen"]["measured"]["accuracy"], abs=0.03)
-    # a file that cannot fit (three channels for a one-channel model): the row fails, the reason whole
-    gray = tmp_path / "rgb.npz"
-    make_photo_patches_npz(gray, n_per_class=40, size=16)
-    out = CliRunner().invoke(main, ["bench", str(bundle / "artifact"), "--device", "local", "--data", str(gray),
+    # a file that cannot fit (three channels for a one-channel model): bad input, one line, exit 2,
+    # naming the user's file and the shapes (nothing cut off)
+    rgb = tmp_path / "rgb.npz"
+    make_photo_patches_npz(rgb, n_per_class=40, size=16)
+    out = CliRunner().invoke(main, ["bench", str(bundle / "artifact"), "--device", "local", "--data", str(rgb),
                                     "--no-record", "--min-seconds", "0.2", "--min-count", "20"])
-    assert "❌" in out.output and "✅" not in out.output, out.output
-    out = CliRunner().invoke(main, ["bench", str(bundle / "artifact"), "--device", "local", "--data", str(gray),
-                                    "--no-record", "--min-seconds", "0.2", "--min-count", "20", "--json"])
-    row = json.loads(out.output)["rows"][0]
-    assert row["ok"] is False and row["accuracy"] is None and row["p50_ms"] > 0
-    assert row["reason"].startswith("accuracy failed") and "(1, 8, 8)" in row["reason"], row["reason"]
+    assert out.exit_code == 2, out.output
+    assert str(rgb) in out.output and "(1, 8, 8)" in out.output and "(3, 8, 8)" in out.output, out.output
+    assert "✅" not in out.output
+
+
+def test_a_failed_accuracy_step_fails_the_row_with_its_whole_reason():
+    """What the device says when the accuracy run fails there is kept whole (the row is ❌): only long paths are cut."""
+    from edgekd.bench.session import _reason
+    from edgekd.errors import DataError
+
+    blob = "/tmp/edgekd-local-agent-abcdefgh/store/blobs/sha256/" + "f" * 64 + "/data.npz"
+    err = DataError(f"evaluation data {blob}: samples of shape (28, 28) do not fit input 'input' of shape (1, 28, 28); "
+                    "prepare the data with the same preprocessing as the model")
+    reason = _reason(err)
+    assert "(1, 28, 28)" in reason and "prepare the data" in reason and ".../data.npz" in reason
+    assert len(reason) < len(str(err))
 
 
 @pytest.mark.slow

@@ -67,6 +67,9 @@ def test_timing_loop_cap_stops_a_slow_model():
 @pytest.mark.parametrize("bad", [
     {"batch": 0}, {"threads": 0}, {"min_s": -1}, {"input": "zeros"}, {"input": "data"},
     {"accuracy": True}, {"bogus": 1}, {"warmup_count": 1.5},
+    # issue 11: NaN / infinities / absurd sizes never reach the timing loop
+    {"min_s": float("nan")}, {"max_s": float("inf")}, {"timeout_s": float("inf")}, {"warmup_count": 10**12},
+    {"batch": 10**9}, {"cv_warn": float("nan")}, {"latency": "yes"},
 ])
 def test_bad_requests_are_config_errors(bad):
     with pytest.raises(ConfigError):

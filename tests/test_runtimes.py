@@ -1,5 +1,6 @@
 """One shared contract test for every registered runtime adapter, plus runtime-specific edges and the
-TensorRT logic that needs no TensorRT (op check, cache key, trtexec JSON, calibration batching)."""
+TensorRT logic that needs no TensorRT (op check, cache key, trtexec JSON); TensorRT 10/11 precision
+and engine-build flags are in test_tensorrt_precision.py."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from edgekd.errors import ConfigError, ExportError, ModelError, RuntimeMissingEr
 from edgekd.runtimes import RUNTIMES, load_artifact, read_manifest
 from edgekd.runtimes.base import MANIFEST_SCHEMA, feeds_from_nchw, hash_files
 from edgekd.runtimes.parity import torch_logits
-from edgekd.runtimes.tensorrt_ops import (CalibrationBatches, check_tensorrt_onnx, engine_cache_key,
-                                          parse_trtexec_times, summarize_ms, unsupported_ops)
+from edgekd.runtimes.tensorrt_ops import (check_tensorrt_onnx, engine_cache_key, parse_trtexec_times, summarize_ms,
+                                          unsupported_ops)
 
 MANIFEST_KEYS = {"schema", "format", "runtime", "precision", "model_file", "files", "inputs", "outputs",
                  "normalization", "class_names", "num_classes", "source", "parity", "status", "error", "versions",
@@ -175,10 +176,9 @@ def test_tensorrt_host_export_is_trt_ready(runtime_artifacts):
 
     path = runtime_artifacts("tensorrt", "int8")
     manifest = read_manifest(path)
-    assert manifest["format"] == "tensorrt-onnx" and "calibration.npz" in manifest["files"]
+    assert manifest["format"] == "tensorrt-onnx" and "calibration.npz" not in manifest["files"]
+    assert manifest["options"]["precision_in_graph"].startswith("explicit Q/DQ")  # calibrated on the host
     check_tensorrt_onnx(onnx.load(str(path / "model.onnx")))
-    batches = CalibrationBatches(path / "calibration.npz", batch_size=1)
-    assert batches.count == 64 and batches.shape == (1, 1, 8, 8)
     if RUNTIMES.get("tensorrt").unavailable_reason() is not None:
         assert manifest["parity"]["proxy"]  # checked through ONNX Runtime, and says so
         with pytest.raises(RuntimeMissingError, match="tensorrt"):
@@ -194,22 +194,6 @@ def test_engine_cache_key_changes_with_every_component():
               engine_cache_key("a" * 64, "10.3.0", "Tesla T4", "int8"),
               engine_cache_key("a" * 64, "10.3.0", "NVIDIA Orin (nvgpu)", "fp16")}
     assert base not in others and len(others) == 4
-
-
-def test_calibration_batches(tmp_path):
-    path = tmp_path / "calib.npz"
-    np.savez(path, x=np.arange(10 * 3, dtype=np.float32).reshape(10, 3))
-    batches = CalibrationBatches(path, batch_size=4)
-    got = list(batches)
-    assert len(got) == 2 and all(b.shape == (4, 3) and b.flags.c_contiguous for b in got)  # tail of 2 dropped
-    assert got[1][0, 0] == 12.0 and batches.next_batch() is None
-    batches.reset()
-    assert batches.next_batch()[0, 0] == 0.0
-    with pytest.raises(ModelError, match="fewer than one batch"):
-        CalibrationBatches(path, batch_size=11)
-    np.savez(tmp_path / "bad.npz", y=np.zeros(3))
-    with pytest.raises(ModelError, match="unreadable"):
-        CalibrationBatches(tmp_path / "bad.npz", batch_size=1)
 
 
 def test_parse_trtexec_export_times(tmp_path):
@@ -241,9 +225,9 @@ def test_trtexec_command(runtime_artifacts, tmp_path):
     from edgekd.runtimes.tensorrt import trtexec_command
 
     path = runtime_artifacts("tensorrt", "int8")
-    cmd = trtexec_command(path, "int8", times_path=tmp_path / "t.json", plan_path=tmp_path / "e.plan")
+    cmd = trtexec_command(path, "10.3.0", times_path=tmp_path / "t.json", plan_path=tmp_path / "e.plan")
     assert f"--onnx={path / 'model.onnx'}" in cmd and f"--exportTimes={tmp_path / 't.json'}" in cmd
-    assert "--int8" in cmd and "--fp16" in cmd
+    assert "--stronglyTyped" in cmd and "--int8" not in cmd and "--fp16" not in cmd  # int8 is in the graph
 
 
 def test_tensorrt_engine_on_device(runtime_artifacts):

@@ -5,8 +5,14 @@
     host  -> agent   auth {nonce: Nh, proof: HMAC(K, "edgekd-auth-host"  | Na | Nh)}
     agent -> host    {proof: HMAC(K, "edgekd-auth-agent" | Na | Nh)}   (the host checks it: mutual)
 
-The key never travels; each agent nonce is good for one attempt. The key authenticates the session
-start; it does not encrypt the link (run over a trusted network or an SSH tunnel when that matters).
+The key never travels; each agent nonce is good for one attempt. After a successful `auth` both sides
+derive per-direction session keys from K and both nonces (`session_keys`, HKDF-SHA256 of RFC 5869)
+and every later frame carries a MAC under them (frame_auth.py). Nothing is encrypted.
+
+Why HKDF on stdlib `hmac`/`hashlib` rather than the `cryptography` package: RFC 5869 HKDF is a dozen
+lines over HMAC-SHA256 (checked against the RFC's test vectors in the tests), and the on-device
+install stays light: `cryptography` is a compiled (Rust + OpenSSL) wheel that must exist for every
+board's architecture and Python, or be built there, and the agent would need nothing else from it.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.errors import ConfigError
@@ -85,3 +92,38 @@ def is_nonce(value: object) -> bool:
 def verify(expected: str, given: object) -> bool:
     """Constant-time comparison of two hex proofs."""
     return isinstance(given, str) and hmac.compare_digest(expected.encode(), given.encode())
+
+
+# ---- session keys for the per-frame MAC (protocol version 2) ---------------------------------------
+_HOST_TO_AGENT_INFO = b"edgekd/2 frame mac host->agent"
+_AGENT_TO_HOST_INFO = b"edgekd/2 frame mac agent->host"
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869): extract a pseudorandom key from `ikm` with `salt`, expand it for `info`."""
+    if not 0 < length <= 255 * 32:
+        raise ValueError(f"HKDF-SHA256 output length must be 1..{255 * 32} bytes, not {length}")
+    prk = hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+    okm, block = b"", b""
+    for i in range(1, -(-length // 32) + 1):
+        block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+        okm += block
+    return okm[:length]
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    """One key per direction: a frame can never be reflected back to the side that sent it."""
+
+    host_to_agent: bytes
+    agent_to_host: bytes
+
+
+def session_keys(key: bytes, agent_nonce: str, host_nonce: str) -> SessionKeys:
+    """The MAC keys of one session: HKDF(K, salt = Na | Nh, info = direction label).
+
+    Both nonces are fresh per session, so two sessions under the same K never share a key (a frame
+    spliced in from another session fails its MAC).
+    """
+    salt = bytes.fromhex(agent_nonce) + bytes.fromhex(host_nonce)
+    return SessionKeys(hkdf_sha256(key, salt, _HOST_TO_AGENT_INFO), hkdf_sha256(key, salt, _AGENT_TO_HOST_INFO))

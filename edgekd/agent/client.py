@@ -10,6 +10,10 @@
 Reliability (docs/PROTOCOL.md): one request in flight; a damaged answer is NAKed; garbage on the
 line is NAKed once the line goes quiet; on lossy links a request with no answer is resent after a
 retransmit timeout; the agent answers a resent request from its cache, so nothing runs twice.
+
+Authenticity: with a key, every frame after `auth` carries a MAC both ways (frame_auth.py); a frame
+that fails it closes the session with FrameRejected. A host that holds a key refuses an agent that
+does not ask for one (anyone on the link could otherwise pose as the agent and invent results).
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from typing import Any, Callable
 
 from edgekd.agent import auth
 from edgekd.agent.channel import Channel
+from edgekd.agent.frame_auth import FrameRejected
 from edgekd.agent.protocol import (
-    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, AgentRequestError, BadFrame, Corrupt, Frame, FrameType,
-    Garbage, LinkLost, encode_frame_parts,
+    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION, AgentRequestError, BadFrame, Corrupt, ErrorCode,
+    Frame, FrameType, Garbage, LinkLost, OutFrame,
 )
 from edgekd.agent.storage import check_name
 from edgekd.agent.transports import Transport, open_transport
@@ -36,8 +41,8 @@ Progress = Callable[[int, int], None]
 
 
 
-MAX_ATTEMPTS = 500
-FETCH_PIECE = 96  # bytes of a stashed answer per fetch: most pieces cross even a 1 %-damaged line  # resends of one request before the line is declared unusable
+MAX_ATTEMPTS = 500  # resends of one request before the line is declared unusable
+FETCH_PIECE = 96  # bytes of a stashed answer per fetch: most pieces cross even a 1 %-damaged line
 
 
 class AgentClient:
@@ -82,13 +87,24 @@ class AgentClient:
         if info.get("auth_required"):
             if self._key is None:
                 raise AgentError(f"the agent at {self.url} requires a key: pass --key-file FILE or set {auth.KEY_ENV}")
+            agent_nonce = info.get("nonce")
+            if not auth.is_nonce(agent_nonce):
+                raise AgentError(f"the agent at {self.url} sent no valid challenge nonce; is it an edgekd agent of this version?")
             host_nonce = auth.new_nonce()
-            proof = auth.host_proof(self._key, info["nonce"], host_nonce)
+            proof = auth.host_proof(self._key, agent_nonce, host_nonce)
             answer = self.request("auth", {"nonce": host_nonce, "proof": proof})
-            if not auth.verify(auth.agent_proof(self._key, info["nonce"], host_nonce), answer.get("proof")):
+            if not auth.verify(auth.agent_proof(self._key, agent_nonce, host_nonce), answer.get("proof")):
                 raise AgentError(f"the agent at {self.url} could not prove it holds the key; check you reached the right device")
+            # every frame from here on carries a MAC under this session's keys (both directions)
+            self.channel.start_mac(auth.session_keys(self._key, agent_nonce, host_nonce), "host", grace_seq=self._seq)
+        elif self._key is not None:
+            raise AgentError(
+                f"the agent at {self.url} does not ask for a key, but this host has one: an agent that cannot prove "
+                "the key could be anyone on the link. Start the agent with the same key (--key-file or "
+                f"{auth.KEY_ENV}), or connect without a key to a key-less loopback agent (unset {auth.KEY_ENV})"
+            )
         hello = self.hello()
-        self.max_payload = int(hello.get("limits", {}).get("max_payload", DEFAULT_MAX_PAYLOAD))
+        self.max_payload = self.channel.max_payload = int(hello.get("limits", {}).get("max_payload", DEFAULT_MAX_PAYLOAD))
         self.chunk = min(self.chunk, self.max_payload - DATA_HEAD_SIZE)
 
     def close(self, say_bye: bool = True) -> None:
@@ -117,16 +133,40 @@ class AgentClient:
         return base + (2 * frame_len / bps if bps else 0.0)
 
     def _exchange(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
-                  max_attempts: int = MAX_ATTEMPTS) -> Frame:
+                  max_attempts: int = MAX_ATTEMPTS, *, prepared: OutFrame | None = None,
+                  while_waiting: Callable[[], None] | None = None) -> Frame:
+        """One request/answer. `prepared`: the frame, already encoded with the next seq (else built
+        from ftype/header/payload); `while_waiting`: work to do once it is sent, before the answer
+        is awaited (an upload prepares its next chunk there while the agent stores this one)."""
         if self._closed and header.get("cmd") != "bye":
             raise AgentError(f"the connection to {self.url} is closed; connect again")
+        try:
+            return self._exchange_once(ftype, header, payload, timeout, max_attempts, prepared, while_waiting)
+        except FrameRejected:
+            self._reject_link()
+            raise
+
+    def _reject_link(self) -> None:
+        """A frame failed authentication: nothing more from this link can be trusted; close it."""
+        self._closed = True
+        self.transport.close()
+
+    def next_seq(self) -> int:
+        """The seq the next request will carry (one request is in flight at a time)."""
+        return (self._seq + 1) & 0xFFFFFFFF
+
+    def _exchange_once(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
+                       max_attempts: int, prepared: OutFrame | None, while_waiting: Callable[[], None] | None) -> Frame:
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        frame = encode_frame_parts(ftype, seq, header, payload, max_payload=self.max_payload)
-        frame_len = sum(len(p) for p in frame)
-        if self.transport.lossy:
-            frame = [b"".join(frame)]  # resent often on a noisy line: one small buffer
         ch, silence = self.channel, (timeout or self.timeout)
-        ch.send_raw(frame)
+        if prepared is not None and prepared.seq != seq:
+            raise ValueError(f"a frame prepared for seq {prepared.seq} cannot go out as seq {seq}")
+        frame = prepared if prepared is not None else ch.prepare(ftype, seq, header, payload)
+        frame_len = frame.size
+        joined = self.transport.lossy  # resent often on a noisy line: one small buffer
+        ch.send_out(frame, joined=joined)
+        if while_waiting is not None:
+            while_waiting()
         self.stats["requests"] += 1
         sent = last_heard = time.monotonic()
         rto = self._rto(frame_len)
@@ -141,7 +181,7 @@ class AgentClient:
             self.stats["resends"] += 1
             if attempts > max_attempts:
                 raise LinkLost(f"gave up on {self.url} after {MAX_ATTEMPTS} resends; the line is too noisy")
-            ch.send_raw(frame)
+            ch.send_out(frame, joined=joined)  # a new transmission: sealed with a new counter
             resend_at = now + rto
 
         while True:
@@ -175,6 +215,11 @@ class AgentClient:
                     ch.send(FrameType.NAK, seq)
                 continue
             if isinstance(ev, BadFrame):
+                if ev.code == ErrorCode.BAD_VERSION.value and ev.seq == seq:
+                    raise AgentError(
+                        f"the agent at {self.url} speaks agent protocol version {ev.version}, this host speaks "
+                        f"{PROTOCOL_VERSION}: install the same edgekd version on host and device"
+                    )
                 continue  # nothing the agent should send; its own resend will follow
             if ev.type == FrameType.NAK and (ev.seq == seq or "garbage" in ev.header):
                 resend(now)
@@ -228,11 +273,15 @@ class AgentClient:
     def put_bytes(self, data: bytes, progress: Progress | None = None) -> str:
         import hashlib
 
-        return self._put(hashlib.sha256(data).hexdigest(), len(data), lambda off, n: data[off:off + n], progress)
+        view = memoryview(data)  # chunks are slices of it, not copies
+        return self._put(hashlib.sha256(data).hexdigest(), len(data), lambda off, n: view[off:off + n], progress)
 
     def put_file(self, path: str | os.PathLike[str], progress: Progress | None = None) -> str:
         """Upload a file (resuming a partial upload the agent kept); returns its sha256."""
         path = Path(path)
+        if path.is_symlink():
+            raise ConfigError(f"refusing to upload {str(path)!r}: it is a symbolic link (its target could be any "
+                              "file on this machine); copy the file in place of the link")
         if not path.is_file():
             raise ConfigError(f"cannot upload {str(path)!r}: not a file")
         sha, size = sha256_file(path), path.stat().st_size
@@ -250,7 +299,11 @@ class AgentClient:
             progress(have, size)
         if not state.get("complete"):
             send = upload_window if self.transport.lossy else upload_stop_and_wait
-            send(self, int(state["upload"]), size, have, read, progress)
+            try:
+                send(self, int(state["upload"]), size, have, read, progress)
+            except FrameRejected:
+                self._reject_link()
+                raise
         return sha
 
     def put_artifact(self, artifact_dir: str | os.PathLike[str], progress: Progress | None = None) -> str:
@@ -260,6 +313,9 @@ class AgentClient:
             raise ConfigError(f"{str(root)!r} is not an artifact directory (no manifest.json); export one first")
         files = sorted(p for p in root.iterdir() if not p.name.startswith("."))
         for p in files:
+            if p.is_symlink():
+                raise ConfigError(f"artifact {str(root)!r} contains {p.name!r}, a symbolic link; artifacts hold plain "
+                                  "files only (copy the file in place of the link)")
             if not p.is_file():
                 raise ConfigError(f"artifact {str(root)!r} contains {p.name!r}, which is not a plain file; artifacts are flat directories")
             try:

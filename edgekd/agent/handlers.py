@@ -80,10 +80,16 @@ def fetch(session: "Session", header: dict[str, Any], payload: bytes) -> tuple[d
     return {}, session.stash[off:off + min(n, 4096)]
 
 
+def _not_twice(session: "Session", cmd: str) -> None:
+    if session.channel.mac is not None:
+        raise _bad(f"{cmd!r}: this session is already authenticated; `bye` ends it, then start a new one")
+
+
 @command("challenge", needs_auth=False)
 def challenge(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    _not_twice(session, "challenge")
+    session.end_host_session("new handshake")  # a new host on the line: nothing of the old one survives
     session.nonce = auth.new_nonce()
-    session.authed = session.agent.key is None
     return {"nonce": session.nonce, "auth_required": session.agent.key is not None,
             "protocol": PROTOCOL_VERSION, "agent": __version__}
 
@@ -93,6 +99,7 @@ def authenticate(session: "Session", header: dict[str, Any], payload: bytes) -> 
     key = session.agent.key
     if key is None:
         raise _bad("this agent has no key (loopback only); connect without one")
+    _not_twice(session, "auth")
     agent_nonce, session.nonce = session.nonce, None  # one attempt per challenge
     host_nonce = header.get("nonce")
     if agent_nonce is None or not auth.is_nonce(host_nonce):
@@ -101,6 +108,8 @@ def authenticate(session: "Session", header: dict[str, Any], payload: bytes) -> 
         session.authed = False
         raise AgentRequestError(ErrorCode.AUTH_FAILED.value, "wrong key: the agent rejected the host's proof; use the same key on both sides (--key-file or EDGEKD_AGENT_KEY)")
     session.authed = True
+    # the session loop turns the per-frame MAC on once this (plain) answer is out
+    session.pending_keys = auth.session_keys(key, agent_nonce, host_nonce)
     return {"proof": auth.agent_proof(key, agent_nonce, host_nonce)}
 
 
@@ -110,7 +119,8 @@ def hello(session: "Session", header: dict[str, Any], payload: bytes) -> dict[st
         "agent": __version__,
         "protocol": PROTOCOL_VERSION,
         "fingerprint": device_fingerprint(),
-        "limits": {"max_payload": session.agent.max_payload, "max_header": MAX_HEADER},
+        "limits": {"max_payload": session.agent.max_payload, "max_header": MAX_HEADER,
+                   **session.agent.limits.to_dict()},
         "store": session.agent.store.stats(),
         "commands": sorted(COMMANDS),
     }
@@ -118,7 +128,7 @@ def hello(session: "Session", header: dict[str, Any], payload: bytes) -> dict[st
 
 @command("put")
 def put(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
-    return session.agent.store.begin(_field(header, "sha256", str), _field(header, "size", int))
+    return session.agent.store.begin(_field(header, "sha256", str), _field(header, "size", int), owner=session)
 
 
 @command("bundle")
@@ -135,8 +145,19 @@ def _measure(session: "Session", artifact: Any, request: dict[str, Any]) -> dict
     artifact_dir = session.agent.store.artifact_dir(artifact)
     from edgekd.bench.measure import run_isolated  # numpy + stdlib; the runtime loads in the child
 
-    with session.agent.measure_lock:  # two measurements at once would disturb each other
-        return {"result": _plain(run_isolated(artifact_dir, request))}
+    from edgekd.bench.measure import MeasurementError, normalize_request
+
+    request = normalize_request(request)  # range-checked before it waits for the slot
+    lock = session.agent.measure_lock
+    # two measurements at once would disturb each other; a client that leaves while waiting for the
+    # slot, or while its measurement runs, gives it up (the runner child is killed)
+    while not lock.acquire(timeout=0.05):
+        if session.cancelled.is_set():
+            raise MeasurementError("the client left before the measurement started")
+    try:
+        return {"result": _plain(run_isolated(artifact_dir, request, cancel=session.cancelled))}
+    finally:
+        lock.release()
 
 
 def _plain(obj: Any) -> Any:
@@ -176,6 +197,5 @@ def evaluate(session: "Session", header: dict[str, Any], payload: bytes) -> dict
 @command("bye", needs_auth=False)
 def bye(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
     session.close_after_reply = True
-    session.authed = session.agent.key is None
-    session.nonce = None
+    session.end_host_session("bye")
     return {}

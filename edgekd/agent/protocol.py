@@ -4,19 +4,23 @@ Pure functions and one incremental decoder; no I/O, no clocks, no threads, so th
 every transport and is fuzzed directly (tests/test_protocol.py). The byte layout is documented in
 docs/PROTOCOL.md; the summary:
 
-    offset size  field
-    0      2     magic b"EK"
-    2      1     protocol version (1)
-    3      1     frame type (FrameType)
-    4      4     sequence number, u32 big-endian
-    8      4     JSON header length H, u32 BE   (<= MAX_HEADER)
-    12     4     payload length P, u32 BE       (<= max_payload)
-    16     4     CRC32 of bytes 0..15 (the "prefix CRC": a damaged length can never stall the reader)
-    20     H     JSON header, UTF-8, an object; H == 0 means {}
-    20+H   P     binary payload
-    20+H+P 4     CRC32 of bytes 0..20+H+P (everything before it)
+    offset   size  field
+    0        2     magic b"EK"
+    2        1     protocol version (2)
+    3        1     frame type (FrameType) in bits 0-6; bit 7 (MAC_FLAG) = a MAC trailer follows the payload
+    4        4     sequence number, u32 big-endian
+    8        4     JSON header length H, u32 BE   (<= MAX_HEADER)
+    12       4     payload length P, u32 BE       (<= max_payload)
+    16       4     CRC32 of bytes 0..15 (the "prefix CRC": a damaged length can never stall the reader)
+    20       H     JSON header, UTF-8, an object; H == 0 means {}
+    20+H     P     binary payload
+    20+H+P   M     MAC trailer, only with MAC_FLAG (M = 24): counter u64 BE + 16-byte tag (frame_auth.py)
+    20+H+P+M 4     CRC32 of everything before it
 
-Nothing is ever unpickled: the header is JSON, the payload is opaque bytes.
+The 20-byte prefix is the same in every protocol version, so a peer of another version can always
+read a refusal (`bad_version`, answered in the sender's own version byte). The CRCs catch line
+noise; the MAC (every frame after `auth` in a keyed session) catches intent. Nothing is ever
+unpickled: the header is JSON, the payload is opaque bytes.
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ from typing import Any, Union
 from edgekd.errors import AgentError
 
 MAGIC = b"EK"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: MAC trailer on every frame after `auth` (1: the session start only)
+MAC_FLAG = 0x80  # type-byte bit: this frame carries a MAC trailer
+MAC_TRAILER_SIZE = 8 + 16  # send counter u64 + HMAC-SHA256 truncated to 128 bits
 _PREFIX = struct.Struct(">2sBBIII")
 _U32 = struct.Struct(">I")
 PREFIX_SIZE = _PREFIX.size + 4  # 20
@@ -100,6 +106,10 @@ class Frame:
     seq: int
     header: dict[str, Any] = field(default_factory=dict)
     payload: bytes | memoryview = b""  # a read-only memoryview for large payloads (no copy)
+    # authenticated frames only: the MAC trailer (counter + tag) and the bytes before the payload
+    # (prefix + raw JSON header), so frame_auth can check the MAC over exactly what was sent
+    mac: bytes = field(default=b"", repr=False, compare=False)
+    mac_head: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class BadFrame:
     seq: int
     code: str
     message: str
+    version: int = field(default=PROTOCOL_VERSION, compare=False)  # the offending frame's version byte (a refusal is answered in it)
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,63 @@ def encode_header(header: dict[str, Any] | None) -> bytes:
     return data
 
 
+@dataclass
+class OutFrame:
+    """A frame ready to go out, except for its MAC trailer and final CRC (added per transmission).
+
+    An authenticated frame gets a fresh counter each time it is sent (a resend is a new transmission,
+    never a replay), so it is kept in this form, not as bytes. `mac_state` is the MAC over the frame's
+    bytes so far (frame_auth.py fills it in); sealing one transmission costs a copy of it plus 9 bytes.
+    """
+
+    type: int
+    seq: int
+    header: dict[str, Any]
+    head: bytes  # prefix + prefix CRC + JSON header
+    payload: tuple[bytes | bytearray | memoryview, ...]
+    crc: int  # CRC-32 of head + payload; the trailer's bytes are folded in when sent
+    authenticated: bool = False
+    mac_state: Any = None  # (FrameAuth, HMAC state over head + payload), set by FrameAuth.digest_body
+
+    def wire(self, trailer: bytes = b"") -> list[bytes | bytearray | memoryview]:
+        """The buffers of one transmission (`trailer`: the MAC trailer of an authenticated frame)."""
+        return [self.head, *self.payload, trailer + _U32.pack(zlib.crc32(trailer, self.crc))]
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + sum(len(p) for p in self.payload) + (MAC_TRAILER_SIZE if self.authenticated else 0) + 4
+
+
+def prepare_frame(
+    ftype: int,
+    seq: int,
+    header: dict[str, Any] | None = None,
+    payload: tuple[bytes | bytearray | memoryview, ...] | list[Any] = (),
+    *,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    authenticated: bool = False,
+    version: int = PROTOCOL_VERSION,
+) -> OutFrame:
+    """Encode one frame (payload pieces are not copied: big uploads send them as they are).
+
+    `authenticated` sets MAC_FLAG: the frame must then be sealed (frame_auth.FrameAuth) before it is
+    sent. `version` other than ours is only for refusing a peer of that version in its own terms.
+    Raises ProtocolError when the header or payload exceeds the limits.
+    """
+    hbytes = encode_header(header)
+    payload = tuple(p for p in payload if len(p))
+    plen = sum(len(p) for p in payload)
+    if plen > max_payload:
+        raise ProtocolError(f"frame payload is {plen} bytes, above the {max_payload}-byte limit")
+    tbyte = int(ftype) | (MAC_FLAG if authenticated else 0)
+    prefix = _PREFIX.pack(MAGIC, version, tbyte, seq & 0xFFFFFFFF, len(hbytes), plen)
+    head = prefix + _U32.pack(zlib.crc32(prefix)) + hbytes
+    crc = zlib.crc32(head)
+    for part in payload:
+        crc = zlib.crc32(part, crc)
+    return OutFrame(int(ftype), seq & 0xFFFFFFFF, dict(header or {}), head, payload, crc, authenticated)
+
+
 def encode_frame_parts(
     ftype: int,
     seq: int,
@@ -149,20 +217,8 @@ def encode_frame_parts(
     *,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> list[bytes | bytearray | memoryview]:
-    """One frame as a list of buffers (the payload pieces are not copied: big uploads send them as is).
-
-    Raises ProtocolError when the header or payload exceeds the limits.
-    """
-    hbytes = encode_header(header)
-    plen = sum(len(p) for p in payload)
-    if plen > max_payload:
-        raise ProtocolError(f"frame payload is {plen} bytes, above the {max_payload}-byte limit")
-    prefix = _PREFIX.pack(MAGIC, PROTOCOL_VERSION, int(ftype), seq & 0xFFFFFFFF, len(hbytes), plen)
-    head = prefix + _U32.pack(zlib.crc32(prefix)) + hbytes
-    crc = zlib.crc32(head)
-    for part in payload:
-        crc = zlib.crc32(part, crc)
-    return [head, *payload, _U32.pack(crc)]
+    """One unauthenticated frame as a list of buffers. Raises ProtocolError over the limits."""
+    return prepare_frame(ftype, seq, header, payload, max_payload=max_payload).wire()
 
 
 def encode_frame(
@@ -172,9 +228,11 @@ def encode_frame(
     payload: bytes | bytearray | memoryview = b"",
     *,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
+    version: int = PROTOCOL_VERSION,
 ) -> bytes:
-    """Build one frame as bytes. Raises ProtocolError when the header or payload exceeds the limits."""
-    return b"".join(encode_frame_parts(ftype, seq, header, (payload,) if payload else (), max_payload=max_payload))
+    """One unauthenticated frame as bytes. Raises ProtocolError when the header or payload exceeds the limits."""
+    return b"".join(prepare_frame(ftype, seq, header, (payload,) if payload else (), max_payload=max_payload,
+                                  version=version).wire())
 
 
 def data_head(handle: int, offset: int) -> bytes:
@@ -195,6 +253,69 @@ def decode_data(payload: bytes | memoryview) -> tuple[int, int, memoryview]:
     return handle, offset, memoryview(payload)[DATA_HEAD_SIZE:]
 
 
+def _reject_constant(name: str) -> Any:
+    # strict JSON: NaN, Infinity and -Infinity are not JSON (RFC 8259); a header holding them is bad
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _tail_to_keep(buf: bytearray) -> int:
+    """After a scan found no frame: keep a trailing first magic byte (its partner may come next)."""
+    return 1 if buf and buf[-1] == MAGIC[0] else 0
+
+
+_SCALAR_CANDIDATES = 32
+
+
+def _crc_tables() -> tuple[Any, int]:
+    """CRC-32 is affine over GF(2): for 16-byte messages, crc(m) = crc(0) ^ XOR_j T[j][m_j] with
+    T[j][v] = crc(v at position j, zeros elsewhere) ^ crc(0). -> (T as a 16x256 uint32 array, crc(0))."""
+    import numpy as np
+
+    n = PREFIX_SIZE - 4
+    zero = zlib.crc32(bytes(n))
+    table = np.zeros((n, 256), dtype=np.uint32)
+    for j in range(n):
+        msg = bytearray(n)
+        for v in range(256):
+            msg[j] = v
+            table[j, v] = zlib.crc32(msg) ^ zero
+    return table, zero
+
+
+_TABLES: tuple[Any, int] | None = None
+
+
+def _scan_bulk(buf: bytearray, start: int) -> int:
+    """Like `_next_prefix` from `start`, with every candidate's prefix CRC computed at once (numpy)."""
+    import numpy as np
+
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = _crc_tables()
+    table, zero = _TABLES
+    a = np.frombuffer(buf, dtype=np.uint8)[start:]
+    if a.size < 2:
+        return start if a.size and a[0] == MAGIC[0] else -1
+    idx = np.flatnonzero((a[:-1] == MAGIC[0]) & (a[1:] == MAGIC[1]))
+    if idx.size == 0:
+        return -1
+    whole = idx[idx + PREFIX_SIZE <= a.size]
+    if whole.size:
+        n = PREFIX_SIZE - 4
+        crc = np.full(whole.size, zero, dtype=np.uint32)
+        for j in range(n):
+            crc ^= table[j, a[whole + j]]
+        stored = np.zeros(whole.size, dtype=np.uint32)
+        for j in range(4):
+            stored = (stored << np.uint32(8)) | a[whole + n + j].astype(np.uint32)
+        hit = np.flatnonzero(crc == stored)
+        if hit.size:
+            return start + int(whole[hit[0]])
+    if whole.size < idx.size:  # a magic too close to the end to check yet
+        return start + int(idx[whole.size])
+    return -1
+
+
 _ZERO_COPY_MIN = 64 << 10
 _VALID_TYPES = frozenset(int(t) for t in FrameType)
 
@@ -204,6 +325,7 @@ class FrameDecoder:
 
     Resynchronises on the magic after garbage: a prefix whose CRC fails is skipped one byte at a time,
     so a frame that follows line noise is still found. Memory is bounded by one maximal frame.
+    Headers are strict JSON objects: NaN / Infinity are refused (`bad_header`).
     """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
@@ -235,16 +357,36 @@ class FrameDecoder:
         with memoryview(self._buf) as mv:
             return zlib.crc32(mv[: PREFIX_SIZE - 4]) == crc
 
+    @staticmethod
+    def _next_prefix(buf: bytearray) -> int:
+        """Offset of the first magic that starts an intact prefix, or of a magic too close to the end
+        to check yet; -1 when there is none. One pass with a cursor (no per-byte deletes); after a
+        few damaged candidates the rest of the buffer is checked in bulk (`_scan_bulk`), so noise
+        full of magic bytes costs about as little as random noise."""
+        pos = 0
+        end = len(buf)
+        with memoryview(buf) as mv:
+            for _ in range(_SCALAR_CANDIDATES):
+                idx = buf.find(MAGIC, pos)
+                if idx < 0:
+                    return -1
+                if end - idx < PREFIX_SIZE:
+                    return idx
+                if zlib.crc32(mv[idx : idx + PREFIX_SIZE - 4]) == _U32.unpack_from(buf, idx + PREFIX_SIZE - 4)[0]:
+                    return idx
+                pos = idx + 1
+        return _scan_bulk(buf, pos)
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         buf = self._buf
         buf += data
         events: list[Event] = []
         garbage = 0
         while buf:
-            idx = buf.find(MAGIC)
+            idx = self._next_prefix(buf)
             if idx < 0:
-                # keep a trailing first magic byte: its partner may arrive with the next read
-                keep = 1 if buf[-1] == MAGIC[0] else 0
+                # keep a tail that may be the start of a prefix completed by the next read
+                keep = _tail_to_keep(buf)
                 garbage += len(buf) - keep
                 del buf[: len(buf) - keep]
                 break
@@ -253,11 +395,8 @@ class FrameDecoder:
                 del buf[:idx]
             if len(buf) < PREFIX_SIZE:
                 break
-            if not self._prefix_ok():
-                garbage += 1
-                del buf[:1]
-                continue
-            _, version, ftype, seq, hlen, plen = _PREFIX.unpack_from(buf)
+            _, version, tbyte, seq, hlen, plen = _PREFIX.unpack_from(buf)
+            ftype = tbyte & ~MAC_FLAG
             bad = None
             if version != PROTOCOL_VERSION:
                 bad = (ErrorCode.BAD_VERSION, f"protocol version {version} is not {PROTOCOL_VERSION}; install the same edgekd version on host and device")
@@ -269,11 +408,13 @@ class FrameDecoder:
                 if garbage:
                     events.append(Garbage(garbage))
                     garbage = 0
-                events.append(BadFrame(seq, bad[0].value, bad[1]))
+                events.append(BadFrame(seq, bad[0].value, bad[1], version))
                 # resync after the prefix: never wait for (or buffer) a body we will not accept
                 del buf[:PREFIX_SIZE]
                 continue
-            total = PREFIX_SIZE + hlen + plen + TRAILER_SIZE
+            mlen = MAC_TRAILER_SIZE if tbyte & MAC_FLAG else 0
+            body_end = PREFIX_SIZE + hlen + plen  # payload end; the MAC trailer (if any) follows
+            total = body_end + mlen + TRAILER_SIZE
             if len(buf) < total:
                 break
             if garbage:
@@ -281,14 +422,18 @@ class FrameDecoder:
                 garbage = 0
             (crc,) = _U32.unpack_from(buf, total - TRAILER_SIZE)
             payload: bytes | memoryview = b""
+            mac = mac_head = b""
             with memoryview(buf) as mv:
                 crc_ok = zlib.crc32(mv[: total - TRAILER_SIZE]) == crc
-                raw_header = bytes(mv[PREFIX_SIZE : PREFIX_SIZE + hlen]) if crc_ok else b""
-                if crc_ok and (len(buf) > total or plen < _ZERO_COPY_MIN):
-                    payload = bytes(mv[PREFIX_SIZE + hlen : total - TRAILER_SIZE])
+                if crc_ok:
+                    raw_header = bytes(mv[PREFIX_SIZE : PREFIX_SIZE + hlen])
+                    if mlen:
+                        mac, mac_head = bytes(mv[body_end : body_end + mlen]), bytes(mv[:PREFIX_SIZE]) + raw_header
+                    if len(buf) > total or plen < _ZERO_COPY_MIN:
+                        payload = bytes(mv[PREFIX_SIZE + hlen : body_end])
             if crc_ok and plen >= _ZERO_COPY_MIN and len(buf) == total:
                 # a big frame that fills the buffer (an upload chunk): hand the buffer itself over
-                payload = memoryview(buf)[PREFIX_SIZE + hlen : total - TRAILER_SIZE].toreadonly()
+                payload = memoryview(buf)[PREFIX_SIZE + hlen : body_end].toreadonly()
                 self._buf = buf = bytearray()
             else:
                 del buf[:total]
@@ -296,13 +441,13 @@ class FrameDecoder:
                 events.append(Corrupt(seq, ftype))
                 continue
             try:
-                header = json.loads(raw_header) if hlen else {}
+                header = json.loads(raw_header, parse_constant=_reject_constant) if hlen else {}
             except (UnicodeDecodeError, ValueError, RecursionError):
                 header = None
             if not isinstance(header, dict):
                 events.append(BadFrame(seq, ErrorCode.BAD_HEADER.value, "frame header is not a JSON object"))
                 continue
-            events.append(Frame(ftype, seq, header, payload))
+            events.append(Frame(ftype, seq, header, payload, mac, mac_head))
         if garbage:
             events.append(Garbage(garbage))
         return events

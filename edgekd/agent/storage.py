@@ -22,23 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from edgekd.agent.limits import ByteBudget
 from edgekd.agent.protocol import AgentRequestError, ErrorCode
 
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# matched with fullmatch: `$` would also match before a final "\n" ("0"*64 + "\n" would pass)
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 # one flat directory level, no hidden files, no "..": the name can never leave the artifact dir
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 MAX_BUNDLE_FILES = 256
 MAX_HELD_BYTES = 8 << 20  # chunks held in memory ahead of a gap, per upload
 
 
 def check_sha(value: object, what: str = "sha256") -> str:
-    if not isinstance(value, str) or not _SHA_RE.match(value):
+    if not isinstance(value, str) or not _SHA_RE.fullmatch(value):
         raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"{what} {str(value)[:80]!r} is not 64 lowercase hex digits")
     return value
 
 
 def check_name(value: object) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or ".." in value:
         raise AgentRequestError(
             ErrorCode.BAD_NAME.value,
             f"file name {str(value)[:80]!r} is not allowed: use letters, digits, '.', '_', '-', '+' "
@@ -61,13 +63,21 @@ class Upload:
     fh: BinaryIO
     hasher: Any = field(repr=False)
     ahead: dict[int, bytes] = field(default_factory=dict, repr=False)  # chunks past a gap
+    owner: object = None  # the session that opened it (its limits apply; closed when it ends)
+
+    @property
+    def held(self) -> int:
+        return sum(len(b) for b in self.ahead.values())
 
 
 class ContentStore:
     """Thread-safe store with a byte quota. One instance per agent, shared by its sessions."""
 
-    def __init__(self, root: str | os.PathLike[str], quota_bytes: int) -> None:
+    def __init__(self, root: str | os.PathLike[str], quota_bytes: int, *, max_held_bytes: int = 16 << 20,
+                 max_uploads_per_owner: int = 8) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.held_budget = ByteBudget(max_held_bytes)  # chunks ahead of a gap, all uploads together
+        self.max_uploads_per_owner = int(max_uploads_per_owner)
         self.quota = int(quota_bytes)
         self.blobs = self.root / "blobs"
         self.partial = self.root / "partial"
@@ -82,18 +92,29 @@ class ContentStore:
         self.used = sum(p.stat().st_size for d in (self.blobs, self.partial) for p in d.iterdir() if p.is_file())
 
     # ---- uploads -------------------------------------------------------------------------------
-    def begin(self, sha: str, size: int) -> dict[str, Any]:
-        """Start or resume an upload. -> {"complete": True} or {"upload": handle, "have": offset}."""
+    def begin(self, sha: str, size: int, owner: object = None) -> dict[str, Any]:
+        """Start or resume an upload. -> {"complete": True} or {"upload": handle, "have": offset}.
+
+        An `owner` (a session) holds at most `max_uploads_per_owner` open uploads (each keeps a file
+        open); `release(owner)` closes them when the session ends (the partial files stay for resume).
+        """
         check_sha(sha)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"size {size!r} must be a non-negative integer")
         with self._lock:
             if (self.blobs / sha).is_file():
                 return {"complete": True, "have": size}
-            old = self._uploads.pop(sha, None)
+            old = self._uploads.get(sha)
+            open_here = sum(1 for u in self._uploads.values() if owner is not None and u.owner is owner and u is not old)
+            if owner is not None and open_here >= self.max_uploads_per_owner:
+                raise AgentRequestError(
+                    ErrorCode.QUOTA_EXCEEDED.value,
+                    f"this session already has {open_here} uploads open (limit {self.max_uploads_per_owner}, "
+                    "--max-uploads); finish or abandon one first",
+                    {"open_uploads": open_here, "limit": self.max_uploads_per_owner},
+                )
             if old is not None:  # a dropped session's upload: this session takes it over
-                self._handles.pop(old.handle, None)
-                old.fh.close()
+                self._close_upload(old)
             part = self.partial / f"{sha}.part"
             have = part.stat().st_size if part.is_file() else 0
             if have > size:  # not a prefix of this file: start again
@@ -117,7 +138,7 @@ class ContentStore:
                 with open(part, "rb") as rf:
                     for block in iter(lambda: rf.read(1 << 20), b""):
                         hasher.update(block)
-            up = Upload(self._next_handle, sha, size, have, fh, hasher)
+            up = Upload(self._next_handle, sha, size, have, fh, hasher, owner=owner)
             self._next_handle += 1
             self._uploads[sha] = up
             self._handles[up.handle] = up
@@ -144,8 +165,9 @@ class ContentStore:
             if offset < 0 or offset + n > up.size:
                 raise AgentRequestError(ErrorCode.BAD_REQUEST.value, f"chunk at {offset}+{n} runs past the declared size {up.size}")
             if offset > up.have:
-                held = sum(len(b) for b in up.ahead.values())
-                if held + n > MAX_HELD_BYTES:
+                if offset in up.ahead:  # the same chunk again (a resend): already held
+                    return {"have": up.have, "held": True}
+                if up.held + n > MAX_HELD_BYTES or not self.held_budget.take(n):
                     raise AgentRequestError(ErrorCode.OFFSET_MISMATCH.value, f"chunk offset {offset} is too far ahead: the agent has {up.have} bytes; continue from there", {"have": up.have})
                 up.ahead[offset] = bytes(data)
                 return {"have": up.have, "held": True}
@@ -156,6 +178,7 @@ class ContentStore:
                     if first > up.have:
                         break
                     block = up.ahead.pop(first)
+                    self.held_budget.give(len(block))
                     if first + len(block) > up.have:
                         self._write(up, memoryview(block)[up.have - first:])
             if up.have == up.size:
@@ -169,10 +192,28 @@ class ContentStore:
         up.have += len(data)
         self.used += len(data)
 
-    def _finish(self, up: Upload) -> dict[str, Any]:
-        up.fh.close()
-        self._uploads.pop(up.sha, None)
+    def _close_upload(self, up: Upload) -> None:
+        """Forget an open upload: close its file, free its held chunks (its .part file stays)."""
+        if self._uploads.get(up.sha) is up:
+            del self._uploads[up.sha]
         self._handles.pop(up.handle, None)
+        self.held_budget.give(up.held)
+        up.ahead.clear()
+        up.fh.close()
+
+    def release(self, owner: object) -> int:
+        """Close every upload `owner` has open (its session ended); returns how many."""
+        with self._lock:
+            mine = [u for u in self._uploads.values() if u.owner is owner]
+            for up in mine:
+                self._close_upload(up)
+            return len(mine)
+
+    def held_bytes(self) -> int:
+        return self.held_budget.used
+
+    def _finish(self, up: Upload) -> dict[str, Any]:
+        self._close_upload(up)
         part = self.partial / f"{up.sha}.part"
         if up.hasher.hexdigest() != up.sha:
             self.used -= up.have
@@ -257,10 +298,9 @@ class ContentStore:
                 self.used -= path.stat().st_size
                 path.unlink()
                 removed = True
-        up = self._uploads.pop(sha, None)
+        up = self._uploads.get(sha)
         if up is not None:
-            self._handles.pop(up.handle, None)
-            up.fh.close()
+            self._close_upload(up)
         return removed
 
     def stats(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from edgekd.agent.protocol import (
-    AgentRequestError, Corrupt, ErrorCode, Frame, FrameType, LinkLost, data_head,
+    AgentRequestError, Corrupt, ErrorCode, Frame, FrameType, LinkLost, OutFrame, data_head,
 )
 
 if TYPE_CHECKING:
@@ -29,18 +29,35 @@ MAX_ROUNDS_WITHOUT_PROGRESS = 200
 
 def upload_stop_and_wait(client: "AgentClient", handle: int, size: int, have: int, read: Reader,
                          progress: Progress | None) -> dict:
+    """One chunk in flight; the next one is read and encoded (CRC, MAC) while the agent stores this
+    one, so the host's and the agent's work on the bytes overlap instead of taking turns."""
     state: dict = {}
+    ahead: dict[int, tuple[int, OutFrame]] = {}  # offset -> (length, frame encoded for the next seq)
+
+    def encode(off: int) -> tuple[int, OutFrame]:
+        n = min(client.chunk, size - off)
+        return n, client.channel.prepare(FrameType.DATA, client.next_seq(), None, [data_head(handle, off), read(off, n)])
+
     while have < size or not state.get("complete"):
-        chunk = read(have, min(client.chunk, size - have))
+        n, frame = ahead.pop(have, None) or encode(have)
+        if frame.seq != client.next_seq():  # only if a request went out in between
+            n, frame = encode(have)
+        following = have + n
+
+        def prepare_following() -> None:
+            ahead.clear()
+            if following < size:
+                ahead[following] = encode(following)
+
         try:
-            frame = client._exchange(FrameType.DATA, {}, [data_head(handle, have), chunk], None)
+            answer = client._exchange(FrameType.DATA, {}, [], None, prepared=frame, while_waiting=prepare_following)
         except AgentRequestError as err:
             if err.code != ErrorCode.OFFSET_MISMATCH.value:
                 raise
             have = int(err.detail["have"])
             continue
-        state = frame.header
-        have = int(state.get("have", have + len(chunk)))
+        state = answer.header
+        have = int(state.get("have", have + n))
         if progress:
             progress(have, size)
     return state
@@ -51,7 +68,7 @@ def upload_window(client: "AgentClient", handle: int, size: int, have: int, read
     ch = client.channel
     bps = client.transport.bytes_per_s
     chunk = min(client.chunk, 1024)
-    outstanding: dict[int, tuple[int, int, bytes]] = {}  # seq -> (offset, length, frame)
+    outstanding: dict[int, tuple[int, int, OutFrame]] = {}  # seq -> (offset, length, frame)
     done: set[int] = set()  # offsets the agent has answered for
     acked_bytes = have
     next_off = have
@@ -62,9 +79,9 @@ def upload_window(client: "AgentClient", handle: int, size: int, have: int, read
         def send_new(off: int, n: int) -> None:
             nonlocal sent
             client._seq = seq = (client._seq + 1) & 0xFFFFFFFF
-            frame = b"".join(ch.encode(FrameType.DATA, seq, None, [data_head(handle, off), read(off, n)]))
+            frame = ch.prepare(FrameType.DATA, seq, None, [data_head(handle, off) + read(off, n)])
             outstanding[seq] = (off, n, frame)
-            ch.send_raw(frame)
+            ch.send_out(frame, joined=True)
             sent += 1
 
         while len(outstanding) < WINDOW and next_off < size:
@@ -74,7 +91,7 @@ def upload_window(client: "AgentClient", handle: int, size: int, have: int, read
         if not outstanding:
             raise LinkLost(f"the agent at {client.url} acknowledged every chunk but never reported the upload complete")
         # long enough for a whole window to cross the line and its answers to come back
-        frame_len = len(next(iter(outstanding.values()))[2])
+        frame_len = next(iter(outstanding.values()))[2].size
         quiet = max(ch.quiet_s * 2, 0.005) + (3 * frame_len / bps if bps else 0.0)
         ev = ch.poll(quiet)
         if ev is None:  # quiet: whatever is unanswered was lost on the way (there or back)
@@ -99,20 +116,20 @@ def upload_window(client: "AgentClient", handle: int, size: int, have: int, read
                 if rate > 0.8:
                     chunk = min(client.transport.default_chunk, chunk * 2)
             for _, _, frame in outstanding.values():
-                ch.send_raw(frame)
+                ch.send_out(frame, joined=True)
                 sent += 1
                 client.stats["resends"] += 1
             continue
         if isinstance(ev, Corrupt):
             if ev.seq in outstanding:  # the agent's answer was damaged: the chunk may be resent freely
-                ch.send_raw(outstanding[ev.seq][2])
+                ch.send_out(outstanding[ev.seq][2], joined=True)
                 sent += 1
                 client.stats["resends"] += 1
             continue
         if not isinstance(ev, Frame) or ev.seq not in outstanding:
             continue  # garbage, a NAK for line noise, an old answer: the quiet rule covers them
         if ev.type == FrameType.NAK:
-            ch.send_raw(outstanding[ev.seq][2])
+            ch.send_out(outstanding[ev.seq][2], joined=True)
             sent += 1
             continue
         if ev.type == FrameType.ERROR:

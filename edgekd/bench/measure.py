@@ -32,52 +32,8 @@ import numpy as np
 
 from edgekd.errors import ConfigError, EdgeKDError
 from edgekd.bench import inputs as inp
-
-# Every key a request may carry, with its default. Requests are plain JSON (they cross the wire).
-DEFAULT_REQUEST: dict[str, Any] = {
-    "threads": None,  # runtime intra-op threads; None = the runtime's default
-    "batch": 1,
-    "warmup_count": 10,
-    "warmup_s": 1.0,
-    "min_count": 100,
-    "min_s": 3.0,
-    "max_s": 60.0,  # hard cap on the timed loop; hitting it before min_count is flagged
-    "input": "random",  # "random" (seeded normal) or "data" (real samples from the eval .npz)
-    "data": None,  # path to the evaluation .npz (device-local path)
-    "latency": True,  # run the timing loop
-    "accuracy": None,  # None = yes when data is given
-    "eval_batch": 64,  # batch for the accuracy pass when the model's batch is dynamic
-    "seed": 0,
-    "cv_warn": 0.10,  # coefficient of variation above which the result carries a warning
-    "timeout_s": 900.0,  # run_isolated only: kill the child after this long
-}
-
-
-def normalize_request(request: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill defaults and validate a request; unknown keys and bad values raise ConfigError."""
-    req = dict(DEFAULT_REQUEST)
-    unknown = set(request or {}) - set(DEFAULT_REQUEST)
-    if unknown:
-        raise ConfigError(f"unknown benchmark request keys {sorted(unknown)}; valid keys: {sorted(DEFAULT_REQUEST)}")
-    req.update({k: v for k, v in (request or {}).items()})
-    for key in ("batch", "warmup_count", "min_count", "eval_batch"):
-        if not isinstance(req[key], int) or isinstance(req[key], bool) or req[key] < (1 if key in ("batch", "eval_batch") else 0):
-            raise ConfigError(f"benchmark request {key}={req[key]!r} must be a non-negative integer (batch >= 1)")
-    if req["threads"] is not None and (not isinstance(req["threads"], int) or req["threads"] < 1):
-        raise ConfigError(f"benchmark request threads={req['threads']!r} must be a positive integer or null")
-    for key in ("warmup_s", "min_s", "max_s", "cv_warn", "timeout_s"):
-        if not isinstance(req[key], (int, float)) or req[key] < 0:
-            raise ConfigError(f"benchmark request {key}={req[key]!r} must be a non-negative number")
-    if req["input"] not in ("random", "data"):
-        raise ConfigError(f"benchmark request input={req['input']!r} must be 'random' or 'data'")
-    if req["input"] == "data" and not req["data"]:
-        raise ConfigError("benchmark request input='data' needs 'data' (path to an evaluation .npz)")
-    if req["accuracy"] is None:
-        req["accuracy"] = bool(req["data"])
-    if req["accuracy"] and not req["data"]:
-        raise ConfigError("benchmark request accuracy=true needs 'data' (path to an evaluation .npz)")
-    return req
-
+# what a request may hold and how it is checked (re-exported: callers import them from here)
+from edgekd.bench.request import DEFAULT_REQUEST, normalize_request  # noqa: F401
 
 def latency_stats(times_ns: np.ndarray | list[int], batch: int = 1) -> dict[str, float]:
     """Statistics of per-iteration times given in nanoseconds, reported in milliseconds.
@@ -121,7 +77,9 @@ def timing_loop(
     clock = time.perf_counter_ns
     start = clock()
     n_warm = 0
-    while n_warm < warmup_count or (clock() - start) < warmup_s * 1e9:
+    # warm-up is bounded by max_s too: a huge warmup_count cannot hold the device
+    warm_cap = max_s * 1e9
+    while (n_warm < warmup_count or (clock() - start) < warmup_s * 1e9) and (clock() - start) < warm_cap:
         step()
         n_warm += 1
     warm_s = (clock() - start) / 1e9
@@ -301,7 +259,8 @@ class MeasurementError(EdgeKDError):
     """The runner child failed without a user-level error (crashed, killed, timed out)."""
 
 
-def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None, *,
+                 cancel: threading.Event | None = None) -> dict[str, Any]:
     """Measure one artifact in a fresh `python -m edgekd.bench.runner_process` child.
 
     The request (see DEFAULT_REQUEST) goes to the child as JSON on stdin; the result comes back as
@@ -310,6 +269,8 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
     the caller.
     A user error in the child (bad artifact, missing runtime, bad data) is re-raised here as the same
     EdgeKDError class; a crash or timeout raises MeasurementError with the child's stderr tail.
+    When `cancel` is set (the agent's client left) the child is killed within ~50 ms and
+    MeasurementError is raised: the measurement slot is never held for a client that is gone.
     """
     req = normalize_request(request)
     payload = json.dumps({"artifact_dir": str(Path(artifact_dir).resolve()), "request": req}).encode()
@@ -322,32 +283,41 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
             [sys.executable, "-m", "edgekd.bench.runner_process"],
             stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
         )
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            proc.kill()
-
-        timer = threading.Timer(req["timeout_s"], kill)
-        timer.start()
+        timed_out = cancelled = False
+        deadline = time.monotonic() + req["timeout_s"]
+        assert proc.stdin is not None
         try:
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(payload)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # the child died early; its stderr says why
-            # wait4 reaps exactly this child and returns ITS resource usage (ru_maxrss = its peak RSS)
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+            proc.stdin.write(payload)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died early; its stderr says why
+        try:
+            while True:
+                # wait4 reaps exactly this child and returns ITS resource usage (ru_maxrss = its peak RSS)
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if not (timed_out or cancelled):
+                    if cancel is not None and cancel.is_set():
+                        cancelled = True
+                        proc.kill()
+                    elif time.monotonic() > deadline:
+                        timed_out = True
+                        proc.kill()
+                (cancel.wait if cancel is not None and not cancelled else time.sleep)(0.02)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
     tail = stderr.strip()[-800:]
-    if timed_out.is_set():
+    if cancelled:
+        raise MeasurementError(f"measuring {artifact_dir} was cancelled (the client left); child killed")
+    if timed_out:
         raise MeasurementError(f"measuring {artifact_dir} took longer than timeout_s={req['timeout_s']} s; child killed")
     reply = _last_json_line(stdout)
     if reply is None:

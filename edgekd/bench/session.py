@@ -16,9 +16,9 @@ from typing import Any, Callable
 from edgekd.bench.devices import Device, open_device
 from edgekd.bench.inputs import read_manifest
 from edgekd.bench.table import BenchRow
-from edgekd.errors import ConfigError, EdgeKDError
+from edgekd.errors import ConfigError, DataError, EdgeKDError
 from edgekd.fileio import sha256_file
-from edgekd.profiles import Measurement, device_name, profile_path, record_measurements
+from edgekd.profiles import Measurement, Profile, device_name, profile_path, record_measurements
 
 ALL = "all"
 
@@ -166,6 +166,7 @@ def prepare_eval_data(data: str | None, artifacts_hint: list[Path], workdir: Pat
     """(.npz to evaluate on, dataset fingerprint). An evaluation .npz is used whole; a dataset (a name,
     a folder, or an .npz of raw images as `edgekd deploy --data` takes) gives its test split, prepared
     as the artifact's manifest says (`edgekd.bench.prepare`)."""
+    from edgekd.bench.eval_check import check_eval_npz
     from edgekd.bench.prepare import dataset_eval_npz, is_eval_npz
 
     if not data:
@@ -177,8 +178,14 @@ def prepare_eval_data(data: str | None, artifacts_hint: list[Path], workdir: Pat
         if is_eval_npz(path):
             from edgekd.fileio import sha256_file
 
+            check_eval_npz(path, artifacts_hint)  # bad data is a usage error (exit 2), not a warning per row
             return path, sha256_file(path)
-    return dataset_eval_npz(data, artifacts_hint, workdir)
+    out, fingerprint = dataset_eval_npz(data, artifacts_hint, workdir)
+    try:
+        check_eval_npz(out, artifacts_hint)  # the prepared split must fit every artifact too (exit 2 if not)
+    except DataError as err:
+        raise DataError(f"--data {data}, prepared as the artifact's manifest says: {err}") from None
+    return out, fingerprint
 
 
 def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | None = None) -> BenchReport:
@@ -186,6 +193,11 @@ def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | N
     device = open_device(cfg.device, cfg.key)
     try:
         fingerprint = device.fingerprint()
+        if cfg.record:
+            # a malformed profile is a usage error found before any measurement, not after
+            existing = profile_path(cfg.profile or device_name(fingerprint), cfg.profiles_dir)
+            if existing.exists():
+                Profile.load(existing)
         jobs = plan_jobs(cfg, device.runtimes())
         total = len(jobs) + 1
         if on_progress:
@@ -261,6 +273,11 @@ def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
             continue
         formats = sorted({j.format for j in todo})
         precisions = sorted({j.precision for j in todo})
+        from edgekd.models.checkpoint import read_checkpoint
+
+        # a checkpoint that cannot be read at all is bad input for the whole command (exit 2),
+        # not one failed export per row
+        read_checkpoint(checkpoint)
         try:
             data = cfg.data if cfg.data and not cfg.data.endswith(".npz") else None
             report = api.export(str(checkpoint), str(_export_root(checkpoint, cfg.export_dir)), target=target.name,

@@ -7,6 +7,8 @@ import threading
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 from edgekd.errors import ConfigError
 
 
@@ -17,9 +19,21 @@ from edgekd.errors import ConfigError
 @click.option("--key-file", type=click.Path(dir_okay=False), help="Shared key file (else $EDGEKD_AGENT_KEY). Required off loopback.")
 @click.option("--workdir", default="~/.cache/edgekd/agent", show_default=True, help="Content-addressed store for uploads.")
 @click.option("--quota-mb", default=4096, show_default=True, type=click.IntRange(min=1), help="Disk quota of the store.")
+@click.option("--max-connections", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Sessions served at once; more connections are closed at once.")
+@click.option("--preauth-seconds", default=10.0, show_default=True, type=FloatRange(min=0.1, max=3600),
+              help="A TCP connection not authenticated this long after it opened is closed.")
+@click.option("--idle-seconds", default=600.0, show_default=True, type=FloatRange(min=0.1, max=86400 * 7),
+              help="No complete frame this long: a TCP session is closed, a serial host must authenticate again. "
+                   "A peer dripping bytes does not reset it.")
+@click.option("--max-uploads", default=8, show_default=True, type=click.IntRange(min=1, max=4096),
+              help="Uploads one session may have open at once (each holds a file open).")
+@click.option("--max-held-mb", default=16, show_default=True, type=click.IntRange(min=1, max=1 << 16),
+              help="Memory for upload chunks held ahead of a gap, all sessions together.")
 @click.option("--verbose", "-v", is_flag=True, help="Log every connection and error to stderr.")
 def command(listen: str | None, serial_port: str | None, baud: int, key_file: str | None, workdir: str,
-            quota_mb: int, verbose: bool) -> None:
+            quota_mb: int, max_connections: int, preauth_seconds: float, idle_seconds: float, max_uploads: int,
+            max_held_mb: int, verbose: bool) -> None:
     """Run the benchmark agent on this device.
 
     \b
@@ -27,6 +41,14 @@ def command(listen: str | None, serial_port: str | None, baud: int, key_file: st
       edgekd agent --listen 127.0.0.1:7000          host: --device tcp://127.0.0.1:7000
       edgekd agent --listen 0.0.0.0:7000 --key-file agent.key   (any address needs a key)
       edgekd agent --serial /dev/ttyGS0 --baud 921600           host: --device serial:///dev/ttyACM0?baud=921600
+
+    \b
+    Limits (reported to the host in `hello`, see docs/PROTOCOL.md §6): --max-connections,
+    --preauth-seconds, --idle-seconds, --max-uploads, --max-held-mb. Fixed: before authentication a
+    frame carries at most 64 KiB and a TCP peer may send at most 16 KiB of non-frames; NaN/Infinity
+    and out-of-range request fields are refused; warm-up and the timed loop stop at max_s. Out of
+    file descriptors, memory or threads, the agent refuses that one connection or request, logs it
+    and keeps serving.
     """
     from edgekd.agent import auth
     from edgekd.agent.server import AgentConfig, serve_serial, serve_tcp
@@ -38,7 +60,11 @@ def command(listen: str | None, serial_port: str | None, baud: int, key_file: st
     if (listen is None) == (serial_port is None):
         raise ConfigError("give exactly one of --listen HOST:PORT or --serial DEVICE")
     key = auth.load_key(key_file=key_file)
-    agent = AgentConfig(store=ContentStore(workdir, quota_mb << 20), key=key)
+    from edgekd.agent.limits import MB, AgentLimits
+
+    limits = AgentLimits(max_connections=max_connections, preauth_s=preauth_seconds, idle_s=idle_seconds,
+                         max_uploads_per_session=max_uploads, max_held_bytes=max_held_mb * MB)
+    agent = AgentConfig(store=ContentStore(workdir, quota_mb << 20), key=key, limits=limits)
     stop = threading.Event()
     try:
         if listen is not None:

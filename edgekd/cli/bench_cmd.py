@@ -6,6 +6,8 @@ import os
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 
 def _csv(value: str | None) -> list[str] | None:
     if value is None:
@@ -33,10 +35,10 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--min-count", type=click.IntRange(min=1), default=100, show_default=True,
               help="Timed iterations at least.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=3.0, show_default=True,
+@click.option("--min-seconds", type=FloatRange(min=0), default=3.0, show_default=True,
               help="Timed loop lasts at least this long.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Warm-up iterations at least.")
-@click.option("--warmup-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--warmup-seconds", type=FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--export-dir", default=None, type=click.Path(file_okay=False),
               help="Where missing exports go (default: <run>/artifacts).")
 @click.option("--target", default="cpu", show_default=True,

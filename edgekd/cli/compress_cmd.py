@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 from edgekd.errors import ConfigError
 
 
@@ -52,19 +54,19 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML with `passes: [{key: prune, kwargs: {ratio: 0.5}}, ...]` and any option below; "
                    "the options override it.")
-@click.option("--prune", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--prune", type=FloatRange(0, 1, max_open=True), default=None,
               help="Structured channel pruning: share of channels removed per layer group (0.5 = half); "
                    "kept counts are multiples of 8.")
-@click.option("--lowrank", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--lowrank", type=FloatRange(0, 1, min_open=True), default=None,
               help="Low-rank (SVD) factorization keeping this share of each layer's rank (0.5 = half).")
-@click.option("--lowrank-energy", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--lowrank-energy", type=FloatRange(0, 1, min_open=True), default=None,
               help="Low-rank factorization keeping this share of the squared singular values (e.g. 0.9).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=None,
               help="KD fine-tuning epochs after each pass (0: none). [default: 2]")
 @click.option("--teacher", default=None, help="Teacher for fine-tuning (.pt or .onnx). [default: the run's teacher]")
 @click.option("--data", default=None, help="Dataset. [default: the run's dataset, else digits]")
 @click.option("--image-size", type=click.IntRange(min=4), default=None, help="Resample images to N×N. [default: the run's]")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Fine-tuning learning rate. [default: the run's]")
+@click.option("--lr", type=FloatRange(min=0, min_open=True), default=None, help="Fine-tuning learning rate. [default: the run's]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Fine-tuning batch size. [default: the run's]")
 @click.option("--cache-dir", default=None, help="Soft-target cache folder. [default: the run's, $EDGEKD_CACHE or ./.edgekd-cache]")
 @click.option("-o", "--output", default=None, help="Run directory to create (student.pt, summary.json, stages/...).")

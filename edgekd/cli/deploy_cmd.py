@@ -7,6 +7,8 @@ import time
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 from edgekd.cli.profile_calibrate import read_key
 
 NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answer, not a usage error
@@ -18,10 +20,10 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
               help="Agent URL (tcp://HOST:PORT, serial path/URL), 'local' or 'inprocess'. Default: 'local' when "
                    "this machine can stand in for the target, else none (result 'unverified').")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="Agent key file (or EDGEKD_AGENT_KEY).")
-@click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--budget-ms", type=FloatRange(min=0, min_open=True), default=None,
               help="Latency budget at --percentile (default: the teacher's latency on the device / 5).")
 @click.option("--percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
-@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None,
+@click.option("--min-accuracy", type=FloatRange(0, 1), default=None,
               help="Accuracy floor, a fraction (default: the teacher's accuracy - 1.5 points).")
 @click.option("--teacher", default=None, help="Teacher: edgekd checkpoint/run dir or any ONNX classifier "
                                               "(default: train the default teacher on --data, cached).")
@@ -37,7 +39,7 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 @click.option("--precision", default=None, help="fp32, fp16 or int8 (default: the target's first, fp32 on cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Device rounds at most.")
-@click.option("--prune", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--prune", type=FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Also prune this fraction of channels (with KD fine-tuning) before export.")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True, help="Distillation epochs per student.")
 @click.option("--profile", default=None, help="Device profile name or path (default: named after the device).")

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 from edgekd.errors import ConfigError
 
 # epochs / lr of a text student unless given (the TrainConfig defaults are the image-student recipe)
@@ -79,14 +81,14 @@ def loss_overrides(base_losses: Any, loss: str | None, kd_kwargs: dict[str, Any]
 @click.option("--student", default=None, help="Student model spec, e.g. cnn:width=8,depth=2 (see `edgekd models`). [default: the default student]")
 @click.option("--loss", default=None, help="Objective: kd (Hinton), data_distill, ce (labels only), hint (needs a YAML "
               "entry for its layers). [default: kd]")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="KD temperature T. [default: 4]")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=None, help="KD weight of the hard-label loss: α·L_hard + (1−α)·L_soft. [default: 0.5]")
-@click.option("--lam", type=click.FloatRange(min=0), default=None, help="data_distill: weight λ of the soft loss on samples the teacher gets right.")
+@click.option("--temperature", type=FloatRange(min=0, min_open=True), default=None, help="KD temperature T. [default: 4]")
+@click.option("--alpha", type=FloatRange(0, 1), default=None, help="KD weight of the hard-label loss: α·L_hard + (1−α)·L_soft. [default: 0.5]")
+@click.option("--lam", type=FloatRange(min=0), default=None, help="data_distill: weight λ of the soft loss on samples the teacher gets right.")
 @click.option("--hard-targets", type=click.Choice(["labels", "teacher"]), default=None,
               help="Hard targets of KD: ground-truth labels or the teacher's arg-max. [default: labels]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs. [default: 40; text data: 10]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (per process under torchrun). [default: 64]")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (cosine decay to 0). [default: 0.01; text data: 0.003]")
+@click.option("--lr", type=FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (cosine decay to 0). [default: 0.01; text data: 0.003]")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="Optimizer. [default: adamw]")
 @click.option("--seed", type=int, default=None, help="Seed of init, data order and dropout; same seed, same result on CPU. [default: 0]")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="torch CPU threads (0: one per core). [default: 0]")

@@ -6,6 +6,8 @@ import os
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
@@ -58,7 +60,7 @@ def print_models(echo, models: dict) -> None:
 @click.option("--precisions", default=None, help="Comma-separated precisions (default: fp32).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling and weight seed.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--min-seconds", type=FloatRange(min=0), default=0.5, show_default=True,
               help="Each model's timed loop lasts at least this long, per round.")
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
               help="Interleaved measuring rounds; each model keeps its least-disturbed one (lowest p50), "

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 
 @click.command("plot")
 @click.argument("name")
 @click.option("-o", "--output", default="pareto.png", show_default=True, type=click.Path(dir_okay=False),
               help="Image to write (.png, .svg or .pdf).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
-@click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--budget-ms", type=FloatRange(min=0, min_open=True), default=None,
               help="Budget line (default: the last `edgekd deploy` recorded in this profile).")
-@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None, help="Accuracy floor line (a fraction).")
+@click.option("--min-accuracy", type=FloatRange(0, 1), default=None, help="Accuracy floor line (a fraction).")
 @click.option("--percentile", type=click.Choice(["50", "90", "99"]), default=None,
               help="Latency percentile on the x axis (default: the last deploy's, else 50).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 NO_CANDIDATE_EXIT = 1  # "nothing fits" is an answer, not a usage error (that is exit 2)
 
 
@@ -46,10 +48,10 @@ def print_selection(sel: dict, echo=click.echo, limit: int | None = None) -> Non
 
 @click.command("select")
 @click.option("--profile", "profile", required=True, help="Device profile name or .yaml path.")
-@click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), required=True,
+@click.option("--budget-ms", type=FloatRange(min=0, min_open=True), required=True,
               help="Latency budget in milliseconds at --percentile.")
 @click.option("--percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
-@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None,
+@click.option("--min-accuracy", type=FloatRange(0, 1), default=None,
               help="Accuracy floor as a fraction (0.97); only measured accuracy counts.")
 @click.option("--format", "formats", default=None, help="Comma-separated formats (onnx, openvino, tflite, tensorrt).")
 @click.option("--precision", "precisions", default=None, help="Comma-separated precisions (fp32, fp16, int8).")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from edgekd.cli.params import FloatRange
+
 from edgekd.cli.distill_cmd import echo_log, print_summary
 
 
@@ -19,7 +21,7 @@ from edgekd.cli.distill_cmd import echo_log, print_summary
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Maximum epochs.")
 @click.option("--patience", type=click.IntRange(min=0), default=6, show_default=True,
               help="Stop after this many epochs without a better val accuracy (0: never stop early).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--lr", type=FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of init and data order.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,

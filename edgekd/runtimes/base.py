@@ -93,6 +93,8 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
     path = Path(artifact_dir) / MANIFEST_NAME
     if not path.is_file():
         raise ModelError(f"{path}: no manifest; an artifact is a directory made by `edgekd export`")
+    if path.is_symlink():
+        raise ModelError(f"{path}: is a symbolic link; an artifact holds plain files only")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -104,6 +106,9 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path}: manifest lacks {', '.join(missing)}; re-export the artifact")
     if manifest["format"] not in FORMATS or manifest["precision"] not in PRECISIONS:
         raise ModelError(f"{path}: unknown format/precision {manifest['format']}/{manifest['precision']}")
+    from edgekd.runtimes.confine import check_manifest_paths
+
+    check_manifest_paths(artifact_dir, manifest)  # every named file stays inside the artifact
     return manifest
 
 

@@ -141,8 +141,10 @@ def calibration_feeds(x_train: np.ndarray, count: int, seed: int = 0) -> list[di
 
 
 def _plan(target: Target, formats: list[str] | None, precisions: list[str] | None) -> list[tuple[str, str]]:
-    """(format, precision) rows. Explicit choices outside the target are user errors; with defaults,
-    combinations the format's adapter cannot produce are left out."""
+    """(format, precision) rows. Explicit choices outside the target are user errors; when either the
+    formats or the precisions are the target's defaults, combinations the format's adapter cannot produce
+    are left out (`--target nvidia-gpu -p fp16` means TensorRT fp16, not a failed ONNX Runtime fp16 row),
+    and an explicit precision no format can produce is a user error."""
     for kind, chosen, allowed in (("format", formats, target.formats), ("precision", precisions, target.precisions)):
         outside = [c for c in chosen or [] if c not in allowed]
         if outside:
@@ -152,9 +154,13 @@ def _plan(target: Target, formats: list[str] | None, precisions: list[str] | Non
     for fmt in formats or list(target.formats):
         adapter = RUNTIMES.get(FORMAT_RUNTIME[fmt])
         for precision in precisions or list(target.precisions):
-            if precisions is None and precision not in adapter.precisions:
+            if (precisions is None or formats is None) and precision not in adapter.precisions:
                 continue
             rows.append((fmt, precision))
+    unmade = [p for p in precisions or [] if p not in {prec for _, prec in rows}]
+    if unmade:
+        raise ConfigError(f"no format of target {target.name!r} exports {', '.join(unmade)}; "
+                          f"choose formats with -f (valid: {', '.join(target.formats)})")
     return rows
 
 

@@ -1,15 +1,19 @@
-"""TensorRT (NVIDIA GPU, Jetson). Written against the TensorRT 10 Python API; NOT verified on
-hardware here (TensorRT cannot be installed on this x86 CPU machine).
+"""TensorRT (NVIDIA GPU, Jetson), 10.x and 11.x. Written against the TensorRT 10 and 11 Python API
+docs and the 10.x -> 11.x migration guide; NOT verified on hardware here (TensorRT cannot be
+installed on this x86 CPU machine).
 
-Host side (here): a TensorRT-ready ONNX (static shapes, opset 18, every op checked against TensorRT
-10's ONNX operator list so an unsupported op fails the export by name) plus `calibration.npz`
-(real training samples) for INT8. Parity on the host is checked by running that ONNX with ONNX
-Runtime; the engine itself is checked on the device.
+Host side (here): the precision is made on the host and written into the ONNX graph
+(tensorrt_precision.py): fp32 as exported, fp16 as float16 casts with the numerically sensitive ops
+kept float32, int8 as explicit Q/DQ in TensorRT's placement, calibrated on real samples. Every graph
+is static-shape opset 18 with each op checked against TensorRT's ONNX operator list, and passes the
+parity gate under ONNX Runtime, which runs the same reduced-precision graph.
 
-Device side: builds the engine there (plans are not portable across GPUs or TensorRT versions),
-FP16 or INT8 with an IInt8EntropyCalibrator2 fed from calibration.npz, caches the plan under a key
-of (ONNX sha256, TensorRT version, GPU name, precision), and runs it with cuda-python buffers. A
-`trtexec` path times the engine with NVIDIA's own tool and parses its --exportTimes JSON.
+Device side: parses the ONNX into a strongly typed network (NetworkDefinitionCreationFlag.STRONGLY_TYPED
+on 10.x; 11.x networks are always strongly typed) and builds it with no precision flag and no
+calibrator (TensorRT 11 removed them), so the engine computes in exactly the types the graph holds.
+The plan is cached under (ONNX sha256, TensorRT version, GPU name, precision) and run with cuda-python
+buffers. A `trtexec` path times the engine with NVIDIA's own tool (`--stronglyTyped` on 10.x, no
+precision option on any version) and parses its --exportTimes JSON.
 Imports numpy + tensorrt (+ cuda-python) only, lazily.
 """
 from __future__ import annotations
@@ -24,11 +28,13 @@ import numpy as np
 from edgekd.errors import ExportError, ModelError, RuntimeMissingError
 from edgekd.fileio import atomic_write_bytes
 from edgekd.runtimes.base import Calibration, check_feeds, read_manifest, run_in_chunks, write_manifest
-from edgekd.runtimes.tensorrt_ops import (CalibrationBatches, check_tensorrt_onnx, engine_cache_key,
-                                          parse_trtexec_times, summarize_ms)
+from edgekd.runtimes.tensorrt_ops import (check_tensorrt_onnx, engine_cache_key, parse_trtexec_banner,
+                                          parse_trtexec_times, summarize_ms, trt_major, trtexec_typing_options)
 
 MODEL_FILE = "model.onnx"
-CALIBRATION_FILE = "calibration.npz"
+# The manifest option an artifact carries when its precision is in the graph (this module's export).
+# An older artifact without it relied on builder flags / a calibrator that TensorRT 11 removed.
+PRECISION_IN_GRAPH = "precision_in_graph"
 
 
 def _import_trt() -> Any:
@@ -36,7 +42,7 @@ def _import_trt() -> Any:
         import tensorrt
     except ImportError as err:
         raise RuntimeMissingError(f"tensorrt is not installed here ({err}); TensorRT runs on an NVIDIA GPU or "
-                                  "Jetson with TensorRT 10 (JetPack 6 ships it)") from None
+                                  "Jetson with TensorRT 10 (JetPack 6 ships it) or 11 (x86)") from None
     return tensorrt
 
 
@@ -66,39 +72,24 @@ def gpu_name() -> str:
     return name.decode("utf-8", "replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
 
 
-def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: Path) -> Any:
-    """An IInt8EntropyCalibrator2 serving CalibrationBatches through one device buffer."""
-    cudart = _import_cudart()
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.nbytes = int(np.prod(batches.shape)) * 4
-            self.device = _cuda(cudart.cudaMalloc(self.nbytes))
-
-        def get_batch_size(self) -> int:
-            return batches.batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = batches.next_batch()
-            if batch is None:
-                return None
-            _cuda(cudart.cudaMemcpy(self.device, batch.ctypes.data, self.nbytes,
-                                    cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-            return [int(self.device)]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_path.read_bytes() if cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            atomic_write_bytes(cache_path, bytes(cache))
-
-    return EntropyCalibrator()
+def network_creation_flags(trt: Any) -> int:
+    """The `Builder.create_network` flags for a strongly typed network on the installed TensorRT:
+    1 << STRONGLY_TYPED on 10.x (opt-in there; RuntimeMissingError if this 10.x lacks it), 0 on 11.x
+    (every network is strongly typed; the flag is deprecated and ignored)."""
+    major = trt_major(trt.__version__)
+    if major >= 11:
+        return 0
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    if flag is None:
+        raise RuntimeMissingError(f"TensorRT {trt.__version__} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED; "
+                                  "install TensorRT 10.x from JetPack 6 / pip install tensorrt-cu12")
+    return 1 << int(flag)
 
 
-def build_engine(onnx_path: Path, precision: str, *, calibration: Path | None, cache_dir: Path,
-                 workspace_mb: int = 1024) -> tuple[bytes, str, bool]:
-    """(serialized plan, cache key, came from cache). Builds with the ONNX parser when not cached."""
+def build_engine(onnx_path: Path, precision: str, *, cache_dir: Path, workspace_mb: int = 1024) -> tuple[bytes, str, bool]:
+    """(serialized plan, cache key, came from cache). Builds a strongly typed network from the ONNX
+    when not cached. The precision is the graph's own (float16 casts, Q/DQ): no builder precision
+    flag and no calibrator is set on any TensorRT version; `precision` only names the cache entry."""
     trt = _import_trt()
     from edgekd.fileio import sha256_file
 
@@ -108,28 +99,27 @@ def build_engine(onnx_path: Path, precision: str, *, calibration: Path | None, c
         return plan_path.read_bytes(), key, True
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(network_creation_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"{onnx_path}: TensorRT could not parse the ONNX: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot take fall back to FP16, not FP32
-    if precision == "int8":
-        if calibration is None or not calibration.is_file():
-            raise ModelError(f"{onnx_path.parent}: int8 needs {CALIBRATION_FILE}; re-export with --data")
-        shape = tuple(network.get_input(0).shape)
-        batches = CalibrationBatches(calibration, batch_size=int(shape[0]))
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = make_entropy_calibrator(trt, batches, cache_dir / f"{key}.calib")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError(f"{onnx_path}: TensorRT engine build failed for {precision}; see the TensorRT log above")
     data = bytes(plan)
     atomic_write_bytes(plan_path, data)
     return data, key, False
+
+
+def check_artifact_precision(manifest: dict[str, Any], artifact_dir: Path) -> None:
+    """ModelError for an fp16/int8 artifact whose precision is not in its graph (exported before
+    strong typing): TensorRT 11 cannot build it, and 10.x would build it in fp32."""
+    if manifest["precision"] != "fp32" and PRECISION_IN_GRAPH not in manifest.get("options", {}):
+        raise ModelError(f"{artifact_dir}: this {manifest['precision']} artifact relies on builder precision flags "
+                         "that TensorRT 11 removed; re-export it with `edgekd export` from this version")
 
 
 class TensorRTRunner:
@@ -143,10 +133,10 @@ class TensorRTRunner:
         manifest = read_manifest(artifact_dir)
         artifact_dir = Path(artifact_dir)
         cache_dir = Path(cache_dir) if cache_dir else artifact_dir / "engines"
+        check_artifact_precision(manifest, artifact_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         plan, key, cached = build_engine(artifact_dir / manifest["model_file"], manifest["precision"],
-                                         calibration=artifact_dir / CALIBRATION_FILE, cache_dir=cache_dir,
-                                         workspace_mb=workspace_mb)
+                                         cache_dir=cache_dir, workspace_mb=workspace_mb)
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
         self.context = self.engine.create_execution_context()
         self.stream = _cuda(cudart.cudaStreamCreate())
@@ -165,7 +155,7 @@ class TensorRTRunner:
         self._batch = int(self._host[self._inputs[0]].shape[0])
         self.info = {"runtime": "tensorrt", "version": trt.__version__, "threads": None,
                      "precision": manifest["precision"], "device": gpu_name(), "engine_key": key,
-                     "engine_cached": cached}
+                     "engine_cached": cached, "strongly_typed": True}
 
     def _run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         cudart, stream = self._cudart, self.stream
@@ -191,19 +181,34 @@ class TensorRTRunner:
                 pass
 
 
-def trtexec_command(artifact_dir: Path, precision: str, *, times_path: Path, plan_path: Path,
+def trtexec_command(artifact_dir: Path, trt_version: str, *, times_path: Path, plan_path: Path,
                     iterations: int = 200, warmup_ms: int = 200, trtexec: str = "trtexec") -> list[str]:
-    """The trtexec command line that builds and times an artifact's engine and exports per-inference
-    times as JSON. INT8 under trtexec uses no calibration (timing only: accuracy comes from the runner)."""
+    """The trtexec command line that builds an artifact's engine strongly typed for TensorRT
+    `trt_version` and times it, exporting per-inference times as JSON. `--stronglyTyped` on 10.x,
+    nothing on 11.x (always strongly typed); never --fp16/--int8/--best/--calib: the precision is
+    in the ONNX graph, so trtexec times the same engine the runner builds."""
     manifest = read_manifest(artifact_dir)
-    cmd = [trtexec, f"--onnx={Path(artifact_dir) / manifest['model_file']}", f"--saveEngine={plan_path}",
-           f"--exportTimes={times_path}", f"--iterations={int(iterations)}", f"--warmUp={int(warmup_ms)}",
-           "--avgRuns=1", "--useSpinWait"]
-    if precision == "fp16":
-        cmd.append("--fp16")
-    elif precision == "int8":
-        cmd += ["--int8", "--fp16"]
-    return cmd
+    check_artifact_precision(manifest, Path(artifact_dir))
+    return [trtexec, f"--onnx={Path(artifact_dir) / manifest['model_file']}", f"--saveEngine={plan_path}",
+            *trtexec_typing_options(trt_version), f"--exportTimes={times_path}", f"--iterations={int(iterations)}",
+            f"--warmUp={int(warmup_ms)}", "--avgRuns=1", "--useSpinWait"]
+
+
+def trtexec_version(exe: str, timeout_s: float = 60) -> str:
+    """The TensorRT version of a trtexec binary, read from the banner `trtexec --help` prints first;
+    falls back to the installed tensorrt Python package. ModelError when neither says."""
+    try:
+        proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=timeout_s)
+        version = parse_trtexec_banner(proc.stdout + proc.stderr)
+    except (OSError, subprocess.TimeoutExpired):
+        version = None
+    if version is None:
+        try:
+            version = str(_import_trt().__version__)
+        except RuntimeMissingError:
+            raise ModelError(f"cannot tell which TensorRT {exe} belongs to (no version banner from --help and no "
+                             "tensorrt Python package); check the TensorRT install") from None
+    return version
 
 
 def run_trtexec(artifact_dir: Path, *, out_dir: Path | None = None, iterations: int = 200, warmup_ms: int = 200,
@@ -212,12 +217,12 @@ def run_trtexec(artifact_dir: Path, *, out_dir: Path | None = None, iterations: 
     exe = shutil.which("trtexec") or next((p for p in ("/usr/src/tensorrt/bin/trtexec",) if Path(p).is_file()), None)
     if exe is None:
         raise RuntimeMissingError("trtexec not found on PATH or in /usr/src/tensorrt/bin; install TensorRT")
-    manifest = read_manifest(artifact_dir)
     out_dir = Path(out_dir or Path(artifact_dir) / "trtexec")
     out_dir.mkdir(parents=True, exist_ok=True)
     times = out_dir / "times.json"
-    cmd = trtexec_command(Path(artifact_dir), manifest["precision"], times_path=times,
-                          plan_path=out_dir / "engine.plan", iterations=iterations, warmup_ms=warmup_ms, trtexec=exe)
+    version = trtexec_version(exe)
+    cmd = trtexec_command(Path(artifact_dir), version, times_path=times, plan_path=out_dir / "engine.plan",
+                          iterations=iterations, warmup_ms=warmup_ms, trtexec=exe)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
@@ -225,7 +230,7 @@ def run_trtexec(artifact_dir: Path, *, out_dir: Path | None = None, iterations: 
     parsed = parse_trtexec_times(times, warmup_ms=0.0)
     return {"count": parsed["count"], "latency_ms": summarize_ms(parsed["latency_ms"]),
             "compute_ms": summarize_ms(parsed["compute_ms"]), "end_to_end_ms": summarize_ms(parsed["end_to_end_ms"]),
-            "command": cmd}
+            "command": cmd, "tensorrt_version": version}
 
 
 class TensorRTAdapter:
@@ -246,37 +251,43 @@ class TensorRTAdapter:
         return None
 
     def export(self, model: Any, info: Any, out_dir: Path, *, precision: str, calibration: Calibration | None,
-               opset: int | None = None, batch: int = 1, calibration_samples: int = 512, **_: Any) -> Path:
-        """Static-shape ONNX checked op by op against TensorRT 10, plus calibration.npz for int8."""
+               opset: int | None = None, batch: int = 1, calibration_samples: int = 512,
+               calibration_method: str = "minmax", **_: Any) -> Path:
+        """Static-shape ONNX with the precision in the graph (fp32 as exported, fp16 casts, int8 Q/DQ
+        calibrated on `calibration`), every op checked against TensorRT's ONNX operator list."""
         import onnx
 
-        from edgekd.fileio import atomic_write_with
-        from edgekd.runtimes.host import (DEFAULT_OPSET, INPUT_NAME, build_manifest, calibration_arrays, export_onnx,
-                                          host_versions)
+        from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, host_versions
+        from edgekd.runtimes.tensorrt_precision import cast_fp16, quantize_qdq_int8
 
         if precision not in self.precisions:
             raise ExportError(f"tensorrt exports {', '.join(self.precisions)}, not {precision}")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         opset = opset or DEFAULT_OPSET
-        path = export_onnx(model, info, out_dir / MODEL_FILE, opset=opset, batch=batch, dynamic_batch=False)
-        check_tensorrt_onnx(onnx.load(str(path)), source=str(path))
-        files = [MODEL_FILE]
-        if precision == "int8":
-            rows = np.concatenate(calibration_arrays(calibration, INPUT_NAME, calibration_samples))
-            rows = rows[:(rows.shape[0] // batch) * batch]
-
-            def write(tmp: Path) -> None:
-                with open(tmp, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temp name
-                    np.savez(fh, x=rows)
-
-            atomic_write_with(out_dir / CALIBRATION_FILE, write)
-            files.append(CALIBRATION_FILE)
-        options = {"opset": opset, "batch": batch, "engine": "built on the device, cached per GPU/TensorRT version",
-                   "calibrator": "IInt8EntropyCalibrator2" if precision == "int8" else None}
+        dst = out_dir / MODEL_FILE
+        options: dict[str, Any] = {"opset": opset, "batch": batch, "strongly_typed": True,
+                                   "engine": "built on the device (strongly typed, no precision flags), cached per "
+                                             "GPU/TensorRT version", "tensorrt": "10.x or 11.x"}
+        if precision == "fp32":
+            export_onnx(model, info, dst, opset=opset, batch=batch, dynamic_batch=False)
+            options[PRECISION_IN_GRAPH] = "fp32"
+        else:
+            fp32 = out_dir / "model.fp32.onnx"
+            try:
+                export_onnx(model, info, fp32, opset=opset, batch=batch, dynamic_batch=False)
+                if precision == "fp16":
+                    options.update(cast_fp16(fp32, dst))
+                else:
+                    options.update(quantize_qdq_int8(fp32, dst, calibration, batch=batch,
+                                                     calibration_samples=calibration_samples,
+                                                     method=calibration_method))
+            finally:
+                fp32.unlink(missing_ok=True)
+        check_tensorrt_onnx(onnx.load(str(dst)), source=str(dst))
         manifest = build_manifest(model, info, out_dir, fmt=self.format, runtime=self.name, precision=precision,
-                                  model_file=MODEL_FILE, files=files, shape=[batch, *info.input_shape],
-                                  versions=host_versions("onnxruntime"), options=options)
+                                  model_file=MODEL_FILE, files=[MODEL_FILE], shape=[batch, *info.input_shape],
+                                  versions=host_versions("onnxruntime", "onnxconverter-common"), options=options)
         write_manifest(out_dir, manifest)
         return out_dir
 

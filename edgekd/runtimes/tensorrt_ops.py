@@ -1,5 +1,6 @@
 """TensorRT facts and pure logic that need no TensorRT: the ONNX operator support list, the opset
-range, the engine-cache key, calibration batching and `trtexec --exportTimes` parsing.
+range, the TensorRT 10/11 version rules (strong typing, the builder flags and trtexec options 11.x
+removed), the engine-cache key and `trtexec --exportTimes` parsing.
 
 Kept apart from tensorrt.py so it is fully tested here, where TensorRT cannot be installed.
 Device side: numpy + stdlib only.
@@ -10,20 +11,22 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from edgekd.errors import ExportError, ModelError
 
 # Opsets the TensorRT 10.x ONNX parser accepts ("opset 9 and above", up to the ONNX version the
-# release bundles; 10.0 ships with ONNX 1.16 = opset 21). We export opset 18, inside for every 10.x.
+# release bundles; 10.0 ships with ONNX 1.16 = opset 21). TensorRT 11.x accepts 9..25 (ONNX opset
+# guide: ONNX 1.20), so this narrower range holds for both. We export opset 18.
 TRT10_MIN_OPSET = 9
 TRT10_MAX_OPSET = 20
 
 # ONNX operators the TensorRT 10 ONNX parser supports, from onnx-tensorrt's docs/operators.md
-# ("Supported ONNX Operators", TensorRT 10.x column Y). Restrictions (e.g. Conv weights must be
-# initializers, QuantizeLinear zero point 0) are checked by the parser itself on the device.
+# ("Supported ONNX Operators", TensorRT 10.x column Y; TensorRT 11.x's opset guide points to the same
+# list). Restrictions (e.g. Conv weights must be initializers, QuantizeLinear zero point 0) are checked
+# by the parser itself on the device.
 TRT10_SUPPORTED_OPS = frozenset("""
 Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
 BlackmanWindow Cast CastLike Ceil Celu Clip Col2Im Concat Constant ConstantOfShape Conv ConvTranspose Cos
@@ -96,6 +99,62 @@ def check_tensorrt_onnx(model: Any, *, source: str = "model") -> None:
             raise ExportError(f"{source}: input {inp.name!r} has a dynamic shape; TensorRT artifacts are static")
 
 
+# TensorRT majors this code is written for. 10.x: JetPack 6 (Jetson) and x86; strong typing is opt-in
+# (NetworkDefinitionCreationFlag.STRONGLY_TYPED, trtexec --stronglyTyped). 11.x: x86 GPUs (no JetPack
+# support); every network is strongly typed, the creation flag is deprecated and ignored.
+SUPPORTED_TRT_MAJORS = (10, 11)
+
+# Python names removed in TensorRT 11.x (TensorRT 10.x -> 11.x migration guide, "Removed Python APIs"):
+# precision comes from the model (FP16 casts, Q/DQ nodes), never from the builder. None is used here
+# on any version: the weak-typing ones are deprecated on 10.x too, and explicit Q/DQ needs none of them.
+TRT11_REMOVED_BUILDER_FLAGS = frozenset({"FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
+                                         "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"})
+TRT11_REMOVED_CONFIG_ATTRS = frozenset({"int8_calibrator", "set_calibration_profile", "get_calibration_profile",
+                                        "set_quantization_flag", "get_quantization_flag", "quantization_flags",
+                                        "clear_quantization_flag"})
+TRT11_REMOVED_BUILDER_ATTRS = frozenset({"platform_has_fast_fp16", "platform_has_fast_int8"})
+# trtexec options removed in 11.x (migration guide, "trtexec"): precision flags and INT8 calibration.
+TRT11_REMOVED_TRTEXEC_OPTIONS = ("--fp16", "--int8", "--bf16", "--fp8", "--int4", "--best", "--calib")
+
+_VERSION = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?")
+_BANNER = re.compile(r"\[TensorRT v(\d+)(?:\.(\d+)\.(\d+))?\]")
+
+
+def trt_major(version: str) -> int:
+    """The major number of a TensorRT version string ("10.3.0", "11.4.1.5"). ModelError, naming the
+    supported majors, for anything unparseable or older than 10 (no strong typing before 9.x, and
+    edgekd's parser checks are for 10.x on). A later major is treated like 11.x: strongly typed always."""
+    match = _VERSION.match(str(version))
+    if match is None:
+        raise ModelError(f"cannot read a TensorRT version from {version!r}; expected e.g. 10.3.0")
+    major = int(match.group(1))
+    if major < SUPPORTED_TRT_MAJORS[0]:
+        raise ModelError(f"TensorRT {version} is too old: edgekd builds strongly typed engines on TensorRT "
+                         f"{' or '.join(map(str, SUPPORTED_TRT_MAJORS))} (JetPack 6 ships 10.x)")
+    return major
+
+
+def parse_trtexec_banner(text: str) -> str | None:
+    """The TensorRT version ("10.5.0") from the line trtexec prints first on every run, e.g.
+    `&&&& RUNNING TensorRT.trtexec [TensorRT v100500] [b18] # trtexec --help`. The number is
+    MAJOR*10000 + MINOR*100 + PATCH from 10.x on (8.x printed MAJOR*1000 + MINOR*100 + PATCH)."""
+    match = _BANNER.search(text or "")
+    if match is None:
+        return None
+    if match.group(2) is not None:  # a dotted banner, [TensorRT v10.5.0]
+        return f"{int(match.group(1))}.{int(match.group(2))}.{int(match.group(3))}"
+    n = int(match.group(1))
+    major, rest = (n // 10000, n % 10000) if n >= 100000 else (n // 1000, n % 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def trtexec_typing_options(trt_version: str) -> list[str]:
+    """trtexec options that make the build strongly typed: `--stronglyTyped` on 10.x, nothing on 11.x
+    (always strongly typed; the migration guide says the option is no longer needed). Never a precision
+    option: the precision is in the ONNX graph (FP16 casts or Q/DQ nodes)."""
+    return ["--stronglyTyped"] if trt_major(trt_version) == 10 else []
+
+
 def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, precision: str) -> str:
     """The plan-file cache key: an engine is only valid for this exact ONNX, TensorRT version, GPU
     model and precision (plans are not portable across any of them)."""
@@ -103,46 +162,6 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, precisio
     digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name.strip()).strip("-").lower() or "gpu"
     return f"{precision}-trt{trt_version}-{gpu_slug}-{digest}"
-
-
-class CalibrationBatches:
-    """Calibration samples from an `.npz` (key `x`, float32 N×...) served as contiguous batches of
-    exactly `batch_size` rows; the partial tail is dropped (an INT8 calibrator needs full batches).
-    This is the data side of the IInt8EntropyCalibrator2 in tensorrt.py, testable without TensorRT."""
-
-    def __init__(self, path: str | Path, batch_size: int) -> None:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                self.x = np.ascontiguousarray(data["x"], dtype=np.float32)
-        except (OSError, KeyError, ValueError) as err:
-            raise ModelError(f"{path}: unreadable calibration batches ({err}); re-export the artifact") from None
-        if batch_size < 1:
-            raise ModelError(f"calibration batch size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        self.count = self.x.shape[0] // self.batch_size
-        if self.count == 0:
-            raise ModelError(f"{path}: {self.x.shape[0]} calibration samples, fewer than one batch of {batch_size}")
-        self.position = 0
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.batch_size, *self.x.shape[1:])
-
-    def next_batch(self) -> np.ndarray | None:
-        """The next full batch, or None when exhausted (what get_batch turns into 'no more data')."""
-        if self.position >= self.count:
-            return None
-        start = self.position * self.batch_size
-        self.position += 1
-        return self.x[start:start + self.batch_size]
-
-    def reset(self) -> None:
-        self.position = 0
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        self.reset()
-        while (batch := self.next_batch()) is not None:
-            yield batch
 
 
 TRTEXEC_TIME_KEYS = ("startEnqMs", "endEnqMs", "startH2dMs", "endH2dMs", "startComputeMs", "endComputeMs",

@@ -50,6 +50,15 @@ class Transport(abc.ABC):
     def close(self) -> None:
         """Release the link (idempotent)."""
 
+    def peer_closed(self) -> bool:
+        """True when the peer has visibly gone (checked while a long command runs, from another
+        thread than the reader). Transports that cannot tell say False."""
+        return False
+
+    def carrier(self) -> bool | None:
+        """Carrier detect of a serial line: True/False, or None when the link cannot tell."""
+        return None
+
     @classmethod
     def open(cls, url: str, timeout: float) -> "Transport":  # pragma: no cover - overridden
         raise NotImplementedError

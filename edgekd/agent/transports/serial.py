@@ -99,6 +99,13 @@ class SerialTransport(Transport):
         except (serial.SerialException, OSError) as err:
             raise LinkLost(f"serial link {self.description} lost while reading ({err})") from None
 
+    def carrier(self) -> bool | None:
+        """DCD of the line when the port reports it (a pty or a URL handler cannot: None)."""
+        try:
+            return bool(self.ser.cd)
+        except Exception:
+            return None
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -103,6 +103,20 @@ class TcpTransport(Transport):
             raise LinkLost(f"{self.description} closed the connection")
         return data
 
+    def peer_closed(self) -> bool:
+        """A readable socket whose peek returns nothing: the peer closed (or reset) the connection."""
+        if self._closed:
+            return True
+        try:
+            ready, _, _ = select.select([self.sock], [], [], 0)
+            if not ready:
+                return False
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+
     def close(self) -> None:
         if self._closed:
             return

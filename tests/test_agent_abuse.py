@@ -1,0 +1,384 @@
+"""Attacks from issue 11, each reproduced against a real agent (real sockets, real ptys, real files):
+resource exhaustion, files outside the store, a bench that holds the slot, authentication that
+outlives a serial host, unbounded memory, resync CPU burn, trailing newlines in names, symlinks."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekd.agent.client import AgentClient
+from edgekd.agent.limits import AgentLimits
+from edgekd.agent.protocol import (
+    MAGIC, PROTOCOL_VERSION, AgentRequestError, FrameDecoder, FrameType, encode_frame,
+)
+from edgekd.agent.server import TcpAgentServer
+from edgekd.agent.storage import ContentStore
+from edgekd.agent.transports import TRANSPORTS
+from edgekd.bench.measure import timing_loop
+from edgekd.errors import ConfigError
+from edgekd.fileio import atomic_write_json, sha256_file
+
+from agent_links import serial_agent
+from bench_models import make_onnx_artifact
+
+pytestmark = pytest.mark.timeout(90)
+KEY = b"abuse-test-key-0123456789abcdef"
+FAST = {"warmup_count": 1, "warmup_s": 0.0, "min_count": 5, "min_s": 0.0}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _addr(url: str) -> tuple[str, int]:
+    host, port = url[len("tcp://"):].rsplit(":", 1)
+    return host, int(port)
+
+
+def _answer(sock: socket.socket, timeout: float = 5.0):
+    """The first frame the agent sends back on a raw socket (None if it closed the connection)."""
+    dec = FrameDecoder()
+    sock.settimeout(timeout)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            return None
+        if not data:
+            return None
+        frames = [e for e in dec.feed(data) if hasattr(e, "header")]
+        if frames:
+            return frames[0]
+
+
+def _closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+# ---- 1. file descriptors, connections, idle and pre-auth time ----------------------------------
+
+def test_agent_out_of_file_descriptors_keeps_serving(tmp_path):
+    """`ulimit -n 64` + 70 idle connections used to end the accept loop (exit 0, port gone)."""
+    env = dict(os.environ, EDGEKD_AGENT_KEY=KEY.decode(), PYTHONPATH=str(REPO))
+
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgekd", "agent", "--listen", "127.0.0.1:0", "--workdir", str(tmp_path / "store"),
+         "--preauth-seconds", "1.5", "--max-connections", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=low_fd_limit)
+    try:
+        line = proc.stdout.readline().decode()
+        url = line.split("listening on ", 1)[1].strip()
+        idle = []
+        for _ in range(70):  # more than the process has descriptors for
+            try:
+                idle.append(socket.create_connection(_addr(url), timeout=5))
+            except OSError:
+                break
+        time.sleep(0.5)
+        assert proc.poll() is None, "the agent died when it ran out of file descriptors"
+        time.sleep(1.5)  # the idle connections pass --preauth-seconds and are closed
+        for s in idle:
+            s.close()
+        with AgentClient.connect(url, key=KEY, timeout=20) as c:
+            assert c.hello()["limits"]["preauth_s"] == 1.5
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+    assert b"cannot accept" in err or b"not authenticated" in err  # it said what happened
+
+
+def test_connection_cap_and_a_drip_does_not_keep_a_session(tmp_path):
+    limits = AgentLimits(max_connections=3, preauth_s=1.0)
+    with TcpAgentServer(tmp_path / "store", key=KEY, limits=limits) as srv:
+        held = [socket.create_connection(_addr(srv.url)) for _ in range(3)]
+        time.sleep(0.3)
+        extra = socket.create_connection(_addr(srv.url))
+        assert _closed_by_peer(extra, 2.0), "a connection over --max-connections was served"
+        # a peer dripping one byte at a time is still closed at the pre-auth deadline
+        t0 = time.monotonic()
+        dripper = held[0]
+        closed = False
+        while time.monotonic() - t0 < 4:
+            try:
+                dripper.sendall(b"E")
+            except OSError:
+                closed = True
+                break
+            if _closed_by_peer(dripper, 0.2):
+                closed = True
+                break
+        assert closed and time.monotonic() - t0 < 3.0
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        with AgentClient.connect(srv.url, key=KEY) as c:  # slots are free again
+            limits_seen = c.hello()["limits"]
+    assert limits_seen["max_connections"] == 3 and limits_seen["idle_s"] == 600.0
+
+
+def test_idle_timeout_counts_frames_not_bytes(tmp_path):
+    with TcpAgentServer(tmp_path / "store", key=None, limits=AgentLimits(idle_s=1.0)) as srv:
+        s = socket.create_connection(_addr(srv.url))
+        t0 = time.monotonic()
+        closed = False
+        while time.monotonic() - t0 < 4:  # a byte every 0.2 s (a partial frame that never ends)
+            try:
+                s.sendall(MAGIC[:1])
+            except OSError:
+                closed = True
+                break
+            if _closed_by_peer(s, 0.2):
+                closed = True
+                break
+        assert closed and time.monotonic() - t0 < 3.0
+
+
+def test_open_uploads_per_session_are_limited(tmp_path):
+    limits = AgentLimits(max_uploads_per_session=4)
+    with TcpAgentServer(tmp_path / "store", key=KEY, limits=limits) as srv:
+        with AgentClient.connect(srv.url, key=KEY) as c:
+            for i in range(4):
+                assert "upload" in c.request("put", {"sha256": f"{i:064x}", "size": 10})
+            with pytest.raises(AgentRequestError, match="uploads open") as err:
+                c.request("put", {"sha256": f"{9:064x}", "size": 10})
+            assert err.value.code == "quota_exceeded"
+            assert c.ping() >= 0
+        with AgentClient.connect(srv.url, key=KEY) as c:  # the session ended: its uploads were closed
+            assert "upload" in c.request("put", {"sha256": f"{9:064x}", "size": 10})
+
+
+# ---- 2. every path a manifest names stays inside the artifact ----------------------------------
+
+def _planted_manifest(art: Path, **changes) -> None:
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest.update(changes)
+    atomic_write_json(art / "manifest.json", manifest)
+
+
+@pytest.fixture
+def client(tmp_path):
+    with TcpAgentServer(tmp_path / "store", key=KEY) as srv:
+        with AgentClient.connect(srv.url, key=KEY, timeout=30) as c:
+            yield c
+
+
+def test_manifest_paths_outside_the_artifact_are_refused(client, tmp_path):
+    outside = make_onnx_artifact(tmp_path / "outside")  # a real model the agent must not open
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the host")
+    cases = [
+        {"model_file": str(outside / "model.onnx")},  # absolute path
+        {"model_file": "../../../../" + str(outside / "model.onnx").lstrip("/")},  # climbing out
+        {"files": {"model.onnx": None, str(secret): sha256_file(secret)}},  # existence / content oracle
+        {"files": {"model.onnx": None, "../blobs/x": "0" * 64}},
+    ]
+    for i, changes in enumerate(cases):
+        art = make_onnx_artifact(tmp_path / f"art{i}", seed=i)
+        if "files" in changes:
+            changes["files"]["model.onnx"] = sha256_file(art / "model.onnx")
+        _planted_manifest(art, **changes)
+        aid = client.put_artifact(art)
+        with pytest.raises(AgentRequestError) as err:
+            client.bench(aid, FAST)
+        text = str(err.value)
+        assert "outside" in text, text
+        assert "missing" not in text and "differs" not in text  # no oracle on the outside file
+    assert client.ping() >= 0
+
+
+# ---- 3. strict JSON, range checks, the measurement slot ----------------------------------------
+
+def test_nan_and_infinity_in_a_header_are_bad_headers(client, tmp_path):
+    url = client.url
+    with socket.create_connection(_addr(url), timeout=5) as s:
+        body = b'{"cmd":"ping","x":NaN}'
+        import struct
+        import zlib
+
+        prefix = struct.pack(">2sBBIII", MAGIC, PROTOCOL_VERSION, 1, 7, len(body), 0)
+        raw = prefix + struct.pack(">I", zlib.crc32(prefix)) + body
+        raw += struct.pack(">I", zlib.crc32(raw))
+        s.sendall(raw)
+        answer = _answer(s)
+    assert answer is not None and answer.type == FrameType.ERROR and answer.header["code"] == "bad_header"
+
+
+@pytest.mark.parametrize("request_", [
+    {"min_s": 1e300}, {"timeout_s": 1e300}, {"warmup_count": 10**12}, {"max_s": -1}, {"batch": 0},
+    {"threads": 10**6}, {"seed": -1},
+])
+def test_out_of_range_bench_fields_are_refused(client, tmp_path, request_):
+    aid = client.put_artifact(make_onnx_artifact(tmp_path / "a"))
+    with pytest.raises(AgentRequestError, match="must be"):
+        client.bench(aid, request_)
+
+
+def test_warmup_is_bounded_by_max_s():
+    t0 = time.monotonic()
+    info, times = timing_loop(lambda: None, warmup_count=10**9, warmup_s=0.0, min_count=1, min_s=0.0, max_s=0.2)
+    assert time.monotonic() - t0 < 2.0 and info["warmup_s"] < 0.5 and len(times) >= 1
+
+
+def test_a_client_that_leaves_frees_the_measurement_slot(tmp_path):
+    with TcpAgentServer(tmp_path / "store", key=KEY) as srv:
+        with AgentClient.connect(srv.url, key=KEY, timeout=30) as c:
+            aid = c.put_artifact(make_onnx_artifact(tmp_path / "a"))
+        quitter = AgentClient.connect(srv.url, key=KEY, timeout=30)
+        def long_bench():
+            try:
+                quitter.bench(aid, {"min_s": 20.0, "max_s": 30.0, "warmup_s": 0.0})
+            except Exception:
+                pass  # its link is closed under it
+
+        t = threading.Thread(target=long_bench)
+        t.start()
+        time.sleep(1.5)
+        quitter.transport.close()  # leaves without bye, mid-measurement
+        left = time.monotonic()
+        with AgentClient.connect(srv.url, key=KEY, timeout=30) as c:
+            result = c.bench(aid, FAST)
+        waited = time.monotonic() - left
+        t.join(5)
+    assert result["latency"]["count"] >= 5
+    assert waited < 10.0, f"the next bench waited {waited:.1f} s for a client that had left"
+
+
+# ---- 4. a serial host's session ends with the host ---------------------------------------------
+
+def test_serial_authentication_ends_when_the_host_goes_quiet_and_bye_clears_the_stash(tmp_path):
+    with serial_agent(tmp_path / "store", key=KEY, limits=AgentLimits(idle_s=1.0)) as (device, _relay):
+        host = AgentClient.connect(device, key=KEY, timeout=20)
+        assert host.hello()["protocol"] == PROTOCOL_VERSION
+        host.close(say_bye=False)  # the line drops: no bye
+        time.sleep(1.8)
+        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=20) as intruder:
+            with pytest.raises(AgentRequestError) as err:
+                intruder.request("hello")
+            assert err.value.code == "unauthorized"
+            with pytest.raises(AgentRequestError) as err:
+                intruder.request("delete", {"id": "a" * 64})
+            assert err.value.code == "unauthorized"
+        # a proper bye: the stashed answer (the fingerprint) is gone with the host
+        with AgentClient.connect(device, key=KEY, timeout=20) as host:
+            assert host.hello()["fingerprint"]
+        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=20) as intruder:
+            piece = intruder._exchange(FrameType.REQUEST, {"cmd": "fetch", "off": 0, "n": 4096}, [], None)
+            assert bytes(piece.payload) == b""
+
+
+def test_a_new_handshake_on_the_line_ends_the_old_host_session(tmp_path):
+    with serial_agent(tmp_path / "store", key=KEY) as (device, _relay):
+        host = AgentClient.connect(device, key=KEY, timeout=20)
+        host.close(say_bye=False)
+        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=20) as intruder:
+            intruder.request("challenge")
+            with pytest.raises(AgentRequestError) as err:
+                intruder.request("hello")
+            assert err.value.code == "unauthorized"
+
+
+# ---- 5. memory held for peers is bounded -------------------------------------------------------
+
+def test_held_ahead_chunks_are_bounded_across_uploads_and_freed_with_the_session(tmp_path):
+    store = ContentStore(tmp_path / "store", 1 << 30, max_held_bytes=1 << 20, max_uploads_per_owner=64)
+    owner = object()
+    refused = 0
+    for i in range(8):
+        handle = store.begin(f"{i:064x}", 9 << 20, owner=owner)["upload"]
+        for off in range(1, 9 << 20, 256 << 10):
+            try:
+                store.append(handle, off, b"x" * (64 << 10))
+            except AgentRequestError as err:
+                assert err.code == "offset_mismatch"
+                refused += 1
+    assert store.held_bytes() <= 1 << 20 and refused > 0
+    assert store.release(owner) == 8 and store.held_bytes() == 0
+
+
+def test_before_auth_big_frames_are_refused_without_buffering(tmp_path):
+    with TcpAgentServer(tmp_path / "store", key=KEY) as srv:
+        s = socket.create_connection(_addr(srv.url), timeout=5)
+        header = encode_frame(FrameType.REQUEST, 3, {"cmd": "ping"}, b"p" * (1 << 20))[:40]  # announces 1 MiB
+        s.sendall(header)
+        answer = _answer(s)
+        assert answer is not None and answer.header["code"] == "too_large"
+        try:  # the body that follows is noise on a clean link: the connection is closed
+            s.sendall(b"p" * (1 << 20))
+        except OSError:
+            pass
+        assert _closed_by_peer(s, 3.0)
+        with AgentClient.connect(srv.url, key=KEY) as c:
+            assert c.ping() >= 0
+
+
+# ---- 6. resync floods ----------------------------------------------------------------------------
+
+def test_a_magic_flood_before_auth_closes_the_connection_and_others_are_served(tmp_path):
+    with TcpAgentServer(tmp_path / "store", key=KEY) as srv:
+        with AgentClient.connect(srv.url, key=KEY) as c:
+            s = socket.create_connection(_addr(srv.url), timeout=5)
+            try:
+                s.sendall(b"EK" * (1 << 20))
+            except OSError:
+                pass
+            assert _closed_by_peer(s, 5.0)
+            assert c.ping() < 1.0
+
+
+def test_decoder_finds_a_frame_after_a_long_magic_flood():
+    good = encode_frame(FrameType.REQUEST, 11, {"cmd": "ping"})
+    for noise in (b"EK" * 5000, b"EK\x01\x01" * 3000, (b"EK" * 100 + good[:-1] + b"\x00") * 20):
+        dec = FrameDecoder()
+        events = dec.feed(noise + good)
+        frames = [e for e in events if hasattr(e, "header")]
+        assert [f.seq for f in frames if f.header] == [11], noise[:20]
+        # and split at an odd boundary
+        dec = FrameDecoder()
+        events = dec.feed(noise[:777]) + dec.feed(noise[777:] + good[:9]) + dec.feed(good[9:])
+        assert [e.seq for e in events if hasattr(e, "header") and e.header] == [11]
+
+
+# ---- 7. names and hashes with a trailing newline -----------------------------------------------
+
+def test_trailing_newline_passes_no_name_or_hash_check(client):
+    with pytest.raises(AgentRequestError) as err:
+        client.request("put", {"sha256": "0" * 64 + "\n", "size": 1})
+    assert err.value.code == "bad_request"
+    sha = client.put_bytes(b"payload")
+    with pytest.raises(AgentRequestError) as err:
+        client.request("bundle", {"files": {"ok\n": sha}})
+    assert err.value.code == "bad_name"
+
+
+# ---- 8. the host never uploads what a symlink points to ----------------------------------------
+
+def test_host_refuses_symlinks_in_artifacts_and_uploads(client, tmp_path):
+    secret = tmp_path / "host-secret.bin"
+    secret.write_bytes(b"host private data")
+    art = make_onnx_artifact(tmp_path / "art")
+    (art / "model.bin").symlink_to(secret)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        client.put_artifact(art)
+    link = tmp_path / "link.bin"
+    link.symlink_to(secret)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        client.put_file(link)
+    assert client.hello()["store"]["used_bytes"] == 0  # nothing of the secret reached the device
