@@ -6,12 +6,16 @@
       -> over budget: refit the latency model with the new point and step to a smaller candidate;
          under the accuracy floor: step to a larger one; at most `max_rounds` device rounds.
 
-How a candidate is picked (`deploy_stages.pick`): every search-space student whose latency at the
-percentile (measured in the profile, else predicted by the fitted model, else the datasheet prior)
-is within budget, by parameter count; among those, the smallest whose accuracy after distillation
-(host, VALIDATION split, the kept weights) meets the choosing floor, found by bisection (accuracy
-assumed to grow with size), so only ~log2(n) students are distilled. Teacher, students and exports
-are cached under `work_dir`.
+How a candidate is picked (`edgekd.choice.frontier_search`): every search-space student whose
+latency at the percentile (measured in the profile, else predicted by the fitted model, else the
+datasheet prior) is within budget; among those, the one with the fewest parameters whose accuracy
+after distillation (host, VALIDATION split, the kept weights) meets the choosing floor. Accuracy is
+assumed to grow with size only *inside a family* (at 28x28 a 61k CNN beats a 269k MLP), so each
+family's frontier is bisected on its own and a family is only explored below the best found so far.
+When nothing passes, the failure report (`edgekd.deploy_report`) gives the best accuracy reachable at
+this budget, the budget this floor needs (the same search over the students over budget, at most
+`report_distills` more distills), and the flags to change. Teacher, students and exports are cached
+under `work_dir`.
 
 Two splits, two floors, on purpose: every choice (the bisection's floor check, stepping to a larger
 student) uses val accuracy against the teacher's val accuracy - margin; the device verification
@@ -27,7 +31,8 @@ image and text measurements are never mixed in one fit.
 
 Defaults that make `edgekd deploy --target cpu` a complete run: the default teacher trained on the
 built-in digits (cached); the budget is the teacher's own latency at the percentile, measured on the
-device, divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points (val for
+device (least disturbed of 3 rounds, then reused from the profile while two rounds agree:
+`edgekd.budget`), divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points (val for
 choosing, test on the device); a device profile with no latency model gets a quick calibration first.
 Without a reachable device the loop stops after export: status "unverified", every figure labelled
 predicted, and the exact device-side commands printed. Never a measurement that was not made. Host side.
@@ -82,6 +87,7 @@ class DeployConfig:
     min_s: float = 2.0  # timed loop of each device verification
     drift_tolerance: float = 0.25  # teacher vs prediction beyond this = drift (edgekd.drift)
     transfer_probes: int = 3  # untrained students measured near the budget after a transfer (edgekd.drift)
+    report_distills: int = 4  # on failure: students over budget distilled at most, to find the budget the floor needs
 
 
 @dataclass
@@ -149,12 +155,16 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     """Run the loop and write the bundle; returns the report (see the module docstring)."""
     from edgekd.bench.accuracy import write_eval_npz
     from edgekd.bench.devices import open_device
-    from edgekd.bundle import device_commands, write_bundle
+    from edgekd.budget import ROUNDS as TEACHER_ROUNDS
+    from edgekd.budget import measure_teacher, recorded_teacher, reused_timing
+    from edgekd.choice import frontier_search
+    from edgekd.deploy_report import failure_report, failure_text, latency_model_line, latency_model_summary
+    from edgekd.bundle import device_commands, preprocessing, write_bundle
     from edgekd.calibrate import calibrate_device, fit_profile, latency_section, note_inputs, update_profile_section
     from edgekd.search_space import calibration_specs, student_specs
     from edgekd.data import load_dataset
     from edgekd.deploy_stages import (_params, default_device, distill_student, ensure_teacher, export_for, latency_table,
-                                      pick, verify)
+                                      verify)
     from edgekd.fileio import sha256_file
     from edgekd.latency import metric_for, model_key
     from edgekd.latency_features import architecture_features
@@ -249,20 +259,33 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         if teacher_path.suffix == ".pt":
             t_art = export_for(cfg, teacher_path, work / "artifacts" / f"teacher-{teacher_sha[:12]}", fmt, threads)
             if dev:
-                say(f"teacher: measuring {teacher_spec} on the device")
                 t_start = now_iso()
-                t_res, t_m = verify(dev, t_art, spec=teacher_spec, ckpt=teacher_path, eval_npz=eval_npz, data_fp=data_fp,
-                                    threads=threads, min_s=cfg.min_s)
-                # the drift check runs before the teacher joins any fit, so it is an out-of-sample check
+                # the budget hangs on this figure: timed over several rounds once, then reused (edgekd.budget)
+                t_m = recorded_teacher(load_profile(), teacher_sha, fmt=fmt, precision=cfg.precision, threads=threads,
+                                       data_fp=data_fp, metric=metric)
+                timing = reused_timing(t_m, metric) if t_m is not None else None
+                t_res = None
+                if timing is None or not timing.sure:
+                    say(f"teacher: measuring {teacher_spec} on the device ({TEACHER_ROUNDS} timed rounds"
+                        + ("; the recorded figure was not sure)" if t_m is not None else ")"))
+                    t_res, t_m, timing = measure_teacher(dev, t_art, spec=teacher_spec, ckpt=teacher_path,
+                                                         eval_npz=eval_npz, data_fp=data_fp, threads=threads,
+                                                         min_s=cfg.min_s, metric=metric, previous=t_m)
+                if t_res is None:  # a reused figure: the drift check and any transfer start from when it was taken
+                    t_start = str(t_m.measured_at)
+                # the drift check runs before a new teacher measurement joins any fit: an out-of-sample check
                 trust = assess(path, fingerprint, model_key(runtime, cfg.precision, threads, 1, shape), runtime,
                                teacher_features=_features_of(teacher_path, shape), teacher_latency=t_m.latency,
                                metric=metric, profiles_dir=cfg.profiles_dir, tolerance=cfg.drift_tolerance)
                 say(describe(trust, metric))
-                remember(t_m, teacher_path, teacher_spec, t_res)
+                if t_res is not None:
+                    remember(t_m, teacher_path, teacher_spec, t_res)
                 teacher_fig.update(source="measured", p50_ms=t_m.latency["p50_ms"], latency_ms=t_m.latency[metric],
-                                   device_accuracy=t_m.accuracy, peak_rss_bytes=t_m.peak_rss_bytes)
+                                   device_accuracy=t_m.accuracy, peak_rss_bytes=t_m.peak_rss_bytes,
+                                   reused=timing.reused, rounds_ms=timing.rounds_ms, spread=timing.spread,
+                                   agree=timing.agree, sure=timing.sure, how_sure=timing.how_sure(metric))
                 say(f"teacher: p50 {t_m.latency['p50_ms']:.4g} ms, p{cfg.percentile} {t_m.latency[metric]:.4g} ms, "
-                    f"test accuracy {t_m.accuracy:.2%} (measured)")
+                    f"test accuracy {t_m.accuracy:.2%} (measured; {timing.how_sure(metric)})")
         # -- a latency model for this configuration, fitted on the device if there is none yet
         if dev and path is not None:
             prof = load_profile()
@@ -288,6 +311,9 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 calibrate_on(calibration_specs(cfg.calibrate_count, seed=cfg.seed, task=task, input_shape=shape,
                                                num_classes=classes, vocab=vocab))
                 trust.action = f"calibrated on {cfg.calibrate_count} untrained students"
+        lm_summary = latency_model_summary(load_profile(), model_key(runtime, cfg.precision, threads, 1, shape),
+                                           metric)
+        say(latency_model_line(lm_summary, metric))
         if "latency_ms" not in teacher_fig and teacher_path.suffix == ".pt":
             from edgekd.models import load_model
             from edgekd.select import gather_candidates
@@ -308,7 +334,11 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 raise ConfigError("no --budget-ms given and the teacher's latency is unknown (an ONNX teacher is not "
                                   "re-exported); pass --budget-ms")
             budget = teacher_fig["latency_ms"] / cfg.speedup_goal
-            budget_source = f"teacher p{cfg.percentile} / {cfg.speedup_goal:g} ({teacher_fig['source']})"
+            budget_source = f"teacher p{cfg.percentile} / {cfg.speedup_goal:g} ({teacher_fig['source']}"
+            if "reused" in teacher_fig:
+                budget_source += ("; recorded figure reused" if teacher_fig["reused"] else "; timed now")
+                budget_source += ", sure" if teacher_fig["sure"] else ", NOT sure: rounds disagree"
+            budget_source += ")"
         # the device check: test split on the deployed runtime; the host choice: val split (see the docstring)
         margin = f"{100 * cfg.accuracy_margin:g} pts"
         floor = cfg.min_accuracy if cfg.min_accuracy is not None else teacher_acc - cfg.accuracy_margin
@@ -337,11 +367,12 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         def accuracy_of(spec: str) -> float:
             """Host val accuracy: the only figure the choice looks at."""
             if spec not in checkpoints:
-                checkpoints[spec] = distill_student(cfg, spec, teacher_path, teacher_sha, ds, say)
+                checkpoints[spec] = distill_student(cfg, spec, teacher_path, teacher_sha, ds, say, floor=choice_floor)
             return checkpoints[spec][1].val
 
         rounds: list[Round] = []
         round_drifts: list[dict[str, Any]] = []
+        failure: dict[str, Any] | None = None
         over_budget: set[str] = set()
         under_floor: set[str] = set()
         chosen: Round | None = None
@@ -351,15 +382,19 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             fast = sorted((s for s, (lat, _) in table.items() if lat <= budget and s not in over_budget),
                           key=lambda s: (_params(s, shape, classes), table[s][0]))
             say(f"round {len(rounds) + 1}: {len(fast)} of {len(table)} students predicted within budget; "
-                f"distilling to find the smallest whose val accuracy meets {choice_floor:.2%}")
-            spec = pick(fast, accuracy_of, choice_floor, under_floor)
+                f"distilling each family's frontier to find the smallest whose val accuracy meets {choice_floor:.2%}")
+            spec = frontier_search(fast, accuracy_of, choice_floor, params=lambda s: _params(s, shape, classes),
+                                   rejected=under_floor).best
             if spec is None:
-                within = {s: checkpoints[s][1].val for s in fast if s in checkpoints and s not in under_floor}
-                best = max(within, key=within.get) if within else None
+                failure = failure_report(
+                    floor=choice_floor, budget_ms=budget, percentile=cfg.percentile, epochs=cfg.epochs, table=table,
+                    accuracies={s: a.val for s, (_, a) in checkpoints.items() if s not in under_floor},
+                    within=fast, accuracy_of=accuracy_of, params=lambda s: _params(s, shape, classes),
+                    rejected=under_floor, teacher={**teacher_fig, "val_accuracy": teacher_host.val},
+                    max_distills=cfg.report_distills)
                 note = (f"no student within budget reaches val accuracy {choice_floor:.2%}"
                         + (f" (and on the device test accuracy {floor:.2%})" if under_floor else "")
-                        + (f"; closest miss: {best} at val {within[best]:.2%}" if best else
-                           "; nothing (more) is within budget"))
+                        + "\n" + failure_text(failure))
                 break
             t0 = time.perf_counter()
             ckpt, host_acc = checkpoints[spec]
@@ -434,6 +469,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             "latency_trust": ({**trust.to_dict(), **trust_report_extra, "round_drifts": round_drifts}
                               if trust is not None else None),
             "drift_detected": bool((trust is not None and trust.drift_detected) or round_drifts),
+            "latency_model": lm_summary, "failure": failure,
             "chosen": None, "bundle": None,
         }
         if chosen is not None:
@@ -450,10 +486,11 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             if measured and teacher_fig.get("source") == "measured":
                 report["speedup_vs_teacher_p50"] = teacher_fig["p50_ms"] / chosen.p50_ms
                 report["acc_drop_vs_teacher_pts"] = 100 * ((teacher_fig.get("device_accuracy") or teacher_acc) - chosen.accuracy)
-            commands = device_commands(tgt, profile=path.stem if path else None)
+            commands = device_commands(tgt, profile=path.stem if path else None,
+                                       data=None if cfg.data == "digits" else cfg.data)
             out = Path(cfg.output or Path("bundles") / tgt.name)
             write_bundle(out, artifact=Path(chosen.artifact), checkpoint=checkpoints[chosen.spec][0], target=tgt,
-                         samples=(ds.test.x, ds.test.y), commands=commands,
+                         samples=(ds.test.x, ds.test.y), commands=commands, preprocess=preprocessing(ds),
                          info={k: report[k] for k in ("status", "status_note", "budget_ms", "budget_source",
                                                       "percentile", "min_accuracy", "floor_split", "choice_floor",
                                                       "teacher", "rounds", "device")}

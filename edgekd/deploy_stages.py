@@ -89,9 +89,11 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
     return run / "student.pt", acc, DEFAULT_TEACHER
 
 
-def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: Any, log: Log) -> tuple[Path, HostAccuracy]:
+def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: Any, log: Log,
+                    floor: float | None = None) -> tuple[Path, HostAccuracy]:
     """Distill `spec` from the teacher (cached by everything that shapes it); (checkpoint, host val/test
-    accuracy of the kept weights, read from the run's summary.json)."""
+    accuracy of the kept weights, read from the run's summary.json). `floor`: the choosing (val)
+    floor, only to say in the log line whether this student meets it."""
     from edgekd import __version__, api
 
     text = getattr(ds, "task", "image") == "text"
@@ -115,7 +117,7 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
                     progress=False)
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     acc = HostAccuracy(val=kept_val_accuracy(summary, run / "summary.json"), test=float(summary["test_acc"]))
-    log(f"  distill {spec}: val accuracy {acc.val:.2%} (chooses), test {acc.test:.2%} "
+    log(f"  distill {spec}: val accuracy {acc.val:.2%}{_verdict(acc.val, floor)}, test {acc.test:.2%} (reported only) "
         + ("(cached)" if cached else f"({time.perf_counter() - t0:.1f} s)"))
     ckpt = run / "student.pt"
     if cfg.prune:
@@ -128,8 +130,14 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
         ckpt = out / "student.pt"
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         acc = HostAccuracy(val=kept_val_accuracy(summary, out / "summary.json"), test=float(summary["test_acc"]))
-        log(f"  pruned {cfg.prune:g}: val accuracy {acc.val:.2%} (chooses), test {acc.test:.2%}")
+        log(f"  pruned {cfg.prune:g}: val accuracy {acc.val:.2%}{_verdict(acc.val, floor)}, test {acc.test:.2%}")
     return ckpt, acc
+
+
+def _verdict(val: float, floor: float | None) -> str:
+    if floor is None:
+        return ""
+    return f" (meets the choosing floor {floor:.2%})" if val >= floor else f" (below the choosing floor {floor:.2%})"
 
 
 def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -> Path:

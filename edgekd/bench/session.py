@@ -16,7 +16,7 @@ from typing import Any, Callable
 from edgekd.bench.devices import Device, open_device
 from edgekd.bench.inputs import read_manifest
 from edgekd.bench.table import BenchRow
-from edgekd.errors import ConfigError, EdgeKDError
+from edgekd.errors import ConfigError, DataError, EdgeKDError
 from edgekd.fileio import sha256_file
 from edgekd.profiles import Measurement, Profile, device_name, profile_path, record_measurements
 
@@ -164,34 +164,29 @@ def _spec_of(checkpoint: Path) -> str:
 
 
 def prepare_eval_data(data: str | None, artifacts_hint: list[Path], workdir: Path) -> tuple[Path | None, str | None]:
-    """(.npz to evaluate on, dataset fingerprint). A .npz is used whole; a dataset name or folder is
-    loaded with the model's input size and its test split written out."""
+    """(.npz to evaluate on, dataset fingerprint). An evaluation .npz is used whole; a dataset (a name,
+    a folder, or an .npz of raw images as `edgekd deploy --data` takes) gives its test split, prepared
+    as the artifact's manifest says (`edgekd.bench.prepare`)."""
+    from edgekd.bench.eval_check import check_eval_npz
+    from edgekd.bench.prepare import dataset_eval_npz, is_eval_npz
+
     if not data:
         return None, None
     path = Path(data)
     if path.suffix == ".npz":
         if not path.is_file():
             raise ConfigError(f"evaluation data {path} not found")
-        from edgekd.bench.eval_check import check_eval_npz
-        from edgekd.fileio import sha256_file
+        if is_eval_npz(path):
+            from edgekd.fileio import sha256_file
 
-        check_eval_npz(path, artifacts_hint)  # bad data is a usage error (exit 2), not a warning per row
-
-        return path, sha256_file(path)
-    from edgekd.bench.accuracy import write_eval_npz
-    from edgekd.data import load_dataset
-
-    size = None
-    for art in artifacts_hint:
-        shape = read_manifest(art)["inputs"][0]["shape"]
-        if len(shape) == 4:
-            size = int(shape[2] if read_manifest(art)["inputs"][0].get("layout", "NCHW") == "NCHW" else shape[1])
-            break
-    from edgekd.text.data import options_for_artifacts  # text: the artifact's own tokenizer and length
-
-    ds = load_dataset(data, image_size=size, **options_for_artifacts(artifacts_hint))
-    out = write_eval_npz(workdir / f"{ds.name}-test.npz", ds.test.x, ds.test.y, normalized=True)
-    return out, f"{ds.fingerprint}:test"
+            check_eval_npz(path, artifacts_hint)  # bad data is a usage error (exit 2), not a warning per row
+            return path, sha256_file(path)
+    out, fingerprint = dataset_eval_npz(data, artifacts_hint, workdir)
+    try:
+        check_eval_npz(out, artifacts_hint)  # the prepared split must fit every artifact too (exit 2 if not)
+    except DataError as err:
+        raise DataError(f"--data {data}, prepared as the artifact's manifest says: {err}") from None
+    return out, fingerprint
 
 
 def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | None = None) -> BenchReport:
@@ -354,24 +349,36 @@ def _bench_one(device: Device, job: _Job, cfg: BenchConfig, data: Path | None,
     # batch never inflates the peak memory figure
     result = device.bench(job.artifact, request)
     warnings = list(result.get("warnings") or [])
+    acc_error = None  # a failed accuracy step fails the row (its latency is still shown and recorded)
     if data is not None:
         try:
             acc = device.eval(job.artifact, data, {"threads": cfg.threads, "latency": False, "accuracy": True})
             result["accuracy"] = acc.get("accuracy")
         except EdgeKDError as err:
-            warnings.append(f"accuracy failed: {_short(err)}")
+            acc_error = f"accuracy failed: {_reason(err)}"
     result["warnings"] = warnings
     src = manifest.get("source") or {}
     job.model = src.get("spec") or job.model
     m = Measurement.from_result(result, model_sha256=src.get("checkpoint_sha256"), spec=job.model,
                                 params=src.get("params"), macs=src.get("macs"), dataset_fingerprint=data_fp)
     lat = result.get("latency") or {}
-    row = BenchRow(job.model, job.format, job.precision, True, "; ".join(warnings) or None,
+    reasons = [r for r in (acc_error, *warnings) if r]
+    row = BenchRow(job.model, job.format, job.precision, acc_error is None, "; ".join(reasons) or None,
                    size_bytes=(result.get("artifact") or {}).get("size_bytes"), accuracy=m.accuracy,
                    p50_ms=lat.get("p50_ms"), p90_ms=lat.get("p90_ms"), p99_ms=lat.get("p99_ms"),
                    peak_rss_bytes=(result.get("memory") or {}).get("peak_rss_bytes"), artifact=str(job.artifact),
                    threads=cfg.threads, batch=cfg.batch, warnings=warnings, result=result)
     return row, m
+
+
+def _reason(err: BaseException) -> str:
+    """The whole first line of an error, long file paths (an agent's blob store) cut to their last part,
+    so the cause (e.g. the shapes that do not fit) is never pushed off the end."""
+    import re
+
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return re.sub(r"(?:/[^\s/:'\"]+){3,}/([^\s/:'\"]+)", r".../\1", line)
 
 
 def _short(err: BaseException) -> str:

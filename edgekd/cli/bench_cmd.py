@@ -25,8 +25,9 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--formats", default="all", show_default=True, help="Comma-separated formats, or 'all'.")
 @click.option("--precisions", default="fp32,int8", show_default=True, help="Comma-separated precisions.")
 @click.option("--data", default=None,
-              help="Accuracy data: an evaluation .npz (x, y) used whole, or a dataset (digits, a folder) "
-                   "whose test split is used.")
+              help="Accuracy data: what `edgekd deploy --data` takes (digits, a folder, an .npz of raw images "
+                   "x, y), whose test split is used, prepared as the artifact's manifest says (scale, resize, "
+                   "normalise); or an evaluation .npz edgekd wrote, used whole.")
 @click.option("--profile", default=None, help="Profile name or .yaml path (default: named after the device).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--no-record", is_flag=True, help="Do not write the results into the profile.")

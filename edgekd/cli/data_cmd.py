@@ -28,4 +28,12 @@ def command(source: str, image_size: int | None, seed: int, as_json: bool) -> No
     click.echo(f"input shape  {'x'.join(map(str, info['input_shape']))}")
     click.echo(f"classes      {info['num_classes']}: {', '.join(info['class_names'][:12])}")
     click.echo(f"splits       train {info['sizes']['train']}, val {info['sizes']['val']}, test {info['sizes']['test']}")
+    if info.get("task", "image") == "image":
+        norm = info["normalization"]
+        mean = ", ".join(f"{v:.4f}" for v in norm["mean"])
+        std = ", ".join(f"{v:.4f}" for v in norm["std"])
+        pre = info.get("preprocess") or {}
+        size = f", resampled to {pre['image_size']}x{pre['image_size']}" if pre.get("image_size") else ""
+        click.echo(f"scale        pixels to [0, 1] (uint8 / 255){size}")
+        click.echo(f"normalize    (x - mean) / std per channel, from the train split: mean [{mean}], std [{std}]")
     click.echo(f"fingerprint  {info['fingerprint']}")

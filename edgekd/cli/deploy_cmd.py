@@ -108,7 +108,7 @@ def print_report(r: dict) -> None:
                  f"{r['acc_drop_vs_teacher_pts']:.2f} accuracy points below it (measured, same runtime)")
         echo(f"  device rounds: {r['device_rounds']}; bundle: {r['bundle']}; wall time {r['wall_s']:.0f} s")
     else:
-        echo(f"FAILED: {r['status_note']}")
+        echo("FAILED: " + str(r["status_note"]).replace("\n", "\n  "))
     if r["status"] == "unverified":
         echo(f"  {r['status_note']}")
         echo("  To verify, run:")

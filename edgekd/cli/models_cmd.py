@@ -26,11 +26,17 @@ def _human(n: int) -> str:
 
 @click.command("models")
 @click.option("--input-shape", default="1x8x8", show_default=True, callback=_parse_shape,
-              help="Image input CxHxW at which params and MACs are counted.")
-@click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True, help="Number of classes.")
+              help="Image input CxHxW at which params and MACs are counted (overridden by --data).")
+@click.option("--data", default=None,
+              help="Count at this dataset's input shape and classes (digits, an .npz, an image folder), "
+                   "as deploy and distill would see it.")
+@click.option("--image-size", type=click.IntRange(min=4), default=None,
+              help="Images resampled to NxN (with --data, as `--image-size` there; alone, HxW of --input-shape).")
+@click.option("--classes", type=click.IntRange(min=2), default=None, help="Number of classes [default: 10, or the data's].")
 @click.option("--family", "families", multiple=True, help="Only this family (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def command(input_shape: tuple[int, ...], classes: int, families: tuple[str, ...], as_json: bool) -> None:
+def command(input_shape: tuple[int, ...], data: str | None, image_size: int | None, classes: int | None,
+            families: tuple[str, ...], as_json: bool) -> None:
     """List model families (students and teachers) with their defaults, and params / MACs of each
     spec in their search space (the candidates `select` and `deploy` choose from).
 
@@ -41,11 +47,24 @@ def command(input_shape: tuple[int, ...], classes: int, families: tuple[str, ...
 
     for name in families:
         MODELS.get(name)  # unknown name -> ConfigError with "did you mean", exit 2
+    shape_from = "--input-shape"
+    if data is not None:
+        from edgekd.data import load_dataset
+
+        ds = load_dataset(data, image_size=image_size)
+        if getattr(ds, "task", "image") == "image":
+            input_shape, shape_from = tuple(int(d) for d in ds.input_shape), f"data {data}"
+        classes = classes or int(ds.num_classes)
+    elif image_size is not None:
+        input_shape, shape_from = (input_shape[0], image_size, image_size), "--image-size"
+    classes = classes or 10
     rows = [r for r in describe_families(input_shape, classes) if not families or r["name"] in families]
+    where = f"counted at {'x'.join(map(str, input_shape))}, {classes} classes ({shape_from})"
     if as_json:
         click.echo(json.dumps({
             "input_shape": list(input_shape),
             "num_classes": classes,
+            "shape_from": shape_from,
             "default_teacher": DEFAULT_TEACHER,
             "default_student": DEFAULT_STUDENT,
             "families": rows,
@@ -55,9 +74,12 @@ def command(input_shape: tuple[int, ...], classes: int, families: tuple[str, ...
     from rich.table import Table
 
     console = Console()
-    console.print(f"default teacher: {DEFAULT_TEACHER}\ndefault student: {DEFAULT_STUDENT}\n", soft_wrap=True)
+    console.print(f"params and MACs {where}\n"
+                  f"default teacher (deploy, teacher): {DEFAULT_TEACHER}\n"
+                  f"default student (`edgekd distill` without --student): {DEFAULT_STUDENT}\n", soft_wrap=True)
     for row in rows:
-        console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']})  default: {row['default_spec']}")
+        console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']})  "
+                      f"bare `{row['name']}` means {row['default_spec']}", soft_wrap=True)
         table = Table(show_edge=False)
         table.add_column("spec")
         table.add_column("params", justify="right")

@@ -1,0 +1,103 @@
+"""Cross-family choice (`edgekd.choice`): the smallest student meeting the floor is found even where
+the parameter order and the accuracy order disagree across families (issue 17: at 28x28 a 61k CNN
+beats a 269k MLP), with few distills, and the failure report says what to change."""
+from __future__ import annotations
+
+from edgekd.choice import family_of, frontier_search
+from edgekd.deploy_report import failure_report, failure_text
+from edgekd.latency_features import spec_features
+from edgekd.search_space import student_specs
+
+SHAPE, CLASSES = (1, 28, 28), 10
+
+
+def _params(spec: str) -> int:
+    return spec_features(spec, SHAPE, CLASSES)["params"]
+
+
+def _accuracy_table() -> dict[str, float]:
+    """Accuracy that grows with size inside each family but not across families, as measured on
+    28x28 handwriting: every MLP tops out below the floor, CNNs pass from a middle size up, the
+    mobilenets pass only at their largest."""
+    acc = {}
+    for spec in student_specs():
+        fam, p = family_of(spec), _params(spec)
+        if fam == "mlp":
+            acc[spec] = 0.80 + 0.12 * min(1.0, p / 270_000)  # at most 0.92
+        elif fam == "cnn":
+            acc[spec] = 0.90 + 0.08 * min(1.0, p / 60_000)  # 0.95 reached near 37k
+        else:
+            acc[spec] = 0.88 + 0.07 * min(1.0, p / 180_000)  # 0.95 only at the very top
+    return acc
+
+
+def test_params_order_and_accuracy_order_disagree_the_choice_still_finds_the_floor():
+    acc = _accuracy_table()
+    floor = 0.95
+    specs = student_specs()
+    by_params = sorted(specs, key=_params)
+    # the premise: the largest student is an MLP that misses, so bisection by params over all of
+    # them (the old rule) gives up, although students meeting the floor exist
+    assert family_of(by_params[-1]) == "mlp" and acc[by_params[-1]] < floor
+    passing = [s for s in specs if acc[s] >= floor]
+    assert passing
+    from edgekd.deploy_stages import pick
+
+    assert pick(by_params, acc.__getitem__, floor, set()) is None  # what deploy did before issue 17
+
+    asked: list[str] = []
+
+    def oracle(spec: str) -> float:
+        asked.append(spec)
+        return acc[spec]
+
+    res = frontier_search(specs, oracle, floor, params=_params)
+    best = min(passing, key=_params)
+    assert res.best == best and family_of(best) == "cnn"
+    assert len(set(asked)) == len(asked)  # nothing distilled twice
+    assert len(asked) <= 10, asked  # bisection per family, not a scan of 26 students
+
+
+def test_frontier_respects_rejections_budget_of_distills_and_latency_key():
+    acc = _accuracy_table()
+    specs = student_specs()
+    first = frontier_search(specs, acc.__getitem__, 0.95, params=_params).best
+    second = frontier_search(specs, acc.__getitem__, 0.95, params=_params, rejected={first})
+    assert second.best is not None and second.best != first and _params(second.best) >= _params(first)
+    # a cap on distills: the search says it is partial instead of pretending
+    capped = frontier_search(specs, acc.__getitem__, 0.95, params=_params, max_distills=1)
+    assert not capped.complete and len(capped.asked) == 1
+    # smallest key other than params: the fastest passing student under a latency table
+    latency = {s: 1.0 + _params(s) / 1e4 * (3.0 if family_of(s) == "cnn" else 1.0) for s in specs}
+    fastest = frontier_search(specs, acc.__getitem__, 0.95, params=_params, key=latency.__getitem__).best
+    assert fastest == min((s for s in specs if acc[s] >= 0.95), key=latency.__getitem__)
+    assert frontier_search(specs, acc.__getitem__, 0.999, params=_params).best is None
+
+
+def test_failure_report_names_the_best_reachable_the_budget_needed_and_the_flags():
+    acc = _accuracy_table()
+    specs = student_specs()
+    table = {s: (0.01 + _params(s) * 1e-6, "predicted") for s in specs}
+    budget = 0.03  # only students under 20k params fit: no CNN meeting 0.95 among them
+    within = [s for s in specs if table[s][0] <= budget]
+    floor = 0.95
+    assert frontier_search(within, acc.__getitem__, floor, params=_params).best is None
+    distilled = {s: acc[s] for s in within}
+    rep = failure_report(floor=floor, budget_ms=budget, percentile=90, epochs=15, table=table, accuracies=distilled,
+                         within=within, accuracy_of=acc.__getitem__, params=_params, rejected=set(),
+                         teacher={"latency_ms": 1.0, "val_accuracy": 0.97, "spec": "resnet", "source": "measured"},
+                         max_distills=8)
+    best_spec = max(within, key=acc.__getitem__)
+    assert rep["best_reachable"]["spec"] == best_spec
+    assert rep["best_reachable"]["val_accuracy"] == acc[best_spec]
+    need = rep["budget_needed"]
+    fastest = min((s for s in specs if acc[s] >= floor), key=lambda s: table[s][0])
+    assert need["spec"] == fastest and need["budget_ms"] == table[fastest][0] and need["budget_ms"] > budget
+    text = failure_text(rep)
+    for flag in ("--min-accuracy", "--budget-ms", "--epochs 30"):
+        assert flag in text
+    # the --budget-ms suggested admits the student named
+    suggested = float(text.split("--budget-ms ")[1].split()[0])
+    assert suggested >= need["budget_ms"]
+    # the --min-accuracy suggested is reached by the best reachable student
+    assert float(text.split("--min-accuracy ")[1].split()[0]) <= acc[best_spec]
