@@ -13,11 +13,15 @@ evaluation set twice costs one hash check.
 """
 from __future__ import annotations
 
+import logging
 import platform
+import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from edgekd.errors import AgentError
+
+log = logging.getLogger(__name__)
 
 
 # a measurement (load + warm-up + timed loop, or a whole evaluation set) may keep the agent busy
@@ -106,10 +110,11 @@ class AgentDevice:
     def __init__(self, url: str, key: str | None = None) -> None:
         from edgekd.agent.client import AgentClient
 
-        self.url = url
+        self.url, self._key = url, key
         self.client = AgentClient.connect(url, key=key)
         self._hello = self.client.hello()
         self._uploaded: dict[str, str] = {}
+        self._last_used = time.monotonic()
 
     def fingerprint(self) -> dict[str, Any]:
         hello = self._hello
@@ -138,14 +143,46 @@ class AgentDevice:
             self._uploaded[key] = self.client.put_artifact(artifact_dir)
         return self._uploaded[key]
 
+    def _reconnect(self, why: str) -> None:
+        from edgekd.agent.client import AgentClient
+
+        log.info("reconnecting to %s: %s", self.url, why)
+        self.client.close(say_bye=False)
+        self.client = AgentClient.connect(self.url, key=self._key)
+        self._hello = self.client.hello()
+        self._uploaded.clear()  # a `local` reconnect is a new agent with an empty store; uploads are cheap to redo
+
+    def _call(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run one device call. Host work between calls (distilling) can outlast the agent's idle limit,
+        after which it closes the session: reconnect first when the link has been idle that long, and
+        once more if the agent closed it anyway (never on an authentication failure)."""
+        from edgekd.agent.frame_auth import FrameRejected
+        from edgekd.agent.protocol import LinkLost
+
+        idle_s = float((self._hello.get("limits") or {}).get("idle_s") or 0)
+        if idle_s and time.monotonic() - self._last_used > 0.8 * idle_s:
+            self._reconnect(f"the link was idle longer than 80 % of the agent's idle limit ({idle_s:g} s)")
+        try:
+            return fn()
+        except FrameRejected:
+            raise
+        except LinkLost as err:
+            self._reconnect(f"the agent closed the link ({err})")
+            return fn()
+        finally:
+            self._last_used = time.monotonic()
+
     def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-        return self.client.bench(self._artifact_id(artifact_dir), request, timeout=MEASURE_TIMEOUT_S)
+        return self._call(lambda: self.client.bench(self._artifact_id(artifact_dir), request, timeout=MEASURE_TIMEOUT_S))
 
     def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
-        key = "file:" + str(Path(data_path).resolve())
-        if key not in self._uploaded:
-            self._uploaded[key] = self.client.put_file(data_path)
-        return self.client.eval(self._artifact_id(artifact_dir), self._uploaded[key], request, timeout=MEASURE_TIMEOUT_S)
+        def run() -> dict[str, Any]:
+            key = "file:" + str(Path(data_path).resolve())
+            if key not in self._uploaded:
+                self._uploaded[key] = self.client.put_file(data_path)
+            return self.client.eval(self._artifact_id(artifact_dir), self._uploaded[key], request, timeout=MEASURE_TIMEOUT_S)
+
+        return self._call(run)
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)

@@ -50,7 +50,9 @@ class LocalTransport(TcpTransport):
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "edgekd", "agent", "--listen", "127.0.0.1:0", "--workdir", str(workdir)],
+                [sys.executable, "-m", "edgekd", "agent", "--listen", "127.0.0.1:0", "--workdir", str(workdir),
+                 # its only peer is this host, which may distill for longer than the default idle limit
+                 "--idle-seconds", "86400"],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
             )
         address = _wait_ready(proc, timeout=max(timeout, 30.0))
