@@ -143,3 +143,33 @@ def test_run_with_draws_caches_every_view_and_reports_epoch_times(tmp_path: Path
         teacher, ds, "train", x=views, augment=augment_record(1, 0, 0, draws=3))
     assert hit
     np.testing.assert_allclose(cached, teacher.logits(views), atol=1e-5)
+
+
+def test_cli_recipe_sets_losses_and_augmentation_and_help_explains_it(tmp_path: Path, tiny_teacher_ckpt: Path):
+    from click.testing import CliRunner
+
+    from edgekd.cli import main
+
+    def invoke(*args: str):
+        return CliRunner().invoke(main, ["distill", *args], catch_exceptions=False)
+
+    res = invoke("--help")
+    assert res.exit_code == 0 and "--recipe" in res.output and DEFAULT_RECIPE in res.output
+    assert "consistent teaching" in res.output and "cached per view" in res.output
+    res = invoke("--teacher", str(tiny_teacher_ckpt), "--student", "mlp:hidden=16", "--recipe", "dkd-consistent",
+                 "--temperature", "2", "--epochs", "1", "--threads", "1", "--cache-dir", str(tmp_path / "c"),
+                 "-o", str(tmp_path / "r"), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["losses"] == ["dkd"] and summary["augment"]["draws"] == RECIPES["dkd-consistent"]["augment"]["draws"]
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert cfg["losses"][0]["kwargs"]["temperature"] == 2.0 and cfg["losses"][0]["kwargs"]["beta"] == 8.0
+    res = invoke("--loss", "ce", "--recipe", "kd", "--epochs", "1", "--threads", "1", "--patience", "1",
+                 "-o", str(tmp_path / "plain"), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["augment"] is None and summary["losses"] == ["ce"] and summary["patience"] == 1
+    res = CliRunner().invoke(main, ["distill", "--recipe", "kd-consistant", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "Did you mean 'kd-consistent'" in res.output
