@@ -161,18 +161,19 @@ def student_rows(runner: Runner, student: str, recipe: dict[str, Any], seeds: in
     ce = [runner.run(runner.config(student, recipe, s, True)) for s in range(seeds)]
     kd = [runner.run(runner.config(student, recipe, s, False)) for s in range(seeds)]
     ce_test, kd_test = [r["test_acc_last"] for r in ce], [r["test_acc_last"] for r in kd]
-    per_seed_gap = [(k - c) / (teacher_acc - c) if teacher_acc > c else float("nan") for k, c in zip(kd_test, ce_test)]
+    per_seed_gap = [(k - c) / (teacher_acc - c) if teacher_acc > c + 1e-9 else float("nan") for k, c in zip(kd_test, ce_test)]
     ce_mean, ce_std = mean_std(ce_test)
     kd_mean, kd_std = mean_std(kd_test)
-    gap = (kd_mean - ce_mean) / (teacher_acc - ce_mean) if teacher_acc > ce_mean else float("nan")
+    gap = (kd_mean - ce_mean) / (teacher_acc - ce_mean) if teacher_acc > ce_mean + 1e-9 else None  # no gap: None
     return {
         "student": student, "params": kd[0]["params"], "macs": kd[0]["macs"],
         "ce_acc_mean": ce_mean, "ce_acc_std": ce_std, "kd_acc_mean": kd_mean, "kd_acc_std": kd_std,
         "ce_val_mean": statistics.mean(r["val_acc_last"] for r in ce),
         "kd_val_mean": statistics.mean(r["val_acc_last"] for r in kd),
         "ce_acc_per_seed": ce_test, "kd_acc_per_seed": kd_test,
-        "gap_recovered": gap, "gap_recovered_per_seed": per_seed_gap,
-        "gap_recovered_std": statistics.stdev(per_seed_gap) if len(per_seed_gap) > 1 else 0.0,
+        "gap_recovered": gap, "gap_recovered_per_seed": [g if g == g else None for g in per_seed_gap],
+        # a seed whose CE student already matches the teacher has no gap to recover (nan): left out
+        "gap_recovered_std": statistics.stdev(finite) if len(finite := [g for g in per_seed_gap if g == g]) > 1 else 0.0,
         "kd_beats_ce_every_seed": all(k > c for k, c in zip(kd_test, ce_test)),
         "kd_epoch_s_median": statistics.median(t for r in kd for t in r["epoch_times_s"]),
         "ce_epoch_s_median": statistics.median(t for r in ce for t in r["epoch_times_s"]),
@@ -259,8 +260,9 @@ def bench(args: argparse.Namespace, recipe, default_recipe: str) -> int:
             per = " ".join(f"{v:.4f}" for v in row[f"{key}_acc_per_seed"])
             print(f"{row['student']:22s} {row['params']:>7,d} {ratio:>6.3f} {name:5s} {row[f'{key}_val_mean']:>9.4f} "
                   f"{row[f'{key}_acc_mean']:>12.4f} ± {row[f'{key}_acc_std']:.4f}  {per}")
-        print(f"{'':22s} gap recovered {row['gap_recovered']:.3f} ± {row['gap_recovered_std']:.3f} (per seed "
-              f"{', '.join(f'{g:.2f}' for g in row['gap_recovered_per_seed'])}); KD > CE on every seed: "
+        gap_text = "- (CE already matches the teacher)" if row["gap_recovered"] is None else f"{row['gap_recovered']:.3f}"
+        print(f"{'':22s} gap recovered {gap_text} ± {row['gap_recovered_std']:.3f} (per seed "
+              f"{', '.join('-' if g is None else f'{g:.2f}' for g in row['gap_recovered_per_seed'])}); KD > CE on every seed: "
               f"{row['kd_beats_ce_every_seed']}")
     for row in rows:
         for es in row["early_stop"]:
