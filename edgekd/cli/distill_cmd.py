@@ -135,10 +135,12 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
         (view 0 is the clean split); epoch e trains on view (e-1) mod 8, so an epoch costs what an
         un-augmented one does. The teacher labels every view once (cached per view): the soft
         targets are always for the exact image the student sees, never for another view of it.
-      - loss: Hinton KD, T=4, alpha=0.5 (dkd and dist are available with --loss / --recipe).
+      - loss: Hinton KD, T=4, alpha=0.9 (90 % hard labels, 10 % soft targets: beat alpha=0.5
+        on both val splits; dkd and dist are available with --loss / --recipe).
       - 40 epochs, AdamW lr 0.01, cosine decay, the last or best-on-val weights (-o RUN/student.pt
         keeps the best-on-val epoch).
-    Other recipes: --recipe kd (the clean images only), dkd-consistent, dist-consistent.
+    Other recipes: --recipe kd (clean images only, alpha 0.5), kd-consistent-a0.5, dkd-consistent,
+    dist-consistent.
 
     \b
     Examples:
