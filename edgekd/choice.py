@@ -108,8 +108,10 @@ def frontier_search(
                 lo = mid + 1
         if partial:
             result.skipped_families.append(fam)
-        # every member from the boundary up passes (monotone in params); take the one with the smallest key
-        passing = pool[hi:]
+        # every member from the boundary up passes (monotone in params); of those whose accuracy was
+        # measured (the boundary always is), take the one with the smallest key: a winner is never
+        # only inferred, so whatever names it (the choice, the failure report) has its accuracy
+        passing = [s for s in pool[hi:] if s in result.asked]
         winner = min(passing, key=lambda s: (key(s), params(s), s))
         if result.best is None or key(winner) < key(result.best):
             result.best = winner
