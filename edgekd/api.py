@@ -65,6 +65,7 @@ def teacher_config(
         "teacher": None,
         "data": {"source": data, "image_size": image_size, "max_len": max_len, "tokenizer": tokenizer},
         "losses": [{"key": "ce"}],
+        "augment": {"shift": 0, "copies": 0, "draws": 0},  # the teacher recipe: no augmentation
         "train": {"epochs": epochs, "patience": patience, "seed": seed, "lr": lr, "batch_size": batch_size,
                   "keep": "best", "threads": threads},
         "output": output,

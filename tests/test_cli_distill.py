@@ -64,7 +64,7 @@ def test_distill_text_output(tmp_path: Path, tiny_teacher_ckpt: Path):
     [
         (["--teacher", "nope.pt"], None, "teacher nope.pt does not exist"),
         (["--loss", "kdd"], None, "Did you mean 'kd'"),
-        (["--loss", "ce", "--temperature", "3"], None, "--temperature apply to the kd / data_distill"),
+        (["--loss", "ce", "--temperature", "3"], None, "--temperature do not apply to the loss ce"),
         ([], "student: [unclosed", "invalid YAML at line 1"),
         ([], "studnet: mlp", "unknown key 'studnet'. Did you mean 'student'"),
         ([], "losses: [{key: kd, kwargs: {temp: 3}}]", "unknown option 'temp'"),

@@ -1,8 +1,17 @@
-"""Offline augmentation: fixed shifted views of the training images, drawn once from a seed.
+"""Offline augmentation: shifted views of the training images, drawn from a seed, so the teacher's
+logits on exactly those views can be cached (see `edgekd.distill.cache`).
 
-The views are plain arrays, so the teacher's logits on them are cached per augmentation seed
-(see `edgekd.distill.cache`): the same (train split, shift, copies, seed) always gives the same
-arrays and therefore the same cache key.
+Two ways to use the views:
+- `copies` (`shifted_views`): the originals plus `copies` fixed views, all trained on every epoch
+  (the epoch grows by a factor copies + 1).
+- `draws` (`shift_draws`): `draws` independent views of the train split; epoch e trains on draw
+  (e − 1) mod draws only, so an epoch costs what an un-augmented one does, yet the student sees a
+  new view of every image each epoch (until the draws cycle). The teacher labels every draw once
+  (cached): the soft targets are for the very view the student sees ("consistent teaching",
+  Beyer et al., CVPR 2022), without running the teacher on every step.
+
+The same (train split, shift, copies|draws, seed) always gives the same arrays and so the same
+cache key.
 """
 from __future__ import annotations
 
@@ -11,31 +20,49 @@ from typing import Any
 import numpy as np
 
 
+def shift_images(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Each image x[i] (C×H×W) translated by offsets[i] = (dy, dx), the uncovered border filled with
+    that image's minimum value. Vectorized per distinct offset."""
+    n, _, h, w = x.shape
+    out = np.empty_like(x)
+    fills = x.reshape(n, -1).min(axis=1)
+    for dy, dx in np.unique(offsets, axis=0):
+        idx = np.flatnonzero((offsets[:, 0] == dy) & (offsets[:, 1] == dx))
+        shifted = np.broadcast_to(fills[idx, None, None, None], (len(idx), *x.shape[1:])).copy()
+        ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+        xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+        shifted[:, :, yd, xd] = x[idx][:, :, ys, xs]
+        out[idx] = shifted
+    return out
+
+
 def shifted_views(x: np.ndarray, y: np.ndarray, *, shift: int, copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (x', y') = the originals followed by `copies` views, each image translated by a random
     (dy, dx) in [-shift, shift]², the uncovered border filled with the image's minimum value."""
     if shift <= 0 or copies <= 0:
         return x, y
     rng = np.random.default_rng(seed)
-    n, _, h, w = x.shape
     views = [x]
     for _ in range(copies):
-        offsets = rng.integers(-shift, shift + 1, size=(n, 2))
-        out = np.empty_like(x)
-        for i, (dy, dx) in enumerate(offsets):
-            img = x[i]
-            fill = img.min()
-            shifted = np.full_like(img, fill)
-            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-            shifted[:, yd, xd] = img[:, ys, xs]
-            out[i] = shifted
-        views.append(out)
+        views.append(shift_images(x, rng.integers(-shift, shift + 1, size=(x.shape[0], 2))))
     return np.concatenate(views).astype(np.float32, copy=False), np.concatenate([y] * (copies + 1))
 
 
-def augment_record(shift: int, copies: int, seed: int) -> dict[str, Any] | None:
+def shift_draws(x: np.ndarray, y: np.ndarray, *, shift: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`draws` stacked views of the split (rows [d·N, (d+1)·N) are draw d), each image shifted by a
+    random (dy, dx) in [-shift, shift]². Draw 0 is the un-shifted split, so the first epoch (and a
+    cycle's start) sees the clean images. Labels are repeated per draw."""
+    if shift <= 0 or draws <= 1:
+        return x, y
+    rng = np.random.default_rng(seed)
+    views = [x] + [shift_images(x, rng.integers(-shift, shift + 1, size=(x.shape[0], 2))) for _ in range(draws - 1)]
+    return np.concatenate(views).astype(np.float32, copy=False), np.concatenate([y] * draws)
+
+
+def augment_record(shift: int, copies: int, seed: int, draws: int = 0) -> dict[str, Any] | None:
     """The part of the cache key that describes the augmentation (None when there is none)."""
+    if shift > 0 and draws > 1:
+        return {"kind": "shift-draws", "shift": int(shift), "draws": int(draws), "seed": int(seed)}
     if shift <= 0 or copies <= 0:
         return None
     return {"kind": "shift", "shift": int(shift), "copies": int(copies), "seed": int(seed)}

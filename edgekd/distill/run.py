@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from edgekd.config import DistillConfig, config_from_dict, config_to_dict, dump_yaml
-from edgekd.distill.augment import augment_record, shifted_views
+from edgekd.distill.augment import augment_record, shift_draws, shifted_views
 from edgekd.distill.cache import SoftTargetCache
 from edgekd.distill.ddp import DistContext
 from edgekd.distill.losses import LossStack, build_loss_stack, uses_teacher
@@ -47,6 +47,7 @@ class PreparedRun:
     cache_status: dict[str, str]
     teacher_acc: float | None
     teacher_logits_time_s: float
+    augmented: bool = False  # the train split was shifted (copies or draws)
 
 
 def _as_tensors(x: np.ndarray, y: np.ndarray, logits: np.ndarray | None = None) -> Tensors:
@@ -142,7 +143,14 @@ def prepare_run(
         raise ConfigError(f"losses {', '.join(losses.names)} need a teacher; pass --teacher PATH (.pt or .onnx) or use --loss ce")
 
     a = cfg.augment
-    train_x, train_y = shifted_views(dataset.train.x, dataset.train.y, shift=a.shift, copies=a.copies, seed=a.seed)
+    image = getattr(dataset, "task", "image") == "image"  # shifting applies to images only
+    draws = a.draws if image and a.shift > 0 and a.draws > 1 else 1
+    if not image:
+        train_x, train_y = dataset.train.x, dataset.train.y
+    elif draws > 1:  # one view per epoch, cycled; the teacher labels every draw (cached)
+        train_x, train_y = shift_draws(dataset.train.x, dataset.train.y, shift=a.shift, draws=draws, seed=a.seed)
+    else:
+        train_x, train_y = shifted_views(dataset.train.x, dataset.train.y, shift=a.shift, copies=a.copies, seed=a.seed)
     cache = SoftTargetCache(cfg.cache_dir)
     cache_status: dict[str, str] = {}
     train_logits = None
@@ -154,7 +162,7 @@ def prepare_run(
             if dist.is_main == rank_turn:
                 if losses.needs_teacher_logits and not cfg.online and not losses.teacher_taps:
                     train_logits, hit = cache.teacher_logits(
-                        teacher, dataset, "train", x=train_x, augment=augment_record(a.shift, a.copies, a.seed))
+                        teacher, dataset, "train", x=train_x, augment=augment_record(a.shift, a.copies, a.seed, a.draws) if image else None)
                     cache_status["train"] = "hit" if hit else "miss"
                 test_logits, hit = cache.teacher_logits(teacher, dataset, "test")
                 cache_status["test"] = "hit" if hit else "miss"
@@ -176,6 +184,7 @@ def prepare_run(
         run_dir=run_dir,
         dist=dist,
         online_teacher=online,
+        draws=draws,
         progress=progress,
         log=log,
     )
@@ -185,7 +194,7 @@ def prepare_run(
         if not resume:
             atomic_write_text(run_dir / "metrics.jsonl", "")
     return PreparedRun(cfg, dataset, teacher, student, losses, trainer, run_dir, dist, cache_status,
-                       teacher_acc, logits_time)
+                       teacher_acc, logits_time, augmented=image and a.active)
 
 
 def run_training(
@@ -255,6 +264,10 @@ def _train_and_report(cfg: DistillConfig, resume: bool, progress: bool, log: Cal
             "params_ratio": params / teacher_params if teacher_params else None,
             "train_time_s": train_time,
             "epoch_time_s_median": statistics.median(times) if times else None,
+            "epoch_times_s": [round(t, 4) for t in times],  # every epoch's training time (no eval)
+            "val_acc_per_epoch": [row["val_acc"] for row in result.history],
+            "patience": cfg.train.patience,
+            "augment": dict(vars(cfg.augment)) if prep.augmented else None,
             "teacher_logits_time_s": prep.teacher_logits_time_s,
             "soft_target_cache": prep.cache_status,
             "world_size": prep.dist.world_size,

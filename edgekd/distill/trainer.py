@@ -88,6 +88,7 @@ class Trainer:
         run_dir: Path | None = None,
         dist: DistContext | None = None,
         online_teacher: OnlineTeacher | None = None,
+        draws: int = 1,
         progress: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -96,6 +97,12 @@ class Trainer:
         self.run_dir = run_dir
         self.dist = dist or DistContext()
         self.online_teacher = online_teacher
+        # `draws` stacked views of the split (see edgekd.distill.augment.shift_draws): an epoch
+        # samples the N images of one draw, rows [d·N, (d+1)·N)
+        if draws < 1 or len(train.y) % draws:
+            raise ConfigError(f"train split of {len(train.y)} rows cannot hold {draws} equal draws")
+        self.draws = draws
+        self.draw_rows = len(train.y) // draws
         self.progress = progress and self.dist.is_main
         self.log = log if self.dist.is_main else None
         self.model: nn.Module = objective
@@ -105,7 +112,7 @@ class Trainer:
             device_ids = [self.dist.local_rank] if self.dist.device.startswith("cuda") else None
             self.model = DDP(objective, device_ids=device_ids)
         self.sampler = DistributedSampler(
-            range(len(train.y)), num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=cfg.seed
+            range(self.draw_rows), num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=cfg.seed
         )
         self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
         params = [p for p in objective.parameters() if p.requires_grad]
@@ -139,6 +146,8 @@ class Trainer:
         self.objective.train()
         self.sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+        if self.draws > 1:
+            order = order + ((epoch - 1) % self.draws) * self.draw_rows
         d = self.train_data
         bs = self.cfg.batch_size
         sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
