@@ -209,18 +209,6 @@ def prepare_frame(
     return OutFrame(int(ftype), seq & 0xFFFFFFFF, dict(header or {}), head, payload, crc, authenticated)
 
 
-def encode_frame_parts(
-    ftype: int,
-    seq: int,
-    header: dict[str, Any] | None = None,
-    payload: tuple[bytes | bytearray | memoryview, ...] | list[Any] = (),
-    *,
-    max_payload: int = DEFAULT_MAX_PAYLOAD,
-) -> list[bytes | bytearray | memoryview]:
-    """One unauthenticated frame as a list of buffers. Raises ProtocolError over the limits."""
-    return prepare_frame(ftype, seq, header, payload, max_payload=max_payload).wire()
-
-
 def encode_frame(
     ftype: int,
     seq: int,

@@ -9,7 +9,6 @@ Host side (numpy only), but nothing here needs torch.
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Iterable
 
@@ -23,17 +22,10 @@ _TEXT = "US"
 
 def check_eval_npz(path: str | Path, artifacts: Iterable[Path] = ()) -> None:
     """DataError unless `path` is a readable .npz of numeric arrays with labels `y` that fits every artifact."""
+    from edgekd.bench.inputs import input_specs, load_eval_data, read_eval_arrays, read_manifest
+
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"evaluation data {path} not found; pass an .npz with arrays x and y") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        reason = "it holds Python objects (pickles are never loaded)" if "allow_pickle" in str(err) else str(err)[:120]
-        raise DataError(f"evaluation data {path} is not a readable .npz ({reason}); write x and y with numpy.savez") from None
-    if "y" not in arrays:
-        raise DataError(f"evaluation data {path} has no 'y' array (labels); it has {sorted(arrays)}")
+    arrays = read_eval_arrays(path)
     for name, arr in arrays.items():
         # text arrays (class names, notes) may ride along; samples and labels must be numbers
         if arr.dtype.kind not in _NUMERIC and (name in ("x", "y") or arr.dtype.kind not in _TEXT):
@@ -50,8 +42,6 @@ def check_eval_npz(path: str | Path, artifacts: Iterable[Path] = ()) -> None:
                             f"per label ({y.shape[0]} labels)")
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise DataError(f"evaluation data {path}: array {name!r} holds NaN or infinite values")
-    from edgekd.bench.inputs import input_specs, load_eval_data, read_manifest
-
     for art in artifacts:
         manifest = read_manifest(art)
         try:

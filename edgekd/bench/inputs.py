@@ -131,9 +131,10 @@ class EvalData:
         return feed, real
 
 
-def load_eval_data(path: str | Path, specs: list[InputSpec], manifest: dict[str, Any]) -> EvalData:
-    """Load an evaluation `.npz` and shape it for the artifact described by `specs`/`manifest`."""
-    from edgekd.fileio import sha256_file
+def read_eval_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an evaluation `.npz` (never unpickled), which must hold labels `y`; DataError otherwise.
+    The one reader for the host's up-front check (`eval_check`) and the device's evaluation run."""
+    import zipfile
 
     path = Path(path)
     try:
@@ -141,10 +142,20 @@ def load_eval_data(path: str | Path, specs: list[InputSpec], manifest: dict[str,
             raw = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise DataError(f"evaluation data {path} not found; pass an .npz with arrays x and y") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"evaluation data {path} is not a readable .npz ({err}); it needs arrays x and y") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        reason = "it holds Python objects (pickles are never loaded)" if "allow_pickle" in str(err) else str(err)[:120]
+        raise DataError(f"evaluation data {path} is not a readable .npz ({reason}); write x and y with numpy.savez") from None
     if "y" not in raw:
         raise DataError(f"evaluation data {path} has no 'y' array (labels); it has {sorted(raw)}")
+    return raw
+
+
+def load_eval_data(path: str | Path, specs: list[InputSpec], manifest: dict[str, Any]) -> EvalData:
+    """Load an evaluation `.npz` and shape it for the artifact described by `specs`/`manifest`."""
+    from edgekd.fileio import sha256_file
+
+    path = Path(path)
+    raw = read_eval_arrays(path)
     y = np.asarray(raw["y"]).astype(np.int64).reshape(-1)
     normalized = bool(raw["normalized"]) if "normalized" in raw else True
     arrays: dict[str, np.ndarray] = {}
