@@ -165,12 +165,16 @@ def transferred_model(base: LatencyModel, points: Sequence[Point], *, method: st
     """A LatencyModel (kind `transfer/1`) = `base` corrected by `points`; it records this device's
     identity, where the prior came from and the points it was adapted on."""
     corr = fit_correction(base, points, method)
-    loo = leave_one_out(base, points, method) if len(points) >= 2 else []
+    # leave-one-out error for every metric the model predicts (deploy reports its budget percentile's)
+    cv: dict[str, dict[str, Any]] = {}
+    for metric in base.coef:
+        loo = leave_one_out(base, points, method, metric) if len(points) >= 2 else []
+        if loo:
+            cv[metric] = {"median_abs_rel": float(np.median(np.abs(loo))), "max_abs_rel": float(np.max(np.abs(loo))),
+                          "within_10pct": float(np.mean(np.abs(loo) <= 0.10)), "loo": True}
     model = LatencyModel(
         key=base.key, kind=TRANSFER_KIND, coef={k: dict(v) for k, v in base.coef.items()}, n_samples=len(points),
-        cv={"p50_ms": {"median_abs_rel": float(np.median(np.abs(loo))), "max_abs_rel": float(np.max(np.abs(loo))),
-                       "within_10pct": float(np.mean(np.abs(loo) <= 0.10)), "loo": True}} if loo else {},
-        folds=len(loo), fitted_at=base.fitted_at, source=f"transfer ({method}) of {dict(prior or {}).get('source', base.source)}",
+        cv=cv, folds=len(points) if cv else 0, fitted_at=base.fitted_at, source=f"transfer ({method}) of {dict(prior or {}).get('source', base.source)}",
         samples=sorted(p.name for p in points), pad_block=base.pad_block,
     )
     model.transfer = {"method": method, "correction": corr, "since": since, "prior": dict(prior or {}),
