@@ -136,7 +136,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "dist-consistent": {"losses": [{"key": "dist", "kwargs": {"temperature": 4.0, "beta": 1.0, "gamma": 1.0}}],
                         "augment": {"shift": 2, "draws": 8}},
 }
-DEFAULT_RECIPE = "kd-consistent"
+# Default kept at plain `kd`: with `kd-consistent` (best on val in bench_distill, 40 epochs) deploy's
+# 15-epoch students on digits lost accuracy (mlp:hidden=128x128 val 94.8 %), pushing README command 1's
+# choice to a student at the budget's edge; it failed there once. `--recipe kd-consistent` opts in.
+DEFAULT_RECIPE = "kd"
 
 
 def recipe(name: str) -> dict[str, Any]:
