@@ -138,9 +138,9 @@ def calibrate(**options: Any) -> dict[str, Any]:
     """Fit a device's latency model without training: benchmark untrained students spread over the
     search space on the device (`device` = agent URL, 'local' or 'inprocess'), record them in its
     profile, fit one NNLS model per (runtime, precision, threads, batch). Options: see
-    `edgekd.calibrate.run_calibration`. Returns the report (profile path, rows, models with their
+    `edgekd.latency.calibrate.run_calibration`. Returns the report (profile path, rows, models with their
     cross-validated error)."""
-    from edgekd.calibrate import run_calibration
+    from edgekd.latency.calibrate import run_calibration
 
     return run_calibration(**options)
 
@@ -164,9 +164,9 @@ def select(
     the profiled device meets `budget_ms` (measured if present, else predicted and flagged) and whose
     accuracy meets `min_accuracy`. Returns the Selection as a dict: `chosen` (or None), every
     candidate with its reasons, and `closest_miss` when nothing fits."""
-    from edgekd.profiles import Profile, profile_path
-    from edgekd.select import select as run_select
-    from edgekd.targets import load_target
+    from edgekd.device.profiles import Profile, profile_path
+    from edgekd.deploy.select import select as run_select
+    from edgekd.device.targets import load_target
 
     prof = Profile.load(profile_path(profile, profiles_dir))
     tgt = load_target(target) if target else None
@@ -182,7 +182,7 @@ def deploy(config: Any = None, *, log: Callable[[str], None] | None = None, **op
     fields (`options` on top). Returns the deploy report (status "verified", "unverified" or "failed")."""
     import dataclasses
 
-    from edgekd.deploy import DeployConfig, run_deploy
+    from edgekd.deploy.loop import DeployConfig, run_deploy
 
     raw = dataclasses.asdict(config) if isinstance(config, DeployConfig) else dict(config or {})
     return run_deploy(DeployConfig(**{**raw, **options}), log=log)

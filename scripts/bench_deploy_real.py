@@ -52,18 +52,18 @@ def run_once(data: Path, work: Path, profiles: Path, bundle: Path, cache: Path, 
 
 
 def budget_only(data: Path, work: Path, runs: int) -> None:
-    """The default budget alone, derived exactly as `edgekd deploy` derives it (edgekd.budget)."""
+    """The default budget alone, derived exactly as `edgekd deploy` derives it (edgekd.deploy.budget)."""
     sys.path.insert(0, str(ROOT))
     from edgekd.bench.accuracy import write_eval_npz
     from edgekd.bench.devices import open_device
-    from edgekd.budget import measure_teacher, recorded_teacher, reused_timing
+    from edgekd.deploy.budget import measure_teacher, recorded_teacher, reused_timing
     from edgekd.data import load_dataset
-    from edgekd.deploy import DeployConfig
-    from edgekd.deploy_stages import ensure_teacher, export_for
+    from edgekd.deploy.loop import DeployConfig
+    from edgekd.deploy.stages import ensure_teacher, export_for
     from edgekd.fileio import sha256_file
-    from edgekd.profiles import Profile, record_measurements
+    from edgekd.device.profiles import Profile, record_measurements
 
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
 
     cfg = DeployConfig(target="cpu", data=str(data), work_dir=str(work), precision="fp32")
     threads = load_target("cpu").default_threads  # what deploy times the teacher with

@@ -41,7 +41,7 @@ def aggregate(per_round: dict[str, list[dict]], how: str) -> dict[str, dict]:
 
 def measure_all(dev, specs, shape, classes, rounds: int, threads: int, work: Path, min_s: float) -> dict[str, list]:
     """{spec: [each round's latency statistics]}, interleaved rounds on `dev`."""
-    from edgekd.calibrate import export_untrained
+    from edgekd.latency.calibrate import export_untrained
 
     arts = {s: export_untrained(s, shape, classes, "onnxruntime", "fp32", work) for s in specs}
     req = {"threads": threads, "batch": 1, "warmup_count": 20, "warmup_s": 0.2, "min_count": 300, "min_s": min_s,
@@ -57,9 +57,9 @@ def measure_all(dev, specs, shape, classes, rounds: int, threads: int, work: Pat
 
 def prediction_check(args) -> dict:
     from edgekd.bench.devices import open_device
-    from edgekd.search_space import calibration_specs, student_specs
-    from edgekd.latency import Sample, evaluate_on, fit_latency_model
-    from edgekd.latency_features import spec_features
+    from edgekd.latency.search_space import calibration_specs, student_specs
+    from edgekd.latency.model import Sample, evaluate_on, fit_latency_model
+    from edgekd.latency.features import spec_features
 
     if args.task == "text":  # tinybert students on token ids: sequence length 32, a 1000-token vocabulary
         shape, classes = (32,), 5

@@ -13,7 +13,7 @@ its least-disturbed round, lowest p50, as `edgekd profile calibrate` does):
 
 For each pair the source model (fitted on the source's `--count` untrained students; for (d) the
 committed profile's own model) is adapted with k = 0, 1, 3, 5, 10 measurements of the target
-(random calibration students, `--draws` draws) by each method of `edgekd.latency_transfer`, and
+(random calibration students, `--draws` draws) by each method of `edgekd.latency.transfer`, and
 predicts the 26 held-out search-space students measured on the target: the share within ±10 % of
 their measured p50. The target's own full calibration (fitted on all `--count`) is the reference.
 
@@ -81,7 +81,7 @@ def sessions(arts_ort: dict[str, Path], config: str):
 def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, work: Path) -> dict[str, dict[str, float]]:
     """{config: {spec: p50 ms}}: interleaved rounds over every (config, spec), least-disturbed kept."""
     from edgekd.bench.measure import latency_stats, timing_loop
-    from edgekd.calibrate import export_untrained
+    from edgekd.latency.calibrate import export_untrained
 
     arts_ort = {s: export_untrained(s, SHAPE, CLASSES, "onnxruntime", "fp32", work) for s in specs}
     print(f"exported {len(specs)} untrained students to ONNX", flush=True)
@@ -100,9 +100,9 @@ def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, wor
 
 
 def committed_model():
-    from edgekd.calibrate import latency_section
-    from edgekd.latency import LatencyModel
-    from edgekd.profiles import Profile
+    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.model import LatencyModel
+    from edgekd.device.profiles import Profile
 
     prof = Profile.load(ROOT / "profiles" / "amd-epyc-x86_64-2c.yaml")
     key = "onnxruntime/fp32/t0/b1"
@@ -115,9 +115,9 @@ def share_within(model, feats: dict, lat: dict, held: list[str]) -> float:
 
 
 def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[str], draws: int) -> dict:
-    from edgekd.latency import Sample, fit_latency_model
-    from edgekd.latency_features import spec_features
-    from edgekd.latency_transfer import METHODS, Point, transferred_model
+    from edgekd.latency.model import Sample, fit_latency_model
+    from edgekd.latency.features import spec_features
+    from edgekd.latency.transfer import METHODS, Point, transferred_model
 
     feats = {s: spec_features(s, SHAPE, CLASSES) for s in fit + held}
 
@@ -147,7 +147,7 @@ def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[
 def speed_ratios(lat: dict, held: list[str]) -> dict[str, float]:
     """Median over the held-out students of target p50 / source p50 (the committed model's prediction
     stands in for the other machine's measurements)."""
-    from edgekd.latency_features import spec_features
+    from edgekd.latency.features import spec_features
 
     out = {}
     for pair, (src, dst) in PAIRS.items():
@@ -193,7 +193,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgekd.agent.fingerprint import cpu_model
-    from edgekd.search_space import calibration_specs, student_specs
+    from edgekd.latency.search_space import calibration_specs, student_specs
 
     fit, held = calibration_specs(args.count, seed=0), student_specs()
     load_before = os.getloadavg()
@@ -216,7 +216,7 @@ def main() -> None:
         for method, row in res["within"][pair].items():
             print(f"({pair}) {src + ' -> ' + dst:25s} {method:11s} " + " ".join(f"{row[k]:6.0%}" for k in KS)
                   + f" {res['full'][pair]:9.0%} {ratios[pair]:7.2f}x")
-    from edgekd.latency_transfer import DEFAULT_METHOD
+    from edgekd.latency.transfer import DEFAULT_METHOD
 
     out: dict = {
         "within_10pct": {p: {str(k): round(v, 3) for k, v in res["within"][p][DEFAULT_METHOD].items()} for p in PAIRS},
@@ -240,7 +240,7 @@ def main() -> None:
                                             "-o", str(Path(tmp) / "bundle"), "--json"],
                                            "a profiles dir holding only the committed profile of another machine")
         from edgekd.agent.fingerprint import device_fingerprint
-        from edgekd.profiles import device_name
+        from edgekd.device.profiles import device_name
 
         own = ROOT / "profiles" / f"{device_name(device_fingerprint())}.yaml"
         existed = own.exists()

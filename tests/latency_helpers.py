@@ -1,7 +1,7 @@
 """A small device profile built from REAL measurements, shared by the latency / select / deploy tests.
 
 Untrained students are exported by the real ONNX Runtime adapter and benchmarked on this machine in
-fresh runner processes (`--device inprocess`), through `edgekd.calibrate.run_calibration` itself.
+fresh runner processes (`--device inprocess`), through `edgekd.latency.calibrate.run_calibration` itself.
 Built once per test session (the module-level memo survives being imported by several test files).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ _built: dict[str, Any] = {}
 def calibrated_profile(root: Path) -> dict[str, Any]:
     """{"path": profile.yaml, "work_dir": export cache, "report": calibration report}; built once."""
     if "report" not in _built:
-        from edgekd.calibrate import run_calibration
+        from edgekd.latency.calibrate import run_calibration
 
         root.mkdir(parents=True, exist_ok=True)
         work = root / "exports"

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import main
-from edgekd.profiles import Profile
+from edgekd.device.profiles import Profile
 
 from bench_models import make_eval_npz, make_onnx_artifact
 

@@ -1,12 +1,12 @@
-"""Cross-family choice (`edgekd.choice`): the smallest student meeting the floor is found even where
+"""Cross-family choice (`edgekd.deploy.choice`): the smallest student meeting the floor is found even where
 the parameter order and the accuracy order disagree across families (issue 17: at 28x28 a 61k CNN
 beats a 269k MLP), with few distills, and the failure report says what to change."""
 from __future__ import annotations
 
-from edgekd.choice import family_of, frontier_search
-from edgekd.deploy_report import failure_report, failure_text
-from edgekd.latency_features import spec_features
-from edgekd.search_space import student_specs
+from edgekd.deploy.choice import family_of, frontier_search
+from edgekd.deploy.report import failure_report, failure_text
+from edgekd.latency.features import spec_features
+from edgekd.latency.search_space import student_specs
 
 SHAPE, CLASSES = (1, 28, 28), 10
 
@@ -41,7 +41,7 @@ def test_params_order_and_accuracy_order_disagree_the_choice_still_finds_the_flo
     assert family_of(by_params[-1]) == "mlp" and acc[by_params[-1]] < floor
     passing = [s for s in specs if acc[s] >= floor]
     assert passing
-    from edgekd.deploy_stages import pick
+    from edgekd.deploy.stages import pick
 
     assert pick(by_params, acc.__getitem__, floor, set()) is None  # what deploy did before issue 17
 

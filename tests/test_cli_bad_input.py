@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from edgekd.cli import main
 from edgekd.errors import ConfigError
-from edgekd.profiles import Measurement, Profile, dump_profile, record_measurements, save_profile
+from edgekd.device.profiles import Measurement, Profile, dump_profile, record_measurements, save_profile
 
 from bench_models import make_onnx_artifact
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from real_images import make_photo_patches_npz
 
 from edgekd.cli import main
-from edgekd.latency_features import spec_features
+from edgekd.latency.features import spec_features
 from edgekd.models import DEFAULT_STUDENT, MODELS
 
 

@@ -14,10 +14,10 @@ from tests.torchless import DEFAULT_BLOCKED, run_torchless
 
 from edgekd import api
 from edgekd.cli import main
-from edgekd.deploy_stages import default_device, kept_val_accuracy, pick
+from edgekd.deploy.stages import default_device, kept_val_accuracy, pick
 from edgekd.errors import EdgeKDError
-from edgekd.profiles import Profile
-from edgekd.targets import load_target
+from edgekd.device.profiles import Profile
+from edgekd.device.targets import load_target
 
 FAST = {"epochs": 2, "min_s": 0.2, "calibrate_count": 6}
 
@@ -113,9 +113,9 @@ def test_deploy_is_not_fooled_by_a_foreign_profile(work, tiny_teacher_ckpt, tmp_
     must find it, call it foreign, run the drift check on the teacher, adapt it on this device's
     points and end VERIFIED within 2 device rounds."""
     from edgekd.agent.fingerprint import device_fingerprint
-    from edgekd.calibrate import fit_profile, run_calibration
-    from edgekd.device_identity import differences, model_identity
-    from edgekd.profiles import device_name, save_profile
+    from edgekd.latency.calibrate import fit_profile, run_calibration
+    from edgekd.device.identity import differences, model_identity
+    from edgekd.device.profiles import device_name, save_profile
 
     profiles = tmp_path / "profiles"
     profiles.mkdir()

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from latency_helpers import calibrated_profile, copy_profile
 
 from edgekd import api
-from edgekd.calibrate import latency_section
+from edgekd.latency.calibrate import latency_section
 from edgekd.cli import main
-from edgekd.latency import model_key, shape_tag
-from edgekd.profiles import Profile
+from edgekd.latency.model import model_key, shape_tag
+from edgekd.device.profiles import Profile
 
 MAX_LEN = 8
 TINY_TEACHER = "bert:layers=1,hidden=32,heads=2,intermediate=64"

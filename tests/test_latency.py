@@ -9,13 +9,13 @@ import yaml
 
 from latency_helpers import COUNT, FAST_REQUEST, calibrated_profile
 
-from edgekd.calibrate import fit_profile, latency_section
-from edgekd.search_space import calibration_specs, student_specs
+from edgekd.latency.calibrate import fit_profile, latency_section
+from edgekd.latency.search_space import calibration_specs, student_specs
 from edgekd.errors import ProfileError
-from edgekd.latency import (PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row, fit_latency_model,
+from edgekd.latency.model import (PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row, fit_latency_model,
                             metric_for, model_key, prior_model)
-from edgekd.latency_features import LEGACY_PAD_BLOCK, padded_conv_macs, spec_features
-from edgekd.profiles import Measurement, Profile
+from edgekd.latency.features import LEGACY_PAD_BLOCK, padded_conv_macs, spec_features
+from edgekd.device.profiles import Measurement, Profile
 
 SHAPE, CLASSES = (1, 8, 8), 10
 
@@ -145,7 +145,7 @@ def test_features_split_macs_by_layer_kind():
 
 
 def test_prior_from_target_datasheet_is_labelled_unmeasured():
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
 
     hw = dict(load_target("jetson").hardware)
     hw["peak_gflops"] = hw["peak_gflops_fp32"]
@@ -171,7 +171,7 @@ def test_calibration_sample_is_spread_and_out_of_sample():
     assert {s.split(":")[0] for s in specs} == {s.split(":")[0] for s in student_specs()}
     assert calibration_specs(30, seed=1) == specs  # deterministic
     # spread over sizes: each family's smallest and largest out-of-sample variant is in the sample
-    from edgekd.search_space import _family_variants
+    from edgekd.latency.search_space import _family_variants
     from edgekd.models import MODELS
 
     for family in ("cnn", "mobilenet"):

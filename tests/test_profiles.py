@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from edgekd.errors import ConfigError, ProfileError
-from edgekd.profiles import (
+from edgekd.device.profiles import (
     SCHEMA, Measurement, Profile, device_name, profile_path, record_measurements, save_profile,
 )
 
@@ -91,7 +91,7 @@ def test_profile_path_and_device_name(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from edgekd.profiles import Measurement, record_measurements
+    from edgekd.device.profiles import Measurement, record_measurements
     path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     for i in range(n):
         own = Measurement(model_sha256=who * 64, format="onnx", precision="fp32", threads=1, batch=i + 1,

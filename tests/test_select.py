@@ -10,8 +10,8 @@ from latency_helpers import calibrated_profile, copy_profile
 
 from edgekd.cli import main
 from edgekd.errors import ConfigError, ProfileError
-from edgekd.profiles import Measurement, Profile, save_profile
-from edgekd.select import MEASURED, PREDICTED, PRIOR, Candidate, apply_rule, select
+from edgekd.device.profiles import Measurement, Profile, save_profile
+from edgekd.deploy.select import MEASURED, PREDICTED, PRIOR, Candidate, apply_rule, select
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_cli_bad_input_exits_2(calibrated, tmp_path):
 
 
 def test_without_measurements_the_target_prior_is_used_and_labelled(tmp_path):
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
 
     empty = Profile(name="fresh", path=tmp_path / "fresh.yaml")
     sel = select(empty, budget_ms=1.0, input_shape=(1, 8, 8), num_classes=10, target=load_target("jetson"))
@@ -132,7 +132,7 @@ def test_without_measurements_the_target_prior_is_used_and_labelled(tmp_path):
 
 
 def test_plot_writes_a_png_with_the_chosen_student(calibrated, tmp_path):
-    from edgekd.calibrate import latency_section, update_profile_section
+    from edgekd.latency.calibrate import latency_section, update_profile_section
 
     path = copy_profile(calibrated["path"], tmp_path)
     profile = Profile.load(path)

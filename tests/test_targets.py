@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from edgekd.cli import main
 from edgekd.errors import ConfigError
 from edgekd.runtimes import RUNTIMES
-from edgekd.targets import BUILTIN_TARGETS_DIR, list_targets, load_target
+from edgekd.device.targets import BUILTIN_TARGETS_DIR, list_targets, load_target
 
 GOOD = """name: {name}
 arch: aarch64
@@ -104,7 +104,7 @@ def test_built_in_targets_ship_inside_the_wheel(tmp_path):
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--disable-pip-version-check",
                               "--target", str(site), str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
-    code = ("import edgekd, edgekd.targets as t; print(edgekd.__file__); "
+    code = ("import edgekd, edgekd.device.targets as t; print(edgekd.__file__); "
             "print(sorted(x.name for x in t.list_targets()))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           env={**__import__("os").environ, "PYTHONPATH": str(site)})

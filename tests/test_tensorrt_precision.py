@@ -425,7 +425,7 @@ def test_run_trtexec_detects_the_version(runtime_artifacts, tmp_path, monkeypatc
 
 
 def test_targets_say_which_tensorrt_they_run():
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
     from edgekd.runtimes.tensorrt_ops import SUPPORTED_TRT_MAJORS
 
     for name, want in (("nvidia-gpu", {"10", "11"}), ("jetson", {"10"})):
@@ -439,7 +439,7 @@ def test_export_plan_for_gpu_precisions_leaves_out_what_no_adapter_makes():
     no failed ONNX Runtime fp16 row; explicit formats still get every pair (and a reason per row)."""
     from edgekd.errors import ConfigError
     from edgekd.runtimes.export import _plan
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
 
     gpu = load_target("nvidia-gpu")
     assert _plan(gpu, None, ["fp16", "int8"]) == [("tensorrt", "fp16"), ("tensorrt", "int8"), ("onnx", "int8")]

@@ -33,7 +33,7 @@ def test_blocker_blocks_torch(tmp_path):
 
 
 def test_package_and_registry_import_without_torch(tmp_path):
-    proc = run_torchless("import edgekd, edgekd.runtimes as r, edgekd.targets as t; "
+    proc = run_torchless("import edgekd, edgekd.runtimes as r, edgekd.device.targets as t; "
                          "print(r.RUNTIMES.names(), [x.name for x in t.list_targets()])", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "onnxruntime" in proc.stdout and "rpi5" in proc.stdout

@@ -8,13 +8,13 @@ import math
 import pytest
 
 from edgekd.agent.fingerprint import device_fingerprint
-from edgekd.device_identity import differences, hardware_identity, isa_level, model_identity
-from edgekd.drift import adapt, assess, device_points
+from edgekd.device.identity import differences, hardware_identity, isa_level, model_identity
+from edgekd.latency.drift import adapt, assess, device_points
 from edgekd.errors import ProfileError
-from edgekd.latency import MODEL_KIND, TRANSFER_KIND, LatencyModel
-from edgekd.latency_features import spec_features
-from edgekd.latency_transfer import METHODS, Point, correction_at, fit_correction, transferred_model
-from edgekd.profiles import Measurement, Profile, device_name, record_measurements, save_profile
+from edgekd.latency.model import MODEL_KIND, TRANSFER_KIND, LatencyModel
+from edgekd.latency.features import spec_features
+from edgekd.latency.transfer import METHODS, Point, correction_at, fit_correction, transferred_model
+from edgekd.device.profiles import Measurement, Profile, device_name, record_measurements, save_profile
 
 SHAPE, CLASSES = (1, 8, 8), 10
 KEY = "onnxruntime/fp32/t1/b1"
@@ -79,7 +79,7 @@ SPECS = ["mlp:hidden=32", "mlp:hidden=64", "mlp:hidden=128x2", "cnn:depth=2,widt
 def _prior(identity) -> dict:
     """A native latency model fitted on a (synthetic but consistent) linear cost: what a calibration
     on a device where each MMAC costs 10 µs and each layer 1 µs would give."""
-    from edgekd.latency import Sample, fit_latency_model
+    from edgekd.latency.model import Sample, fit_latency_model
 
     samples = []
     for i, s in enumerate(SPECS):
@@ -124,7 +124,7 @@ def test_a_foreign_model_is_never_trusted_and_the_drift_check_fires(tmp_path):
                                           spec="cnn:depth=3,width=32", params=teacher["params"], macs=teacher["macs"],
                                           runtime="onnxruntime", latency={"p50_ms": 5 * prior_ms / 1.1,
                                                                           "p90_ms": 5 * prior_ms})], device=ZEN3)
-    from edgekd.calibrate import latency_section, update_profile_section
+    from edgekd.latency.calibrate import latency_section, update_profile_section
 
     def features(prof):  # what deploy records with every measurement
         sec = latency_section(prof)
@@ -182,7 +182,7 @@ def test_device_points_and_native_kind(tmp_path):
     def with_shape(prof):
         prof.latency_model = {"schema": "edgekd.latency/1", "input_shape": list(SHAPE), "num_classes": CLASSES}
 
-    from edgekd.calibrate import update_profile_section
+    from edgekd.latency.calibrate import update_profile_section
 
     update_profile_section(path, with_shape)
     assert len(device_points(Profile.load(path), KEY)) == 3
@@ -190,7 +190,7 @@ def test_device_points_and_native_kind(tmp_path):
 
 
 def test_a_student_at_the_budgets_edge_is_measured_again_and_the_verdict_says_how_sure():
-    from edgekd.verdict import rank_band, settle
+    from edgekd.deploy.verdict import rank_band, settle
 
     calls: list[int] = []
 
@@ -213,7 +213,7 @@ def test_a_student_at_the_budgets_edge_is_measured_again_and_the_verdict_says_ho
 
 
 def test_bench_compares_each_new_measurement_with_the_profiles_prediction(tmp_path):
-    from edgekd.drift import bench_drift
+    from edgekd.latency.drift import bench_drift
 
     path = tmp_path / "mine.yaml"
     save_profile(Profile(name="mine", device=ZEN3, latency_model={

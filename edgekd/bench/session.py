@@ -18,7 +18,7 @@ from edgekd.bench.inputs import read_manifest
 from edgekd.bench.table import BenchRow
 from edgekd.errors import ConfigError, DataError, EdgeKDError
 from edgekd.fileio import sha256_file
-from edgekd.profiles import Measurement, Profile, device_name, profile_path, record_measurements
+from edgekd.device.profiles import Measurement, Profile, device_name, profile_path, record_measurements
 
 ALL = "all"
 
@@ -52,7 +52,7 @@ class BenchReport:
     device: dict[str, Any]
     device_url: str
     profile_path: str | None
-    drift: list[dict[str, Any]] = field(default_factory=list)  # edgekd.drift.bench_drift: measured vs predicted
+    drift: list[dict[str, Any]] = field(default_factory=list)  # edgekd.latency.drift.bench_drift: measured vs predicted
 
     def to_dict(self) -> dict[str, Any]:
         return {"device_url": self.device_url, "device": self.device, "profile": self.profile_path,
@@ -229,7 +229,7 @@ def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | N
         saved = None
         if cfg.record and measurements:
             path = profile_path(cfg.profile or device_name(fingerprint), cfg.profiles_dir)
-            from edgekd.drift import bench_drift
+            from edgekd.latency.drift import bench_drift
 
             drift = bench_drift(path, fingerprint, measurements)  # before recording: out of sample
             record_measurements(path, measurements, device=fingerprint)
@@ -256,7 +256,7 @@ def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
     """Export every row that has no artifact yet, one `edgekd.api.export` call per checkpoint (the
     model and data load once). A row whose export fails gets its reason; the others go on.
     Returns the data settings the export checked parity on (the run's own dataset), if any."""
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
 
     pending: dict[Path, list[_Job]] = {}
     for job in jobs:

@@ -98,7 +98,7 @@ def command(sources: tuple[str, ...], device: str, key_file: str | None, formats
     console.print(bench_table(report.rows))
     if report.profile_path:
         console.print(f"recorded in {report.profile_path}")
-    for d in report.drift:  # edgekd.drift.bench_drift: what the profile's latency model predicted for it
+    for d in report.drift:  # edgekd.latency.drift.bench_drift: what the profile's latency model predicted for it
         flag = "DRIFT beyond tolerance" if d["drift_detected"] else "within tolerance"
         console.print(f"drift check {d['spec']} ({d['key']}, {d['model']} model): predicted p50 "
                       f"{d['predicted_p50_ms']:.4g} ms, measured {d['measured_p50_ms']:.4g} ms (x{d['ratio']:.2f}) -> {flag}",

@@ -28,7 +28,7 @@ def read_key(key_file: str | None) -> str | None:
 
 def print_models(echo, models: dict) -> None:
     """One line per fitted model: samples, cross-validated error, the biggest cost terms."""
-    from edgekd.latency import TERMS
+    from edgekd.latency.model import TERMS
 
     units = {name: unit for name, unit, _ in TERMS}
     for key, m in sorted(models.items()):

@@ -18,7 +18,7 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole profile as JSON.")
 def show(name: str, profiles_dir: str, as_json: bool) -> None:
     """Print the measurements of profile NAME as a table."""
-    from edgekd.profiles import Profile, profile_path
+    from edgekd.device.profiles import Profile, profile_path
 
     profile = Profile.load(profile_path(name, profiles_dir))
     if as_json:

@@ -25,9 +25,9 @@ def plot(name: str, output: str, profiles_dir: str, budget_ms: float | None, min
     The budget is a vertical line, the chosen student (of the last deploy on this device) is ringed,
     the teacher is a star. Only measured points are drawn.
     """
-    from edgekd.calibrate import latency_section
-    from edgekd.plot import plot_profile
-    from edgekd.profiles import Profile, profile_path
+    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.plot import plot_profile
+    from edgekd.device.profiles import Profile, profile_path
 
     profile = Profile.load(profile_path(name, profiles_dir))
     last = (latency_section(profile).get("deployments") or [{}])[-1]

@@ -12,7 +12,7 @@ import click
 def command(targets_dir: str | None, as_json: bool) -> None:
     """List device targets: runtimes in order of preference, formats, precisions, threads, layout
     and the prior hardware figures. Add one by dropping <name>.yaml into --targets-dir or $EDGEKD_TARGETS."""
-    from edgekd.targets import list_targets
+    from edgekd.device.targets import list_targets
 
     targets = list_targets(targets_dir)
     if as_json:

@@ -19,7 +19,7 @@ from edgekd.fileio import atomic_write_json, sha256_file
 from edgekd.runtimes import FORMAT_RUNTIME, RUNTIMES
 from edgekd.runtimes.base import artifact_size, read_manifest, update_manifest
 from edgekd.runtimes.parity import DEFAULT_FP32_TOL, DEFAULT_MAX_DROP_PTS, check_parity, mark_failed
-from edgekd.targets import FORMAT_NAMES, PRECISION_NAMES, Target, load_target
+from edgekd.device.targets import FORMAT_NAMES, PRECISION_NAMES, Target, load_target
 
 SUMMARY_FILE = "export.json"
 

@@ -4,7 +4,7 @@
 picks untrained students *around* it: each key takes the values seen in the family's space plus one
 grid step beyond the largest, in new combinations, at evenly spaced ranks by parameter count, so the
 sample encloses the space while the search-space specs themselves stay out of sample (every later
-prediction for them is out-of-sample). Host side (model sizes come from `edgekd.latency_features`).
+prediction for them is out-of-sample). Host side (model sizes come from `edgekd.latency.features`).
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
     keeps held-out specs out of the sample. `seed` breaks ties and orders the families' picks.
     Text specs (task "text") are sized and returned with ``vocab=vocab`` (1000 when not given).
     """
-    from edgekd.latency_features import spec_features
+    from edgekd.latency.features import spec_features
 
     rng = random.Random(seed)
     excluded = set(student_specs(task) if exclude is None else (canonical_spec(s) for s in exclude))

@@ -6,7 +6,7 @@ A failed deploy answers the two questions a user must decide between, each with 
   * the best accuracy reachable at this budget (the most accurate student distilled within it) ->
     `--min-accuracy` at that figure accepts it;
   * the budget this floor needs (the fastest student that meets the floor, found by the same
-    per-family frontier search over the students *over* budget, `edgekd.choice`) -> `--budget-ms`;
+    per-family frontier search over the students *over* budget, `edgekd.deploy.choice`) -> `--budget-ms`;
   * and `--epochs`, since students trained longer reach more.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from edgekd.choice import best_reachable, frontier_search
+from edgekd.deploy.choice import best_reachable, frontier_search
 
 
 def latency_model_summary(profile: Any, key: str | None, metric: str) -> dict[str, Any] | None:
@@ -22,7 +22,7 @@ def latency_model_summary(profile: Any, key: str | None, metric: str) -> dict[st
     with (cross-validated on this device), or None when the profile has none for `key`."""
     if profile is None or key is None:
         return None
-    from edgekd.calibrate import latency_section
+    from edgekd.latency.calibrate import latency_section
 
     raw = latency_section(profile)["models"].get(key)
     if not raw:

@@ -2,9 +2,9 @@
 
 The nn-Meter / OFA habit: latency does not depend on the weights, so a latency table can be built
 without training anything. Students are built with random weights from specs *sampled* around every
-student family's search space (`edgekd.search_space.calibration_specs`), exported for the device's
+student family's search space (`edgekd.latency.search_space.calibration_specs`), exported for the device's
 runtime, benchmarked on the device (through the agent, or in a fresh runner process here), recorded in
-the device profile with their architecture features, and one `edgekd.latency` model is fitted per
+the device profile with their architecture features, and one `edgekd.latency.model` model is fitted per
 (runtime, precision, threads, batch).
 
 The search-space specs themselves are *not* in the calibration sample by default, so every later
@@ -17,7 +17,7 @@ from typing import Any
 
 from edgekd.models.spec import MODELS, parse_spec
 # the sample of the search space a calibration measures (importable from here as before)
-from edgekd.search_space import calibration_specs, student_families, student_specs, with_vocab  # noqa: F401
+from edgekd.latency.search_space import calibration_specs, student_families, student_specs, with_vocab  # noqa: F401
 
 
 def note_inputs(section: dict[str, Any], shape: Any, classes: int, spec: str | None = None,
@@ -40,7 +40,7 @@ def note_inputs(section: dict[str, Any], shape: Any, classes: int, spec: str | N
 
 # ------------------------------------------------------------------------------ the profile section
 #
-# `profile.latency_model` (stored verbatim by edgekd.profiles) holds, in this layout:
+# `profile.latency_model` (stored verbatim by edgekd.device.profiles) holds, in this layout:
 #   schema: edgekd.latency/1
 #   input_shape: [1, 8, 8]        # shape of the last calibration (select's default)
 #   num_classes: 10
@@ -72,7 +72,7 @@ def measurement_features(m: Any, section: dict[str, Any]) -> dict[str, float] | 
     recorded (or the section's) input shape when the parameter count proves it is the plain
     (uncompressed) spec. Recorded features from before `conv_shapes` existed are rebuilt the same
     way when possible, so old profiles get the per-device channel-block choice too."""
-    from edgekd.latency_features import spec_features
+    from edgekd.latency.features import spec_features
 
     known = section["features"].get(m.model_sha256)
     if known and "conv_shapes" in (known.get("features") or {}):
@@ -102,7 +102,7 @@ def measurement_shape(m: Any, section: dict[str, Any]) -> list[int] | None:
 def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Fit one latency model per (runtime, precision, threads, batch) that has enough measurements;
     store them in the profile's section (in memory) and return {key: LatencyModel}."""
-    from edgekd.latency import MIN_SAMPLES, Sample, fit_latency_model, model_key
+    from edgekd.latency.model import MIN_SAMPLES, Sample, fit_latency_model, model_key
 
     section = latency_section(profile)
     groups: dict[str, list[Sample]] = {}
@@ -117,8 +117,8 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
         groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
         meta[key] = {"runtime": measurement_runtime(m), "format": m.format, "precision": m.precision,
                      "threads": m.threads, "batch": m.batch}
-    from edgekd.device_identity import hardware_identity, model_identity
-    from edgekd.latency import TRANSFER_KIND
+    from edgekd.device.identity import hardware_identity, model_identity
+    from edgekd.latency.model import TRANSFER_KIND
 
     fitted = {}
     for key, samples in sorted(groups.items()):
@@ -129,7 +129,7 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
             if hardware_identity(profile.device or {}) is not None:  # the device these points were measured on
                 native.identity = model_identity(profile.device, meta[key]["runtime"])
         if isinstance(stored, dict) and stored.get("kind") == TRANSFER_KIND:
-            from edgekd.drift import readapt
+            from edgekd.latency.drift import readapt
 
             model = readapt(profile, key, stored)  # every new point corrects the transfer at once
         elif native is not None:
@@ -144,11 +144,11 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
 
 def update_profile_section(path: Any, change: Any) -> Any:
     """Lock the profile, re-read it, apply `change(profile)`, write atomically (same discipline as
-    `edgekd.profiles.record_measurements`, so a concurrent bench loses nothing)."""
+    `edgekd.device.profiles.record_measurements`, so a concurrent bench loses nothing)."""
     from pathlib import Path
 
-    from edgekd.profile_lock import file_lock
-    from edgekd.profiles import Profile, dump_profile, write_under_lock
+    from edgekd.device.profile_lock import file_lock
+    from edgekd.device.profiles import Profile, dump_profile, write_under_lock
 
     path = Path(path)
     with file_lock(path):
@@ -181,7 +181,7 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     import numpy as np
     import torch
 
-    from edgekd.latency_features import spec_features
+    from edgekd.latency.features import spec_features
     from edgekd.models import ModelInfo, create_model
     from edgekd.runtimes import RUNTIMES, read_manifest
 
@@ -228,8 +228,8 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     from pathlib import Path
 
     from edgekd.errors import ConfigError, EdgeKDError
-    from edgekd.latency_features import spec_features
-    from edgekd.profiles import Measurement, record_measurements
+    from edgekd.latency.features import spec_features
+    from edgekd.device.profiles import Measurement, record_measurements
 
     req = {**CALIBRATION_REQUEST, **(request or {}), "threads": threads, "batch": batch}
     jobs = [(s, r, p) for r in runtimes for p in precisions for s in specs]
@@ -316,8 +316,8 @@ def run_calibration(
     from edgekd.bench.devices import open_device
     from edgekd.data import load_dataset
     from edgekd.errors import ConfigError
-    from edgekd.profiles import device_name, profile_path
-    from edgekd.targets import load_target
+    from edgekd.device.profiles import device_name, profile_path
+    from edgekd.device.targets import load_target
 
     tgt = load_target(target)
     ds = load_dataset(data, image_size=image_size)

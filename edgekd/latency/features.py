@@ -4,7 +4,7 @@ One zero-input forward on the host (nothing timed), so any student of the search
 described before it exists or is trained: `models.model_features` (MACs, params, activation bytes,
 layer counts) plus MACs split by layer kind, the MACs of matmuls outside any layer (attention), and
 each dense conv's channel counts (`conv_shapes`), from which `padded_conv_macs` prices channel padding
-at whatever blocks `edgekd.latency` finds the device computes in. Host side (torch imported lazily).
+at whatever blocks `edgekd.latency.model` finds the device computes in. Host side (torch imported lazily).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", 
 # empirical fit on top of that, not derived from the kernels.)
 PAD_BLOCKS = (1, 8, 16, 32, 64)
 # Features recorded before `conv_shapes` existed carry `conv_pad_macs`, computed at 16/16 blocks; it
-# is also the pair a fit keeps when it has too few measurements to choose (edgekd.latency).
+# is also the pair a fit keeps when it has too few measurements to choose (edgekd.latency.model).
 LEGACY_PAD_BLOCK = (16, 16)
 
 

@@ -13,9 +13,9 @@ measurement is the check. `assess` classifies the model for (device, runtime, pr
     none      no model anywhere: full calibration.
 
 Adapting (`adapt`) writes a `transfer/1` model into this device's profile: the prior corrected by this
-device's points (`edgekd.latency_transfer`); the teacher's measurement is the first point and costs
+device's points (`edgekd.latency.transfer`); the teacher's measurement is the first point and costs
 nothing. Every later measurement of the same configuration (each deploy round, extra probes) re-adapts
-it in `edgekd.calibrate.fit_profile` (`readapt`), so one point far off the model moves its
+it in `edgekd.latency.calibrate.fit_profile` (`readapt`), so one point far off the model moves its
 neighbourhood at once. When the device holds enough points of its own and a native fit
 cross-validates better, the native fit takes over. Host side.
 """
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from edgekd.latency import MODEL_KIND, TRANSFER_KIND, LatencyModel
+from edgekd.latency.model import MODEL_KIND, TRANSFER_KIND, LatencyModel
 
 # the teacher may sit this far (relative) from its prediction before the model is called drifted:
 # wider than run-to-run noise of one measurement on a shared 2-vCPU machine (~10-20 % at 2 threads)
@@ -62,7 +62,7 @@ class Assessment:
 
 
 def _model_identity_matches(model: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    from edgekd.device_identity import differences
+    from edgekd.device.identity import differences
 
     return differences(model.get("identity"), current)
 
@@ -72,9 +72,9 @@ def find_prior(key: str, current: Mapping[str, Any], own_path: Path | None,
     """A foreign model for `key` to transfer from: the own profile's (when foreign), else the model in
     another profile of `profiles_dir` whose identity is closest to this device's (fewest differing
     fields; same architecture first). (model dict, profile path, differences)."""
-    from edgekd.calibrate import latency_section
+    from edgekd.latency.calibrate import latency_section
     from edgekd.errors import ProfileError
-    from edgekd.profiles import Profile
+    from edgekd.device.profiles import Profile
 
     best: tuple[int, dict[str, Any], str, list[str]] | None = None
     candidates = sorted(Path(profiles_dir).glob("*.yaml")) if Path(profiles_dir).is_dir() else []
@@ -104,9 +104,9 @@ def assess(path: Path | None, fingerprint: Mapping[str, Any], key: str, runtime:
            metric: str, profiles_dir: str | Path, tolerance: float = DRIFT_TOLERANCE) -> Assessment:
     """Classify the latency model for `key` on this device and run the drift check on the teacher's
     measurement (taken BEFORE it joins any fit, so the check is out of sample)."""
-    from edgekd.calibrate import latency_section
-    from edgekd.device_identity import model_identity
-    from edgekd.profiles import Profile
+    from edgekd.latency.calibrate import latency_section
+    from edgekd.device.identity import model_identity
+    from edgekd.device.profiles import Profile
 
     current = model_identity(fingerprint, runtime)
     own = Profile.load(path) if path is not None and path.exists() else None
@@ -162,9 +162,9 @@ def _now() -> str:
 
 def device_points(profile: Any, key: str, since: str = "") -> list[Any]:
     """This device's measurements of configuration `key` (measured at or after `since`) as transfer points."""
-    from edgekd.calibrate import latency_section, measurement_features, measurement_runtime, measurement_shape
-    from edgekd.latency import model_key
-    from edgekd.latency_transfer import Point
+    from edgekd.latency.calibrate import latency_section, measurement_features, measurement_runtime, measurement_shape
+    from edgekd.latency.model import model_key
+    from edgekd.latency.transfer import Point
 
     section = latency_section(profile)
     out = []
@@ -183,9 +183,9 @@ def adapt(path: Path, a: Assessment, fingerprint: Mapping[str, Any], meta: Mappi
           since: str | None = None, method: str | None = None) -> LatencyModel:
     """Write into this device's profile a transfer of `a.prior` adapted on the device's points of
     `a.key` (measured since `since`, default: all, or now-ish for a drifted own model)."""
-    from edgekd.calibrate import latency_section, update_profile_section
-    from edgekd.device_identity import model_identity
-    from edgekd.latency_transfer import DEFAULT_METHOD, transferred_model
+    from edgekd.latency.calibrate import latency_section, update_profile_section
+    from edgekd.device.identity import model_identity
+    from edgekd.latency.transfer import DEFAULT_METHOD, transferred_model
 
     assert a.prior is not None
     base = LatencyModel.from_dict(a.key, a.prior).base_model()
@@ -213,8 +213,8 @@ def readapt(profile: Any, key: str, raw: Mapping[str, Any]) -> LatencyModel:
     `fit_profile` after each new measurement). A native fit on those same points (once there are
     NATIVE_MIN_POINTS) replaces it when its cross-validated median error beats the transfer's
     leave-one-out one: then the device has outgrown its prior."""
-    from edgekd.latency import fit_latency_model
-    from edgekd.latency_transfer import transferred_model
+    from edgekd.latency.model import fit_latency_model
+    from edgekd.latency.transfer import transferred_model
 
     old = LatencyModel.from_dict(key, raw)
     tr = old.transfer or {}
@@ -258,8 +258,8 @@ def settle_transfer(path: Path, key: str, *, table: Callable[[], Mapping[str, tu
     (where the choice is about to be made; each re-adapts the model), then check the transfer's
     leave-one-out error on its points; above FALLBACK_LOO_ERROR, full calibration (`fallback_specs`).
     Returns what was done, with the figures."""
-    from edgekd.calibrate import latency_section
-    from edgekd.profiles import Profile
+    from edgekd.latency.calibrate import latency_section
+    from edgekd.device.profiles import Profile
 
     specs = probe_specs(table(), budget, probes, params_of) if probes > 0 else []
     if specs:
@@ -291,8 +291,8 @@ def round_drift(path: Path, key: str, predicted: float, measured: float, toleran
     this device's own native model means the model no longer describes the device, whatever its 40
     calibration points say; returns the Assessment to `adapt` with (None when within tolerance or the
     model is already a transfer, which every new point re-adapts anyway)."""
-    from edgekd.calibrate import latency_section
-    from edgekd.profiles import Profile
+    from edgekd.latency.calibrate import latency_section
+    from edgekd.device.profiles import Profile
 
     ratio = measured / predicted if predicted > 0 else math.inf
     if 1 / (1 + tolerance) <= ratio <= 1 + tolerance:
@@ -310,10 +310,10 @@ def bench_drift(path: Path, fingerprint: Mapping[str, Any], measurements: list[A
     model of its configuration predicted for it, before it is recorded (out of sample). One entry per
     measurement the profile can predict: spec, key, predicted / measured p50, ratio, whether the model
     is this device's (`trusted`) or `foreign`, and `drift_detected` beyond `tolerance`."""
-    from edgekd.calibrate import latency_section, measurement_features, measurement_runtime, measurement_shape
-    from edgekd.device_identity import model_identity
-    from edgekd.latency import model_key
-    from edgekd.profiles import Profile
+    from edgekd.latency.calibrate import latency_section, measurement_features, measurement_runtime, measurement_shape
+    from edgekd.device.identity import model_identity
+    from edgekd.latency.model import model_key
+    from edgekd.device.profiles import Profile
 
     if not Path(path).exists():
         return []

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from edgekd.errors import ConfigError, ProfileError
-from edgekd.latency import PREDICTED_UNMEASURED, LatencyModel, metric_for, model_key, prior_model, shape_tag
-from edgekd.latency_features import spec_features
+from edgekd.latency.model import PREDICTED_UNMEASURED, LatencyModel, metric_for, model_key, prior_model, shape_tag
+from edgekd.latency.features import spec_features
 
 MEASURED = "measured"
 PREDICTED = "predicted"
@@ -91,7 +91,7 @@ class Selection:
 @dataclass(frozen=True)
 class Config:
     """One latency configuration to choose in: runtime + precision + threads + batch (+ the sequence
-    length of text inputs, `edgekd.latency.shape_tag`)."""
+    length of text inputs, `edgekd.latency.model.shape_tag`)."""
 
     runtime: str
     format: str
@@ -121,7 +121,7 @@ def _format_runtime(fmt: str) -> str:
 
 def latency_models(profile: Any) -> dict[str, LatencyModel]:
     """The fitted models stored in a profile, {key: LatencyModel}."""
-    from edgekd.calibrate import latency_section
+    from edgekd.latency.calibrate import latency_section
 
     return {k: LatencyModel.from_dict(k, v) for k, v in latency_section(profile)["models"].items()}
 
@@ -146,7 +146,7 @@ def gather_candidates(
     Only measurements and latency models of the same kind of input count: image inputs (C x H x W)
     or text inputs of `input_shape` = (seq_len,) (then the text student family's specs, sized with
     `vocab`, are the search space)."""
-    from edgekd.calibrate import (latency_section, measurement_features, measurement_runtime, measurement_shape,
+    from edgekd.latency.calibrate import (latency_section, measurement_features, measurement_runtime, measurement_shape,
                                   student_specs)
 
     tag = shape_tag(input_shape)
@@ -320,7 +320,7 @@ def select(
 
     `task` "text" chooses among text models at the input recorded under the profile's `text` entry
     (sequence length, classes, vocabulary); None means image, or text when the profile holds only text."""
-    from edgekd.calibrate import latency_section
+    from edgekd.latency.calibrate import latency_section
 
     _check_budget(budget_ms)  # before any work: NaN compares false with everything
     section = latency_section(profile) if profile is not None else {}

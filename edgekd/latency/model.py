@@ -18,12 +18,12 @@ input and output channels, and how big those blocks effectively are depends on t
 not on the model. So the fit tries every (input, output) block pair from `PAD_BLOCKS` and keeps the
 one with the lowest cross-validated error (`LatencyModel.pad_block`).
 
-Features come from the architecture alone (`edgekd.latency_features`: one zero-input forward on the
+Features come from the architecture alone (`edgekd.latency.features`: one zero-input forward on the
 host, nothing timed), so any student of the search space can be predicted before it exists.
 
 Without measurements, `prior_model(target)` gives a roofline estimate from the target YAML's
 datasheet figures (peak compute, memory bandwidth); it is always labelled "predicted, unmeasured".
-Numpy + scipy; torch only through `edgekd.latency_features`, lazily.
+Numpy + scipy; torch only through `edgekd.latency.features`, lazily.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from edgekd.errors import ProfileError
-from edgekd.latency_features import LEGACY_PAD_BLOCK, PAD_BLOCKS, padded_conv_macs
+from edgekd.latency.features import LEGACY_PAD_BLOCK, PAD_BLOCKS, padded_conv_macs
 
 
 # Terms of the model, in order: (name, unit label, function of (raw feature dict, channel pad blocks)).
@@ -97,7 +97,7 @@ def shape_tag(input_shape: Sequence[int] | None) -> str:
 def model_key(runtime: str, precision: str, threads: int | None, batch: int = 1,
               input_shape: Sequence[int] | None = None) -> str:
     """The profile key of one latency model: ``runtime/precision/tN/bN`` (t0 = the runtime's default
-    thread count, written the way `edgekd.profiles` writes measurement keys), plus `shape_tag` for
+    thread count, written the way `edgekd.device.profiles` writes measurement keys), plus `shape_tag` for
     text inputs (``.../b1/seq16``)."""
     return f"{runtime}/{precision}/t{int(threads or 0)}/b{int(batch)}{shape_tag(input_shape)}"
 
@@ -182,8 +182,8 @@ class LatencyModel:
     source: str = ""
     samples: list[str] = field(default_factory=list)  # specs/sha256 it was fitted on (held-out checks)
     pad_block: tuple[int, int] = LEGACY_PAD_BLOCK  # (input, output) channel blocks of the padding term
-    identity: dict[str, Any] | None = None  # the device + runtime it was fitted on (edgekd.device_identity)
-    transfer: dict[str, Any] | None = None  # TRANSFER_KIND: prior model + correction (edgekd.latency_transfer)
+    identity: dict[str, Any] | None = None  # the device + runtime it was fitted on (edgekd.device.identity)
+    transfer: dict[str, Any] | None = None  # TRANSFER_KIND: prior model + correction (edgekd.latency.transfer)
     _base: "LatencyModel | None" = field(default=None, repr=False, compare=False)
 
     @property
@@ -207,7 +207,7 @@ class LatencyModel:
         if self.is_prior:
             return _roofline(self.coef["roofline"], features, metric)
         if self.kind == TRANSFER_KIND:
-            from edgekd.latency_transfer import correction_at
+            from edgekd.latency.transfer import correction_at
 
             return correction_at(self.base_model(), (self.transfer or {}).get("correction") or {}, features, metric)
         coefs = self.coef.get(metric)

@@ -1,4 +1,4 @@
-"""The stages `edgekd.deploy` drives, one function each: the teacher, distillation (+ optional
+"""The stages `edgekd.deploy.loop` drives, one function each: the teacher, distillation (+ optional
 pruning), export for the target, verification on the device, and the choice of the next candidate.
 Every stage caches under the deploy's `work_dir`, keyed by everything that shapes its result. Host side.
 """
@@ -165,7 +165,7 @@ def verify(dev: Any, art: Path, *, spec: str, ckpt: Path, eval_npz: Path, data_f
     """Latency + peak memory (bench at batch 1) and accuracy (eval) of `art` on the device; the
     merged result and its profile Measurement (keyed by the checkpoint's sha256)."""
     from edgekd.fileio import sha256_file
-    from edgekd.profiles import Measurement
+    from edgekd.device.profiles import Measurement
     from edgekd.runtimes import read_manifest
 
     result = dev.bench(art, {"threads": threads, "batch": 1, "warmup_s": 0.5, "min_s": min_s, "min_count": 200})
@@ -184,8 +184,8 @@ def latency_table(profile: Any, target: Any, config_key: tuple[str, str, str, in
     """{spec: (latency ms at the percentile, "measured"/"predicted"/"predicted, unmeasured")} for every
     search-space student (`space`, default the image students) in one (runtime, format, precision,
     threads) configuration."""
-    from edgekd.search_space import student_specs
-    from edgekd.select import gather_candidates
+    from edgekd.latency.search_space import student_specs
+    from edgekd.deploy.select import gather_candidates
 
     runtime, fmt, precision, threads = config_key
     space = list(space) if space is not None else student_specs()
@@ -207,7 +207,7 @@ def latency_table(profile: Any, target: Any, config_key: tuple[str, str, str, in
 
 
 def _params(spec: str, shape: tuple[int, ...], classes: int) -> int:
-    from edgekd.latency_features import spec_features
+    from edgekd.latency.features import spec_features
 
     return spec_features(spec, shape, classes)["params"]
 

@@ -6,13 +6,13 @@
       -> over budget: refit the latency model with the new point and step to a smaller candidate;
          under the accuracy floor: step to a larger one; at most `max_rounds` device rounds.
 
-How a candidate is picked (`edgekd.choice.frontier_search`): every search-space student whose
+How a candidate is picked (`edgekd.deploy.choice.frontier_search`): every search-space student whose
 latency at the percentile (measured in the profile, else predicted by the fitted model, else the
 datasheet prior) is within budget; among those, the one with the fewest parameters whose accuracy
 after distillation (host, VALIDATION split, the kept weights) meets the choosing floor. Accuracy is
 assumed to grow with size only *inside a family* (at 28x28 a 61k CNN beats a 269k MLP), so each
 family's frontier is bisected on its own and a family is only explored below the best found so far.
-When nothing passes, the failure report (`edgekd.deploy_report`) gives the best accuracy reachable at
+When nothing passes, the failure report (`edgekd.deploy.report`) gives the best accuracy reachable at
 this budget, the budget this floor needs (the same search over the students over budget, at most
 `report_distills` more distills), and the flags to change. Teacher, students and exports are cached
 under `work_dir`.
@@ -32,7 +32,7 @@ image and text measurements are never mixed in one fit.
 Defaults that make `edgekd deploy --target cpu` a complete run: the default teacher trained on the
 built-in digits (cached); the budget is the teacher's own latency at the percentile, measured on the
 device (least disturbed of 3 rounds, then reused from the profile while two rounds agree:
-`edgekd.budget`), divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points (val for
+`edgekd.deploy.budget`), divided by `speedup_goal` (5x); the floor is the teacher's accuracy minus 1.5 points (val for
 choosing, test on the device); a device profile with no latency model gets a quick calibration first.
 Without a reachable device the loop stops after export: status "unverified", every figure labelled
 predicted, and the exact device-side commands printed. Never a measurement that was not made. Host side.
@@ -85,8 +85,8 @@ class DeployConfig:
     calibrate_count: int = 12
     seed: int = 0
     min_s: float = 2.0  # timed loop of each device verification
-    drift_tolerance: float = 0.25  # teacher vs prediction beyond this = drift (edgekd.drift)
-    transfer_probes: int = 3  # untrained students measured near the budget after a transfer (edgekd.drift)
+    drift_tolerance: float = 0.25  # teacher vs prediction beyond this = drift (edgekd.latency.drift)
+    transfer_probes: int = 3  # untrained students measured near the budget after a transfer (edgekd.latency.drift)
     report_distills: int = 4  # on failure: students over budget distilled at most, to find the budget the floor needs
 
 
@@ -108,7 +108,7 @@ class Round:
     verdict: str = "unverified"  # ok / over budget / under floor / unverified
     seconds: float = 0.0
     prediction_error: float | None = None  # predicted / measured - 1, at the percentile
-    budget_verdict: dict[str, Any] | None = None  # edgekd.verdict.settle: how sure, remeasured or not
+    budget_verdict: dict[str, Any] | None = None  # edgekd.deploy.verdict.settle: how sure, remeasured or not
 
 
 def _check(cfg: DeployConfig, tgt: Any) -> None:
@@ -145,7 +145,7 @@ def _choose_format(cfg: DeployConfig, tgt: Any, have: dict[str, Any] | None) -> 
 
 
 def _features_of(ckpt: Path, shape: tuple[int, ...]) -> dict[str, Any]:
-    from edgekd.latency_features import architecture_features
+    from edgekd.latency.features import architecture_features
     from edgekd.models import load_model
 
     return architecture_features(load_model(ckpt)[0], shape)
@@ -155,24 +155,24 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     """Run the loop and write the bundle; returns the report (see the module docstring)."""
     from edgekd.bench.accuracy import write_eval_npz
     from edgekd.bench.devices import open_device
-    from edgekd.budget import ROUNDS as TEACHER_ROUNDS
-    from edgekd.budget import measure_teacher, recorded_teacher, reused_timing
-    from edgekd.choice import frontier_search
-    from edgekd.deploy_report import failure_report, failure_text, latency_model_line, latency_model_summary
-    from edgekd.bundle import device_commands, preprocessing, write_bundle
-    from edgekd.calibrate import calibrate_device, fit_profile, latency_section, note_inputs, update_profile_section
-    from edgekd.search_space import calibration_specs, student_specs
+    from edgekd.deploy.budget import ROUNDS as TEACHER_ROUNDS
+    from edgekd.deploy.budget import measure_teacher, recorded_teacher, reused_timing
+    from edgekd.deploy.choice import frontier_search
+    from edgekd.deploy.report import failure_report, failure_text, latency_model_line, latency_model_summary
+    from edgekd.deploy.bundle import device_commands, preprocessing, write_bundle
+    from edgekd.latency.calibrate import calibrate_device, fit_profile, latency_section, note_inputs, update_profile_section
+    from edgekd.latency.search_space import calibration_specs, student_specs
     from edgekd.data import load_dataset
-    from edgekd.deploy_stages import (_params, default_device, distill_student, ensure_teacher, export_for, latency_table,
+    from edgekd.deploy.stages import (_params, default_device, distill_student, ensure_teacher, export_for, latency_table,
                                       verify)
     from edgekd.fileio import sha256_file
-    from edgekd.latency import metric_for, model_key
-    from edgekd.latency_features import architecture_features
-    from edgekd.drift import adapt, assess, describe, round_drift
-    from edgekd.verdict import REMEASURE_FACTOR, settle
-    from edgekd.profiles import Profile, device_name, now_iso, profile_path, record_measurements
+    from edgekd.latency.model import metric_for, model_key
+    from edgekd.latency.features import architecture_features
+    from edgekd.latency.drift import adapt, assess, describe, round_drift
+    from edgekd.deploy.verdict import REMEASURE_FACTOR, settle
+    from edgekd.device.profiles import Profile, device_name, now_iso, profile_path, record_measurements
     from edgekd.runtimes import FORMAT_RUNTIME
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
 
     say: Log = log or (lambda _msg: None)
     start = time.perf_counter()
@@ -242,7 +242,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             update_profile_section(path, change)
 
         def calibrate_on(specs: list[str]) -> None:
-            """Measure untrained `specs` on the device into the profile and refit (edgekd.calibrate)."""
+            """Measure untrained `specs` on the device into the profile and refit (edgekd.latency.calibrate)."""
             calibrate_device(dev, fingerprint, path, specs=specs, shape=shape, classes=classes, runtimes=[runtime],
                              precisions=[cfg.precision], threads=threads, work_dir=work / "calibrate", seed=cfg.seed,
                              layout=tgt.input_layout,
@@ -253,14 +253,14 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
 
         # -- the teacher on the same runtime, precision and threads: the reference for budget and speedup
         trust_report_extra: dict[str, Any] = {}
-        trust, t_start = None, None  # the drift check (edgekd.drift) and when the teacher was measured
+        trust, t_start = None, None  # the drift check (edgekd.latency.drift) and when the teacher was measured
         teacher_fig: dict[str, Any] = {"spec": teacher_spec, "accuracy": teacher_acc, "val_accuracy": teacher_host.val,
                                        "checkpoint": str(teacher_path)}
         if teacher_path.suffix == ".pt":
             t_art = export_for(cfg, teacher_path, work / "artifacts" / f"teacher-{teacher_sha[:12]}", fmt, threads)
             if dev:
                 t_start = now_iso()
-                # the budget hangs on this figure: timed over several rounds once, then reused (edgekd.budget)
+                # the budget hangs on this figure: timed over several rounds once, then reused (edgekd.deploy.budget)
                 t_m = recorded_teacher(load_profile(), teacher_sha, fmt=fmt, precision=cfg.precision, threads=threads,
                                        data_fp=data_fp, metric=metric)
                 timing = reused_timing(t_m, metric) if t_m is not None else None
@@ -316,7 +316,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         say(latency_model_line(lm_summary, metric))
         if "latency_ms" not in teacher_fig and teacher_path.suffix == ".pt":
             from edgekd.models import load_model
-            from edgekd.select import gather_candidates
+            from edgekd.deploy.select import gather_candidates
 
             # no device: the teacher's latency is a prediction, and says so
             model, _ = load_model(teacher_path)
@@ -349,7 +349,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             f"VAL split >= {choice_floor:.2%} ({choice_source}), verifying TEST split on the device >= {floor:.2%} "
             f"({floor_source})")
         if dev is not None and path is not None and trust is not None and trust.action.startswith("adapted"):
-            from edgekd.drift import settle_transfer
+            from edgekd.latency.drift import settle_transfer
 
             trust_extra = settle_transfer(
                 path, model_key(runtime, cfg.precision, threads, 1, shape), budget=budget, probes=cfg.transfer_probes,

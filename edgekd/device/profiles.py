@@ -35,7 +35,7 @@ import yaml
 
 from edgekd.errors import ConfigError, ProfileError
 from edgekd.fileio import atomic_write_text
-from edgekd.profile_lock import file_lock
+from edgekd.device.profile_lock import file_lock
 
 SCHEMA = "edgekd.profile/1"
 KEY_FIELDS = ("model_sha256", "format", "precision", "threads", "batch")
@@ -169,7 +169,7 @@ class Profile:
             raise ProfileError(f"profile {path} is not valid YAML{where}; fix or delete it") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise ProfileError(f"profile {path} is not an {SCHEMA} file; fix or delete it")
-        from edgekd.profile_schema import check_profile_data
+        from edgekd.device.profile_schema import check_profile_data
 
         check_profile_data(data, path)  # every field of the right type, or one line naming it
         raw = data.get("measurements") or {}
@@ -213,9 +213,9 @@ class Profile:
     def set_device(self, fingerprint: dict[str, Any]) -> None:
         """Store the latest fingerprint; a different machine is refused, because one profile describes
         one device: another arch / CPU model, or (when both fingerprints carry one) another speed
-        identity (`edgekd.device_identity`: ISA flags, CPU family/model/stepping, cores, ...). Such a
+        identity (`edgekd.device.identity`: ISA flags, CPU family/model/stepping, cores, ...). Such a
         foreign profile can only be a prior for this device (`edgekd deploy` transfers from it)."""
-        from edgekd.device_identity import hardware_identity, model_identity, differences
+        from edgekd.device.identity import hardware_identity, model_identity, differences
 
         where = self.path or self.name
         for key in ("arch", "cpu_model"):
@@ -317,10 +317,10 @@ def profile_path(name: str, profiles_dir: str | os.PathLike[str] = "profiles") -
 def device_name(fingerprint: dict[str, Any]) -> str:
     """A file name that says what the device is, from its fingerprint: CPU model, arch, cores
     (and GPU when there is one), then the widest vector ISA and a digest of the speed identity
-    (`edgekd.device_identity.name_suffix`), e.g. `amd-epyc-x86_64-2c-avx2-1a2b3c4d`: two VMs that
+    (`edgekd.device.identity.name_suffix`), e.g. `amd-epyc-x86_64-2c-avx2-1a2b3c4d`: two VMs that
     report the same CPU model name but differ in an ISA flag (or family, stepping, ...) get two
     profiles. A fingerprint from before identities keeps the short name (`amd-epyc-x86_64-2c`)."""
-    from edgekd.device_identity import name_suffix
+    from edgekd.device.identity import name_suffix
 
     cpu = str(fingerprint.get("cpu_model") or fingerprint.get("cpu") or fingerprint.get("processor") or "cpu")
     parts = [cpu, str(fingerprint.get("arch") or fingerprint.get("machine") or "")]

@@ -31,7 +31,7 @@ def pareto_points(profile: Any, percentile: int = 50, *, threads: int | None = N
                   dataset_fingerprint: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """(points with latency and accuracy, number of measurements left out: no accuracy, another
     thread setting, or accuracy on another dataset — not comparable on the same axes)."""
-    from edgekd.latency import metric_for
+    from edgekd.latency.model import metric_for
 
     metric = metric_for(percentile)
     points, skipped = [], 0

@@ -80,7 +80,7 @@ def measure_teacher(dev: Any, art: Path, *, spec: str, ckpt: Path, eval_npz: Pat
     accuracy once; the Measurement holds the latency figures of the least disturbed round (lowest
     at `metric`) — `previous` (an unsure recorded measurement) competes as one more round — plus `rounds`,
     `spread_<metric>` and `agree_<metric>` so a later deploy knows how sure the figure is."""
-    from edgekd.deploy_stages import verify
+    from edgekd.deploy.stages import verify
 
     result, m = verify(dev, art, spec=spec, ckpt=ckpt, eval_npz=eval_npz, data_fp=data_fp, threads=threads,
                        min_s=min_s)

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgekd.latency import METRICS, TERM_NAMES, TRANSFER_KIND, LatencyModel, design_row
+from edgekd.latency.model import METRICS, TERM_NAMES, TRANSFER_KIND, LatencyModel, design_row
 
 DEFAULT_METHOD = "local"
 # GP hyper-parameters of `local`, in log space: `noise` ~ the run-to-run spread of one measurement on a

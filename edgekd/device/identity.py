@@ -10,7 +10,7 @@ model is tied to the *identity* it was fitted on, built from what changes speed:
     runtime:  the runtime that ran the model and its version
 
 A model whose identity differs from this device's in any of these fields is *foreign*: it is never
-used as this device's; `edgekd.drift` adapts it (`edgekd.latency_transfer`) or calibrates instead.
+used as this device's; `edgekd.latency.drift` adapts it (`edgekd.latency.transfer`) or calibrates instead.
 A model that records no identity (fitted before identities existed) is foreign too.
 
 Device-safe: stdlib only.
