@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from edgekd.agent.client import AgentClient
+from edgekd.agent.protocol import AgentRequestError
 
 from bench_models import make_eval_npz, make_onnx_artifact
 from torchless import run_torchless, torchless_env
@@ -53,6 +54,12 @@ def test_agent_subprocess_without_torch_serves_bench_and_eval(tmp_path):
             aid, did = agent.put_artifact(art), agent.put_file(data)
             assert agent.bench(aid, FAST)["latency"]["count"] >= 20
             assert agent.eval(aid, did, {**FAST, "latency": False})["accuracy"]["count"] == 19
+            # the accelerator a request names is the runtime's to accept: ONNX Runtime has no NPU
+            assert agent.bench(aid, {**FAST, "accelerator": "cpu"})["settings"]["accelerator"] == "cpu"
+            with pytest.raises(AgentRequestError, match="onnxruntime does not run on npu"):
+                agent.bench(aid, {**FAST, "accelerator": "npu"})
+            with pytest.raises(AgentRequestError, match="must be an accelerator name"):
+                agent.bench(aid, {**FAST, "accelerator": "x" * 5000})
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -70,6 +70,9 @@ def test_timing_loop_cap_stops_a_slow_model():
     # issue 11: NaN / infinities / absurd sizes never reach the timing loop
     {"min_s": float("nan")}, {"max_s": float("inf")}, {"timeout_s": float("inf")}, {"warmup_count": 10**12},
     {"batch": 10**9}, {"cv_warn": float("nan")}, {"latency": "yes"},
+    # the accelerator crosses the wire too: type, length and name are checked before anything runs
+    {"accelerator": 7}, {"accelerator": ""}, {"accelerator": "n" * 10_000}, {"accelerator": "tpu"},
+    {"accelerator": ["npu"]}, {"accelerator": True},
 ])
 def test_bad_requests_are_config_errors(bad):
     with pytest.raises(ConfigError):
@@ -80,6 +83,17 @@ def test_request_defaults():
     req = normalize_request({"data": "x.npz"})
     assert req["accuracy"] is True and req["batch"] == 1 and req["input"] == "random"
     assert normalize_request(None)["accuracy"] is False
+    assert normalize_request(None)["accelerator"] is None  # the runtime's default: what a request always meant
+    assert normalize_request({"accelerator": "NPU"})["accelerator"] == "npu"
+
+
+def test_an_accelerator_the_runtime_does_not_declare_is_refused_at_load(artifacts):
+    small, _, _ = artifacts
+    res = measure_artifact(small, {**FAST, "threads": 1, "accelerator": "cpu"})
+    assert res["settings"]["accelerator"] == "cpu" and res["runner_info"]["accelerator"] == "cpu"
+    assert measure_artifact(small, {**FAST, "threads": 1})["settings"]["accelerator"] == "cpu"
+    with pytest.raises(ConfigError, match="onnxruntime does not run on npu; it runs on cpu, gpu"):
+        measure_artifact(small, {**FAST, "accelerator": "npu"})
 
 
 def test_random_feed_is_seeded_and_typed():

@@ -123,3 +123,45 @@ def test_committed_profiles_load():
         assert prof.device.get("cpu_model") and prof.measurements
         for m in prof.measurements.values():
             assert m.latency["p50_ms"] > 0 and m.peak_rss_bytes > 0 and m.size_bytes > 0
+
+
+def test_cpu_and_npu_measurements_of_one_model_are_kept_apart(tmp_path):
+    """One host, one model, OpenVINO on its CPU and on its NPU: two rows, two keys; the default
+    accelerator's key is the key as it always was, so rows written before accelerators mean the CPU."""
+    path = tmp_path / "dev.yaml"
+    old = meas(fmt="openvino", p50=1.0)  # a row from before accelerators: no accelerator at all
+    cpu = meas(fmt="openvino", p50=2.0, runtime="openvino", accelerator="cpu")
+    npu = meas(fmt="openvino", p50=0.25, runtime="openvino", accelerator="npu")
+    assert old.key == cpu.key == "aaaaaaaaaaaa/openvino/fp32/t1/b1"
+    assert npu.key == "aaaaaaaaaaaa/openvino/fp32/t1/b1@npu"
+    record_measurements(path, [old], device=FP)
+    record_measurements(path, [npu], device=FP)
+    prof = record_measurements(path, [cpu], device=FP)
+    assert sorted(prof.measurements) == [cpu.key, npu.key]
+    assert prof.measurements[cpu.key].count == 2  # the CPU row replaced the old one: they are one key
+    again = Profile.load(path)
+    assert again.measurements[npu.key].latency["p50_ms"] == 0.25 and again.measurements[npu.key].on_accelerator == "npu"
+    assert again.measurements[cpu.key].latency["p50_ms"] == 2.0 and again.measurements[cpu.key].on_accelerator == "cpu"
+    assert yaml.safe_load(path.read_text())["measurements"][npu.key]["accelerator"] == "npu"
+
+
+def test_a_row_without_accelerator_is_written_back_as_it_was(tmp_path):
+    path = tmp_path / "dev.yaml"
+    save_profile(Profile(name="dev", device=FP, measurements={meas().key: meas()}), path)
+    entry = yaml.safe_load(path.read_text())["measurements"]["aaaaaaaaaaaa/onnx/fp32/t1/b1"]
+    assert "accelerator" not in entry
+    assert Profile.load(path).measurements[meas().key].on_accelerator == "cpu"  # onnxruntime's default
+    with pytest.raises(ProfileError, match="accelerator"):  # a wrongly typed one is named, not crashed on
+        path.write_text(path.read_text().replace("  batch: 1\n", "  batch: 1\n    accelerator: [npu]\n", 1))
+        Profile.load(path)
+
+
+def test_committed_profiles_keep_their_keys_and_meaning():
+    """The profiles in the repository were written before accelerators: they load with every key as
+    it was in the file, every row on its runtime's default accelerator."""
+    root = Path(__file__).resolve().parents[1] / "profiles"
+    for path in sorted(root.glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())["measurements"]
+        prof = Profile.load(path)
+        assert sorted(prof.measurements) == sorted(raw)
+        assert {m.on_accelerator for m in prof.measurements.values()} == {"cpu"}

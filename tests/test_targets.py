@@ -112,3 +112,46 @@ def test_built_in_targets_ship_inside_the_wheel(tmp_path):
     where, names = proc.stdout.splitlines()
     assert where.startswith(str(site))  # the installed copy, not this source tree
     assert {"cpu", "jetson-orin-nano", "rpi4"} <= set(ast.literal_eval(names))
+
+
+NPU = """name: {name}
+arch: x86_64
+runtimes: [openvino]
+formats: [openvino]
+precisions: [fp32, int8]
+accelerator: {accelerator}
+input_layout: NCHW
+install: pip install 'edgekd[openvino]' and Intel's NPU driver
+hardware: {{peak_gops_int8: 11000.0, memory_bandwidth_gbs: 60.0, source: test figures, not a datasheet}}
+"""
+
+
+def test_accelerator_from_the_target_yaml(tmp_path):
+    """`accelerator: NPU` is read in edgekd's spelling; a target without one leaves each runtime on its
+    default (None), which is what every built-in target has always meant."""
+    (tmp_path / "intel-npu.yaml").write_text(NPU.format(name="intel-npu", accelerator="NPU"))
+    target = load_target("intel-npu", tmp_path)
+    assert target.accelerator == "npu" and target.to_dict()["accelerator"] == "npu"
+    assert load_target("cpu").accelerator is None
+
+
+@pytest.mark.parametrize("accelerator, message", [
+    ("TPU", "unknown accelerator 'TPU'; accelerators: cpu, gpu, npu"),
+    ("dla", "openvino does not run on dla; it runs on cpu, gpu, npu"),
+    ("[1, 2]", "must be an accelerator name"),
+])
+def test_unknown_accelerator_is_a_one_line_config_error(tmp_path, accelerator, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(NPU.format(name="bad", accelerator=accelerator))
+    with pytest.raises(ConfigError, match=message) as err:
+        list_targets(tmp_path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    res = CliRunner().invoke(main, ["targets", "--targets-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "bad.yaml" in res.output and message.split(";")[0][:20] in res.output
+
+
+def test_every_listed_runtime_must_run_on_the_target_accelerator(tmp_path):
+    text = NPU.format(name="mixed", accelerator="npu").replace("[openvino]\nformats", "[openvino, onnxruntime]\nformats")
+    (tmp_path / "mixed.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="onnxruntime does not run on npu"):
+        list_targets(tmp_path)

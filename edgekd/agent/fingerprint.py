@@ -18,14 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# runtime name -> (module to look for, distributions that may provide it)
-RUNTIME_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "onnxruntime": ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")),
-    "openvino": ("openvino", ("openvino",)),
-    "litert": ("ai_edge_litert", ("ai-edge-litert",)),
-    "tflite_runtime": ("tflite_runtime", ("tflite-runtime",)),
-    "tensorrt": ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-libs")),
-}
 
 
 def _read(path: str) -> str | None:
@@ -101,9 +93,12 @@ def cpu_identity() -> dict[str, Any]:
 
 
 def runtimes() -> dict[str, str | None]:
-    """Runtime name -> installed version, for each runtime importable here."""
+    """Runtime name -> installed version, for each runtime importable here. What to look for is each
+    runtime adapter's own `device_modules` declaration (`edgekd.runtimes.catalog.device_modules`)."""
+    from edgekd.runtimes.catalog import device_modules
+
     found: dict[str, str | None] = {}
-    for name, (module, dists) in RUNTIME_MODULES.items():
+    for name, (module, dists) in device_modules().items():
         try:
             if importlib.util.find_spec(module) is None:
                 continue

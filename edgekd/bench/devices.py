@@ -199,3 +199,32 @@ def open_device(url: str, key: str | None = None) -> Device:
     except ImportError as err:
         raise AgentError(f"cannot reach {url}: the agent client is not available here ({err}); "
                          "use --device inprocess") from None
+
+
+class OnAccelerator:
+    """A Device whose every bench / eval request runs on one accelerator (a target's), unless the
+    request names its own. Everything else is the wrapped device's."""
+
+    def __init__(self, device: Device, accelerator: str) -> None:
+        self.device, self.accelerator = device, accelerator
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.device.fingerprint()
+
+    def runtimes(self) -> dict[str, str | None]:
+        return self.device.runtimes()
+
+    def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+        return self.device.bench(artifact_dir, {"accelerator": self.accelerator, **request})
+
+    def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
+        return self.device.eval(artifact_dir, data_path, {"accelerator": self.accelerator, **request})
+
+    def close(self) -> None:
+        self.device.close()
+
+
+def on_accelerator(device: Device, accelerator: str | None) -> Device:
+    """`device` measuring on `accelerator`; the device itself for None (each runtime's default, and
+    requests without the field, which every agent version takes)."""
+    return device if accelerator is None else OnAccelerator(device, accelerator)

@@ -131,7 +131,7 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
     # the sha256 check of the files is not what a deployed app pays at start-up: keep it out of load_ms
     verify_files(artifact_dir, manifest)
     t0 = time.perf_counter_ns()
-    runner = load_artifact(artifact_dir, threads=req["threads"], verify=False)
+    runner = load_artifact(artifact_dir, threads=req["threads"], accelerator=req["accelerator"], verify=False)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
 
     data = inp.load_eval_data(req["data"], specs, manifest) if req["data"] else None
@@ -163,6 +163,7 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
         "settings": {
             "threads": req["threads"],
             "batch": req["batch"],
+            "accelerator": info.get("accelerator") or req["accelerator"],
             "input_source": "data" if req["input"] == "data" else "random_normal",
             "seed": req["seed"],
             "precision_hint": info.get("precision_hint") or info.get("precision") or manifest.get("precision"),

@@ -1,7 +1,9 @@
 """A benchmark request: every key it may carry, its default, and its checks.
 
 Requests cross the wire (the agent's `bench` / `eval`), so every field is type- and range-checked
-and every number must be finite before anything runs. Device side: stdlib only.
+and every number must be finite before anything runs; `accelerator` must be a name some registered
+runtime declares (the artifact's runtime checks its own list when it loads). Device side: stdlib +
+`edgekd.runtimes.catalog` (stdlib only).
 """
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from edgekd.errors import ConfigError
 # Every key a request may carry, with its default. Requests are plain JSON (they cross the wire).
 DEFAULT_REQUEST: dict[str, Any] = {
     "threads": None,  # runtime intra-op threads; None = the runtime's default
+    # where the runtime runs it (cpu, gpu, npu, dla: edgekd.runtimes.catalog); None = the runtime's
+    # default. Optional on the wire: a host sends it only when one was chosen, so older agents still
+    # take a default request, and a request without it means what it always meant
+    "accelerator": None,
     "batch": 1,
     "warmup_count": 10,
     "warmup_s": 1.0,
@@ -69,6 +75,10 @@ def normalize_request(request: dict[str, Any] | None) -> dict[str, Any]:
     _integer(req, "seed", 0, 2**32 - 1)
     if req["threads"] is not None:
         _integer(req, "threads", 1, MAX_THREADS)
+    if req["accelerator"] is not None:  # type, length and name checked here; the runtime's own list at load
+        from edgekd.runtimes.catalog import canonical_accelerator
+
+        req["accelerator"] = canonical_accelerator(req["accelerator"], "benchmark request accelerator")
     for key in ("warmup_s", "min_s", "max_s"):
         _number(req, key, 0.0, MAX_SECONDS)
     _number(req, "timeout_s", 0.001, MAX_SECONDS)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekd.bench.devices import Device, open_device
+from edgekd.bench.devices import Device, on_accelerator, open_device
 from edgekd.bench.inputs import read_manifest
 from edgekd.bench.table import BenchRow
 from edgekd.errors import ConfigError, DataError, EdgeKDError
@@ -37,6 +37,7 @@ class BenchConfig:
     profiles_dir: str = "profiles"
     record: bool = True
     threads: int | None = None
+    accelerator: str | None = None  # cpu, gpu, npu, ...: None = each runtime's default
     batch: int = 1
     warmup_count: int = 10
     warmup_s: float = 1.0
@@ -191,7 +192,11 @@ def prepare_eval_data(data: str | None, artifacts_hint: list[Path], workdir: Pat
 
 def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | None = None) -> BenchReport:
     """Benchmark every planned row on the device; record the good ones in the profile."""
-    device = open_device(cfg.device, cfg.key)
+    if cfg.accelerator is not None:  # a misspelt accelerator is a usage error before anything runs
+        from edgekd.runtimes.catalog import canonical_accelerator
+
+        cfg.accelerator = canonical_accelerator(cfg.accelerator, "--accelerator")
+    device = on_accelerator(open_device(cfg.device, cfg.key), cfg.accelerator)
     try:
         fingerprint = device.fingerprint()
         if cfg.record:

@@ -32,6 +32,9 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--no-record", is_flag=True, help="Do not write the results into the profile.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: runtime's own).")
+@click.option("--accelerator", default=None,
+              help="Where the runtime runs it: cpu, gpu, npu, dla (each runtime declares its own; "
+                   "default: the runtime's default, e.g. cpu for OpenVINO).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--min-count", type=click.IntRange(min=1), default=100, show_default=True,
               help="Timed iterations at least.")
@@ -46,7 +49,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result rows as JSON.")
 def command(sources: tuple[str, ...], device: str, key_file: str | None, formats: str, precisions: str,
             data: str | None, profile: str | None, profiles_dir: str, no_record: bool, threads: int | None,
-            batch: int, min_count: int, min_seconds: float, warmup: int, warmup_seconds: float,
+            accelerator: str | None, batch: int, min_count: int, min_seconds: float, warmup: int, warmup_seconds: float,
             export_dir: str | None, target: str, as_json: bool) -> None:
     """Export what is missing and benchmark every format × precision the device can run.
 
@@ -71,7 +74,7 @@ def command(sources: tuple[str, ...], device: str, key_file: str | None, formats
     key = key or os.environ.get("EDGEKD_AGENT_KEY")
     cfg = BenchConfig(sources=list(sources), device=device, key=key, formats=_csv(formats),
                       precisions=_csv(precisions) or ["fp32"], data=data, profile=profile,
-                      profiles_dir=profiles_dir, record=not no_record, threads=threads, batch=batch,
+                      profiles_dir=profiles_dir, record=not no_record, threads=threads, accelerator=accelerator, batch=batch,
                       warmup_count=warmup, warmup_s=warmup_seconds, min_count=min_count, min_s=min_seconds,
                       export_dir=export_dir, target=target)
     if as_json:

@@ -88,47 +88,13 @@ def to_layout(x_nchw):
     return np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1) if INPUT.get("layout") == "NHWC" else x_nchw)
 
 
-def load_runner():
-    """A function float32 batch (model layout) -> logits, on this runtime: {runtime}."""
-    model = str(HERE / "artifact" / MANIFEST["model_file"])
-    runtime = MANIFEST["runtime"]
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
+# where the runtime runs the model: the target's accelerator, in the runtime's own words
+DEVICE = {device!r}
 
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        return lambda x: session.run(None, {{INPUT["name"]: x}})[0]
-    if runtime == "openvino":
-        import openvino as ov
-
-        compiled = ov.Core().compile_model(model, "CPU", {{"INFERENCE_PRECISION_HINT": "f32"}})
-        return lambda x: compiled(x)[compiled.output(0)]
-    if runtime == "litert":
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            from tflite_runtime.interpreter import Interpreter
-        interp = Interpreter(model_path=model)
-        interp.allocate_tensors()
-        i, o = interp.get_input_details()[0], interp.get_output_details()[0]
-
-        def run(x):
-            if i["dtype"] != np.float32:  # full-integer model: quantize the input, dequantize the output
-                scale, zero = i["quantization"]
-                x = np.clip(np.round(x / scale + zero), -128, 127).astype(i["dtype"])
-            interp.set_tensor(i["index"], x)
-            interp.invoke()
-            y = interp.get_tensor(o["index"])
-            if o["dtype"] != np.float32:
-                scale, zero = o["quantization"]
-                y = (y.astype(np.float32) - zero) * scale
-            return y
-
-        return run
-    raise SystemExit(f"{{runtime}}: build the engine on the device as DEVICE.md says (trtexec), then run it there")
-
+{loader}
 
 def main():
-    run = load_runner()
+    run = load_runner(str(HERE / "artifact" / MANIFEST["model_file"]), DEVICE)
     if len(sys.argv) > 1 and sys.argv[1].endswith(".npz"):
         data = np.load(sys.argv[1], allow_pickle=False)
         x = prepare(data["x"])
@@ -155,6 +121,16 @@ def main():
 if __name__ == "__main__":
     main()
 '''
+
+
+def run_model_source(runtime: str, accelerator: str | None = None) -> str:
+    """run_model.py for an artifact of `runtime`: the template above plus the runtime adapter's own
+    `standalone_loader` (numpy + that runtime only), set to run on `accelerator` (None: the default)."""
+    from edgekd.runtimes.catalog import RUNTIMES, device_string
+
+    adapter = RUNTIMES.get(runtime)
+    return RUN_MODEL.format(runtime=runtime, device=device_string(runtime, accelerator),
+                            loader=adapter.standalone_loader.strip())
 
 
 def preprocessing(ds: Any) -> dict[str, Any]:
@@ -222,7 +198,8 @@ def write_bundle(out: str | os.PathLike[str], *, artifact: Path, checkpoint: Pat
         with open(tmp / "samples.npz", "wb") as fh:
             np.savez(fh, x=np.ascontiguousarray(x[:16], dtype=np.float32), y=np.asarray(y[:16], dtype=np.int64))
         manifest = json.loads((tmp / "artifact" / "manifest.json").read_text(encoding="utf-8"))
-        (tmp / "run_model.py").write_text(RUN_MODEL.format(runtime=manifest["runtime"]), encoding="utf-8")
+        (tmp / "run_model.py").write_text(run_model_source(manifest["runtime"], getattr(target, "accelerator", None)),
+                                          encoding="utf-8")
         text = "\n".join(c.replace("{bundle}", str(out)) for c in commands)
         (tmp / "DEVICE.md").write_text(
             f"# Verify `{manifest.get('source', {}).get('spec')}` on a {target.name} device\n\n"

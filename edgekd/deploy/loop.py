@@ -154,7 +154,7 @@ def _features_of(ckpt: Path, shape: tuple[int, ...]) -> dict[str, Any]:
 def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     """Run the loop and write the bundle; returns the report (see the module docstring)."""
     from edgekd.bench.accuracy import write_eval_npz
-    from edgekd.bench.devices import open_device
+    from edgekd.bench.devices import on_accelerator, open_device
     from edgekd.deploy.budget import ROUNDS as TEACHER_ROUNDS
     from edgekd.deploy.budget import measure_teacher, recorded_teacher, reused_timing
     from edgekd.deploy.choice import frontier_search
@@ -197,7 +197,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     if url:
         say(f"device: connecting to {url}")
         try:
-            dev = open_device(url, cfg.key)
+            dev = on_accelerator(open_device(url, cfg.key), tgt.accelerator)  # every request on the target's
         except EdgeKDError as err:
             device_note = f"device {url} could not be reached ({err})"
     else:
@@ -274,7 +274,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 if t_res is None:  # a reused figure: the drift check and any transfer start from when it was taken
                     t_start = str(t_m.measured_at)
                 # the drift check runs before a new teacher measurement joins any fit: an out-of-sample check
-                trust = assess(path, fingerprint, model_key(runtime, cfg.precision, threads, 1, shape), runtime,
+                trust = assess(path, fingerprint, model_key(runtime, cfg.precision, threads, 1, shape, tgt.accelerator), runtime,
                                teacher_features=_features_of(teacher_path, shape), teacher_latency=t_m.latency,
                                metric=metric, profiles_dir=cfg.profiles_dir, tolerance=cfg.drift_tolerance)
                 say(describe(trust, metric))
@@ -289,7 +289,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         # -- a latency model for this configuration, fitted on the device if there is none yet
         if dev and path is not None:
             prof = load_profile()
-            key = model_key(runtime, cfg.precision, threads, 1, shape)
+            key = model_key(runtime, cfg.precision, threads, 1, shape, tgt.accelerator)
             if trust is None:
                 trust = assess(path, fingerprint, key, runtime, teacher_features=None, teacher_latency=None,
                                metric=metric, profiles_dir=cfg.profiles_dir, tolerance=cfg.drift_tolerance)
@@ -311,7 +311,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                 calibrate_on(calibration_specs(cfg.calibrate_count, seed=cfg.seed, task=task, input_shape=shape,
                                                num_classes=classes, vocab=vocab))
                 trust.action = f"calibrated on {cfg.calibrate_count} untrained students"
-        lm_summary = latency_model_summary(load_profile(), model_key(runtime, cfg.precision, threads, 1, shape),
+        lm_summary = latency_model_summary(load_profile(), model_key(runtime, cfg.precision, threads, 1, shape, tgt.accelerator),
                                            metric)
         say(latency_model_line(lm_summary, metric))
         if "latency_ms" not in teacher_fig and teacher_path.suffix == ".pt":
@@ -352,7 +352,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             from edgekd.latency.drift import settle_transfer
 
             trust_extra = settle_transfer(
-                path, model_key(runtime, cfg.precision, threads, 1, shape), budget=budget, probes=cfg.transfer_probes,
+                path, model_key(runtime, cfg.precision, threads, 1, shape, tgt.accelerator), budget=budget, probes=cfg.transfer_probes,
                 table=lambda: latency_table(load_profile(), tgt, config_key, shape, classes, cfg.percentile, space),
                 params_of=lambda s: _params(s, shape, classes), calibrate_on=calibrate_on, say=say,
                 fallback_specs=lambda: calibration_specs(cfg.calibrate_count, seed=cfg.seed, task=task, input_shape=shape,
@@ -421,7 +421,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
             if r.budget_verdict["remeasured"]:
                 say(f"round {len(rounds)}: p{cfg.percentile} {r.budget_verdict['runs_ms'][0]:.4g} ms is within the noise "
                     f"band of the budget; {r.budget_verdict['explanation']} -> {r.budget_verdict['confidence']}")
-            drifted = round_drift(path, model_key(runtime, cfg.precision, threads, 1, shape), lat, m.latency[metric],
+            drifted = round_drift(path, model_key(runtime, cfg.precision, threads, 1, shape, tgt.accelerator), lat, m.latency[metric],
                                   cfg.drift_tolerance) if source != "measured" else None
             remember(m, ckpt, spec, result)
             if drifted is not None:  # this device's own model missed by more than the tolerance: adapt it now

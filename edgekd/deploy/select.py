@@ -91,7 +91,7 @@ class Selection:
 @dataclass(frozen=True)
 class Config:
     """One latency configuration to choose in: runtime + precision + threads + batch (+ the sequence
-    length of text inputs, `edgekd.latency.model.shape_tag`)."""
+    length of text inputs, `edgekd.latency.model.shape_tag`) on one accelerator (None: the default)."""
 
     runtime: str
     format: str
@@ -99,24 +99,35 @@ class Config:
     threads: int
     batch: int
     tag: str = ""
+    accelerator: str | None = None
 
     @property
     def key(self) -> str:
-        return model_key(self.runtime, self.precision, self.threads, self.batch) + self.tag
+        return model_key(self.runtime, self.precision, self.threads, self.batch, accelerator=self.accelerator) + self.tag
 
 
 def _runtime_format(runtime: str) -> str:
-    from edgekd.runtimes import FORMAT_RUNTIME
+    from edgekd.runtimes.catalog import runtime_format
 
-    return next((f for f, r in FORMAT_RUNTIME.items() if r == runtime), runtime)
+    return runtime_format(runtime)
 
 
 def _format_runtime(fmt: str) -> str:
-    from edgekd.runtimes import FORMAT_RUNTIME
+    from edgekd.runtimes.catalog import format_runtime
 
-    if fmt not in FORMAT_RUNTIME:
-        raise ConfigError(f"unknown format {fmt!r}; formats: {', '.join(FORMAT_RUNTIME)}")
-    return FORMAT_RUNTIME[fmt]
+    return format_runtime(fmt)
+
+
+def _accelerator_for(runtime: str, accelerator: str | None) -> str | None:
+    """The accelerator to choose in for `runtime`: the asked one (None when the runtime does not run
+    on it, so its configurations drop out), or the runtime's default when none is asked."""
+    from edgekd.runtimes.catalog import RUNTIMES, accelerators, default_accelerator
+
+    if runtime not in RUNTIMES:  # a runtime this edgekd does not know (an older profile): as recorded
+        return accelerator or ""
+    if accelerator is None:
+        return default_accelerator(runtime)
+    return accelerator if accelerator in accelerators(runtime) else None
 
 
 def latency_models(profile: Any) -> dict[str, LatencyModel]:
@@ -140,8 +151,12 @@ def gather_candidates(
     percentile: int = 50,
     specs: Iterable[str] | None = None,
     vocab: int | None = None,
+    accelerator: str | None = None,
 ) -> tuple[list[Candidate], dict[str, LatencyModel]]:
     """Candidates (measured ones and predicted search-space specs) and the latency models used.
+
+    `accelerator` (default: the target's, else each runtime's default) keeps only measurements and
+    latency models of that accelerator: CPU and NPU figures of one device never mix.
 
     Only measurements and latency models of the same kind of input count: image inputs (C x H x W)
     or text inputs of `input_shape` = (seq_len,) (then the text student family's specs, sized with
@@ -156,6 +171,12 @@ def gather_candidates(
     want_precisions = set(precisions) if precisions else None
     for f in want_formats or ():
         _format_runtime(f)
+    if accelerator is None and target is not None:
+        accelerator = getattr(target, "accelerator", None)
+    if accelerator is not None:
+        from edgekd.runtimes.catalog import canonical_accelerator
+
+        accelerator = canonical_accelerator(accelerator)
     models = latency_models(profile) if profile is not None else {}
     section = latency_section(profile) if profile is not None else None
     configs: dict[str, Config] = {}
@@ -174,7 +195,10 @@ def gather_candidates(
             continue  # another kind of input (text vs image, another sequence length)
         if dataset_fingerprint and m.dataset_fingerprint and not str(m.dataset_fingerprint).startswith(dataset_fingerprint):
             continue  # accuracy on another dataset says nothing here
-        cfg = Config(runtime, m.format, m.precision, m.threads, m.batch, tag)
+        on = _accelerator_for(runtime, accelerator)
+        if on is None or (m.on_accelerator or "") != on:
+            continue  # measured on another accelerator
+        cfg = Config(runtime, m.format, m.precision, m.threads, m.batch, tag, on)
         configs[cfg.key] = cfg
         feats = measurement_features(m, section) if section else None
         lat = m.latency.get(metric)
@@ -191,20 +215,24 @@ def gather_candidates(
             measured_keys.add((m.spec, cfg.key))
     for key, model in models.items():
         raw = (section or {}).get("models", {}).get(key, {})
-        cfg = Config(raw.get("runtime", key.split("/")[0]), raw.get("format") or _runtime_format(key.split("/")[0]),
-                     raw.get("precision", key.split("/")[1]), int(raw.get("threads", 0)), int(raw.get("batch", 1)), tag)
-        if cfg.key != key:
-            continue  # a model for another kind of input
+        runtime = raw.get("runtime", key.split("/")[0])
+        on = _accelerator_for(runtime, accelerator)
+        cfg = Config(runtime, raw.get("format") or _runtime_format(key.split("/")[0]),
+                     raw.get("precision", key.split("/")[1]), int(raw.get("threads", 0)), int(raw.get("batch", 1)), tag,
+                     on)
+        if on is None or cfg.key != key:
+            continue  # a model for another kind of input, or another accelerator
         if wanted(cfg.format, cfg.precision, cfg.threads, cfg.batch):
             configs[cfg.key] = cfg
     if not any(models.get(k) for k in configs) and target is not None:
         # nothing fitted on this device: the datasheet roofline, clearly labelled
         for fmt in target.formats:
-            runtime = _format_runtime(fmt) if fmt in ("onnx", "openvino", "tflite", "tensorrt") else fmt
+            runtime = _format_runtime(fmt)
+            on = _accelerator_for(runtime, accelerator)
             for precision in target.precisions:
                 th = int(threads or target.default_threads or 0)
-                if wanted(fmt, precision, th, batch):
-                    cfg = Config(runtime, fmt, precision, th, batch, tag)
+                if on is not None and wanted(fmt, precision, th, batch):
+                    cfg = Config(runtime, fmt, precision, th, batch, tag, on)
                     hw = dict(target.hardware)
                     hw.setdefault("peak_gflops", hw.get("peak_gops_int8" if precision == "int8" else "peak_gflops_fp32"))
                     models[cfg.key] = prior_model(hw, cfg.key, source=f"target {target.name}: {hw.get('source', '')}".strip())
@@ -315,6 +343,7 @@ def select(
     allow_unmeasured_accuracy: bool = False,
     specs: Iterable[str] | None = None,
     task: str | None = None,
+    accelerator: str | None = None,
 ) -> Selection:
     """Apply the budget rule to a profile's measurements and predictions (see the module docstring).
 
@@ -341,7 +370,7 @@ def select(
     candidates, models = gather_candidates(
         profile, input_shape=shape, num_classes=classes, formats=formats, precisions=precisions, threads=threads,
         batch=batch, target=target, dataset_fingerprint=dataset_fingerprint, percentile=percentile, specs=specs,
-        vocab=text.get("vocab") if task == "text" else None)
+        vocab=text.get("vocab") if task == "text" else None, accelerator=accelerator)
     if not candidates:
         where = f"profile {getattr(profile, 'path', None) or getattr(profile, 'name', '')}" if profile is not None else "no profile"
         raise ProfileError(f"{where} has no measurement and no latency model for the requested formats/precisions; "

@@ -72,6 +72,7 @@ MEASUREMENT_FIELDS: dict[str, tuple[Check, str]] = {
     "first_inference_ms": (_optional(_number), "a number"),
     "input_source": (_optional(_str), "a string"),
     "runtime": (_optional(_str), "a string"),
+    "accelerator": (_optional(_str), "an accelerator name (cpu, gpu, npu, ...)"),
     "artifact_sha256": (_optional(_str), "a string"),
     "measured_at": (_text, "a date string"),
     "versions": (_optional(_str_map), "a mapping"),

@@ -7,13 +7,14 @@ Device-safe: yaml + stdlib only. The file is meant to be read by people and diff
     device: {...}                  # the fingerprint from the agent's hello (latest)
     created: 2025-...Z
     updated: 2025-...Z
-    measurements:                  # sorted by key, one entry per (model, format, precision, threads, batch)
-      <sha12>/onnx/fp32/t1/b1:
-        model_sha256: ...          # the student checkpoint (or the model file when there is none)
-        format: onnx
+    measurements:                  # sorted by key, one entry per (model, format, precision, threads, batch,
+      <sha12>/onnx/fp32/t1/b1:     #   accelerator); the runtime's default accelerator is not written in
+        model_sha256: ...          #   the key (`.../b1`), any other is (`.../b1@npu`): keys from before
+        format: onnx               #   accelerators existed mean the default one, as they always did
         precision: fp32
         threads: 1
         batch: 1
+        accelerator: cpu           # absent in older rows: the runtime's default
         count: 3                   # how many times this key was measured; the latest replaces the rest
         spec / params / macs / size_bytes / latency{p50_ms..} / peak_rss_bytes / accuracy /
         dataset_fingerprint / measured_at / versions / ...
@@ -38,7 +39,7 @@ from edgekd.fileio import atomic_write_text
 from edgekd.device.profile_lock import file_lock
 
 SCHEMA = "edgekd.profile/1"
-KEY_FIELDS = ("model_sha256", "format", "precision", "threads", "batch")
+KEY_FIELDS = ("model_sha256", "format", "precision", "threads", "batch", "accelerator")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -49,13 +50,15 @@ def now_iso() -> str:
 @dataclass
 class Measurement:
     """One benchmark result as a profile stores it. The key is (model_sha256, format, precision,
-    threads, batch); `threads=None` means the runtime's default and is written as 0."""
+    threads, batch, accelerator); `threads=None` means the runtime's default and is written as 0;
+    `accelerator` None (rows from before accelerators) means the runtime's default one."""
 
     model_sha256: str
     format: str
     precision: str
     threads: int
     batch: int
+    accelerator: str | None = None
     spec: str | None = None
     params: int | None = None
     macs: int | None = None
@@ -77,15 +80,38 @@ class Measurement:
 
     @property
     def key(self) -> str:
-        """The profile key as written in the file, e.g. `1a2b3c4d5e6f/onnx/fp32/t1/b1`."""
-        return f"{self.model_sha256[:12]}/{self.format}/{self.precision}/t{self.threads}/b{self.batch}"
+        """The profile key as written in the file, e.g. `1a2b3c4d5e6f/onnx/fp32/t1/b1`, or
+        `1a2b3c4d5e6f/openvino/fp32/t1/b1@npu` on an accelerator other than the runtime's default."""
+        from edgekd.runtimes.catalog import accelerator_suffix
+
+        return (f"{self.model_sha256[:12]}/{self.format}/{self.precision}/t{self.threads}/b{self.batch}"
+                f"{accelerator_suffix(self.runtime_name, self.accelerator)}")
+
+    @property
+    def runtime_name(self) -> str:
+        """The runtime that ran it (older rows name only the format)."""
+        from edgekd.runtimes.catalog import FORMAT_RUNTIME
+
+        return str(self.runtime or FORMAT_RUNTIME.get(self.format, self.format))
+
+    @property
+    def on_accelerator(self) -> str | None:
+        """The accelerator it ran on: the recorded one, else the runtime's default (None: unknown runtime)."""
+        from edgekd.runtimes.catalog import RUNTIMES, default_accelerator
+
+        if self.accelerator:
+            return self.accelerator
+        return default_accelerator(self.runtime_name) if self.runtime_name in RUNTIMES else None
 
     @property
     def key_tuple(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in KEY_FIELDS)
+        return tuple(getattr(self, k) for k in KEY_FIELDS[:-1]) + (self.on_accelerator,)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["accelerator"] is None:
+            del out["accelerator"]  # a row from before accelerators stays as it was written
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Measurement":
@@ -113,6 +139,7 @@ class Measurement:
             precision=str(art.get("precision")),
             threads=int(settings.get("threads") or 0),
             batch=int(settings.get("batch") or 1),
+            accelerator=settings.get("accelerator") or (result.get("runner_info") or {}).get("accelerator"),
             spec=spec,
             params=params,
             macs=macs,

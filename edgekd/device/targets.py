@@ -1,9 +1,15 @@
 """Targets: one YAML file per class of device (cpu, nvidia-gpu, jetson-orin-nano, rpi4, rpi5, ...).
 
 A target says which runtimes the device runs (in order of preference), which export formats and
-precisions make sense there, the default thread count, the input layout, how to install the device
-side, and prior hardware figures (peak compute, memory bandwidth, with their datasheet source) that
-seed latency prediction before anything is measured.
+precisions make sense there, the accelerator they run on, the default thread count, the input
+layout, how to install the device side, and prior hardware figures (peak compute, memory bandwidth,
+with their datasheet source) that seed latency prediction before anything is measured.
+
+`accelerator` (optional: cpu, gpu, npu, dla, ... any name a runtime adapter declares, any case) is
+where every listed runtime runs; absent, each runs on its own default (its adapter's first). Every
+runtime listed must declare it. Runtimes, formats, precisions and accelerators are validated against
+the runtime registry (`edgekd.runtimes.catalog`), so a new accelerator is a target YAML plus the
+adapter's declaration.
 
 Where targets come from, later ones overriding earlier ones by name:
   1. the built-in `edgekd/builtin_targets/` directory, shipped inside the package (a wheel has it too),
@@ -24,8 +30,6 @@ from edgekd.errors import ConfigError
 
 BUILTIN_TARGETS_DIR = Path(__file__).resolve().parent / "builtin_targets"
 ENV_VAR = "EDGEKD_TARGETS"
-FORMAT_NAMES = ("onnx", "openvino", "tflite", "tensorrt")
-PRECISION_NAMES = ("fp32", "fp16", "int8")
 LAYOUTS = ("NCHW", "NHWC")
 REQUIRED = ("name", "arch", "runtimes", "formats", "precisions", "input_layout", "install", "hardware")
 
@@ -44,6 +48,7 @@ class Target:
     install: str
     hardware: dict[str, Any]
     default_threads: int | None = None
+    accelerator: str | None = None  # None: each runtime's default accelerator
     description: str = ""
     aliases: tuple[str, ...] = ()
     path: str = ""
@@ -75,7 +80,7 @@ def _fail(path: Path, what: str) -> ConfigError:
 
 def parse_target(path: Path) -> Target:
     """Load and validate one target YAML; ConfigError naming the file on anything wrong."""
-    from edgekd.runtimes import RUNTIMES
+    from edgekd.runtimes.catalog import PRECISION_NAMES, RUNTIMES, check_accelerator, export_formats, format_runtime
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -91,7 +96,7 @@ def parse_target(path: Path) -> Target:
     if not isinstance(name, str) or name != path.stem:
         raise _fail(path, f"name {name!r} must equal the file name {path.stem!r}")
     lists = {}
-    for key, valid in (("runtimes", RUNTIMES.names()), ("formats", FORMAT_NAMES), ("precisions", PRECISION_NAMES)):
+    for key, valid in (("runtimes", RUNTIMES.names()), ("formats", export_formats()), ("precisions", PRECISION_NAMES)):
         value = data[key]
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise _fail(path, f"{key} must be a non-empty list of names")
@@ -110,11 +115,18 @@ def parse_target(path: Path) -> Target:
     for key, value in hardware.items():
         if key.startswith(("peak_", "memory_")) and not isinstance(value, (int, float)):
             raise _fail(path, f"hardware.{key} must be a number")
+    accelerator = data.get("accelerator")
+    if accelerator is not None:
+        try:
+            runs = dict.fromkeys([*lists["runtimes"], *(format_runtime(f) for f in lists["formats"])])
+            accelerator = [check_accelerator(r, accelerator, "accelerator") for r in runs][0]
+        except ConfigError as err:
+            raise _fail(path, str(err)) from None
     aliases = data.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise _fail(path, "aliases must be a list of names")
     return Target(name=name, arch=str(data["arch"]), input_layout=data["input_layout"], install=str(data["install"]),
-                  hardware=dict(hardware), default_threads=threads, description=str(data.get("description", "")),
+                  hardware=dict(hardware), default_threads=threads, accelerator=accelerator, description=str(data.get("description", "")),
                   aliases=tuple(aliases), path=str(path), **lists)
 
 

@@ -113,10 +113,13 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
         feats = measurement_features(m, section)
         if feats is None:
             continue
-        key = model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section))
+        key = model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section),
+                        accelerator=m.accelerator)
         groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
         meta[key] = {"runtime": measurement_runtime(m), "format": m.format, "precision": m.precision,
                      "threads": m.threads, "batch": m.batch}
+        if m.on_accelerator:
+            meta[key]["accelerator"] = m.on_accelerator
     from edgekd.device.identity import hardware_identity, model_identity
     from edgekd.latency.model import TRANSFER_KIND
 
@@ -160,6 +163,13 @@ def update_profile_section(path: Any, change: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ the calibration run
+
+def accelerator_request(target: Any) -> dict[str, Any]:
+    """The bench-request part that puts a measurement on the target's accelerator: nothing for a
+    target without one (each runtime's default; an older agent takes such a request as it always
+    did), else {"accelerator": name}."""
+    return {"accelerator": target.accelerator} if getattr(target, "accelerator", None) else {}
+
 
 # Lighter than `edgekd bench`'s defaults: latency only, and dozens of models to get through. p50 of
 # >= 200 iterations over >= 0.5 s is stable to ~1-2 % on a quiet CPU (checked by scripts/bench_select.py).
@@ -339,7 +349,8 @@ def run_calibration(
         path = profile_path(profile or device_name(fingerprint), profiles_dir)
         rows, fitted = calibrate_device(dev, fingerprint, path, specs=specs, shape=shape, classes=classes,
                                         runtimes=wanted, precisions=precs, threads=threads, batch=batch,
-                                        work_dir=work_dir, seed=seed, request=request, layout=tgt.input_layout,
+                                        work_dir=work_dir, seed=seed, layout=tgt.input_layout,
+                                        request={**accelerator_request(tgt), **(request or {})},
                                         rounds=rounds, on_progress=on_progress)
         return {
             "profile": str(path), "device": fingerprint, "device_url": device, "target": tgt.name,

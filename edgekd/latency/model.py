@@ -95,11 +95,16 @@ def shape_tag(input_shape: Sequence[int] | None) -> str:
 
 
 def model_key(runtime: str, precision: str, threads: int | None, batch: int = 1,
-              input_shape: Sequence[int] | None = None) -> str:
+              input_shape: Sequence[int] | None = None, accelerator: str | None = None) -> str:
     """The profile key of one latency model: ``runtime/precision/tN/bN`` (t0 = the runtime's default
-    thread count, written the way `edgekd.device.profiles` writes measurement keys), plus `shape_tag` for
-    text inputs (``.../b1/seq16``)."""
-    return f"{runtime}/{precision}/t{int(threads or 0)}/b{int(batch)}{shape_tag(input_shape)}"
+    thread count, written the way `edgekd.device.profiles` writes measurement keys), then the
+    accelerator when it is not the runtime's default (``openvino/fp32/t0/b1@npu``; None or the
+    default add nothing, so every key fitted before accelerators existed means the default one),
+    then `shape_tag` for text inputs (``.../b1/seq16``, ``.../b1@npu/seq16``)."""
+    from edgekd.runtimes.catalog import accelerator_suffix
+
+    return (f"{runtime}/{precision}/t{int(threads or 0)}/b{int(batch)}{accelerator_suffix(runtime, accelerator)}"
+            f"{shape_tag(input_shape)}")
 
 
 # ------------------------------------------------------------------------------ terms

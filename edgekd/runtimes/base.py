@@ -5,7 +5,7 @@ uses to read an artifact and feed a runner, so it must work where torch cannot b
 
 An *artifact* is a directory holding the model file(s) and `manifest.json`:
 
-    {"schema": "edgekd.artifact/1", "format": "onnx"|"openvino"|"tflite"|"tensorrt-onnx",
+    {"schema": "edgekd.artifact/1", "format": <an adapter's `format`: onnx|openvino|tflite|tensorrt-onnx|...>,
      "runtime": <RUNTIMES name>, "precision": "fp32"|"fp16"|"int8", "model_file": <relative name>,
      "files": {name: sha256}, "inputs": [{"name", "shape", "dtype", "layout"}], "outputs": [...],
      "normalization": {"mean": [...], "std": [...]}, "class_names": [...], "num_classes": int,
@@ -26,11 +26,11 @@ import numpy as np
 
 from edgekd.errors import ConfigError, ModelError
 from edgekd.fileio import atomic_write_json, sha256_file
+from edgekd.runtimes.catalog import PRECISION_NAMES, manifest_formats
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "edgekd.artifact/1"
-FORMATS = ("onnx", "openvino", "tflite", "tensorrt-onnx")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = PRECISION_NAMES  # the formats a manifest may name are the registered adapters' (catalog)
 STATUSES = ("ok", "failed")
 REQUIRED_KEYS = ("schema", "format", "runtime", "precision", "model_file", "files", "inputs", "outputs", "status")
 
@@ -58,15 +58,22 @@ class Runner(Protocol):
 class RuntimeAdapter(Protocol):
     """One runtime: its export on the host (torch imported lazily inside) and its runner on the device.
 
+    The identity (name, formats, suffixes, precisions, accelerators, device modules) is declared on the
+    class, which subclasses `edgekd.runtimes.catalog.AdapterBase` (see there for every field).
     `export(model, info, out_dir, *, precision, calibration, **options) -> Path` writes the model
     file(s) and `manifest.json` (status "ok", parity empty: the parity gate fills it in) into
-    `out_dir` and returns it. `load(artifact_dir, *, threads=None, **options) -> Runner`.
+    `out_dir` and returns it. `load(artifact_dir, *, threads=None, accelerator=<declared name>,
+    **options) -> Runner` runs on that accelerator (its `info["accelerator"]` says so).
     `unavailable_reason()` is None when this runtime's package imports here, else why not.
     """
 
     name: str
     format: str
+    export_format: str
+    suffixes: tuple[str, ...]
     precisions: tuple[str, ...]
+    accelerators: Mapping[str, str]
+    device_modules: tuple[tuple[str, str, tuple[str, ...]], ...]
 
     def unavailable_reason(self) -> str | None: ...
 
@@ -104,7 +111,7 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ModelError(f"{path}: manifest lacks {', '.join(missing)}; re-export the artifact")
-    if manifest["format"] not in FORMATS or manifest["precision"] not in PRECISIONS:
+    if manifest["format"] not in manifest_formats() or manifest["precision"] not in PRECISIONS:
         raise ModelError(f"{path}: unknown format/precision {manifest['format']}/{manifest['precision']}")
     from edgekd.runtimes.confine import check_manifest_paths
 

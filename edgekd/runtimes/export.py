@@ -19,7 +19,8 @@ from edgekd.fileio import atomic_write_json, sha256_file
 from edgekd.runtimes import FORMAT_RUNTIME, RUNTIMES
 from edgekd.runtimes.base import artifact_size, read_manifest, update_manifest
 from edgekd.runtimes.parity import DEFAULT_FP32_TOL, DEFAULT_MAX_DROP_PTS, check_parity, mark_failed
-from edgekd.device.targets import FORMAT_NAMES, PRECISION_NAMES, Target, load_target
+from edgekd.device.targets import Target, load_target
+from edgekd.runtimes.catalog import PRECISION_NAMES, export_formats
 
 SUMMARY_FILE = "export.json"
 
@@ -202,7 +203,7 @@ def export_checkpoint(
     from edgekd.models import load_model
 
     tgt = load_target(target, targets_dir)
-    fmts = parse_names(formats, FORMAT_NAMES, "format")
+    fmts = parse_names(formats, export_formats(), "format")
     precs = parse_names(precisions, PRECISION_NAMES, "precision")
     plan = _plan(tgt, fmts, precs)
     ckpt = resolve_checkpoint(checkpoint)

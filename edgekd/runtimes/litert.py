@@ -17,6 +17,7 @@ import numpy as np
 from edgekd.errors import ExportError, RuntimeMissingError
 from edgekd.runtimes.base import (Calibration, check_feeds, default_threads, read_manifest, run_in_chunks,
                                   static_batch, write_manifest)
+from edgekd.runtimes.catalog import AdapterBase
 
 MODEL_FILE = "model.tflite"
 LAYOUTS = ("NCHW", "NHWC")
@@ -62,7 +63,10 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class LiteRTRunner:
     """A LiteRT Interpreter with `num_threads`; integer I/O is (de)quantized here."""
 
-    def __init__(self, artifact_dir: Path, *, threads: int | None = None) -> None:
+    def __init__(self, artifact_dir: Path, *, threads: int | None = None, accelerator: str = "cpu") -> None:
+        from edgekd.runtimes.catalog import check_accelerator
+
+        check_accelerator("litert", accelerator)  # the CPU (XNNPACK) only: no delegate is loaded
         interpreter_cls, package, version = _interpreter_class()
         manifest = read_manifest(artifact_dir)
         threads = default_threads(threads)
@@ -77,7 +81,7 @@ class LiteRTRunner:
         self._in_q = self._in["quantization"] if np.issubdtype(self._in["dtype"], np.integer) else None
         self._out_q = self._out["quantization"] if np.issubdtype(self._out["dtype"], np.integer) else None
         self.info = {"runtime": "litert", "package": package, "version": version, "threads": threads,
-                     "precision": manifest["precision"], "device": "CPU",
+                     "precision": manifest["precision"], "device": "CPU", "accelerator": "cpu",
                      "io_dtype": np.dtype(self._in["dtype"]).name}
 
     def _run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -143,12 +147,45 @@ def _convert(model: Any, sample: Any, precision: str, calibration: Calibration |
     return litert_torch.convert(graph, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
-class LiteRTAdapter:
+STANDALONE_LOADER = r'''
+def load_runner(model, device):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    interp = Interpreter(model_path=model)
+    interp.allocate_tensors()
+    i, o = interp.get_input_details()[0], interp.get_output_details()[0]
+
+    def run(x):
+        if i["dtype"] != np.float32:  # full-integer model: quantize the input, dequantize the output
+            scale, zero = i["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(i["dtype"])
+        interp.set_tensor(i["index"], x)
+        interp.invoke()
+        y = interp.get_tensor(o["index"])
+        if o["dtype"] != np.float32:
+            scale, zero = o["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    return run
+'''
+
+
+class LiteRTAdapter(AdapterBase):
     """Registered as `litert`: .tflite files run by the LiteRT interpreter (XNNPACK on ARM/x86 CPUs)."""
 
     name = "litert"
     format = "tflite"
+    suffixes = (".tflite",)
     precisions = ("fp32", "int8")
+    accelerators = {"cpu": "CPU"}
+    # the older tflite_runtime wheel runs the same files; the agent reports it under its own name
+    device_modules = (("litert", "ai_edge_litert", ("ai-edge-litert",)),
+                      ("tflite_runtime", "tflite_runtime", ("tflite-runtime",)))
+    listing_order = 30
+    standalone_loader = STANDALONE_LOADER
 
     def unavailable_reason(self) -> str | None:
         try:

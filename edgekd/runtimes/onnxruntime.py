@@ -15,6 +15,7 @@ import numpy as np
 from edgekd.errors import ExportError, RuntimeMissingError
 from edgekd.runtimes.base import (Calibration, check_feeds, default_threads, read_manifest, run_in_chunks,
                                   static_batch, write_manifest)
+from edgekd.runtimes.catalog import AdapterBase
 
 MODEL_FILE = "model.onnx"
 
@@ -28,11 +29,22 @@ def _import_ort() -> Any:
 
 
 class OnnxRuntimeRunner:
-    """An InferenceSession on the CPU provider with explicit intra/inter-op thread counts."""
+    """An InferenceSession with explicit intra/inter-op thread counts on one accelerator's execution
+    provider (cpu: CPUExecutionProvider; gpu: CUDAExecutionProvider, refused when this onnxruntime
+    build lacks it rather than silently measured on the CPU). `providers` overrides the list."""
 
     def __init__(self, artifact_dir: Path, *, threads: int | None = None, providers: list[str] | None = None,
-                 model_file: str | None = None) -> None:
+                 model_file: str | None = None, accelerator: str = "cpu") -> None:
+        from edgekd.runtimes.catalog import check_accelerator
+
+        accelerator = check_accelerator("onnxruntime", accelerator)
         ort = _import_ort()
+        provider = OnnxRuntimeAdapter.accelerators[accelerator]
+        if providers is None and provider != "CPUExecutionProvider":
+            if provider not in ort.get_available_providers():
+                raise RuntimeMissingError(f"this onnxruntime has no {provider} (it has "
+                                          f"{', '.join(ort.get_available_providers())}); pip install onnxruntime-gpu")
+            providers = [provider, "CPUExecutionProvider"]  # ops the GPU provider lacks fall back, as ORT does
         manifest = read_manifest(artifact_dir)
         threads = default_threads(threads)
         opts = ort.SessionOptions()
@@ -53,7 +65,8 @@ class OnnxRuntimeRunner:
                         else np.float32 for i in self.session.get_inputs()}
         self.info = {"runtime": "onnxruntime", "version": ort.__version__, "threads": threads,
                      "precision": manifest["precision"], "providers": self.session.get_providers(),
-                     "device": "CPU" if providers == ["CPUExecutionProvider"] else providers[0]}
+                     "device": "CPU" if providers == ["CPUExecutionProvider"] else providers[0],
+                     "accelerator": accelerator}
 
     def _run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.session.run([self._output], feeds)[0], dtype=np.float32)
@@ -105,12 +118,27 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
 
-class OnnxRuntimeAdapter:
-    """Registered as `onnxruntime`: ONNX files run by ONNX Runtime on the CPU."""
+STANDALONE_LOADER = r'''
+def load_runner(model, device):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=[device])
+    return lambda x: session.run(None, {INPUT["name"]: x})[0]
+'''
+
+
+class OnnxRuntimeAdapter(AdapterBase):
+    """Registered as `onnxruntime`: ONNX files run by ONNX Runtime on the CPU (or an NVIDIA GPU through
+    the CUDA execution provider)."""
 
     name = "onnxruntime"
     format = "onnx"
+    suffixes = (".onnx",)
     precisions = ("fp32", "int8")
+    accelerators = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}
+    device_modules = (("onnxruntime", "onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")),)
+    listing_order = 10
+    standalone_loader = STANDALONE_LOADER
 
     def unavailable_reason(self) -> str | None:
         try:

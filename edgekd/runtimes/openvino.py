@@ -2,9 +2,10 @@
 
 INT8 is `nncf.quantize` on real training samples, or with `accuracy_control=True`
 `nncf.quantize_with_accuracy_control`, which keeps layers in fp32 until the drop on the labelled
-validation split is at most `max_drop` points. The runner ALWAYS sets and records
-INFERENCE_PRECISION_HINT: on CPUs with AVX512-BF16/AMX, OpenVINO defaults to bf16, which silently
-changes results; an fp32 artifact runs with f32. Device side: numpy + openvino, imported lazily.
+validation split is at most `max_drop` points. The runner compiles for the accelerator it is given
+(cpu -> "CPU", gpu -> "GPU", npu -> "NPU"; the thread count applies to the CPU only) and ALWAYS sets
+and records INFERENCE_PRECISION_HINT: on CPUs with AVX512-BF16/AMX, OpenVINO defaults to bf16, which
+silently changes results; an fp32 artifact runs with f32. Device side: numpy + openvino, imported lazily.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from edgekd.errors import ExportError, RuntimeMissingError
 from edgekd.runtimes.base import (Calibration, check_feeds, default_threads, read_manifest, run_in_chunks,
                                   static_batch, write_manifest)
+from edgekd.runtimes.catalog import AdapterBase
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
@@ -33,10 +35,15 @@ def _import_ov() -> Any:
 
 
 class OpenVINORunner:
-    """A compiled model on one device (CPU by default) with explicit threads and precision hint."""
+    """A compiled model on one accelerator (the CPU by default) with explicit threads (CPU) and
+    precision hint; `info` records the accelerator, OpenVINO's device name and the hint it reports."""
 
-    def __init__(self, artifact_dir: Path, *, threads: int | None = None, device: str = "CPU",
+    def __init__(self, artifact_dir: Path, *, threads: int | None = None, accelerator: str = "cpu",
                  precision_hint: str | None = None, performance_hint: str = "LATENCY") -> None:
+        from edgekd.runtimes.catalog import check_accelerator
+
+        accelerator = check_accelerator("openvino", accelerator)
+        device = OpenVINOAdapter.accelerators[accelerator]
         ov = _import_ov()
         manifest = read_manifest(artifact_dir)
         threads = default_threads(threads)
@@ -45,6 +52,10 @@ class OpenVINORunner:
         if threads is not None and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
+        # the CPU plugin ships in every wheel; asking for the device list would load every plugin (load_ms)
+        if device != "CPU" and not any(d.split(".")[0] == device for d in core.available_devices):
+            raise RuntimeMissingError(f"OpenVINO sees no {device} here (devices: {', '.join(core.available_devices)}); "
+                                      f"install the {device} driver, or measure on another accelerator")
         self.compiled = core.compile_model(str(Path(artifact_dir) / manifest["model_file"]), device, config)
         self.request = self.compiled.create_infer_request()
         port = self.compiled.inputs[0]
@@ -59,7 +70,8 @@ class OpenVINORunner:
         actual_threads = self.compiled.get_property("INFERENCE_NUM_THREADS") if device == "CPU" else None
         self.info = {"runtime": "openvino", "version": ov.get_version(), "threads": threads,
                      "effective_threads": actual_threads, "precision": manifest["precision"],
-                     "precision_hint": actual_hint, "performance_hint": performance_hint, "device": device}
+                     "precision_hint": actual_hint, "performance_hint": performance_hint, "device": device,
+                     "accelerator": accelerator}
 
     def _run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.request.infer({i: feeds[name] for i, name in enumerate(self.input_names)})
@@ -106,12 +118,26 @@ def quantize_ir_int8(ov_model: Any, calibration: Calibration | None, *, batch: i
             max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(rows))
 
 
-class OpenVINOAdapter:
+STANDALONE_LOADER = r'''
+def load_runner(model, device):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, device, {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda x: compiled(x)[compiled.output(0)]
+'''
+
+
+class OpenVINOAdapter(AdapterBase):
     """Registered as `openvino`: OpenVINO IR run by the OpenVINO runtime (CPU, iGPU, NPU)."""
 
     name = "openvino"
     format = "openvino"
+    suffixes = (".xml", ".bin")
     precisions = ("fp32", "int8")
+    accelerators = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}  # edgekd name -> OpenVINO device
+    device_modules = (("openvino", "openvino", ("openvino",)),)
+    listing_order = 20
+    standalone_loader = STANDALONE_LOADER
 
     def unavailable_reason(self) -> str | None:
         try:

@@ -28,6 +28,7 @@ import numpy as np
 from edgekd.errors import ExportError, ModelError, RuntimeMissingError
 from edgekd.fileio import atomic_write_bytes
 from edgekd.runtimes.base import Calibration, check_feeds, read_manifest, run_in_chunks, write_manifest
+from edgekd.runtimes.catalog import AdapterBase
 from edgekd.runtimes.tensorrt_ops import (check_tensorrt_onnx, engine_cache_key, parse_trtexec_banner,
                                           parse_trtexec_times, summarize_ms, trt_major, trtexec_typing_options)
 
@@ -86,14 +87,17 @@ def network_creation_flags(trt: Any) -> int:
     return 1 << int(flag)
 
 
-def build_engine(onnx_path: Path, precision: str, *, cache_dir: Path, workspace_mb: int = 1024) -> tuple[bytes, str, bool]:
+def build_engine(onnx_path: Path, precision: str, *, cache_dir: Path, workspace_mb: int = 1024,
+                 accelerator: str = "gpu") -> tuple[bytes, str, bool]:
     """(serialized plan, cache key, came from cache). Builds a strongly typed network from the ONNX
     when not cached. The precision is the graph's own (float16 casts, Q/DQ): no builder precision
-    flag and no calibrator is set on any TensorRT version; `precision` only names the cache entry."""
+    flag and no calibrator is set on any TensorRT version; `precision` only names the cache entry.
+    `accelerator` "dla" builds for DLA core 0 with GPU fallback for layers the DLA cannot run
+    (Jetson AGX/NX; written from the TensorRT docs, not verified on hardware here)."""
     trt = _import_trt()
     from edgekd.fileio import sha256_file
 
-    key = engine_cache_key(sha256_file(onnx_path), trt.__version__, gpu_name(), precision)
+    key = engine_cache_key(sha256_file(onnx_path), trt.__version__, gpu_name(), precision, accelerator)
     plan_path = cache_dir / f"{key}.plan"
     if plan_path.is_file():
         return plan_path.read_bytes(), key, True
@@ -106,6 +110,12 @@ def build_engine(onnx_path: Path, precision: str, *, cache_dir: Path, workspace_
         raise ModelError(f"{onnx_path}: TensorRT could not parse the ONNX: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if accelerator == "dla":
+        if int(getattr(builder, "num_DLA_cores", 0)) < 1:
+            raise RuntimeMissingError("this device has no DLA core (Jetson AGX/NX have them); use accelerator gpu")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = 0
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError(f"{onnx_path}: TensorRT engine build failed for {precision}; see the TensorRT log above")
@@ -126,7 +136,10 @@ class TensorRTRunner:
     """A deserialized engine with one execution context and device buffers per I/O tensor."""
 
     def __init__(self, artifact_dir: Path, *, threads: int | None = None, cache_dir: Path | None = None,
-                 workspace_mb: int = 1024) -> None:
+                 workspace_mb: int = 1024, accelerator: str = "gpu") -> None:
+        from edgekd.runtimes.catalog import check_accelerator
+
+        accelerator = check_accelerator("tensorrt", accelerator)
         trt = _import_trt()
         cudart = _import_cudart()
         self._cudart = cudart
@@ -136,7 +149,7 @@ class TensorRTRunner:
         check_artifact_precision(manifest, artifact_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         plan, key, cached = build_engine(artifact_dir / manifest["model_file"], manifest["precision"],
-                                         cache_dir=cache_dir, workspace_mb=workspace_mb)
+                                         cache_dir=cache_dir, workspace_mb=workspace_mb, accelerator=accelerator)
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
         self.context = self.engine.create_execution_context()
         self.stream = _cuda(cudart.cudaStreamCreate())
@@ -155,7 +168,7 @@ class TensorRTRunner:
         self._batch = int(self._host[self._inputs[0]].shape[0])
         self.info = {"runtime": "tensorrt", "version": trt.__version__, "threads": None,
                      "precision": manifest["precision"], "device": gpu_name(), "engine_key": key,
-                     "engine_cached": cached, "strongly_typed": True}
+                     "engine_cached": cached, "strongly_typed": True, "accelerator": accelerator}
 
     def _run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         cudart, stream = self._cudart, self.stream
@@ -233,12 +246,24 @@ def run_trtexec(artifact_dir: Path, *, out_dir: Path | None = None, iterations: 
             "command": cmd, "tensorrt_version": version}
 
 
-class TensorRTAdapter:
+STANDALONE_LOADER = r'''
+def load_runner(model, device):
+    raise SystemExit("tensorrt: build the engine on the device as DEVICE.md says (trtexec), then run it there")
+'''
+
+
+class TensorRTAdapter(AdapterBase):
     """Registered as `tensorrt`: TensorRT-ready ONNX, engine built and run on the NVIDIA device."""
 
     name = "tensorrt"
     format = "tensorrt-onnx"
+    export_format = "tensorrt"
+    suffixes = (".onnx",)
     precisions = ("fp32", "fp16", "int8")
+    accelerators = {"gpu": "GPU", "dla": "DLA"}  # DLA: the Jetson AGX/NX deep-learning accelerator
+    device_modules = (("tensorrt", "tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-libs")),)
+    listing_order = 40
+    standalone_loader = STANDALONE_LOADER
     # the host side needs only onnx + onnxruntime (parity proxy), so exports work without TensorRT
     host_export_without_runtime = True
 

@@ -155,13 +155,17 @@ def trtexec_typing_options(trt_version: str) -> list[str]:
     return ["--stronglyTyped"] if trt_major(trt_version) == 10 else []
 
 
-def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, precision: str) -> str:
+def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, precision: str,
+                     accelerator: str = "gpu") -> str:
     """The plan-file cache key: an engine is only valid for this exact ONNX, TensorRT version, GPU
-    model and precision (plans are not portable across any of them)."""
-    raw = json.dumps([onnx_sha256, trt_version, gpu_name.strip(), precision], separators=(",", ":"))
+    model, precision and accelerator (plans are not portable across any of them). A GPU engine's key
+    is the one it always was; another accelerator (dla) is part of the digest and the name."""
+    parts = [onnx_sha256, trt_version, gpu_name.strip(), precision] + ([accelerator] if accelerator != "gpu" else [])
+    raw = json.dumps(parts, separators=(",", ":"))
     digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name.strip()).strip("-").lower() or "gpu"
-    return f"{precision}-trt{trt_version}-{gpu_slug}-{digest}"
+    where = "" if accelerator == "gpu" else f"-{accelerator}"
+    return f"{precision}-trt{trt_version}-{gpu_slug}{where}-{digest}"
 
 
 TRTEXEC_TIME_KEYS = ("startEnqMs", "endEnqMs", "startH2dMs", "endH2dMs", "startComputeMs", "endComputeMs",
