@@ -96,6 +96,109 @@ def test_openvino_runner_records_f32_hint(runtime_artifacts):
     _needs_runtime("openvino")
     info = load_artifact(runtime_artifacts("openvino"), threads=1).info
     assert info["precision_hint"] == "f32"  # never the bf16 default of AVX512-BF16 CPUs
+    assert info["accelerator"] == "cpu" and info["device"] == "CPU"
+
+
+def test_openvino_on_the_npu_a_target_names(runtime_artifacts, tmp_path, tiny):
+    """A target YAML with `accelerator: NPU` sends OpenVINO to the NPU: the request carries it, the
+    runner compiles for "NPU" with the precision hint still set and recorded. Without an NPU here
+    the run step is skipped, naming what OpenVINO sees; everything before it has run."""
+    from edgekd.bench.measure import normalize_request
+    from edgekd.device.targets import load_target
+
+    _needs_runtime("openvino")
+    (tmp_path / "intel-npu.yaml").write_text(
+        "name: intel-npu\narch: x86_64\nruntimes: [openvino]\nformats: [openvino]\nprecisions: [fp32]\n"
+        "accelerator: NPU\ninput_layout: NCHW\ninstall: pip install 'edgekd[openvino]'\n"
+        "hardware: {peak_gops_int8: 11000.0, memory_bandwidth_gbs: 60.0, source: test figures}\n")
+    target = load_target("intel-npu", tmp_path)
+    request = normalize_request({"accelerator": target.accelerator})
+    assert request["accelerator"] == "npu"
+    path = runtime_artifacts("openvino")
+    try:
+        runner = load_artifact(path, threads=1, accelerator=request["accelerator"])
+    except RuntimeMissingError as err:
+        pytest.skip(f"no NPU on this machine: {err}")
+    manifest = read_manifest(path)
+    model, _, x = tiny
+    assert runner.info["device"] == "NPU" and runner.info["accelerator"] == "npu" and runner.info["precision_hint"]
+    got = runner.run(feeds_from_nchw(manifest, x))
+    assert np.abs(got - torch_logits(model, x)).max() <= 1e-2  # the NPU computes in fp16
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES.names())
+def test_every_table_comes_from_the_adapter_declaration(runtime):
+    """Formats, suffixes, precisions, accelerators and device modules: declared once per adapter,
+    read by every table (export formats, manifest formats, fingerprint modules, select, bundle)."""
+    from edgekd.agent.fingerprint import runtimes as found_here
+    from edgekd.deploy.bundle import run_model_source
+    from edgekd.runtimes import FORMAT_RUNTIME, catalog
+
+    adapter = RUNTIMES.get(runtime)
+    assert catalog.format_runtime(adapter.export_format) == catalog.format_runtime(adapter.format) == runtime
+    assert FORMAT_RUNTIME[adapter.export_format] == runtime and catalog.runtime_format(runtime) == adapter.export_format
+    assert adapter.format in catalog.manifest_formats() and adapter.suffixes
+    assert all(s.startswith(".") for s in adapter.suffixes)
+    assert set(adapter.precisions) <= set(catalog.PRECISION_NAMES) and adapter.accelerators
+    assert catalog.default_accelerator(runtime) == next(iter(adapter.accelerators))
+    for reported, module, _ in adapter.device_modules:
+        assert catalog.device_modules()[reported][0] == module
+    if adapter.unavailable_reason() is None:
+        assert adapter.device_modules[0][0] in found_here()
+    for accelerator in adapter.accelerators:
+        compile(run_model_source(runtime, accelerator), "run_model.py", "exec")
+    other = next(a for a in catalog.all_accelerators() if a not in adapter.accelerators)  # 4 runtimes: one exists
+    with pytest.raises(ConfigError, match=f"{runtime} does not run on {other}"):
+        catalog.check_accelerator(runtime, other)
+
+
+def test_a_new_runtime_is_one_module_in_the_folder(tmp_path):
+    """Drop one adapter module (with a new accelerator) into a copy of edgekd/runtimes/: targets,
+    formats, manifests, the agent's fingerprint, bench requests, profile and latency keys and the
+    bundle's run_model.py all know it, with no other file changed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import edgekd
+
+    src = Path(edgekd.__file__).resolve().parent
+    shutil.copytree(src, tmp_path / "edgekd", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "edgekd" / "runtimes" / "toyrt.py").write_text(
+        "from edgekd.runtimes.catalog import AdapterBase\n\n"
+        "class ToyAdapter(AdapterBase):\n"
+        "    name = 'toyrt'\n    format = 'toy'\n    suffixes = ('.toy',)\n    precisions = ('fp32',)\n"
+        "    accelerators = {'cpu': 'host', 'tpu': 'edge-tpu'}\n"
+        "    device_modules = (('toyrt', 'json', ()),)\n"
+        "    standalone_loader = 'def load_runner(model, device):\\n    return lambda x: x\\n'\n"
+        "    def unavailable_reason(self):\n        return None\n")
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "toy-board.yaml").write_text(
+        "name: toy-board\narch: x86_64\nruntimes: [toyrt]\nformats: [toy]\nprecisions: [fp32]\n"
+        "accelerator: TPU\ninput_layout: NCHW\ninstall: nothing\nhardware: {source: none}\n")
+    code = (
+        "import edgekd, edgekd.runtimes as r\n"
+        f"assert edgekd.__file__.startswith({str(tmp_path)!r}), edgekd.__file__\n"
+        "from edgekd.runtimes import catalog as c\n"
+        "from edgekd.device.targets import load_target\n"
+        "from edgekd.agent.fingerprint import runtimes\n"
+        "from edgekd.bench.request import normalize_request\n"
+        "from edgekd.device.profiles import Measurement\n"
+        "from edgekd.latency.model import model_key\n"
+        "from edgekd.deploy.bundle import run_model_source\n"
+        f"t = load_target('toy-board', {str(tmp_path / 'targets')!r})\n"
+        "assert (t.runtimes, t.formats, t.accelerator) == (('toyrt',), ('toy',), 'tpu')\n"
+        "assert 'toy' in c.export_formats() and r.FORMAT_RUNTIME['toy'] == 'toyrt' and 'tpu' in c.all_accelerators()\n"
+        "assert 'toyrt' in runtimes() and normalize_request({'accelerator': 'tpu'})['accelerator'] == 'tpu'\n"
+        "m = Measurement(model_sha256='a' * 64, format='toy', precision='fp32', threads=0, batch=1, runtime='toyrt', accelerator='tpu')\n"
+        "assert m.key == 'aaaaaaaaaaaa/toy/fp32/t0/b1@tpu', m.key\n"
+        "assert model_key('toyrt', 'fp32', 0, 1, accelerator='tpu') == 'toyrt/fp32/t0/b1@tpu'\n"
+        "assert \"DEVICE = 'edge-tpu'\" in run_model_source('toyrt', 'tpu')\n"
+        "print('ok')\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 def test_load_artifact_rejects_tampered_and_failed(runtime_artifacts, tmp_path):
@@ -183,6 +286,13 @@ def test_tensorrt_host_export_is_trt_ready(runtime_artifacts):
         assert manifest["parity"]["proxy"]  # checked through ONNX Runtime, and says so
         with pytest.raises(RuntimeMissingError, match="tensorrt"):
             load_artifact(path)
+
+
+def test_engine_cache_key_of_a_dla_engine_differs_and_a_gpu_key_is_unchanged():
+    gpu = engine_cache_key("a" * 64, "10.3.0", "NVIDIA Orin (nvgpu)", "int8")
+    assert engine_cache_key("a" * 64, "10.3.0", "NVIDIA Orin (nvgpu)", "int8", "gpu") == gpu
+    dla = engine_cache_key("a" * 64, "10.3.0", "NVIDIA Orin (nvgpu)", "int8", "dla")
+    assert dla != gpu and "-dla-" in dla
 
 
 def test_engine_cache_key_changes_with_every_component():

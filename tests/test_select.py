@@ -156,3 +156,43 @@ def test_plot_writes_a_png_with_the_chosen_student(calibrated, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     bare = CliRunner().invoke(main, ["profile", "plot", str(calibrated["path"]), "-o", str(tmp_path / "x.png")])
     assert bare.exit_code == 2 and "no measurement with an accuracy" in bare.output
+
+
+def test_cpu_and_npu_figures_of_one_device_never_mix(tmp_path):
+    """OpenVINO measured on the CPU (one row from before accelerators) and on the NPU of one host:
+    select on the NPU sees only NPU rows, by default only CPU rows; each accelerator gets its own
+    latency model key when the profile is fitted."""
+    from edgekd.latency.calibrate import fit_profile
+
+    profile = Profile(name="host", path=tmp_path / "host.yaml")
+    specs = [f"cnn:depth=2,width={w}" for w in (4, 8, 12, 16, 20, 24, 28)]
+    for i, spec in enumerate(specs):
+        for accelerator, ms in ((None, 1.0 + i), ("npu", 0.1 + 0.01 * i)):
+            profile.record(Measurement(model_sha256=f"{i}{accelerator}".ljust(64, "0"), format="openvino",
+                                       precision="fp32", threads=1, batch=1, spec=spec, runtime="openvino",
+                                       accelerator=accelerator, latency={"p50_ms": ms, "p90_ms": ms * 1.1}))
+    assert len(profile.measurements) == 2 * len(specs)
+    on_npu = select(profile, budget_ms=0.5, input_shape=(1, 8, 8), num_classes=10, specs=[], accelerator="NPU")
+    assert {c.latency_ms for c in on_npu.candidates} == {0.1 + 0.01 * i for i in range(len(specs))}
+    assert on_npu.chosen is not None
+    on_cpu = select(profile, budget_ms=0.5, input_shape=(1, 8, 8), num_classes=10, specs=[])
+    assert {c.latency_ms for c in on_cpu.candidates} == {1.0 + i for i in range(len(specs))} and on_cpu.chosen is None
+    profile.latency_model = {"schema": "edgekd.latency/1", "input_shape": [1, 8, 8], "num_classes": 10}
+    fitted = fit_profile(profile)
+    assert {"openvino/fp32/t1/b1", "openvino/fp32/t1/b1@npu"} <= set(fitted)
+    assert profile.latency_model["models"]["openvino/fp32/t1/b1@npu"]["accelerator"] == "npu"
+    with pytest.raises(ConfigError, match="unknown accelerator 'tpu'"):
+        select(profile, budget_ms=0.5, input_shape=(1, 8, 8), num_classes=10, specs=[], accelerator="tpu")
+
+
+def test_latency_model_keys_name_the_accelerator_the_same_way_everywhere():
+    from edgekd.deploy.select import Config
+    from edgekd.latency.model import model_key, shape_tag
+
+    assert model_key("openvino", "fp32", 0, 1) == model_key("openvino", "fp32", 0, 1, accelerator="cpu") \
+        == "openvino/fp32/t0/b1"  # the default accelerator: the key as it was before accelerators
+    assert model_key("tensorrt", "fp16", 0, 1, accelerator="gpu") == "tensorrt/fp16/t0/b1"
+    assert model_key("tensorrt", "fp16", 0, 1, accelerator="dla") == "tensorrt/fp16/t0/b1@dla"
+    text = model_key("openvino", "fp32", 0, 1, (16,), accelerator="npu")
+    assert text == "openvino/fp32/t0/b1@npu/seq16"
+    assert Config("openvino", "openvino", "fp32", 0, 1, shape_tag((16,)), "npu").key == text  # select's own key

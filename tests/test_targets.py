@@ -155,3 +155,8 @@ def test_every_listed_runtime_must_run_on_the_target_accelerator(tmp_path):
     (tmp_path / "mixed.yaml").write_text(text)
     with pytest.raises(ConfigError, match="onnxruntime does not run on npu"):
         list_targets(tmp_path)
+
+
+def test_bench_with_an_unknown_accelerator_exits_2():
+    res = CliRunner().invoke(main, ["bench", "runs/none", "--accelerator", "tpu", "--json"])
+    assert res.exit_code == 2 and "unknown --accelerator 'tpu'; accelerators: cpu, gpu, npu" in res.output
