@@ -182,7 +182,8 @@ def deploy(config: Any = None, *, log: Callable[[str], None] | None = None, **op
     fields (`options` on top). Returns the deploy report (status "verified", "unverified" or "failed")."""
     import dataclasses
 
-    from edgekd.deploy.loop import DeployConfig, run_deploy
+    from edgekd.deploy.config import DeployConfig
+    from edgekd.deploy.loop import run_deploy
 
     raw = dataclasses.asdict(config) if isinstance(config, DeployConfig) else dict(config or {})
     return run_deploy(DeployConfig(**{**raw, **options}), log=log)
