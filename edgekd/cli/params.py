@@ -19,3 +19,12 @@ class FloatRange(click.FloatRange):
         if isinstance(rv, float) and not math.isfinite(rv):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return rv
+
+
+def agent_key(key_file: str | None) -> bytes | None:
+    """The agent key for `--key-file`, else $EDGEKD_AGENT_KEY, else None — read by the one reader
+    every side uses (`edgekd.agent.auth.load_key`: an unreadable file or a key under 16 bytes is a
+    one-line ConfigError before any work)."""
+    from edgekd.agent import auth
+
+    return auth.load_key(key_file=key_file)
