@@ -87,6 +87,19 @@ def test_request_defaults():
     assert normalize_request({"accelerator": "NPU"})["accelerator"] == "npu"
 
 
+def test_a_device_on_an_accelerator_adds_it_to_every_request(artifacts):
+    """What deploy and bench wrap their device in: each request carries the target's accelerator, and
+    the runner child refuses one the artifact's runtime does not declare (the same ConfigError)."""
+    from edgekd.bench.devices import InProcessDevice, on_accelerator
+
+    small, _, _ = artifacts
+    plain = InProcessDevice()
+    assert on_accelerator(plain, None) is plain  # no accelerator: requests exactly as before
+    assert on_accelerator(plain, "cpu").bench(small, FAST)["settings"]["accelerator"] == "cpu"
+    with pytest.raises(ConfigError, match="onnxruntime does not run on npu"):
+        on_accelerator(plain, "npu").bench(small, FAST)
+
+
 def test_an_accelerator_the_runtime_does_not_declare_is_refused_at_load(artifacts):
     small, _, _ = artifacts
     res = measure_artifact(small, {**FAST, "threads": 1, "accelerator": "cpu"})

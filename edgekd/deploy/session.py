@@ -179,7 +179,8 @@ def open_session(cfg: DeployConfig, say: Log) -> Session:
             s.path = profile_path(cfg.profile or device_name(s.fingerprint), cfg.profiles_dir)
         else:
             s.path = profile_path(cfg.profile, cfg.profiles_dir) if cfg.profile else None
-        say(f"target {tgt.name}: {s.fmt}/{cfg.precision} on {s.runtime}, threads {s.threads or 'default'}"
+        say(f"target {tgt.name}: {s.fmt}/{cfg.precision} on {s.runtime}"
+            + (f" ({tgt.accelerator})" if tgt.accelerator else "") + f", threads {s.threads or 'default'}"
             + (f"; profile {s.path}" if s.path else "; no profile: datasheet prior"))
         s.eval_npz = write_eval_npz(s.work / f"eval-{ds.fingerprint[:12]}.npz", ds.test.x, ds.test.y, normalized=True)
         s.data_fp = f"{ds.fingerprint}:test"
