@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text(errors="replace").strip("\x00 \n")

@@ -2,8 +2,8 @@
 
 Requests cross the wire (the agent's `bench` / `eval`), so every field is type- and range-checked
 and every number must be finite before anything runs; `accelerator` must be a name some registered
-runtime declares (the artifact's runtime checks its own list when it loads). Device side: stdlib +
-`edgekd.runtimes.catalog` (stdlib only).
+runtime declares (the artifact's runtime checks its own list when it loads). Device side: stdlib, and
+`edgekd.runtimes.catalog` (numpy + stdlib) only for a request that names an accelerator.
 """
 from __future__ import annotations
 
