@@ -79,6 +79,9 @@ class DeployConfig:
     epochs: int = 15
     lr: float | None = None  # None: 0.01 for image students, 0.003 for text ones (as `edgekd distill`)
     teacher_epochs: int = 8  # the default teacher peaks on val around epoch 7-8 (patience 3)
+    # compression of each distilled student before export: an ordered pass list, the layout of
+    # `edgekd compress` ([{pass: prune, ratio: 0.5}, ...], edgekd.compress.passes); `prune` is its shorthand
+    compress: list[Any] | None = None
     prune: float | None = None
     speedup_goal: float = 5.0
     accuracy_margin: float = 0.015
@@ -121,6 +124,10 @@ def _check(cfg: DeployConfig, tgt: Any) -> None:
         raise ConfigError(f"--min-accuracy {cfg.min_accuracy} must be a fraction in 0..1 (e.g. 0.97)")
     if cfg.max_rounds < 1:
         raise ConfigError(f"--max-rounds {cfg.max_rounds} must be >= 1")
+    from edgekd.deploy.stages import compress_chain
+
+    # checked before any training; `prune` folds into the chain
+    cfg.compress, cfg.prune = [entry.as_dict() for entry in compress_chain(cfg)] or None, None
     if cfg.precision is None:
         cfg.precision = tgt.precisions[0]
     if cfg.precision not in tgt.precisions:
