@@ -153,10 +153,12 @@ def deploy(config: Any = None, *, log: Callable[[str], None] | None = None, **op
     """The closed loop for one target: predict -> pick -> distill -> (compress) -> export -> verify on
     the device through the agent -> record in its profile -> step smaller/larger, at most
     `max_rounds` device rounds; then write the bundle. `config` is a DeployConfig or a mapping of its
-    fields (`options` on top). Returns the deploy report (status "verified", "unverified" or "failed")."""
+    fields (`options` on top; an unknown key is a ConfigError naming the valid ones). Returns the deploy report (status "verified", "unverified" or "failed")."""
     import dataclasses
 
-    from edgekd.deploy.loop import DeployConfig, run_deploy
+    from edgekd.config import dataclass_from_mapping
+    from edgekd.deploy.config import DeployConfig
+    from edgekd.deploy.loop import run_deploy
 
     raw = dataclasses.asdict(config) if isinstance(config, DeployConfig) else dict(config or {})
-    return run_deploy(DeployConfig(**{**raw, **options}), log=log)
+    return run_deploy(dataclass_from_mapping(DeployConfig, {**raw, **options}, "deploy config"), log=log)

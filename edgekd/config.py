@@ -210,6 +210,17 @@ def _section(cls: type, raw: Any, where: str) -> Any:
     return dataclasses.replace(base, **values)
 
 
+def dataclass_from_mapping(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    """Build the flat config dataclass `cls` (e.g. DeployConfig) from a mapping, the way every config
+    is read: unknown keys are a ConfigError with a "did you mean" hint and the valid keys, values are
+    type-checked against the field's default (`_coerce`)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(raw).__name__}")
+    _check_keys(raw, cls, where)
+    base = cls()
+    return cls(**{k: _coerce(v, getattr(base, k), f"{where}.{k}") for k, v in raw.items()})
+
+
 def _loss_entries(raw: Any, where: str) -> list[LossEntry]:
     if raw is None:
         return _default_losses()

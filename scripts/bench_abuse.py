@@ -54,7 +54,7 @@ from edgekd.agent.client import AgentClient  # noqa: E402
 from edgekd.agent.protocol import (  # noqa: E402
     MAGIC, PROTOCOL_VERSION, AgentRequestError, FrameDecoder, FrameType, data_head, encode_frame,
 )
-from edgekd.agent.transports import TRANSPORTS  # noqa: E402
+from edgekd.agent.transports import transport_class  # noqa: E402
 from edgekd.errors import ConfigError, EdgeKDError  # noqa: E402
 from edgekd.fileio import atomic_write_json, sha256_file  # noqa: E402
 
@@ -443,7 +443,7 @@ def attack_serial(work: Path, key: str, idle_s: float = 1.0) -> dict[str, Any]:
         host.close(say_bye=False)
         time.sleep(idle_s + 0.8)
         used = []
-        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=30) as intruder:
+        with AgentClient(transport_class("serial").open(device, 5), timeout=30) as intruder:
             for cmd, header in (("hello", {}), ("delete", {"id": "a" * 64})):
                 try:
                     intruder.request(cmd, header)
@@ -453,7 +453,7 @@ def attack_serial(work: Path, key: str, idle_s: float = 1.0) -> dict[str, Any]:
                         used.append(cmd)  # it got past the key check to a real answer
         with AgentClient.connect(device, key=key.encode(), timeout=30) as host:
             host.hello()  # long answer: stashed and fetched in pieces
-        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=30) as intruder:
+        with AgentClient(transport_class("serial").open(device, 5), timeout=30) as intruder:
             piece = intruder._exchange(FrameType.REQUEST, {"cmd": "fetch", "off": 0, "n": 4096}, [], None)
             leaked = len(bytes(piece.payload))
         alive = proc.poll() is None

@@ -58,7 +58,7 @@ def budget_only(data: Path, work: Path, runs: int) -> None:
     from edgekd.bench.devices import open_device
     from edgekd.deploy.budget import measure_teacher, recorded_teacher, reused_timing
     from edgekd.data import load_dataset
-    from edgekd.deploy.loop import DeployConfig
+    from edgekd.deploy.config import DeployConfig
     from edgekd.deploy.stages import ensure_teacher, export_for
     from edgekd.fileio import sha256_file
     from edgekd.device.profiles import Profile, record_measurements

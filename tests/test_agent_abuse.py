@@ -22,7 +22,7 @@ from edgekd.agent.protocol import (
 )
 from edgekd.agent.server import TcpAgentServer
 from edgekd.agent.storage import ContentStore
-from edgekd.agent.transports import TRANSPORTS
+from edgekd.agent.transports import transport_class
 from edgekd.bench.measure import timing_loop
 from edgekd.errors import ConfigError
 from edgekd.fileio import atomic_write_json, sha256_file
@@ -269,7 +269,7 @@ def test_serial_authentication_ends_when_the_host_goes_quiet_and_bye_clears_the_
         assert host.hello()["protocol"] == PROTOCOL_VERSION
         host.close(say_bye=False)  # the line drops: no bye
         time.sleep(1.8)
-        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=20) as intruder:
+        with AgentClient(transport_class("serial").open(device, 5), timeout=20) as intruder:
             with pytest.raises(AgentRequestError) as err:
                 intruder.request("hello")
             assert err.value.code == "unauthorized"
@@ -279,7 +279,7 @@ def test_serial_authentication_ends_when_the_host_goes_quiet_and_bye_clears_the_
         # a proper bye: the stashed answer (the fingerprint) is gone with the host
         with AgentClient.connect(device, key=KEY, timeout=20) as host:
             assert host.hello()["fingerprint"]
-        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=20) as intruder:
+        with AgentClient(transport_class("serial").open(device, 5), timeout=20) as intruder:
             piece = intruder._exchange(FrameType.REQUEST, {"cmd": "fetch", "off": 0, "n": 4096}, [], None)
             assert bytes(piece.payload) == b""
 
@@ -288,7 +288,7 @@ def test_a_new_handshake_on_the_line_ends_the_old_host_session(tmp_path):
     with serial_agent(tmp_path / "store", key=KEY) as (device, _relay):
         host = AgentClient.connect(device, key=KEY, timeout=20)
         host.close(say_bye=False)
-        with AgentClient(TRANSPORTS.get("serial").open(device, 5), timeout=20) as intruder:
+        with AgentClient(transport_class("serial").open(device, 5), timeout=20) as intruder:
             intruder.request("challenge")
             with pytest.raises(AgentRequestError) as err:
                 intruder.request("hello")

@@ -15,7 +15,7 @@ from edgekd.agent.client import AgentClient
 from edgekd.agent.protocol import AgentRequestError, FrameType, encode_frame
 from edgekd.agent.server import TcpAgentServer
 from edgekd.agent.storage import bundle_id
-from edgekd.agent.transports import TRANSPORTS, transport_name
+from edgekd.agent.transports import available_transports, transport_class, transport_name
 from edgekd.errors import AgentError, ConfigError
 
 from bench_models import make_eval_npz, make_onnx_artifact
@@ -122,7 +122,7 @@ def test_wrong_key_missing_key_and_keyless_loopback_agent(server, tmp_path, monk
     with pytest.raises(AgentError, match="requires a key"):
         AgentClient.connect(server.url, key=None, timeout=5)
     # without auth, only challenge/auth/ping/bye are served
-    with AgentClient(TRANSPORTS.get("tcp").open(server.url, 5)) as raw:
+    with AgentClient(transport_class("tcp").open(server.url, 5)) as raw:
         with pytest.raises(AgentRequestError) as err:
             raw.request("hello")
         assert err.value.code == "unauthorized"
@@ -152,7 +152,7 @@ def test_transport_urls():
         transport_name("tpc://host:1")
     with pytest.raises(ConfigError):
         transport_name("rpi.local:7000")
-    assert set(TRANSPORTS.names()) == {"local", "serial", "tcp"}
+    assert set(available_transports()) == {"local", "serial", "tcp"}
 
 
 def test_bench_and_eval_run_on_the_agent(client, tmp_path):

@@ -165,3 +165,13 @@ def test_api_select_refuses_a_nan_budget(tmp_path):
     record_measurements(path, [_meas()], device=FP)
     with pytest.raises(ConfigError, match="budget"):
         api.select(str(path), budget_ms=math.nan)
+
+
+def test_api_deploy_unknown_or_mistyped_key_is_a_config_error_not_a_type_error():
+    from edgekd import api
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key 'budgt_ms'. Did you mean 'budget_ms'"):
+        api.deploy(budgt_ms=1.0)
+    with pytest.raises(ConfigError, match="max_rounds: expected a number"):
+        api.deploy({"max_rounds": "three"})

@@ -234,8 +234,7 @@ def test_deploy_cli_compress_error_exit_2(tmp_path: Path) -> None:
 
 
 def test_deploy_chain_and_prune_shorthand() -> None:
-    from edgekd.deploy.loop import DeployConfig
-    from edgekd.deploy.stages import compress_chain
+    from edgekd.deploy.config import DeployConfig, compress_chain
 
     assert compress_chain(DeployConfig()) == []
     assert compress_chain(DeployConfig(prune=0.5)) == [PassEntry("prune", {"ratio": 0.5})]

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
-from edgekd.cli.params import FloatRange
+from edgekd.cli.params import FloatRange, agent_key
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -60,15 +59,8 @@ def command(sources: tuple[str, ...], device: str, key_file: str | None, formats
       edgekd bench runs/s1/artifacts/onnx-fp32 --device tcp://192.168.1.20:7000 --threads 4
     """
     from edgekd.bench.session import BenchConfig, run_bench
-    from edgekd.errors import ConfigError
 
-    key = None
-    if key_file:
-        try:
-            key = open(key_file, encoding="utf-8").read().strip()
-        except OSError as err:
-            raise ConfigError(f"cannot read key file {key_file} ({err.strerror})") from None
-    key = key or os.environ.get("EDGEKD_AGENT_KEY")
+    key = agent_key(key_file)
     cfg = BenchConfig(sources=list(sources), device=device, key=key, formats=_csv(formats),
                       precisions=_csv(precisions) or ["fp32"], data=data, profile=profile,
                       profiles_dir=profiles_dir, record=not no_record, threads=threads, batch=batch,

@@ -7,9 +7,8 @@ import time
 
 import click
 
-from edgekd.cli.params import FloatRange, PassHelpCommand
+from edgekd.cli.params import FloatRange, PassHelpCommand, agent_key
 
-from edgekd.cli.profile_calibrate import read_key
 
 NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answer, not a usage error
 
@@ -77,12 +76,11 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
     def log(msg: str) -> None:
         click.echo(f"[{time.perf_counter() - start:6.1f}s] {msg}", err=as_json)
 
-    report = api.deploy(target=target, device=device, key=read_key(key_file), budget_ms=budget_ms,
+    report = api.deploy(target=target, device=device, key=agent_key(key_file), budget_ms=budget_ms,
                         percentile=int(percentile), min_accuracy=min_accuracy, teacher=teacher, data=data,
                         image_size=image_size, max_len=max_len, tokenizer=tokenizer, output=output, format=fmt, precision=precision, threads=threads,
-                        max_rounds=max_rounds,
-                        compress=[parse_pass_spec(spec, "--compress") for spec in compress] or None, prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir,
-                        work_dir=work_dir, log=log)
+                        max_rounds=max_rounds, compress=[parse_pass_spec(spec, "--compress") for spec in compress] or None,
+                        prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir, work_dir=work_dir, log=log)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:

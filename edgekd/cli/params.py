@@ -39,3 +39,12 @@ class PassHelpCommand(click.Command):
                 with formatter.indentation():
                     for f in cls.fields:
                         formatter.write_text(f.describe())
+
+
+def agent_key(key_file: str | None) -> bytes | None:
+    """The agent key for `--key-file`, else $EDGEKD_AGENT_KEY, else None — read by the one reader
+    every side uses (`edgekd.agent.auth.load_key`: an unreadable file or a key under 16 bytes is a
+    one-line ConfigError before any work)."""
+    from edgekd.agent import auth
+
+    return auth.load_key(key_file=key_file)

@@ -2,28 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
-from edgekd.cli.params import FloatRange
+from edgekd.cli.params import FloatRange, agent_key
 
 
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def read_key(key_file: str | None) -> str | None:
-    """The agent key from --key-file, else $EDGEKD_AGENT_KEY, else None."""
-    from edgekd.errors import ConfigError
-
-    if key_file:
-        try:
-            with open(key_file, encoding="utf-8") as fh:
-                return fh.read().strip()
-        except OSError as err:
-            raise ConfigError(f"cannot read key file {key_file} ({err.strerror})") from None
-    return os.environ.get("EDGEKD_AGENT_KEY")
 
 
 def print_models(echo, models: dict) -> None:
@@ -92,7 +78,7 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     kwargs = dict(device=device, target=target, profile=profile, profiles_dir=profiles_dir, count=count,
                   include_search_space=include_search_space, data=data, image_size=image_size,
                   runtimes=_csv(runtimes), precisions=_csv(precisions), threads=threads, seed=seed,
-                  work_dir=work_dir, key=read_key(key_file), rounds=rounds,
+                  work_dir=work_dir, key=agent_key(key_file), rounds=rounds,
                   request={"min_s": min_seconds, "min_count": min_count, "warmup_s": min(0.3, min_seconds)})
     if as_json:
         click.echo(json.dumps(api.calibrate(**kwargs), indent=2, default=str))

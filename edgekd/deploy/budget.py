@@ -114,3 +114,48 @@ def reused_timing(m: Any, metric: str) -> TeacherTiming:
     spread, agree = lat.get(f"spread_{metric}"), lat.get(f"agree_{metric}")
     return TeacherTiming(m, [], reused=True, spread=float(spread) if spread is not None else None,
                          agree=float(agree) if agree is not None else None, n_rounds=int(lat.get("rounds") or 1))
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a verified student must meet, and where each figure came from. Two splits on purpose:
+    every choice uses `choice_floor` on the host's VAL split; the device verification checks TEST
+    accuracy on the deployed runtime against `floor` (see `edgekd.deploy.loop`)."""
+
+    budget_ms: float
+    budget_source: str
+    floor: float
+    floor_source: str
+    choice_floor: float
+    choice_source: str
+
+    def line(self, percentile: int) -> str:
+        return (f"budget {self.budget_ms:.4g} ms at p{percentile} ({self.budget_source}); accuracy floors: choosing "
+                f"on the host VAL split >= {self.choice_floor:.2%} ({self.choice_source}), verifying TEST split on "
+                f"the device >= {self.floor:.2%} ({self.floor_source})")
+
+
+def set_goal(cfg: Any, teacher_fig: dict[str, Any], teacher_val: float, teacher_test: float) -> Goal:
+    """`--budget-ms`, else the teacher's latency at the percentile / `speedup_goal` (measured or, without
+    a device, predicted: the source says which and how sure); `--min-accuracy`, else the teacher's
+    accuracy - `accuracy_margin` (val to choose, test on the device)."""
+    from edgekd.errors import ConfigError
+
+    budget, budget_source = cfg.budget_ms, "given"
+    if budget is None:
+        if "latency_ms" not in teacher_fig:
+            raise ConfigError("no --budget-ms given and the teacher's latency is unknown (an ONNX teacher is not "
+                              "re-exported); pass --budget-ms")
+        budget = teacher_fig["latency_ms"] / cfg.speedup_goal
+        budget_source = f"teacher p{cfg.percentile} / {cfg.speedup_goal:g} ({teacher_fig['source']}"
+        if "reused" in teacher_fig:
+            budget_source += ("; recorded figure reused" if teacher_fig["reused"] else "; timed now")
+            budget_source += ", sure" if teacher_fig["sure"] else ", NOT sure: rounds disagree"
+        budget_source += ")"
+    margin = f"{100 * cfg.accuracy_margin:g} pts"
+    given = cfg.min_accuracy is not None
+    return Goal(budget_ms=budget, budget_source=budget_source,
+                floor=cfg.min_accuracy if given else teacher_test - cfg.accuracy_margin,
+                floor_source="given" if given else f"teacher test accuracy - {margin}",
+                choice_floor=cfg.min_accuracy if given else teacher_val - cfg.accuracy_margin,
+                choice_source="given" if given else f"teacher val accuracy - {margin}")

@@ -125,25 +125,12 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
     log(f"  distill {spec}: val accuracy {acc.val:.2%}{_verdict(acc.val, floor)}, test {acc.test:.2%} (reported only) "
         + ("(cached)" if cached else f"({time.perf_counter() - t0:.1f} s)"))
     ckpt = run / "student.pt"
+    from edgekd.deploy.config import compress_chain
+
     chain = compress_chain(cfg)
     if chain:
         ckpt, acc = compress_student(chain, run, teacher, log, floor)
     return ckpt, acc
-
-
-def compress_chain(cfg: Any) -> list[Any]:
-    """The deploy's compression chain, checked: `cfg.compress` (the `edgekd compress` pass list) or
-    its shorthand `cfg.prune` (= ``[{pass: prune, ratio: P}]``); [] for none. ConfigError on a bad
-    pass or field, naming the valid ones."""
-    from edgekd.compress.passes import parse_chain
-
-    prune = getattr(cfg, "prune", None)
-    given = getattr(cfg, "compress", None)
-    if prune and given:
-        raise ConfigError("give the compression chain as --compress (compress: [...]) or as --prune, not both")
-    if prune:
-        given = [{"pass": "prune", "ratio": prune}]
-    return parse_chain(given, "deploy compress", allow_empty=True)
 
 
 COMPRESS_FINETUNE_EPOCHS = 3  # KD fine-tuning epochs after each pass of deploy's chain

@@ -5,66 +5,44 @@
     /dev/ttyACM0, COM3, loop://, rfc2217://...   anything else pyserial's serial_for_url opens
     local                                 an agent subprocess on this machine, over real TCP -> local.py
 
-The protocol code (channel, client, server) sees only the `Transport` interface below and never
-knows which transport it runs on. New transports register in TRANSPORTS; the tests parametrize over it.
+The protocol code (channel, client, server) sees only the `Transport` interface (`base.py`) and never
+knows which transport it runs on. A transport is one module here named after its URL scheme, registering its class in
+`TRANSPORTS` (`base.py`); it is found by that name and imported only when a URL asks for it (no central
+list, as pyserial's `urlhandler/protocol_<scheme>.py`). `available_transports()` imports them all
+(for `--help` and the tests).
 """
 from __future__ import annotations
 
-import abc
+import importlib
+import pkgutil
 
+from edgekd.agent.transports.base import TRANSPORTS, Transport
 from edgekd.errors import ConfigError
-from edgekd.registry import Registry
+
+NOT_TRANSPORTS = {"base"}
 
 
-class Transport(abc.ABC):
-    """A bidirectional byte stream to one peer.
-
-    Link hints (the protocol uses them to pick chunk sizes and retransmit timers, never to branch on
-    the transport kind): `lossy` means bytes may arrive damaged (serial lines); `bytes_per_s` is the
-    line speed when it is the bottleneck (None = fast); `key` is a shared key the transport itself
-    made (the local agent), used when the caller gives none.
-    """
-
-    description: str = "?"
-    lossy: bool = False
-    bytes_per_s: float | None = None
-    default_chunk: int = 1 << 20
-    key: bytes | None = None
-
-    @abc.abstractmethod
-    def write(self, data: bytes) -> None:
-        """Send all of `data`; raises LinkLost when the peer is gone."""
-
-    def write_parts(self, parts: list[bytes | bytearray | memoryview]) -> None:
-        """Send several buffers back to back (transports that can avoid joining them override this)."""
-        self.write(b"".join(parts))
-
-    @abc.abstractmethod
-    def read(self, max_bytes: int, timeout: float) -> bytes:
-        """Bytes available now (at most max_bytes), waiting up to `timeout` s for the first one.
-
-        Returns b"" when nothing arrived in time; raises LinkLost when the peer closed the link.
-        """
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Release the link (idempotent)."""
-
-    def peer_closed(self) -> bool:
-        """True when the peer has visibly gone (checked while a long command runs, from another
-        thread than the reader). Transports that cannot tell say False."""
-        return False
-
-    def carrier(self) -> bool | None:
-        """Carrier detect of a serial line: True/False, or None when the link cannot tell."""
-        return None
-
-    @classmethod
-    def open(cls, url: str, timeout: float) -> "Transport":  # pragma: no cover - overridden
-        raise NotImplementedError
+def transport_modules() -> list[str]:
+    """Names of the transport modules in this package (each one registers the transport of that name)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in NOT_TRANSPORTS)
 
 
-TRANSPORTS: Registry[type[Transport]] = Registry("transport")
+def transport_class(name: str) -> type[Transport]:
+    """The transport registered as `name`, importing its module first (an unknown name: ConfigError
+    with the valid names and the closest one)."""
+    if name in transport_modules():
+        importlib.import_module(f"{__name__}.{name}")
+    else:
+        available_transports()  # so the registry's message lists every valid name
+    return TRANSPORTS.get(name)
+
+
+def available_transports() -> list[str]:
+    """Import every transport module; the registered names."""
+    for name in transport_modules():
+        importlib.import_module(f"{__name__}.{name}")
+    return TRANSPORTS.names()
+
 
 # URL schemes pyserial's serial_for_url understands itself; they all go through the serial transport
 PYSERIAL_SCHEMES = ("serial", "loop", "rfc2217", "spy", "hwgrep", "alt", "cp2110")
@@ -84,18 +62,16 @@ def transport_name(url: str) -> str:
     scheme = url.split("://", 1)[0].lower()
     if scheme in PYSERIAL_SCHEMES:
         return "serial"
-    if scheme in TRANSPORTS:
+    if scheme in transport_modules():
         return scheme
     # the registry's message lists valid names and suggests the closest one
-    return TRANSPORTS.get(scheme) and scheme  # type: ignore[return-value]
+    return transport_class(scheme) and scheme  # type: ignore[return-value]
 
 
 def open_transport(url: str, timeout: float = 10.0) -> Transport:
     """Open the transport that `url` names (connect timeout `timeout` seconds)."""
-    return TRANSPORTS.get(transport_name(url)).open(url, timeout)
+    return transport_class(transport_name(url)).open(url, timeout)
 
 
-# registering is a side effect of importing the modules; each imports only stdlib + pyserial
-from edgekd.agent.transports import local, serial, tcp  # noqa: E402,F401
-
-__all__ = ["PYSERIAL_SCHEMES", "TRANSPORTS", "Transport", "open_transport", "transport_name"]
+__all__ = ["PYSERIAL_SCHEMES", "TRANSPORTS", "Transport", "available_transports", "open_transport",
+           "transport_class", "transport_name"]

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from edgekd.agent.transports import TRANSPORTS
+from edgekd.agent.transports.base import TRANSPORTS
 from edgekd.agent.transports.tcp import TcpTransport
 from edgekd.errors import AgentError
 

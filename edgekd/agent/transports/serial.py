@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from edgekd.agent.protocol import LinkLost
-from edgekd.agent.transports import TRANSPORTS, Transport
+from edgekd.agent.transports.base import TRANSPORTS, Transport
 from edgekd.errors import AgentError, ConfigError
 
 DEFAULT_BAUD = 921600

@@ -8,7 +8,7 @@ import socket
 from urllib.parse import urlsplit
 
 from edgekd.agent.protocol import LinkLost
-from edgekd.agent.transports import TRANSPORTS, Transport
+from edgekd.agent.transports.base import TRANSPORTS, Transport
 from edgekd.errors import AgentError, ConfigError
 
 # a send that cannot complete for this long means the peer stopped reading

@@ -1,0 +1,143 @@
+"""The device rounds: choose the smallest student predicted within budget whose host val accuracy meets
+the floor (`edgekd.deploy.choice.frontier_search`), export it, verify it on the device, learn from
+the measurement, repeat — at most `max_rounds` device rounds.
+
+A round's measurement joins the profile and the latency model at once (`Session.remember`), and a
+miss beyond the drift tolerance adapts the model (`edgekd.latency.drift.round_drift`), so the next
+prediction moves as much as the evidence says. A verdict within the noise band of the budget is
+measured again before it counts (`edgekd.deploy.verdict.settle`). Host side."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.deploy.budget import Goal
+from edgekd.deploy.config import Round
+from edgekd.deploy.session import Session
+
+
+@dataclass
+class Outcome:
+    """What the rounds found: every round, the distilled students (spec -> (checkpoint, HostAccuracy)),
+    the verified one (`chosen`, or the predicted one without a device), and why the loop stopped."""
+
+    status: str = "failed"  # verified / unverified / failed
+    note: str = ""
+    rounds: list[Round] = field(default_factory=list)
+    round_drifts: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: dict[str, tuple[Path, Any]] = field(default_factory=dict)
+    chosen: Round | None = None
+    failure: dict[str, Any] | None = None
+
+
+def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str | None) -> Outcome:
+    """Rounds until a student is verified, nothing is left to try, or `max_rounds` is reached.
+    `teacher_fig` goes into the failure report; `since`: when this device's new points began."""
+    from edgekd.deploy.choice import frontier_search
+    from edgekd.deploy.report import failure_report, failure_text
+    from edgekd.deploy.stages import distill_student
+
+    cfg, out = s.cfg, Outcome()
+    over_budget: set[str] = set()
+    under_floor: set[str] = set()
+
+    def accuracy_of(spec: str) -> float:
+        """Host val accuracy: the only figure the choice looks at."""
+        if spec not in out.checkpoints:
+            out.checkpoints[spec] = distill_student(cfg, spec, s.teacher_path, s.teacher_sha, s.ds, s.say,
+                                                    floor=goal.choice_floor)
+        return out.checkpoints[spec][1].val
+
+    while True:
+        table = s.latency_table()
+        fast = sorted((spec for spec, (lat, _) in table.items() if lat <= goal.budget_ms and spec not in over_budget),
+                      key=lambda spec: (s.params(spec), table[spec][0]))
+        s.say(f"round {len(out.rounds) + 1}: {len(fast)} of {len(table)} students predicted within budget; "
+              f"distilling each family's frontier to find the smallest whose val accuracy meets {goal.choice_floor:.2%}")
+        spec = frontier_search(fast, accuracy_of, goal.choice_floor, params=s.params, rejected=under_floor).best
+        if spec is None:
+            out.failure = failure_report(
+                floor=goal.choice_floor, budget_ms=goal.budget_ms, percentile=cfg.percentile, epochs=cfg.epochs,
+                table=table, accuracies={k: a.val for k, (_, a) in out.checkpoints.items() if k not in under_floor},
+                within=fast, accuracy_of=accuracy_of, params=s.params, rejected=under_floor,
+                teacher={**teacher_fig, "val_accuracy": s.teacher_host.val}, max_distills=cfg.report_distills)
+            out.note = (f"no student within budget reaches val accuracy {goal.choice_floor:.2%}"
+                        + (f" (and on the device test accuracy {goal.floor:.2%})" if under_floor else "")
+                        + "\n" + failure_text(out.failure))
+            return out
+        r = _verify_round(s, goal, spec, table[spec], out, since)
+        if r.verdict == "over budget":
+            over_budget.add(spec)
+        elif r.verdict == "under floor":
+            under_floor.add(spec)
+        elif r.verdict == "ok":
+            out.status, out.chosen = "verified", r
+            out.note = (f"measured on {s.url}: p{cfg.percentile} {r.measured_ms:.4g} ms <= {goal.budget_ms:.4g} ms, "
+                        f"test accuracy {r.accuracy:.2%} >= {goal.floor:.2%} "
+                        f"(chosen on val {r.host_val_accuracy:.2%} >= {goal.choice_floor:.2%})")
+            return out
+        else:  # no device: the prediction is the answer, and says so
+            out.status, out.chosen = "unverified", r
+            out.note = (f"chosen by prediction ({r.latency_source}); {s.device_note}. Nothing was measured on a "
+                        "device.")
+            return out
+        if len(out.rounds) >= cfg.max_rounds:
+            out.note = f"no verified student after {cfg.max_rounds} device rounds (--max-rounds)"
+            return out
+
+
+def _verify_round(s: Session, goal: Goal, spec: str, predicted: tuple[float, str], out: Outcome,
+                  since: str | None) -> Round:
+    """Export `spec`, measure it on the device (again if the verdict is within noise of the budget),
+    record the point and learn from the miss; returns the round with its verdict."""
+    from edgekd.deploy.stages import export_for, verify
+    from edgekd.deploy.verdict import REMEASURE_FACTOR, settle
+    from edgekd.latency.drift import adapt, describe, round_drift
+
+    cfg, metric, n = s.cfg, s.metric, len(out.rounds) + 1
+    t0 = time.perf_counter()
+    ckpt, host_acc = out.checkpoints[spec]
+    s.say(f"round {n}: chose {spec} on host val accuracy {host_acc.val:.2%} >= {goal.choice_floor:.2%} "
+          f"(host test {host_acc.test:.2%}, not used to choose)")
+    art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads)
+    lat, source = predicted
+    r = Round(spec=spec, params=s.params(spec), host_val_accuracy=host_acc.val, host_test_accuracy=host_acc.test,
+              predicted_ms=lat, latency_source=source, artifact=str(art))
+    out.rounds.append(r)
+    if s.dev is None:
+        r.verdict = "unverified"
+        return r
+    s.say(f"round {n}: verifying {spec} on the device ({source} p{cfg.percentile} {lat:.4g} ms)")
+    _, m = verify(s.dev, art, spec=spec, ckpt=ckpt, eval_npz=s.eval_npz, data_fp=s.data_fp, threads=s.threads,
+                  min_s=cfg.min_s)
+    # within the noise band of the budget: measured again (fresh process, longer loop) before deciding
+    m.latency, r.budget_verdict = settle(m.latency, goal.budget_ms, metric, lambda: s.dev.bench(art, {
+        "threads": s.threads, "batch": 1, "warmup_s": 0.5, "min_s": REMEASURE_FACTOR * cfg.min_s,
+        "min_count": 600})["latency"] or {})
+    if r.budget_verdict["remeasured"]:
+        s.say(f"round {n}: p{cfg.percentile} {r.budget_verdict['runs_ms'][0]:.4g} ms is within the noise "
+              f"band of the budget; {r.budget_verdict['explanation']} -> {r.budget_verdict['confidence']}")
+    drifted = (round_drift(s.path, s.model_key, lat, m.latency[metric], cfg.drift_tolerance)
+               if source != "measured" else None)
+    s.remember(m, ckpt, spec)
+    if drifted is not None:  # this device's own model missed by more than the tolerance: adapt it now
+        adapted = adapt(s.path, drifted, s.fingerprint, s.measurement_meta, since=since or m.measured_at)
+        s.say(f"round {n}: drift check: {describe(drifted, metric).split(': ', 1)[1]} ({adapted.label})")
+        out.round_drifts.append({"round": n, **drifted.to_dict()})
+    r.measured_ms, r.p50_ms, r.accuracy = m.latency[metric], m.latency["p50_ms"], m.accuracy
+    r.prediction_error = lat / r.measured_ms - 1.0
+    r.peak_rss_bytes, r.seconds = m.peak_rss_bytes, round(time.perf_counter() - t0, 2)
+    if r.measured_ms > goal.budget_ms:
+        r.verdict = "over budget"
+    elif r.accuracy is None or r.accuracy < goal.floor:
+        r.verdict = "under floor"
+    else:
+        r.verdict = "ok"
+    s.say(f"round {n}: predicted p{cfg.percentile} {lat:.4g} ms ({source}), measured {r.measured_ms:.4g} ms "
+          f"(prediction {r.prediction_error:+.0%}); budget {goal.budget_ms:.4g} ms")
+    s.say(f"round {n}: measured p{cfg.percentile} {r.measured_ms:.4g} ms, TEST accuracy on the deployed runtime "
+          f"{(r.accuracy or 0):.2%} (floor {goal.floor:.2%}), peak memory {(r.peak_rss_bytes or 0) / 2**20:.0f} MiB "
+          f"-> {r.verdict}")
+    return r

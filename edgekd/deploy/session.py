@@ -1,0 +1,189 @@
+"""Everything one deploy works with, opened once: the target, the data, the teacher, the device (or
+none), the runtime configuration and the device's profile — and the few operations every later step
+performs on them (read the profile, record a device measurement, calibrate, look up latencies).
+Host side."""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.deploy.config import DeployConfig, check_config, choose_format
+from edgekd.errors import EdgeKDError
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Session:
+    """The state a deploy's steps share. `dev` is None without a reachable device (`device_note` says
+    why); `path` is the device's profile (None without a device and without `--profile`)."""
+
+    cfg: DeployConfig
+    say: Log
+    tgt: Any
+    ds: Any
+    shape: tuple[int, ...]
+    classes: int
+    task: str
+    vocab: int | None
+    space: list[str]
+    teacher_path: Path
+    teacher_host: Any  # edgekd.deploy.stages.HostAccuracy
+    teacher_spec: str
+    teacher_sha: str
+    url: str | None
+    dev: Any | None
+    device_note: str
+    work: Path
+    metric: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    fmt: str = ""
+    runtime: str = ""
+    threads: int | None = None
+    path: Path | None = None
+    eval_npz: Path | None = None
+    data_fp: str = ""
+
+    # -- the runtime configuration, under the names the profile and the latency model use
+    @property
+    def config_key(self) -> tuple[str, str, str, int]:
+        return (self.runtime, self.fmt, self.cfg.precision or "", int(self.threads or 0))
+
+    @property
+    def model_key(self) -> str:
+        from edgekd.latency.model import model_key
+
+        return model_key(self.runtime, self.cfg.precision, self.threads, 1, self.shape)
+
+    @property
+    def measurement_meta(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "format": self.fmt, "precision": self.cfg.precision,
+                "threads": int(self.threads or 0), "batch": 1}
+
+    # -- the profile
+    def load_profile(self) -> Any:
+        from edgekd.device.profiles import Profile
+
+        return Profile.load(self.path) if self.path is not None and self.path.exists() else None
+
+    def remember(self, m: Any, ckpt: Path, spec: str) -> None:
+        """Record a device measurement in the profile and refit the latency model with it at once."""
+        from edgekd.device.profiles import record_measurements
+        from edgekd.latency.calibrate import fit_profile, latency_section, note_inputs, update_profile_section
+        from edgekd.latency.features import architecture_features
+        from edgekd.models import load_model
+
+        assert self.path is not None
+        model, _ = load_model(ckpt)
+        entry = {"spec": spec, "input_shape": list(self.shape), "num_classes": self.classes,
+                 "features": architecture_features(model, self.shape)}
+
+        def change(prof: Any) -> None:
+            sec = latency_section(prof)
+            sec["features"][m.model_sha256] = entry
+            note_inputs(sec, self.shape, self.classes, spec, self.vocab)
+            prof.latency_model = sec
+            fit_profile(prof)
+
+        record_measurements(self.path, [m], device=self.fingerprint)
+        update_profile_section(self.path, change)
+
+    def calibrate_on(self, specs: list[str]) -> None:
+        """Measure untrained `specs` on the device into the profile and refit (edgekd.latency.calibrate)."""
+        from edgekd.latency.calibrate import calibrate_device
+
+        say = self.say
+        calibrate_device(self.dev, self.fingerprint, self.path, specs=specs, shape=self.shape, classes=self.classes,
+                         runtimes=[self.runtime], precisions=[self.cfg.precision], threads=self.threads,
+                         work_dir=self.work / "calibrate", seed=self.cfg.seed, layout=self.tgt.input_layout,
+                         # two interleaved rounds of 0.25 s, the least disturbed kept: as long as one
+                         # 0.5 s round, steadier on a shared machine
+                         request={"min_s": 0.25, "warmup_s": 0.2, "min_count": 200}, rounds=2,
+                         on_progress=lambda label, i, n: say(f"  calibrate {i}/{n} {label}") if i in (1, n) else None)
+
+    def calibration_specs(self) -> list[str]:
+        from edgekd.latency.search_space import calibration_specs
+
+        return calibration_specs(self.cfg.calibrate_count, seed=self.cfg.seed, task=self.task,
+                                 input_shape=self.shape, num_classes=self.classes, vocab=self.vocab)
+
+    # -- the students
+    def latency_table(self) -> dict[str, tuple[float, str]]:
+        """{spec: (latency at the percentile, source)} over the search space, from the current profile."""
+        from edgekd.deploy.stages import latency_table
+
+        return latency_table(self.load_profile(), self.tgt, self.config_key, self.shape, self.classes,
+                             self.cfg.percentile, self.space)
+
+    def params(self, spec: str) -> int:
+        from edgekd.deploy.stages import _params
+
+        return _params(spec, self.shape, self.classes)
+
+    def close(self) -> None:
+        if self.dev is not None:
+            self.dev.close()
+
+
+def open_session(cfg: DeployConfig, say: Log) -> Session:
+    """Target and config checks, the data, the teacher (trained if needed), the device (or the reason
+    there is none), the format/runtime the device runs, the profile path and the evaluation file."""
+    from edgekd.bench.accuracy import write_eval_npz
+    from edgekd.bench.devices import open_device
+    from edgekd.data import load_dataset
+    from edgekd.deploy.stages import default_device, ensure_teacher
+    from edgekd.device.profiles import device_name, profile_path
+    from edgekd.device.targets import load_target
+    from edgekd.fileio import sha256_file
+    from edgekd.latency.model import metric_for
+    from edgekd.latency.search_space import student_specs
+    from edgekd.runtimes import FORMAT_RUNTIME
+
+    tgt = load_target(cfg.target)
+    check_config(cfg, tgt)
+    ds = load_dataset(cfg.data, image_size=cfg.image_size, seed=cfg.seed, max_len=cfg.max_len, tokenizer=cfg.tokenizer)
+    shape, classes = tuple(int(d) for d in ds.input_shape), int(ds.num_classes)
+    task = getattr(ds, "task", "image")
+    vocab = int(ds.extra["vocab_size"]) if task == "text" else None
+    space = student_specs(task, vocab)  # text specs carry vocab=N: their size depends on it
+    if task == "text":
+        say(f"data {ds.name}: text, {classes} classes, sequence length {shape[0]} (latency is measured at it), "
+            f"vocabulary {vocab}; students: {', '.join(sorted({s.split(':')[0] for s in space}))}")
+    teacher_path, teacher_host, teacher_spec = ensure_teacher(cfg, ds, say)
+
+    url = cfg.device if cfg.device is not None else default_device(tgt)
+    dev, device_note = None, ""
+    if url:
+        say(f"device: connecting to {url}")
+        try:
+            dev = open_device(url, cfg.key)
+        except EdgeKDError as err:
+            device_note = f"device {url} could not be reached ({err})"
+    else:
+        device_note = (f"no --device given, and this machine ({platform.machine()}) cannot stand in for a "
+                       f"{tgt.name} ({tgt.arch}, {tgt.runtimes[0]})")
+    if device_note:
+        say(f"device: {device_note}; choosing by prediction, the result will be UNVERIFIED")
+    s = Session(cfg=cfg, say=say, tgt=tgt, ds=ds, shape=shape, classes=classes, task=task, vocab=vocab, space=space,
+                teacher_path=teacher_path, teacher_host=teacher_host, teacher_spec=teacher_spec,
+                teacher_sha=sha256_file(teacher_path), url=url, dev=dev, device_note=device_note,
+                work=Path(cfg.work_dir), metric=metric_for(cfg.percentile))
+    try:
+        s.fingerprint = dev.fingerprint() if dev else {}
+        s.fmt = choose_format(cfg, tgt, dev.runtimes() if dev else None)
+        s.runtime = FORMAT_RUNTIME[s.fmt]
+        s.threads = cfg.threads if cfg.threads is not None else tgt.default_threads
+        if dev:
+            s.path = profile_path(cfg.profile or device_name(s.fingerprint), cfg.profiles_dir)
+        else:
+            s.path = profile_path(cfg.profile, cfg.profiles_dir) if cfg.profile else None
+        say(f"target {tgt.name}: {s.fmt}/{cfg.precision} on {s.runtime}, threads {s.threads or 'default'}"
+            + (f"; profile {s.path}" if s.path else "; no profile: datasheet prior"))
+        s.eval_npz = write_eval_npz(s.work / f"eval-{ds.fingerprint[:12]}.npz", ds.test.x, ds.test.y, normalized=True)
+        s.data_fp = f"{ds.fingerprint}:test"
+    except BaseException:
+        s.close()
+        raise
+    return s
