@@ -102,6 +102,7 @@ def test_pass_spec_shorthand() -> None:
     assert parse_pass_spec("lowrank:energy=0.8,exclude=[classifier, features.0]") == {
         "pass": "lowrank", "energy": 0.8, "exclude": ["classifier", "features.0"]}
     assert parse_pass_spec("lowrank:ratio=null") == {"pass": "lowrank", "ratio": None}
+    assert parse_pass_spec("lowrank:min_reduction=5e-2") == {"pass": "lowrank", "min_reduction": 0.05}
     for bad, needle in ((":ratio=0.5", "start with a pass name"), ("prune:ratio", "not FIELD=VALUE"),
                         ("prune:=0.5", "not FIELD=VALUE"), ("lowrank:exclude=[a", "cannot read")):
         with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):

@@ -210,10 +210,20 @@ def parse_pass_spec(text: str, where: str = "--pass") -> dict[str, Any]:
         if not eq or not key.strip():
             raise ConfigError(f"{where} {text!r}: {part!r} is not FIELD=VALUE (e.g. {name}:ratio=0.5)")
         try:
-            entry[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            entry[key.strip()] = _number_or_self(yaml.safe_load(value)) if value.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"{where} {text!r}: cannot read the value of {key.strip()!r}: {value!r}") from None
     return entry
+
+
+def _number_or_self(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; on the command line it means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _split_top_level(text: str) -> list[str]:
