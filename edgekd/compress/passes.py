@@ -25,7 +25,8 @@ scalars/lists: ``lowrank:ratio=0.5,exclude=[classifier]``); a bare name takes ev
 older layout ``{key: prune, kwargs: {ratio: 0.5}}`` is still read. An unknown pass, an unknown field
 or a value of the wrong type or out of range is a one-line ConfigError that names the valid ones.
 
-This module imports no torch: config checking and `--help` stay cheap.
+This module itself imports no torch (the pass modules the package imports do, so importing it
+through `edgekd.compress` loads torch; `--help` reads it only when the help is shown).
 """
 from __future__ import annotations
 
