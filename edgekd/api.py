@@ -36,40 +36,13 @@ def distill(
     return run_training(_as_config(config, overrides), resume=resume, progress=progress, log=log)
 
 
-def teacher_config(
-    *,
-    data: str = "digits",
-    image_size: int | None = None,
-    arch: str | None = None,
-    epochs: int = 30,
-    patience: int = 6,
-    seed: int = 0,
-    lr: float = 3e-3,
-    batch_size: int = 64,
-    threads: int = 0,
-    output: str = "runs/teacher",
-    max_len: int | None = None,
-    tokenizer: str | None = None,
-) -> DistillConfig:
-    """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy."""
-    from edgekd.models import DEFAULT_TEACHER
-    from edgekd.text.data import is_text_source
+def teacher_config(**options: Any) -> DistillConfig:
+    """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy. Options
+    (data, image_size, arch, epochs, patience, seed, lr, batch_size, threads, output, max_len,
+    tokenizer): see `edgekd.distill.teacher_recipe.teacher_config`, where the recipe lives."""
+    from edgekd.distill.teacher_recipe import teacher_config as recipe
 
-    default_arch = DEFAULT_TEACHER
-    if is_text_source(str(data)):  # text data (reviews, .csv, .jsonl): the default BERT-style teacher
-        from edgekd.text.models import DEFAULT_TEXT_TEACHER as default_arch
-
-    return config_from_dict({
-        "role": "teacher",
-        "student": arch or default_arch,
-        "teacher": None,
-        "data": {"source": data, "image_size": image_size, "max_len": max_len, "tokenizer": tokenizer},
-        "losses": [{"key": "ce"}],
-        "augment": {"shift": 0, "copies": 0, "draws": 0},  # the teacher recipe: no augmentation
-        "train": {"epochs": epochs, "patience": patience, "seed": seed, "lr": lr, "batch_size": batch_size,
-                  "keep": "best", "threads": threads},
-        "output": output,
-    })
+    return recipe(**options)
 
 
 def train_teacher(
@@ -97,7 +70,7 @@ def compress(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Compress a distilled student: run the pass chain of `config` (a CompressConfig or a mapping:
-    ``{source: RUN or .pt, passes: [{key: prune, kwargs: {ratio: 0.5}}, ...], finetune_epochs: 2,
+    ``{source: RUN or .pt, passes: [{pass: prune, ratio: 0.5}, ...], finetune_epochs: 2,
     output: RUN2, teacher?, data?, lr?}``, keyword `overrides` on top), each pass followed by KD
     fine-tuning from the teacher. Returns the summary (also `<output>/summary.json`): params, MACs,
     file size and test accuracy before/after each pass. See `edgekd.compress.pipeline`."""
@@ -105,7 +78,8 @@ def compress(
 
     from edgekd.compress.pipeline import CompressConfig, run_compression
 
-    raw = dataclasses.asdict(config) if isinstance(config, CompressConfig) else dict(config)
+    raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)} if isinstance(config, CompressConfig) \
+        else dict(config)
     return run_compression({**raw, **overrides}, progress=progress, log=log)
 
 

@@ -78,6 +78,11 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads for this run; 0 keeps torch's default (one per core)
 
 
+# epochs / lr of a text student unless given (the TrainConfig defaults above are the image-student
+# recipe); `edgekd distill` and deploy's text students both read them here
+TEXT_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 10, "lr": 3e-3}
+
+
 @dataclass
 class AugmentConfig:
     """Offline augmentation, views shifted by up to `shift` pixels, drawn once from `seed`:

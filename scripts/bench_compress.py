@@ -101,7 +101,7 @@ def prune_figures(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
         shutil.rmtree(out / "pruned")
     pruned = ensure_run(out / "pruned", lambda: api.compress({
         "source": str(out / "student"), "output": str(out / "pruned"), "finetune_epochs": args.finetune_epochs,
-        "passes": [{"key": "prune", "kwargs": {"ratio": args.ratio}}]}, progress=False, log=_log))
+        "passes": [{"pass": "prune", "ratio": args.ratio}]}, progress=False, log=_log))
     train_s = time.perf_counter() - t0
 
     # ---- export both to ONNX (parity-gated) ------------------------------------------------------

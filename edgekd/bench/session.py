@@ -258,7 +258,7 @@ def _name_rows_by_spec(jobs: list[_Job]) -> None:
 
 
 def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
-    """Export every row that has no artifact yet, one `edgekd.api.export` call per checkpoint (the
+    """Export every row that has no artifact yet, one `export_checkpoint` call per checkpoint (the
     model and data load once). A row whose export fails gets its reason; the others go on.
     Returns the data settings the export checked parity on (the run's own dataset), if any."""
     from edgekd.device.targets import load_target
@@ -271,7 +271,7 @@ def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
         return _summary_data(jobs, cfg)
     target = load_target(cfg.target)
     settings = None
-    from edgekd import api
+    from edgekd.runtimes.export import export_checkpoint
 
     for checkpoint, todo in pending.items():
         for job in todo:
@@ -289,8 +289,8 @@ def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
         read_checkpoint(checkpoint)
         try:
             data = cfg.data if cfg.data and not cfg.data.endswith(".npz") else None
-            report = api.export(str(checkpoint), str(_export_root(checkpoint, cfg.export_dir)), target=target.name,
-                                formats=formats, precisions=precisions, data=data, threads=cfg.threads)
+            report = export_checkpoint(str(checkpoint), str(_export_root(checkpoint, cfg.export_dir)), target=target.name,
+                                       formats=formats, precisions=precisions, data=data, threads=cfg.threads).to_dict()
         except EdgeKDError as err:
             for job in todo:
                 job.skip_reason = f"export failed: {_short(err)}"

@@ -1,4 +1,6 @@
-"""`edgekd compress`: prune and/or factorize a distilled student, fine-tuning after each pass with KD."""
+"""`edgekd compress`: run a chain of registered compression passes on a distilled student, fine-tuning
+after each pass with KD. The passes, their fields and `--help`'s list of them come from
+`edgekd.compress.PASSES`; this module only maps the flags onto the chain config."""
 from __future__ import annotations
 
 import json
@@ -6,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgekd.cli.params import FloatRange
+from edgekd.cli.params import FloatRange, PassHelpCommand
 
 from edgekd.errors import ConfigError
 
@@ -49,18 +51,25 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     click.echo(f"saved        {summary['student_path']}")
 
 
-@click.command("compress")
+# the flags kept from before the pass registry: each maps to one chain entry, in this order
+SHORTHANDS = (("prune", "prune", "ratio"), ("lowrank", "lowrank", "ratio"), ("lowrank_energy", "lowrank", "energy"))
+
+
+@click.command("compress", cls=PassHelpCommand, passes_option="--pass")
 @click.argument("run", metavar="RUN")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML with `passes: [{key: prune, kwargs: {ratio: 0.5}}, ...]` and any option below; "
+              help="YAML with `passes: [{pass: prune, ratio: 0.5}, ...]` and any option below; "
                    "the options override it.")
+@click.option("--pass", "pass_specs", multiple=True, metavar="NAME[:FIELD=VALUE,...]",
+              help="One compression pass (repeat for a chain, run in the order given), e.g. "
+                   "--pass prune:ratio=0.5 --pass lowrank:energy=0.9. The passes and their fields are listed below.")
 @click.option("--prune", type=FloatRange(0, 1, max_open=True), default=None,
-              help="Structured channel pruning: share of channels removed per layer group (0.5 = half); "
+              help="Shorthand for --pass prune:ratio=R: share of channels removed per layer group (0.5 = half); "
                    "kept counts are multiples of 8.")
 @click.option("--lowrank", type=FloatRange(0, 1, min_open=True), default=None,
-              help="Low-rank (SVD) factorization keeping this share of each layer's rank (0.5 = half).")
+              help="Shorthand for --pass lowrank:ratio=R: keep this share of each layer's rank (0.5 = half).")
 @click.option("--lowrank-energy", type=FloatRange(0, 1, min_open=True), default=None,
-              help="Low-rank factorization keeping this share of the squared singular values (e.g. 0.9).")
+              help="Shorthand for --pass lowrank:energy=E: keep this share of the squared singular values (e.g. 0.9).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=None,
               help="KD fine-tuning epochs after each pass (0: none). [default: 2]")
 @click.option("--teacher", default=None, help="Teacher for fine-tuning (.pt or .onnx). [default: the run's teacher]")
@@ -71,7 +80,7 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
 @click.option("--cache-dir", default=None, help="Soft-target cache folder. [default: the run's, $EDGEKD_CACHE or ./.edgekd-cache]")
 @click.option("-o", "--output", default=None, help="Run directory to create (student.pt, summary.json, stages/...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def command(run: str, config_path: str | None, prune: float | None, lowrank: float | None,
+def command(run: str, config_path: str | None, pass_specs: tuple[str, ...], prune: float | None, lowrank: float | None,
             lowrank_energy: float | None, finetune_epochs: int | None, teacher: str | None, data: str | None,
             image_size: int | None, lr: float | None, batch_size: int | None, cache_dir: str | None,
             output: str | None, as_json: bool) -> None:
@@ -80,28 +89,32 @@ def command(run: str, config_path: str | None, prune: float | None, lowrank: flo
     test accuracy before/after each pass; the output directory has the distill layout.
 
     \b
-    Passes from options run in the order prune, then low-rank; use --config for another order.
+    Passes run in the order of --pass (or of `passes:` in --config); the shorthands --prune,
+    --lowrank, --lowrank-energy run in that order. Passes on the command line replace the config's.
     Examples:
       edgekd compress runs/s1 --prune 0.5 --finetune-epochs 3 -o runs/s1-p50
+      edgekd compress runs/s1 --pass lowrank:energy=0.8 --pass prune:ratio=0.25 -o runs/s1-lp
       edgekd compress runs/s1 --prune 0.5 --lowrank 0.5 --finetune-epochs 2 -o runs/s1-small --json
     """
     from edgekd import api
+    from edgekd.compress.passes import parse_chain, parse_pass_spec
     from edgekd.config import load_config
 
     raw: dict[str, Any] = dict(load_config(config_path)) if config_path else {}
-    passes: list[dict[str, Any]] = []
-    if prune is not None:
-        passes.append({"key": "prune", "kwargs": {"ratio": prune}})
+    given = {"prune": prune, "lowrank": lowrank, "lowrank_energy": lowrank_energy}
     if lowrank is not None and lowrank_energy is not None:
         raise ConfigError("give --lowrank (rank share) or --lowrank-energy (energy share), not both")
-    if lowrank is not None:
-        passes.append({"key": "lowrank", "kwargs": {"ratio": lowrank}})
-    if lowrank_energy is not None:
-        passes.append({"key": "lowrank", "kwargs": {"energy": lowrank_energy}})
+    shorthand = [{"pass": name, field: given[flag]} for flag, name, field in SHORTHANDS if given[flag] is not None]
+    if pass_specs and shorthand:
+        raise ConfigError("give the chain with --pass only, or with --prune/--lowrank/--lowrank-energy only "
+                          "(mixed, their order would be a guess)")
+    passes = [parse_pass_spec(spec, "--pass") for spec in pass_specs] or shorthand
     if passes:
         raw["passes"] = passes
     if not raw.get("passes"):
-        raise ConfigError("no compression pass: give --prune RATIO and/or --lowrank RATIO (or passes in --config)")
+        raise ConfigError("no compression pass: give --pass NAME (e.g. --pass prune:ratio=0.5), --prune RATIO "
+                          "and/or --lowrank RATIO, or passes in --config")
+    parse_chain(raw["passes"], "--pass" if passes else "passes")  # a bad pass fails before any loading
     raw["source"] = run
     for key, value in (("finetune_epochs", finetune_epochs), ("teacher", teacher), ("lr", lr),
                        ("batch_size", batch_size), ("cache_dir", cache_dir), ("output", output)):

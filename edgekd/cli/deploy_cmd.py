@@ -7,13 +7,13 @@ import time
 
 import click
 
-from edgekd.cli.params import FloatRange, agent_key
+from edgekd.cli.params import FloatRange, PassHelpCommand, agent_key
 
 
 NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answer, not a usage error
 
 
-@click.command("deploy")
+@click.command("deploy", cls=PassHelpCommand, passes_option="--compress")
 @click.option("--target", default="cpu", show_default=True, help="Target class (`edgekd targets` lists them; alias jetson).")
 @click.option("--device", default=None,
               help="Agent URL (tcp://HOST:PORT, serial path/URL), 'local' or 'inprocess'. Default: 'local' when "
@@ -38,8 +38,11 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 @click.option("--precision", default=None, help="fp32, fp16 or int8 (default: the target's first, fp32 on cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Device rounds at most.")
+@click.option("--compress", "compress", multiple=True, metavar="NAME[:FIELD=VALUE,...]",
+              help="Compress each distilled student with this pass (with KD fine-tuning) before export; repeat "
+                   "for a chain, run in the order given, e.g. --compress prune:ratio=0.5. Passes listed below.")
 @click.option("--prune", type=FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Also prune this fraction of channels (with KD fine-tuning) before export.")
+              help="Shorthand for --compress prune:ratio=R: also prune this fraction of channels before export.")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True, help="Distillation epochs per student.")
 @click.option("--profile", default=None, help="Device profile name or path (default: named after the device).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
@@ -49,11 +52,12 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 def command(target: str, device: str | None, key_file: str | None, budget_ms: float | None, percentile: str,
             min_accuracy: float | None, teacher: str | None, data: str, image_size: int | None, max_len: int | None,
             tokenizer: str | None, output: str | None,
-            fmt: str | None, precision: str | None, threads: int | None, max_rounds: int, prune: float | None, epochs: int,
+            fmt: str | None, precision: str | None, threads: int | None, max_rounds: int, compress: tuple[str, ...],
+            prune: float | None, epochs: int,
             profile: str | None, profiles_dir: str, work_dir: str, as_json: bool) -> None:
     """Pick the smallest student that meets the latency budget on the device, build it, prove it.
 
-    predict -> pick -> distill -> (prune) -> export -> verify on the device (latency at the
+    predict -> pick -> distill -> (compress) -> export -> verify on the device (latency at the
     percentile, peak memory, accuracy on the deployed runtime) -> record in the device profile ->
     step smaller or larger, at most --max-rounds device rounds -> write the bundle.
 
@@ -65,6 +69,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
       edgekd deploy --target rpi5 --device tcp://pi.local:7000 --key-file agent.key
     """
     from edgekd import api
+    from edgekd.compress.passes import parse_pass_spec
 
     start = time.perf_counter()
 
@@ -74,8 +79,8 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
     report = api.deploy(target=target, device=device, key=agent_key(key_file), budget_ms=budget_ms,
                         percentile=int(percentile), min_accuracy=min_accuracy, teacher=teacher, data=data,
                         image_size=image_size, max_len=max_len, tokenizer=tokenizer, output=output, format=fmt, precision=precision, threads=threads,
-                        max_rounds=max_rounds, prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir,
-                        work_dir=work_dir, log=log)
+                        max_rounds=max_rounds, compress=[parse_pass_spec(spec, "--compress") for spec in compress] or None,
+                        prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir, work_dir=work_dir, log=log)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:

@@ -9,10 +9,8 @@ import click
 
 from edgekd.cli.params import FloatRange
 
+from edgekd.config import TEXT_TRAIN_DEFAULTS
 from edgekd.errors import ConfigError
-
-# epochs / lr of a text student unless given (the TrainConfig defaults are the image-student recipe)
-TEXT_TRAIN_DEFAULTS = {"epochs": 10, "lr": 3e-3}
 # losses whose kwargs the --temperature / --alpha / --lam / --hard-targets shortcuts set (each
 # shortcut goes to the losses that take it: --temperature to all of these, --alpha to kd/data_distill/dkd)
 _KD_LIKE = ("kd", "data_distill", "dkd", "dist")

@@ -1,4 +1,4 @@
-"""Click parameter types shared by the commands.
+"""Click parameter types and command classes shared by the commands.
 
 `FloatRange` is click's, except that NaN and infinities are refused: click compares the value with
 the bounds, and every comparison with NaN is false, so `--budget-ms nan` would pass any range.
@@ -19,6 +19,26 @@ class FloatRange(click.FloatRange):
         if isinstance(rv, float) and not math.isfinite(rv):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return rv
+
+
+class PassHelpCommand(click.Command):
+    """A command whose --help ends with the registered compression passes and their fields, read
+    from `edgekd.compress.PASSES` when the help is shown (so listing commands imports no torch)."""
+
+    def __init__(self, *args: Any, passes_option: str = "--pass", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.passes_option = passes_option
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        from edgekd.compress.passes import PASSES
+
+        with formatter.section(f"Compression passes ({self.passes_option} NAME:FIELD=VALUE,FIELD=VALUE)"):
+            for name, cls in PASSES.items():
+                formatter.write_text(f"{name}: {cls.summary()}")
+                with formatter.indentation():
+                    for f in cls.fields:
+                        formatter.write_text(f.describe())
 
 
 def agent_key(key_file: str | None) -> bytes | None:

@@ -14,7 +14,8 @@ depthwise convs are left alone (they are already cheap and their weight is not o
 
 The replacement is an ``nn.Sequential(first, second)`` at the same module path, recorded as
 ``{"op": "factorize", "modules": {path: {"type": "Linear" | "Conv2d", "rank": r}}}`` and rebuilt by
-the ``factorize`` op on load (see `edgekd.models.surgery`).
+the ``factorize`` op of `edgekd.models.surgery` on load (the op owns the pair's structure,
+`factor_pair`; this module fills it with the SVD factors).
 """
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekd.compress.passes import CompressionPass, Field, PassData, PassResult
 from edgekd.errors import ConfigError
-from edgekd.models.surgery import SURGERY, set_submodule
+from edgekd.models.surgery import FACTOR_PAIR_ATTR, factor_pair, set_submodule, weight_matrix
 
-FACTORIZABLE = ("Linear", "Conv2d")
 DEFAULT_ENERGY = 0.9  # used when neither energy nor ratio is given
 
 
@@ -48,44 +49,17 @@ def rank_for(singular_values: torch.Tensor, *, energy: float | None = None, rati
     return max(1, min(full, int(reached[0]) + 1 if len(reached) else full))
 
 
-def _matrix(module: nn.Module) -> torch.Tensor:
-    """The layer's weight as one ``out x fan_in`` matrix."""
-    return module.weight.detach().reshape(module.weight.shape[0], -1)
-
-
 def factor_params(module: nn.Module, rank: int) -> int:
     """Weights of the two factors at `rank` (the bias is the same either way)."""
-    out_dim, fan_in = _matrix(module).shape
+    out_dim, fan_in = weight_matrix(module).shape
     return rank * (out_dim + fan_in)
-
-
-def _factor_modules(module: nn.Module, rank: int) -> nn.Sequential:
-    """Fresh (untrained) factor layers for `module` at `rank` — the shape the state dict expects."""
-    ref = module.weight
-    factory = {"device": ref.device, "dtype": ref.dtype}
-    has_bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        return nn.Sequential(
-            nn.Linear(module.in_features, rank, bias=False, **factory),
-            nn.Linear(rank, module.out_features, bias=has_bias, **factory),
-        )
-    if isinstance(module, nn.Conv2d):
-        if module.groups != 1:
-            raise TypeError("grouped convs cannot be factorized")
-        return nn.Sequential(
-            nn.Conv2d(module.in_channels, rank, module.kernel_size, stride=module.stride,
-                      padding=module.padding, dilation=module.dilation, bias=False,
-                      padding_mode=module.padding_mode, **factory),
-            nn.Conv2d(rank, module.out_channels, 1, bias=has_bias, **factory),
-        )
-    raise TypeError(f"cannot factorize a {type(module).__name__}; factorizable: {', '.join(FACTORIZABLE)}")
 
 
 @torch.no_grad()
 def factorize(module: nn.Module, rank: int) -> nn.Sequential:
     """Two layers whose composition is the rank-`rank` truncated SVD of `module` (exact at full rank)."""
-    pair = _factor_modules(module, rank)
-    matrix = _matrix(module).double()
+    pair = factor_pair(module, rank)
+    matrix = weight_matrix(module).double()
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     root = torch.sqrt(s[:rank])
     first = (root[:, None] * vh[:rank]).to(module.weight.dtype)  # r x fan_in
@@ -100,7 +74,7 @@ def factorize(module: nn.Module, rank: int) -> nn.Sequential:
 def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Linear and ungrouped Conv2d layers, excluding ones already produced by factorization (a
     factor pair's layers are named ``<path>.0`` / ``<path>.1`` under a Sequential built here)."""
-    factored = {path for path, m in model.named_modules() if getattr(m, "_edgekd_factor_pair", False)}
+    factored = {path for path, m in model.named_modules() if getattr(m, FACTOR_PAIR_ATTR, False)}
     out = []
     for path, module in model.named_modules():
         if not path or any(path.startswith(f + ".") for f in factored):
@@ -148,7 +122,7 @@ def lowrank_pass(
     for path, module in _candidates(model):
         if path in skip:
             continue
-        matrix = _matrix(module)
+        matrix = weight_matrix(module)
         full = min(matrix.shape)
         s = torch.linalg.svdvals(matrix.double())
         rank = rank_for(s, energy=energy, ratio=ratio)
@@ -159,7 +133,6 @@ def lowrank_pass(
             layers[path] = {**kept, "factorized": False}
             continue
         pair = factorize(module, rank)
-        pair._edgekd_factor_pair = True  # type: ignore[attr-defined]
         set_submodule(model, path, pair)
         modules[path] = {"type": type(module).__name__, "rank": rank}
         layers[path] = {**kept, "factorized": True}
@@ -167,20 +140,26 @@ def lowrank_pass(
     return ([{"op": "factorize", "modules": modules}] if modules else []), details
 
 
-@SURGERY.register("factorize")
-def factorize_op(model: nn.Module, record: dict) -> None:
-    """Surgery op: replace each listed layer by its (untrained) factor pair of the recorded rank;
-    the weights come from the state dict loaded afterwards."""
-    entries = record["modules"]
-    if not isinstance(entries, dict):
-        raise TypeError("'modules' must map module paths to {type, rank}")
-    for path, entry in entries.items():
-        old = model.get_submodule(path)
-        kind, rank = entry["type"], int(entry["rank"])
-        if kind not in FACTORIZABLE or type(old).__name__ != kind:
-            raise TypeError(f"{path!r} is a {type(old).__name__}, the record says {kind}")
-        if not 1 <= rank <= min(_matrix(old).shape):
-            raise ValueError(f"rank {rank} of {path!r} is outside 1..{min(_matrix(old).shape)}")
-        pair = _factor_modules(old, rank)
-        pair._edgekd_factor_pair = True  # type: ignore[attr-defined]
-        set_submodule(model, path, pair)
+class LowRank(CompressionPass):
+    """Low-rank (truncated SVD) factorization of Linear and ungrouped Conv2d layers."""
+
+    name = "lowrank"
+    fields = (
+        Field("energy", float, None, f"share of the squared singular values each layer keeps (null: {DEFAULT_ENERGY} "
+              "unless ratio is given)", low=0, high=1, low_open=True, nullable=True),
+        Field("ratio", float, None, "share of each layer's full rank kept (instead of energy)", low=0, high=1,
+              low_open=True, nullable=True),
+        Field("min_reduction", float, 0.1, "factorize a layer only when this share of its weights goes",
+              low=0, high=1, high_open=True),
+        Field("exclude", list, None, "module paths left alone, e.g. [classifier]", nullable=True, item=str),
+    )
+
+    @classmethod
+    def check(cls, cfg: dict[str, Any], where: str) -> dict[str, Any]:
+        energy, ratio, min_reduction = check_options(cfg["energy"], cfg["ratio"], cfg["min_reduction"])
+        return {**cfg, "energy": energy, "ratio": ratio, "min_reduction": min_reduction}
+
+    def run(self, model: nn.Module, data: PassData, cfg: dict[str, Any]) -> PassResult:
+        records, details = lowrank_pass(model, data.example, energy=cfg["energy"], ratio=cfg["ratio"],
+                                        min_reduction=cfg["min_reduction"], exclude=cfg["exclude"])
+        return PassResult(model, records, details)

@@ -1,8 +1,10 @@
 """Run a chain of compression passes on a distilled student, each followed by KD fine-tuning.
 
-    summary = run_compression(CompressConfig(source="runs/s1", output="runs/s1-pruned",
-                                             passes=[PassEntry("prune", {"ratio": 0.5})],
-                                             finetune_epochs=3))
+    summary = run_compression({"source": "runs/s1", "output": "runs/s1-pruned",
+                               "passes": [{"pass": "prune", "ratio": 0.5}], "finetune_epochs": 3})
+
+The pass chain is read by `edgekd.compress.passes.parse_chain` (the same reader deploy's
+``compress:`` list goes through); each pass runs as ``PASSES[name]().run(model, data, cfg)``.
 
 The source is a distill run directory (its `student.pt`, and its `config.yaml` for the teacher, the
 data, the losses and the optimizer) or a bare checkpoint (then `teacher` and `data` come from the
@@ -12,9 +14,9 @@ same teacher, data and augmentation, so the teacher's soft targets come from the
 
 Output directory — the distill layout, so export, select and a further `compress` take it as is:
     config.yaml     the fine-tuning DistillConfig (teacher, data, losses, train) of the chain
-    compress.yaml   the compression config (source, passes, epochs)
+    compress.yaml   the compression config (source, passes as [{pass: NAME, FIELD: VALUE}], epochs)
     metrics.jsonl   every fine-tuning epoch, tagged with its stage and pass
-    stages/NN-key/  one per pass: the trainer's files and the model after that pass (student.pt)
+    stages/NN-name/ one per pass: the trainer's files and the model after that pass (student.pt)
     student.pt      the final model; its `surgery` records rebuild the structure on load
     summary.json    params, MACs, file size and test accuracy before/after each pass and overall
 A failing run removes the output directory it created: nothing is left half-written. A run killed
@@ -38,18 +40,10 @@ import torch
 import yaml
 from torch import nn
 
-from edgekd.compress import PASSES
+from edgekd.compress.passes import PASSES, PassData, PassEntry, parse_chain
 from edgekd.config import DataConfig, DistillConfig, LossEntry, config_from_dict, config_to_dict, dump_yaml
 from edgekd.errors import ConfigError
 from edgekd.fileio import atomic_write_json, atomic_write_text
-
-
-@dataclass
-class PassEntry:
-    """One pass of the chain: ``PASSES[key]`` with `kwargs`."""
-
-    key: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,33 +63,14 @@ class CompressConfig:
 
 
 def passes_from_list(raw: Any, where: str = "passes") -> list[PassEntry]:
-    """``[{key: prune, kwargs: {ratio: 0.5}}, "lowrank", ...]`` -> checked PassEntry list."""
-    if isinstance(raw, (str, Mapping)):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{where}: give at least one pass, e.g. [{{key: prune, kwargs: {{ratio: 0.5}}}}]; "
-                          f"passes: {', '.join(PASSES.names())}")
-    entries = []
-    for i, item in enumerate(raw):
-        if isinstance(item, PassEntry):
-            item = {"key": item.key, "kwargs": item.kwargs}
-        if isinstance(item, str):
-            item = {"key": item}
-        if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
-            raise ConfigError(f"{where}[{i}]: each pass needs a 'key' (e.g. {{key: prune}}), got {item!r}")
-        extra = set(item) - {"key", "kwargs"}
-        if extra:
-            raise ConfigError(f"{where}[{i}]: unknown key {sorted(extra)[0]!r}; a pass has 'key' and 'kwargs'")
-        kwargs = dict(item.get("kwargs") or {})
-        PASSES.get(item["key"]).validate(kwargs)
-        entries.append(PassEntry(item["key"], kwargs))
-    return entries
+    """``[{pass: prune, ratio: 0.5}, "lowrank", ...]`` -> checked PassEntry list (`parse_chain`)."""
+    return parse_chain(raw, where)
 
 
 def compress_config_from_dict(raw: Mapping[str, Any], where: str = "compress config") -> CompressConfig:
     """Build a CompressConfig from a mapping (YAML layout), checking keys, passes and values."""
     if isinstance(raw, CompressConfig):
-        raw = dataclasses.asdict(raw)
+        raw = {f.name: getattr(raw, f.name) for f in dataclasses.fields(CompressConfig)}  # PassEntry kept
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     valid = [f.name for f in dataclasses.fields(CompressConfig)]
@@ -316,10 +291,7 @@ def run_compression(
     from edgekd.distill.trainer import stderr_is_tty
     from edgekd.models import load_model
 
-    if not isinstance(cfg, CompressConfig):
-        cfg = compress_config_from_dict(cfg)
-    else:
-        cfg = compress_config_from_dict(dataclasses.asdict(cfg))
+    cfg = compress_config_from_dict(cfg)  # a CompressConfig is checked again, as a mapping is
     progress = stderr_is_tty() if progress is None else progress
     ckpt, run_cfg = resolve_source(cfg.source)
     model, info = load_model(ckpt)
@@ -363,12 +335,14 @@ def _run_chain(cfg, base, ckpt, model, info, dataset, out, progress, log) -> dic
     stages: list[dict[str, Any]] = []
     metrics: list[str] = []
     current = before
+    data = PassData(example=example, dataset=dataset)
     for i, entry in enumerate(cfg.passes, start=1):
-        stage_dir = out / "stages" / f"{i:02d}-{entry.key}"
+        stage_dir = out / "stages" / f"{i:02d}-{entry.name}"
         stage_dir.mkdir(parents=True)
-        say(f"pass {i}/{len(cfg.passes)}: {entry.key} {json.dumps(entry.kwargs, sort_keys=True)}")
+        say(f"pass {i}/{len(cfg.passes)}: {entry.name} {json.dumps(entry.options, sort_keys=True)}")
         model.eval()
-        records, details = PASSES.get(entry.key).apply(model, example, **entry.kwargs)
+        result = PASSES.get(entry.name)().run(model, data, entry.config())
+        model, records, details = result.model, result.records, result.details
         surgery += records
         acc_no_ft = accuracy(model, dataset.test.x, dataset.test.y)
         tuned = None
@@ -376,12 +350,12 @@ def _run_chain(cfg, base, ckpt, model, info, dataset, out, progress, log) -> dic
             say(f"  fine-tuning {cfg.finetune_epochs} epoch(s) with KD from {base.teacher or 'labels only'}")
             tuned = finetune(model, base, stage_dir, progress=progress, log=log)
             for row in tuned.pop("history"):
-                metrics.append(json.dumps({"stage": i, "pass": entry.key, **row}, sort_keys=True))
-        stage_info = _info(info, surgery, {"compress_stage": i, "pass": entry.key})
+                metrics.append(json.dumps({"stage": i, "pass": entry.name, **row}, sort_keys=True))
+        stage_info = _info(info, surgery, {"compress_stage": i, "pass": entry.name})
         save_model(stage_dir / "student.pt", model, stage_info)
         after = measure(model, stage_dir / "student.pt", dataset)
         stages.append({
-            "stage": i, "pass": entry.key, "kwargs": entry.kwargs, "before": current, "after": after,
+            "stage": i, "pass": entry.name, "options": entry.options, "before": current, "after": after,
             **_delta(current, after), "test_acc_before_finetune": acc_no_ft,
             "finetune": tuned, "surgery": records, "details": details,
             "student_path": str(stage_dir / "student.pt"),
@@ -390,7 +364,7 @@ def _run_chain(cfg, base, ckpt, model, info, dataset, out, progress, log) -> dic
             f"test acc {current['test_acc']:.4f} -> {acc_no_ft:.4f} (pass) -> {after['test_acc']:.4f} (fine-tuned)")
         current = after
 
-    final = _info(info, surgery, {"compressed_from": str(ckpt), "passes": [dataclasses.asdict(p) for p in cfg.passes],
+    final = _info(info, surgery, {"compressed_from": str(ckpt), "passes": [p.as_dict() for p in cfg.passes],
                                   "test_acc": current["test_acc"], "teacher": base.teacher})
     save_model(out / "student.pt", model, final)
     after = measure(model, out / "student.pt", dataset)
@@ -408,7 +382,7 @@ def _run_chain(cfg, base, ckpt, model, info, dataset, out, progress, log) -> dic
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
         "input_shape": list(dataset.input_shape),
-        "passes": [dataclasses.asdict(p) for p in cfg.passes],
+        "passes": [p.as_dict() for p in cfg.passes],
         "finetune_epochs": cfg.finetune_epochs,
         "before": before,
         "after": after,
@@ -432,7 +406,7 @@ def _info(info: Any, surgery: list[dict[str, Any]], meta: dict[str, Any]) -> Any
 
 
 def _plain(cfg: CompressConfig) -> dict[str, Any]:
-    raw = dataclasses.asdict(cfg)
+    raw = {**dataclasses.asdict(cfg), "passes": [p.as_dict() for p in cfg.passes]}
     return json.loads(json.dumps(raw))
 
 

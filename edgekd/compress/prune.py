@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekd.compress.passes import CompressionPass, Field, PassData, PassResult
 from edgekd.errors import ConfigError
 
 HARDWARE_MULTIPLE = 8
@@ -158,3 +159,17 @@ def prune_pass(model: nn.Module, example: torch.Tensor, *, ratio: float = 0.5) -
     details = report.as_dict()
     details["ratio"] = float(ratio)
     return ([record] if record["modules"] else []), details
+
+
+class Prune(CompressionPass):
+    """Structured channel pruning (torch-pruning dependency groups; kept counts are multiples of 8)."""
+
+    name = "prune"
+    fields = (
+        Field("ratio", float, 0.5, "share of channels removed per layer group (0.5 = half)", low=0, high=1,
+              high_open=True),
+    )
+
+    def run(self, model: nn.Module, data: PassData, cfg: dict[str, Any]) -> PassResult:
+        records, details = prune_pass(model, data.example, ratio=cfg["ratio"])
+        return PassResult(model, records, details)

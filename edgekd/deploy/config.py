@@ -35,6 +35,9 @@ class DeployConfig:
     epochs: int = 15
     lr: float | None = None  # None: 0.01 for image students, 0.003 for text ones (as `edgekd distill`)
     teacher_epochs: int = 8  # the default teacher peaks on val around epoch 7-8 (patience 3)
+    # compression of each distilled student before export: an ordered pass list, the layout of
+    # `edgekd compress` ([{pass: prune, ratio: 0.5}, ...], edgekd.compress.passes); `prune` is its shorthand
+    compress: list[Any] | None = None
     prune: float | None = None
     speedup_goal: float = 5.0
     accuracy_margin: float = 0.015
@@ -69,7 +72,7 @@ class Round:
 
 def check_config(cfg: DeployConfig, tgt: Any) -> None:
     """Refuse, before any work, what the target cannot run or what is out of range (ConfigError);
-    fills in the target's preferred precision."""
+    fills in the target's preferred precision and the checked compression chain."""
     if cfg.percentile not in (50, 90, 99):
         raise ConfigError(f"percentile {cfg.percentile} is not measured; use 50, 90 or 99")
     if cfg.budget_ms is not None and not (isinstance(cfg.budget_ms, (int, float)) and math.isfinite(cfg.budget_ms)
@@ -85,6 +88,20 @@ def check_config(cfg: DeployConfig, tgt: Any) -> None:
         raise ConfigError(f"target {tgt.name} runs precisions {', '.join(tgt.precisions)}, not {cfg.precision}")
     if cfg.format is not None and cfg.format not in tgt.formats:
         raise ConfigError(f"target {tgt.name} takes formats {', '.join(tgt.formats)}, not {cfg.format}")
+    # `prune` folds into the chain, written in the YAML layout
+    cfg.compress, cfg.prune = [entry.as_dict() for entry in compress_chain(cfg)] or None, None
+
+
+def compress_chain(cfg: DeployConfig) -> list[Any]:
+    """The deploy's compression chain, checked (`edgekd.compress.passes.parse_chain`): `cfg.compress`
+    or its shorthand `cfg.prune` (= ``[{pass: prune, ratio: P}]``); [] for none. A bad pass or field is
+    a one-line ConfigError naming the valid ones."""
+    from edgekd.compress.passes import parse_chain
+
+    if cfg.prune and cfg.compress:
+        raise ConfigError("give the compression chain as --compress (compress: [...]) or as --prune, not both")
+    given = [{"pass": "prune", "ratio": cfg.prune}] if cfg.prune else cfg.compress
+    return parse_chain(given, "deploy compress", allow_empty=True)
 
 
 def choose_format(cfg: DeployConfig, tgt: Any, have: dict[str, Any] | None) -> str:

@@ -1,6 +1,8 @@
-"""The stages `edgekd.deploy.loop` drives, one function each: the teacher, distillation (+ optional
-pruning), export for the target, verification on the device, and the choice of the next candidate.
-Every stage caches under the deploy's `work_dir`, keyed by everything that shapes its result. Host side.
+"""The stages `edgekd.deploy.loop` drives, one function each: the teacher, distillation (+ the optional
+compression chain), export for the target, verification on the device, and the choice of the next
+candidate. Every stage caches under the deploy's `work_dir`, keyed by everything that shapes its result.
+Each stage calls its own package (`edgekd.distill.run`, `edgekd.compress.pipeline`,
+`edgekd.runtimes.export`), never the `edgekd.api` façade. Host side.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
     """(checkpoint or .onnx path, host val/test accuracy, spec or file name); trains the default one if needed."""
     import numpy as np
 
-    from edgekd import __version__, api
+    from edgekd import __version__
     from edgekd.distill.teachers import load_teacher
     from edgekd.models import DEFAULT_TEACHER
 
@@ -79,11 +81,14 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
         log(f"teacher: reusing {run} ({DEFAULT_TEACHER})")
     else:
         log(f"teacher: training {DEFAULT_TEACHER} on {ds.name} ({cfg.teacher_epochs} epochs max, cached in {run})")
-        summary = api.train_teacher(api.teacher_config(data=cfg.data, image_size=cfg.image_size, seed=cfg.seed,
-                                                       epochs=cfg.teacher_epochs, patience=3, output=str(run),
-                                                       arch=DEFAULT_TEACHER, max_len=getattr(cfg, "max_len", None),
-                                                       tokenizer=getattr(cfg, "tokenizer", None)),
-                                    progress=False)
+        from edgekd.distill.run import run_training
+        from edgekd.distill.teacher_recipe import teacher_config
+
+        summary = run_training(teacher_config(data=cfg.data, image_size=cfg.image_size, seed=cfg.seed,
+                                              epochs=cfg.teacher_epochs, patience=3, output=str(run),
+                                              arch=DEFAULT_TEACHER, max_len=getattr(cfg, "max_len", None),
+                                              tokenizer=getattr(cfg, "tokenizer", None)),
+                               progress=False)
     acc = HostAccuracy(val=kept_val_accuracy(summary, summary_path), test=float(summary["test_acc"]))
     log(f"teacher: val accuracy {acc.val:.2%} (sets the floor for choosing), test accuracy {acc.test:.2%}")
     return run / "student.pt", acc, DEFAULT_TEACHER
@@ -94,14 +99,14 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
     """Distill `spec` from the teacher (cached by everything that shapes it); (checkpoint, host val/test
     accuracy of the kept weights, read from the run's summary.json). `floor`: the choosing (val)
     floor, only to say in the log line whether this student meets it."""
-    from edgekd import __version__, api
+    from edgekd import __version__
+    from edgekd.config import TEXT_TRAIN_DEFAULTS, config_from_dict
+    from edgekd.distill.run import run_training
 
     text = getattr(ds, "task", "image") == "text"
     # lr None: 0.01 for image students (as always); text students the lr `edgekd distill` uses for text
     lr = cfg.lr
     if lr is None:
-        from edgekd.cli.distill_cmd import TEXT_TRAIN_DEFAULTS
-
         lr = float(TEXT_TRAIN_DEFAULTS["lr"]) if text else 0.01
     run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, lr, cfg.seed, __version__)}"
     cached = (run / "summary.json").is_file() and (run / "student.pt").is_file()
@@ -111,27 +116,42 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
         if text:
             data.update(max_len=getattr(cfg, "max_len", None), tokenizer=getattr(cfg, "tokenizer", None))
         train: dict[str, Any] = {"epochs": cfg.epochs, "lr": lr, "seed": cfg.seed, "threads": 1}
-        api.distill({"teacher": str(teacher), "student": spec, "output": str(run), "data": data,
-                     # one thread: tiny students train faster that way on a small, shared CPU
-                     "train": train},
-                    progress=False)
+        run_training(config_from_dict({"teacher": str(teacher), "student": spec, "output": str(run), "data": data,
+                                       # one thread: tiny students train faster that way on a small, shared CPU
+                                       "train": train}),
+                     progress=False)
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     acc = HostAccuracy(val=kept_val_accuracy(summary, run / "summary.json"), test=float(summary["test_acc"]))
     log(f"  distill {spec}: val accuracy {acc.val:.2%}{_verdict(acc.val, floor)}, test {acc.test:.2%} (reported only) "
         + ("(cached)" if cached else f"({time.perf_counter() - t0:.1f} s)"))
     ckpt = run / "student.pt"
-    if cfg.prune:
-        out = run.parent / f"{run.name}-prune{cfg.prune:g}"
-        from edgekd.compress.pipeline import is_complete_run
+    from edgekd.deploy.config import compress_chain
 
-        if not is_complete_run(out):
-            api.compress({"source": str(run), "passes": [{"key": "prune", "kwargs": {"ratio": cfg.prune}}],
-                          "finetune_epochs": 3, "teacher": str(teacher), "output": str(out)}, progress=False)
-        ckpt = out / "student.pt"
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        acc = HostAccuracy(val=kept_val_accuracy(summary, out / "summary.json"), test=float(summary["test_acc"]))
-        log(f"  pruned {cfg.prune:g}: val accuracy {acc.val:.2%}{_verdict(acc.val, floor)}, test {acc.test:.2%}")
+    chain = compress_chain(cfg)
+    if chain:
+        ckpt, acc = compress_student(chain, run, teacher, log, floor)
     return ckpt, acc
+
+
+COMPRESS_FINETUNE_EPOCHS = 3  # KD fine-tuning epochs after each pass of deploy's chain
+
+
+def compress_student(chain: list[Any], run: Path, teacher: Path, log: Log,
+                     floor: float | None = None) -> tuple[Path, HostAccuracy]:
+    """Run the chain on the distilled student in `run` (cached next to it, named after the chain);
+    (compressed checkpoint, host val/test accuracy after fine-tuning)."""
+    from edgekd.compress.passes import chain_slug
+    from edgekd.compress.pipeline import is_complete_run, run_compression
+
+    slug = chain_slug(chain)
+    out = run.parent / f"{run.name}-{slug}"
+    if not is_complete_run(out):
+        run_compression({"source": str(run), "passes": chain, "finetune_epochs": COMPRESS_FINETUNE_EPOCHS,
+                         "teacher": str(teacher), "output": str(out)}, progress=False)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    acc = HostAccuracy(val=kept_val_accuracy(summary, out / "summary.json"), test=float(summary["test_acc"]))
+    log(f"  compressed {slug}: val accuracy {acc.val:.2%}{_verdict(acc.val, floor)}, test {acc.test:.2%}")
+    return out / "student.pt", acc
 
 
 def _verdict(val: float, floor: float | None) -> str:
@@ -142,7 +162,7 @@ def _verdict(val: float, floor: float | None) -> str:
 
 def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -> Path:
     """Export one checkpoint for the target in (fmt, precision) through the parity gate; the artifact dir."""
-    from edgekd import api
+    from edgekd.runtimes.export import export_checkpoint
 
     art = out / f"{fmt}-{cfg.precision}"
     if (art / "manifest.json").is_file():
@@ -152,8 +172,8 @@ def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -
         man = read_manifest(art)
         if man.get("status") == "ok" and (man.get("source") or {}).get("checkpoint_sha256") == sha256_file(ckpt):
             return art  # same checkpoint, already exported and parity-checked
-    report = api.export(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[cfg.precision],
-                        threads=threads)
+    report = export_checkpoint(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[cfg.precision],
+                               threads=threads).to_dict()
     row = report["rows"][0]
     if row["status"] != "ok":
         raise ExportError(f"export of {ckpt} to {fmt}/{cfg.precision} failed: {row['error']}")

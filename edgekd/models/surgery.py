@@ -6,11 +6,19 @@ checkpoint as plain JSON, ``{"op": name, ...}``. Loading builds the model from i
 records in order with `replay`, then loads the state dict strictly.
 
 Ops take ``(model, record)`` and edit the model in place; register new ones with
-``@SURGERY.register("name")`` (the registry is open: compression adds its own ops).
+``@SURGERY.register("name")``. Every op lives in this module: an op is part of the checkpoint
+format (what a saved model may contain), so loading never has to import the code that *made* the
+edit. Compression passes (`edgekd.compress`) only produce records; they depend on this module,
+never the other way round.
 
 ``resize``: ``{"op": "resize", "modules": {path: {"type": "Conv2d" | "Conv1d" | "Linear" |
 "BatchNorm2d" | "BatchNorm1d" | "LayerNorm", "in": int, "out": int, "groups": int}}}`` replaces each
 listed module by a fresh one of the new size, keeping every other setting (kernel, stride, bias...).
+
+``factorize``: ``{"op": "factorize", "modules": {path: {"type": "Linear" | "Conv2d", "rank": r}}}``
+replaces each listed layer by its factor pair at rank r (`factor_pair`: ``Linear(in, r)`` then
+``Linear(r, out)``, or a ``k x k`` conv ``in -> r`` then a ``1 x 1`` conv ``r -> out``); the
+weights come from the state dict. `edgekd.compress.lowrank` fills such pairs with a truncated SVD.
 """
 from __future__ import annotations
 
@@ -34,8 +42,6 @@ def replay(model: nn.Module, records: list[dict[str, Any]]) -> nn.Module:
 
     A record that is not a dict, names an unknown op or does not fit the model raises ModelError.
     """
-    if records:
-        import edgekd.compress  # noqa: F401  registers the compression ops (factorize) on first use
     for i, record in enumerate(records or []):
         if not isinstance(record, dict) or not isinstance(record.get("op"), str):
             raise ModelError(f"surgery record #{i} is not a {{'op': name, ...}} mapping: {record!r}")
@@ -140,3 +146,58 @@ def _resized(old: nn.Module, kind: str, n_in: int, n_out: int, groups: int) -> n
         return nn.LayerNorm(shape, eps=old.eps, elementwise_affine=old.elementwise_affine,
                             bias=old.bias is not None, **factory)
     raise TypeError(f"resize cannot handle {kind}; resizable types: {', '.join(RESIZABLE)}")
+
+
+# ---- factorize ---------------------------------------------------------------------------------
+FACTORIZABLE = ("Linear", "Conv2d")
+# set on the nn.Sequential of a factor pair, so a second low-rank pass leaves its layers alone
+FACTOR_PAIR_ATTR = "_edgekd_factor_pair"
+
+
+def weight_matrix(module: nn.Module) -> Any:
+    """The layer's weight as one ``out x fan_in`` matrix (a view, detached)."""
+    return module.weight.detach().reshape(module.weight.shape[0], -1)
+
+
+def factor_pair(module: nn.Module, rank: int) -> nn.Sequential:
+    """Fresh (untrained) factor layers for `module` at `rank`, marked as a factor pair: the
+    structure a ``factorize`` record stands for and the shapes its state dict expects."""
+    ref = module.weight
+    factory = {"device": ref.device, "dtype": ref.dtype}
+    has_bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        pair = nn.Sequential(
+            nn.Linear(module.in_features, rank, bias=False, **factory),
+            nn.Linear(rank, module.out_features, bias=has_bias, **factory),
+        )
+    elif isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            raise TypeError("grouped convs cannot be factorized")
+        pair = nn.Sequential(
+            nn.Conv2d(module.in_channels, rank, module.kernel_size, stride=module.stride,
+                      padding=module.padding, dilation=module.dilation, bias=False,
+                      padding_mode=module.padding_mode, **factory),
+            nn.Conv2d(rank, module.out_channels, 1, bias=has_bias, **factory),
+        )
+    else:
+        raise TypeError(f"cannot factorize a {type(module).__name__}; factorizable: {', '.join(FACTORIZABLE)}")
+    setattr(pair, FACTOR_PAIR_ATTR, True)
+    return pair
+
+
+@SURGERY.register("factorize")
+def factorize(model: nn.Module, record: dict) -> None:
+    """Replace each listed layer by its (untrained) factor pair of the recorded rank; the weights
+    come from the state dict loaded afterwards."""
+    entries = record["modules"]
+    if not isinstance(entries, dict):
+        raise TypeError("'modules' must map module paths to {type, rank}")
+    for path, entry in entries.items():
+        old = model.get_submodule(path)
+        kind, rank = entry["type"], int(entry["rank"])
+        if kind not in FACTORIZABLE or type(old).__name__ != kind:
+            raise TypeError(f"{path!r} is a {type(old).__name__}, the record says {kind}")
+        full = min(weight_matrix(old).shape)
+        if not 1 <= rank <= full:
+            raise ValueError(f"rank {rank} of {path!r} is outside 1..{full}")
+        set_submodule(model, path, factor_pair(old, rank))
