@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgekd.text.models import DEFAULT_TEXT_STUDENT as STUDENT  # tinybert:layers=1,hidden=48,heads=2,intermediate=192
-from edgekd.text.models import DEFAULT_TEXT_TEACHER as TEACHER  # bert:layers=3,hidden=96,heads=4,intermediate=384
+from edgekd.models.bert import DEFAULT_TEXT_STUDENT as STUDENT  # tinybert:layers=1,hidden=48,heads=2,intermediate=192
+from edgekd.models.bert import DEFAULT_TEXT_TEACHER as TEACHER  # bert:layers=3,hidden=96,heads=4,intermediate=384
 
 
 def log(msg: str) -> None:
@@ -58,7 +58,7 @@ def export_onnx(model_path: Path, out_dir: Path, precision: str, int8_mode: str 
     from edgekd.runtimes import RUNTIMES
     from edgekd.runtimes.export import calibration_feeds
     from edgekd.runtimes.parity import check_parity
-    from edgekd.text.data import load_for_model
+    from edgekd.data.text import load_for_model
 
     model, info = load_model(model_path)
     ds = load_for_model({"source": "reviews"}, info)
@@ -98,8 +98,8 @@ def main() -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from edgekd import api
-    from edgekd.text.data import load_text_dataset
-    from edgekd.text.export import text_feeds
+    from edgekd.data.text import load_text_dataset
+    from edgekd.runtimes.text_onnx import text_feeds
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-text-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import main
-from edgekd.data import load_dataset
+from edgekd.data import load_dataset, source_task
 from edgekd.data.dataset import resample_square
 from edgekd.errors import DataError
 
@@ -28,6 +28,13 @@ def test_digits_split_is_deterministic_and_stratified():
         assert set(np.unique(split.y)) == set(range(10))
     # normalized with train statistics
     assert abs(float(a.train.x.mean())) < 1e-4 and abs(float(a.train.x.std()) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("source,task", [("digits", "image"), ("x.npz", "image"), ("imgs/", "image"),
+                                         ("reviews", "text"), ("a.csv", "text"), ("a.TSV", "text"),
+                                         ("a.jsonl", "text")])
+def test_source_task_without_loading(source: str, task: str):
+    assert source_task(source) == task  # none of these paths exists: nothing is read
 
 
 def test_resample_changes_shape_and_fingerprint():

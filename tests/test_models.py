@@ -102,6 +102,18 @@ def test_default_pair_ratio() -> None:
         assert student * 10 <= teacher, (shape, student, teacher)
 
 
+@pytest.mark.parametrize("task", ["image", "text"])
+def test_default_specs_per_task_name_a_teacher_and_a_student_of_that_task(task: str) -> None:
+    from edgekd.models import default_specs
+
+    teacher, student = default_specs(task)
+    for spec, role in ((teacher, "teacher"), (student, "student")):
+        family = MODELS.get(parse_spec(spec)[0])
+        assert (family.role, family.task) == (role, task), spec
+    with pytest.raises(ConfigError, match="no default models for task 'audio'"):
+        default_specs("audio")
+
+
 class _Tiny(nn.Module):
     """conv 2->4 (3x3, pad 1) on 5x5, depthwise 4 (3x3, stride 2, pad 1), grouped 1x1 4->6 (2 groups),
     Linear 54->7: MACs by hand below."""

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import main
-from edgekd.text.builtin import generate_reviews
+from edgekd.data.text_builtin import generate_reviews
 
 TEACHER = "bert:layers=2,hidden=32,heads=2,intermediate=64"
 STUDENT = "tinybert:layers=1,hidden=16,heads=2,intermediate=32"

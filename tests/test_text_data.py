@@ -8,9 +8,9 @@ import pytest
 
 from edgekd.data import load_dataset
 from edgekd.errors import DataError
-from edgekd.text.builtin import generate_reviews, stars_from_score
-from edgekd.text.data import encode_labels, load_text_dataset, read_labeled_text
-from edgekd.text.tokenizer import load_tokenizer, train_wordpiece
+from edgekd.data.text_builtin import generate_reviews, stars_from_score
+from edgekd.data.text import encode_labels, load_text_dataset, read_labeled_text
+from edgekd.data.tokenizer import load_tokenizer, train_wordpiece
 
 
 def _rows(n: int = 60) -> tuple[list[str], list[int]]:

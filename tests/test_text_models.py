@@ -11,7 +11,7 @@ from edgekd.distill.losses import LOSSES, LossInputs, build_loss_stack
 from edgekd.distill.taps import FeatureTaps
 from edgekd.errors import ConfigError
 from edgekd.models import MODELS, count_params, create_model, load_model, save_model, ModelInfo
-from edgekd.text.models import example_ids, with_vocab
+from edgekd.models.bert import example_ids, with_vocab
 
 VOCAB, LEN, K = 50, 16, 3
 TEACHER = "bert:layers=2,hidden=32,heads=2,intermediate=64"
@@ -68,7 +68,7 @@ def test_checkpoint_round_trip_keeps_pad_id(tmp_path):
 
 
 def test_init_from_teacher_every_kth_layer():
-    from edgekd.text.init import init_from_teacher
+    from edgekd.models.bert_init import init_from_teacher
 
     teacher = build("bert:layers=4,hidden=32,heads=2,intermediate=64")
     student = build("tinybert:layers=2,hidden=32,heads=2,intermediate=64", seed=1)
@@ -128,8 +128,8 @@ def test_hf_bert_directory_becomes_an_edgekd_teacher(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
     from edgekd.distill.teachers import load_teacher
-    from edgekd.text.hf import import_hf_teacher
-    from edgekd.text.tokenizer import train_wordpiece
+    from edgekd.models.hf_bert import import_hf_teacher
+    from edgekd.data.tokenizer import train_wordpiece
 
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -145,7 +145,7 @@ def test_hf_bert_directory_becomes_an_edgekd_teacher(tmp_path):
         ref = hf(input_ids=ids).logits.numpy()
     np.testing.assert_allclose(teacher.logits(ids.numpy().astype(np.float32)), ref, atol=1e-4)
     assert "tokenizer_json" in teacher.info.meta
-    from edgekd.text.tokenizer import load_tokenizer
+    from edgekd.data.tokenizer import load_tokenizer
 
     assert load_tokenizer(out).pad_id == 0  # --tokenizer accepts the checkpoint itself
 
@@ -215,7 +215,7 @@ def test_openvino_export_of_a_text_model_runs_with_parity(tmp_path):
 
 def test_onnx_text_classifier_is_a_teacher(tmp_path):
     from edgekd.distill.teachers import load_teacher
-    from edgekd.text.export import export_text_onnx
+    from edgekd.runtimes.text_onnx import export_text_onnx
 
     model = build(STUDENT)
     path = export_text_onnx(model, tmp_path / "t.onnx", max_len=LEN)

@@ -58,7 +58,7 @@ def dataset_eval_npz(source: str, artifacts: list[Path], workdir: Path) -> tuple
     manifest. Returns (the .npz, the dataset fingerprint of that split)."""
     from edgekd.bench.accuracy import write_eval_npz
     from edgekd.data import load_dataset
-    from edgekd.text.data import options_for_artifacts  # text: the artifact's own tokenizer and length
+    from edgekd.data.text import options_for_artifacts  # text: the artifact's own tokenizer and length
 
     ds = load_dataset(source, image_size=image_size_of(artifacts), **options_for_artifacts(artifacts))
     out = workdir / f"{Path(str(ds.name)).name}-test.npz"

@@ -334,7 +334,7 @@ def _eval_data(cfg: BenchConfig, jobs: list[_Job], settings: dict[str, Any] | No
     from edgekd.data import load_dataset
 
     kw = {k: settings[k] for k in ("val_fraction", "test_fraction") if settings.get(k) is not None}
-    from edgekd.text.data import options_for_artifacts  # text: the artifact's own tokenizer and length
+    from edgekd.data.text import options_for_artifacts  # text: the artifact's own tokenizer and length
 
     kw.update(options_for_artifacts(artifacts))
     ds = load_dataset(settings["source"], image_size=settings.get("image_size"), seed=int(settings.get("seed") or 0), **kw)

@@ -153,7 +153,6 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     """
     from edgekd import api
     from edgekd.config import load_config, merge_overrides
-    from edgekd.models import DEFAULT_STUDENT
 
     base = load_config(config_path) if config_path else {}
     over: dict[str, Any] = {}
@@ -185,14 +184,13 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     if losses is not None:
         over["losses"] = losses
     raw = merge_overrides(base, over)
-    from edgekd.text.data import is_text_source
+    from edgekd.data import source_task
+    from edgekd.models import default_specs
 
-    text = is_text_source(str((raw.get("data") or {}).get("source") or ""))
-    if text:  # text data: the default small transformer student, and its own (shorter, gentler) schedule
-        from edgekd.text.models import DEFAULT_TEXT_STUDENT
-
+    task = source_task(str((raw.get("data") or {}).get("source") or ""))
+    if task == "text":  # text data: its own (shorter, gentler) schedule
         raw["train"] = {**TEXT_TRAIN_DEFAULTS, **(raw.get("train") or {})}
-    raw.setdefault("student", DEFAULT_TEXT_STUDENT if text else DEFAULT_STUDENT)
+    raw.setdefault("student", default_specs(task)[1])  # text: the default small transformer student
     if "output" not in raw:
         raise ConfigError("no run directory: pass -o RUN (or set `output:` in the config file)")
     summary = api.distill(raw, resume=resume, progress=False if as_json else None, log=echo_log(as_json))

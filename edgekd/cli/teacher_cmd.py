@@ -42,7 +42,7 @@ def command(data: str, image_size: int | None, max_len: int | None, tokenizer: s
     if from_hf is not None:  # nothing to train: convert the local HF model (parity-checked) into RUN/student.pt
         from pathlib import Path
 
-        from edgekd.text.hf import import_hf_teacher
+        from edgekd.models.hf_bert import import_hf_teacher
 
         import json
 

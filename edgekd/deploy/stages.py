@@ -58,11 +58,9 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
 
     from edgekd import __version__
     from edgekd.distill.teachers import load_teacher
-    from edgekd.models import DEFAULT_TEACHER
+    from edgekd.models import default_specs
 
-    text = getattr(ds, "task", "image") == "text"
-    if text:  # the bench_text teacher: the text default, as DEFAULT_TEACHER is the image one
-        from edgekd.text.models import DEFAULT_TEXT_TEACHER as DEFAULT_TEACHER
+    DEFAULT_TEACHER = default_specs(getattr(ds, "task", "image"))[0]  # text: the bench_text teacher
     if cfg.teacher:
         path = Path(cfg.teacher)
         if path.is_dir():

@@ -131,7 +131,7 @@ def prepare_run(
     if teacher is not None:
         teacher.check_compatible(dataset.input_shape, dataset.num_classes, f"dataset {dataset.name!r}")
         if dataset.task == "text":
-            from edgekd.text.models import check_text_teacher
+            from edgekd.models.bert import check_text_teacher
 
             check_text_teacher(teacher, dataset)
 
@@ -276,7 +276,7 @@ def _train_and_report(cfg: DistillConfig, resume: bool, progress: bool, log: Cal
         if prep.run_dir is not None and prep.dist.is_main:
             spec, text_meta = cfg.student, {}
             if ds.task == "text":  # the checkpoint must rebuild the same embedding table and tokenize later
-                from edgekd.text.models import dataset_meta, with_vocab
+                from edgekd.models.bert import dataset_meta, with_vocab
 
                 spec, text_meta = with_vocab(cfg.student, ds.extra["vocab_size"]), dataset_meta(ds)
             info = ModelInfo(

@@ -24,12 +24,10 @@ def teacher_config(
     tokenizer: str | None = None,
 ) -> DistillConfig:
     """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy."""
-    from edgekd.models import DEFAULT_TEACHER
-    from edgekd.text.data import is_text_source
+    from edgekd.data import source_task
+    from edgekd.models import default_specs
 
-    default_arch = DEFAULT_TEACHER
-    if is_text_source(str(data)):  # text data (reviews, .csv, .jsonl): the default BERT-style teacher
-        from edgekd.text.models import DEFAULT_TEXT_TEACHER as default_arch
+    default_arch = default_specs(source_task(str(data)))[0]  # text data (reviews, .csv, .jsonl): a BERT-style teacher
 
     return config_from_dict({
         "role": "teacher",

@@ -7,7 +7,7 @@
 
 Both read features through forward-hook taps (`edgekd.distill.taps`), so they work on any model
 whose sub-modules are addressable: edgekd's `bert`/`tinybert` families and Hugging Face BERT teachers
-converted by `edgekd.text.hf` expose `embeddings`, `layers.{i}` and `layers.{i}.attention.{scores,probs}`.
+converted by `edgekd.models.hf_bert` expose `embeddings`, `layers.{i}` and `layers.{i}.attention.{scores,probs}`.
 
 Layer map: `pairs` is either a list of ``[student_path, teacher_path]`` pairs or ``"uniform"``: the
 student's encoder layer i (of M) is matched with the teacher's layer (i+1)·N/M − 1 (of N), i.e. every

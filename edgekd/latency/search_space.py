@@ -31,7 +31,7 @@ def with_vocab(spec: str, vocab: int | None) -> str:
     """`spec` with its vocabulary size filled in when it is a text spec and `vocab` is given."""
     if not vocab or MODELS.get(parse_spec(spec)[0]).task != "text":
         return spec
-    from edgekd.text.models import with_vocab as fill
+    from edgekd.models.bert import with_vocab as fill
 
     return fill(spec, int(vocab))
 

@@ -4,7 +4,9 @@
     >>> model = create_model("cnn:width=8,depth=2", (1, 8, 8), 10)
 
 Families (registry `MODELS`, one file each): ``mlp``, ``cnn``, ``mobilenet`` (students) and
-``resnet`` (teacher). `import edgekd` does not import this package; only host-side code does.
+``resnet`` (teacher) for images; ``tinybert`` (student) and ``bert`` (teacher) for text (`bert.py`,
+with `bert_init.py` and `hf_bert.py`). `import edgekd` does not import this package; only host-side
+code does.
 """
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ from typing import Any
 
 from torch import nn
 
+from edgekd.errors import ConfigError
+
 # the family modules register themselves in MODELS on import
-from edgekd.models import cnn, mlp, mobilenet, resnet  # noqa: F401
-from edgekd.text import models as _text_models  # noqa: F401  (bert, tinybert: task="text")
+from edgekd.models import bert, cnn, mlp, mobilenet, resnet  # noqa: F401  (bert, tinybert: task="text")
 from edgekd.models import surgery
 from edgekd.models.checkpoint import ModelInfo, load_model, read_checkpoint, save_model
 from edgekd.models.counting import count_macs, count_params, model_features
-from edgekd.models.spec import MODELS, ModelFamily, canonical_spec, format_spec, parse_spec, register_family
+from edgekd.models.spec import (MODELS, ModelFamily, canonical_spec, create_model, format_spec, parse_spec,
+                                register_family)
 
 # The default pair: the student has ~1/50 of the teacher's parameters (both at 1x8x8 and 1x32x32).
 # Width 8, depth 3 rather than depth 2: the depth-2 net cannot fit digits (pooled from 4x4 at 8x8,
@@ -27,26 +31,31 @@ from edgekd.models.spec import MODELS, ModelFamily, canonical_spec, format_spec,
 DEFAULT_TEACHER = canonical_spec("resnet")
 DEFAULT_STUDENT = canonical_spec("cnn:width=8,depth=3")
 
+#: the default (teacher, student) specs per task of the data (`Dataset.task`, `edgekd.data.source_task`):
+#: what `edgekd teacher`, `edgekd distill` and `edgekd deploy` use when no model is named
+DEFAULT_SPECS: dict[str, tuple[str, str]] = {
+    "image": (DEFAULT_TEACHER, DEFAULT_STUDENT),
+    "text": (bert.DEFAULT_TEXT_TEACHER, bert.DEFAULT_TEXT_STUDENT),
+}
 
-def create_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build the model named by `spec` for inputs of `input_shape` (no batch dim) and `num_classes`.
 
-    Raises ConfigError for an unknown family ("did you mean"), an unknown key or a bad value.
-    """
-    name, kwargs = parse_spec(spec)
-    return MODELS.get(name).build(tuple(input_shape), num_classes, **kwargs)
+def default_specs(task: str) -> tuple[str, str]:
+    """(teacher spec, student spec) used for data of `task` when none is named; ConfigError for an unknown task."""
+    if task not in DEFAULT_SPECS:
+        raise ConfigError(f"no default models for task {task!r}; use one of {', '.join(DEFAULT_SPECS)} or name the models")
+    return DEFAULT_SPECS[task]
 
 
 def create_for_dataset(spec: str, dataset: Any) -> tuple[nn.Module, str]:
     """Build `spec` for a loaded Dataset; returns the model and the spec to record in its checkpoint.
 
-    Text families (task "text") take their vocabulary size and pad id from the dataset's tokenizer,
-    so the returned spec is completed with ``vocab=N``; image families are built as `create_model`.
+    A family that declares `for_dataset` builds itself (text families take their vocabulary size and
+    pad id from the dataset's tokenizer, so the returned spec is completed with ``vocab=N``); image
+    families are built as `create_model` at the dataset's input shape.
     """
-    if MODELS.get(parse_spec(spec)[0]).task == "text" or getattr(dataset, "task", "image") == "text":
-        from edgekd.text.models import build_for_dataset
-
-        return build_for_dataset(spec, dataset)
+    family = MODELS.get(parse_spec(spec)[0])
+    if family.for_dataset is not None:  # the family sizes itself from the data (text: the tokenizer)
+        return family.for_dataset(spec, dataset)
     return create_model(spec, tuple(dataset.input_shape), dataset.num_classes), spec
 
 
@@ -57,10 +66,8 @@ def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int
     for name, family in MODELS.items():
         specs = []
         for spec in family.search_space():
-            if family.task == "text":  # sized by vocabulary and sequence length, not by an image
-                from edgekd.text.models import describe_text_spec
-
-                specs.append(describe_text_spec(spec, num_classes))
+            if family.describe is not None:  # sized by something other than the image (text: vocabulary, length)
+                specs.append(family.describe(spec, num_classes))
                 continue
             model = create_model(spec, input_shape, num_classes)
             specs.append({"spec": spec, "params": count_params(model), "macs": count_macs(model, input_shape)})
@@ -77,6 +84,7 @@ def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int
 
 
 __all__ = [
+    "DEFAULT_SPECS",
     "DEFAULT_STUDENT",
     "DEFAULT_TEACHER",
     "MODELS",
@@ -87,6 +95,7 @@ __all__ = [
     "count_params",
     "create_for_dataset",
     "create_model",
+    "default_specs",
     "describe_families",
     "format_spec",
     "load_model",

@@ -33,7 +33,7 @@ from torch import nn
 from edgekd.errors import EdgeKDError, ModelError
 from edgekd.fileio import atomic_write_with
 from edgekd.models import surgery
-from edgekd.models.spec import canonical_spec
+from edgekd.models.spec import canonical_spec, create_model
 
 FORMAT = "edgekd.model/1"
 _REQUIRED = ("format", "spec", "input_shape", "num_classes", "state_dict")
@@ -155,8 +155,6 @@ def load_model(
     Returns the model in eval mode and its ModelInfo. Any problem with the file raises ModelError
     naming the file and what to do.
     """
-    from edgekd.models import create_model  # the package imports this module
-
     data = read_checkpoint(path, map_location)
     try:
         info = ModelInfo(

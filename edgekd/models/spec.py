@@ -42,6 +42,12 @@ class ModelFamily:
     returns an ``nn.Module`` mapping ``(N, *input_shape)`` to ``(N, num_classes)`` logits.
     `search_space()` lists canonical specs from small to large. Every family exposes its feature
     extractor as the sub-module ``features`` and its last layer as ``classifier`` (FitNets taps).
+
+    A family whose model is not sized by the input shape alone says so itself, so no stage needs a
+    branch on the task: `for_dataset(spec, dataset) -> (model, completed spec)` builds it for a loaded
+    Dataset (text: vocabulary and pad id from the dataset's tokenizer), and `describe(spec, num_classes)`
+    gives the params/MACs row `edgekd models` prints. Both are None for image families, which are
+    built and sized from the input shape.
     """
 
     name: str
@@ -52,6 +58,8 @@ class ModelFamily:
     space: tuple[str, ...] = ()
     doc: str = ""
     validate: Callable[[dict[str, Value]], None] | None = field(default=None, compare=False)
+    for_dataset: Callable[[str, Any], tuple[Any, str]] | None = field(default=None, compare=False)
+    describe: Callable[[str, int], dict[str, Any]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in ("student", "teacher"):
@@ -100,6 +108,8 @@ def register_family(
     search_space: list[str],
     task: str = "image",
     validate: Callable[[dict[str, Value]], None] | None = None,
+    for_dataset: Callable[[str, Any], tuple[Any, str]] | None = None,
+    describe: Callable[[str, int], dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator over a builder ``fn(input_shape, num_classes, **kw) -> nn.Module``; its docstring
     becomes the family's documentation."""
@@ -116,11 +126,24 @@ def register_family(
                 space=tuple(search_space),
                 doc=builder.__doc__ or "",
                 validate=validate,
+                for_dataset=for_dataset,
+                describe=describe,
             ),
         )
         return builder
 
     return add
+
+
+def create_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """Build the model named by `spec` for inputs of `input_shape` (no batch dim) and `num_classes`.
+
+    Raises ConfigError for an unknown family ("did you mean"), an unknown key or a bad value.
+    (Defined here, next to the registry, so family modules and checkpoints can build a spec without
+    importing the `edgekd.models` package that imports them; `edgekd.models` re-exports it.)
+    """
+    name, kwargs = parse_spec(spec)
+    return MODELS.get(name).build(tuple(input_shape), num_classes, **kwargs)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Value]]:

@@ -119,15 +119,9 @@ def _data_settings(checkpoint: Path, info: Any, data: str | None, image_size: in
 
 
 def _load_data(settings: dict[str, Any], info: Any) -> Any:
-    from edgekd.data import load_dataset
+    from edgekd.data import load_for_model
 
-    if getattr(info, "task", "image") == "text":  # tokenized with the checkpoint's own tokenizer
-        from edgekd.text.data import load_for_model
-
-        ds = load_for_model(settings, info)
-    else:
-        ds = load_dataset(settings["source"], image_size=settings["image_size"], seed=int(settings.get("seed", 0)),
-                          **{k: settings[k] for k in ("val_fraction", "test_fraction") if k in settings})
+    ds = load_for_model(settings, info)  # text: tokenized with the checkpoint's own tokenizer
     if tuple(ds.input_shape) != tuple(info.input_shape) or int(ds.num_classes) != int(info.num_classes):
         raise DataError(f"data {settings['source']!r} gives inputs {tuple(ds.input_shape)} / {ds.num_classes} classes, "
                         f"the model takes {tuple(info.input_shape)} / {info.num_classes}; pass the matching --data")

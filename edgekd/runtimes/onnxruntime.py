@@ -1,4 +1,5 @@
-"""ONNX Runtime: a single-file ONNX model (dynamo exporter, pinned opset), fp32 or static INT8.
+"""ONNX Runtime: a single-file ONNX model (dynamo exporter, pinned opset), fp32 or static INT8
+(text models: dynamic or static INT8, `quantize_text_int8`).
 
 INT8 is `onnxruntime.quantization.quantize_static` in QDQ format with per-channel weights, calibrated
 on real training samples. Measured on x86: QOperator and dynamic quantization make conv nets 5-10x
@@ -8,7 +9,7 @@ one offered. Device side: numpy + onnxruntime, imported lazily.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -118,6 +119,55 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
 
+#: INT8 of text (transformer) models: `dynamic` (weights int8 offline, activations quantized per call by
+#: DynamicQuantizeLinear -> MatMulInteger) or `static` (QDQ, activations calibrated on real training
+#: ids); `scripts/bench_text.py` measures both on the machine at hand, and DEFAULT_INT8_MODE is the one
+#: that measured faster here (see README "Text models")
+INT8_MODES = ("dynamic", "static")
+DEFAULT_INT8_MODE = "dynamic"
+
+
+def quantize_text_int8(src: Path, dst: Path, *, mode: str = DEFAULT_INT8_MODE, pad_id: int = 0,
+                       calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+                       calibration_samples: int = 128) -> dict[str, Any]:
+    """INT8 of a text ONNX model with ONNX Runtime's quantizer; returns the options recorded.
+
+    `dynamic`: MatMul/Gemm weights int8 (per-channel), activations quantized at run time -- no
+    calibration, the usual choice for transformers. `static`: QDQ, per-channel weights, activations
+    calibrated (MinMax) on real token ids. Embedding lookups (Gather) stay float in both: quantizing
+    them saves size, not time, and costs accuracy.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgekd.runtimes.host import export_step, quiet
+    from edgekd.runtimes.text_onnx import calibration_ids, text_feeds
+
+    if mode not in INT8_MODES:
+        raise ExportError(f"unknown int8 mode {mode!r} for a text model; use one of {', '.join(INT8_MODES)}")
+    pre = dst.with_name(dst.stem + ".pre.onnx")
+    with export_step(f"onnxruntime int8 ({mode}) of the text model", pre), quiet():
+        # the dynamo exporter's value_info for a dynamic (batch, seq) graph contradicts ONNX shape
+        # inference ("inferred shape and existing shape differ"), which the quantizer runs: drop
+        # it and let inference recompute every shape
+        graph = onnx.load(str(src))
+        del graph.graph.value_info[:]
+        onnx.save(graph, str(pre))
+        quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
+        if mode == "dynamic":
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+            return {"int8_mode": "dynamic", "per_channel": True, "op_types": ["MatMul", "Gemm"]}
+        rows = calibration_ids(calibration, calibration_samples)
+        feeds = [text_feeds(r[None, :], pad_id) for r in rows]
+        quantize_static(str(pre), str(dst), FeedsReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"],
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        return {"int8_mode": "static", "quant_format": "QDQ", "per_channel": True,
+                "calibration_samples": len(rows), "op_types": ["MatMul", "Gemm"]}
+
 STANDALONE_LOADER = r'''
 def load_runner(model, device):
     import onnxruntime as ort
@@ -187,8 +237,7 @@ class OnnxRuntimeAdapter(AdapterBase):
                      opset: int | None, calibration_samples: int, int8_mode: str | None = None, **_: Any) -> Path:
         """A text model: ONNX with dynamic batch and sequence axes; INT8 dynamic or static (`int8_mode`)."""
         from edgekd.runtimes.host import host_versions
-        from edgekd.text.export import (DEFAULT_INT8_MODE, export_text_onnx, finish_text_artifact, quantize_text_int8,
-                                        text_export_setup)
+        from edgekd.runtimes.text_onnx import export_text_onnx, finish_text_artifact, text_export_setup
 
         out_dir, max_len, pad_id, options = text_export_setup(info, out_dir, opset)
         if precision == "fp32":

@@ -191,8 +191,8 @@ class OpenVINOAdapter(AdapterBase):
         """A text model: ONNX with dynamic batch and sequence axes -> IR (fp32 weights); INT8 by NNCF's
         transformer scheme on real training ids."""
         from edgekd.runtimes.host import export_step, host_versions, quiet
-        from edgekd.text.export import (calibration_ids, export_text_onnx, finish_text_artifact, text_export_setup,
-                                        text_feeds)
+        from edgekd.runtimes.text_onnx import (calibration_ids, export_text_onnx, finish_text_artifact,
+                                               text_export_setup, text_feeds)
 
         ov = _import_ov()
         out_dir, max_len, pad_id, options = text_export_setup(info, out_dir, opset)

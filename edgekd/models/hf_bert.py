@@ -1,6 +1,6 @@
 """Hugging Face teachers from a local directory (nothing is downloaded).
 
-    from edgekd.text.hf import import_hf_teacher
+    from edgekd.models.hf_bert import import_hf_teacher
     import_hf_teacher("path/to/bert-dir", "runs/hf-teacher/student.pt", max_len=64)
 
 A directory written by `save_pretrained` (config.json + weights) of a BERT-architecture
@@ -43,8 +43,8 @@ def convert_bert(hf_model: Any, max_len: int) -> Any:
     """An edgekd `bert` TextTransformer holding the weights of a HF BertForSequenceClassification."""
     import torch
 
-    from edgekd.models import create_model
-    from edgekd.text.models import set_pad_id
+    from edgekd.models.spec import create_model
+    from edgekd.models.bert import set_pad_id
 
     cfg = hf_model.config
     if cfg.model_type not in SUPPORTED:
@@ -94,7 +94,7 @@ def max_logit_difference(hf_model: Any, model: Any, max_len: int, batch: int = 4
     """max |HF logits - edgekd logits| on random ids with some padding."""
     import torch
 
-    from edgekd.text.models import example_ids
+    from edgekd.models.bert import example_ids
 
     ids = example_ids(model, batch=batch, length=max_len)
     mask = torch.ones_like(ids)
@@ -109,8 +109,8 @@ def max_logit_difference(hf_model: Any, model: Any, max_len: int, batch: int = 4
 def import_hf_teacher(directory: str | Path, out_path: str | Path, *, max_len: int = 32,
                       tol: float = 1e-4) -> Path:
     """Convert a local HF BERT classifier into an edgekd teacher checkpoint (with its tokenizer)."""
-    from edgekd.models import ModelInfo, save_model
-    from edgekd.text.tokenizer import load_tokenizer
+    from edgekd.data.tokenizer import load_tokenizer
+    from edgekd.models.checkpoint import ModelInfo, save_model
 
     directory = Path(directory).expanduser()
     hf_model = load_hf_classifier(directory)

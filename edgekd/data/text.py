@@ -1,6 +1,6 @@
 """Text datasets: CSV / JSONL files with `text` and `label`, or the built-in `reviews` task.
 
-    from edgekd.text.data import load_text_dataset
+    from edgekd.data.text import load_text_dataset
     ds = load_text_dataset("reviews", max_len=32)          # or "my.csv", "my.jsonl"
 
 The result is the same `edgekd.data.Dataset` the image pipeline uses, with `task="text"`:
@@ -23,8 +23,8 @@ import numpy as np
 
 from edgekd.data.dataset import Dataset, Split, fingerprint_arrays, stratified_split
 from edgekd.errors import DataError
-from edgekd.text.builtin import TEXT_BUILTIN
-from edgekd.text.tokenizer import TextTokenizer, load_tokenizer, train_wordpiece
+from edgekd.data.text_builtin import TEXT_BUILTIN
+from edgekd.data.tokenizer import TextTokenizer, load_tokenizer, train_wordpiece
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 MAX_REPORTED_ROWS = 5

@@ -125,7 +125,7 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
 
 
 def _from_checkpoint(path: Path) -> TextTokenizer:
-    from edgekd.models import read_checkpoint
+    from edgekd.models.checkpoint import read_checkpoint
 
     meta = read_checkpoint(path).get("meta") or {}
     text = meta.get("tokenizer_json") if isinstance(meta, dict) else None

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekd.distill.teachers import Teacher
+from edgekd.distill.teachers_base import Teacher
 from edgekd.errors import ConfigError, ModelError
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -1,18 +1,15 @@
-"""The text side of export: two int64 inputs with dynamic batch and sequence axes, INT8 for transformers.
+"""The text side of ONNX export, shared by the runtime adapters that take text models (ONNX Runtime,
+OpenVINO): two int64 inputs with dynamic batch and sequence axes.
 
-Host side (torch, onnx, onnxruntime.quantization imported inside functions). A runtime adapter that
-takes text models (ONNX Runtime, OpenVINO) builds its model file from `export_text_onnx` when a
-checkpoint's task is "text" and finishes with `finish_text_artifact`; everything else (manifest,
-parity gate, agent, profiles) is shared with images.
+Host side (torch, onnx imported inside functions). An adapter builds its model file from
+`export_text_onnx` when a checkpoint's task is "text" (its own precision step in between: ONNX
+Runtime's INT8 is `onnxruntime.quantize_text_int8`, OpenVINO's is NNCF fed by `calibration_ids`)
+and finishes with `finish_text_artifact`; everything else (manifest, parity gate, agent, profiles)
+is shared with images.
 
     input_ids       int64 (batch, seq)   token ids, [CLS] ... [SEP] then pad ids
     attention_mask  int64 (batch, seq)   1 for real tokens, 0 for padding
     logits          float32 (batch, K)
-
-INT8 for ONNX Runtime: both `dynamic` (weights int8 offline, activations quantized per call by
-DynamicQuantizeLinear -> MatMulInteger) and `static` (QDQ, activations calibrated on real training
-ids) are offered; `scripts/bench_text.py` measures both on the machine at hand, and DEFAULT_INT8_MODE
-is the one that measured faster here (see README "Text models").
 """
 from __future__ import annotations
 
@@ -27,8 +24,6 @@ INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 TEXT_INPUTS = (INPUT_IDS, ATTENTION_MASK)
 OUTPUT_NAME = "logits"
-INT8_MODES = ("dynamic", "static")
-DEFAULT_INT8_MODE = "dynamic"
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -68,7 +63,7 @@ def export_text_onnx(model: Any, path: Path, *, max_len: int, opset: int = 18, b
     import torch
 
     from edgekd.runtimes.host import quiet
-    from edgekd.text.models import example_ids
+    from edgekd.models.bert import example_ids
 
     model = model.eval()
     length = int(seq_len or max_len)
@@ -107,49 +102,6 @@ def calibration_ids(calibration: Iterable[Mapping[str, np.ndarray]] | None, limi
     return rows[:limit]
 
 
-def quantize_text_int8(src: Path, dst: Path, *, mode: str = DEFAULT_INT8_MODE, pad_id: int = 0,
-                       calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
-                       calibration_samples: int = 128) -> dict[str, Any]:
-    """INT8 of a text ONNX model with ONNX Runtime's quantizer; returns the options recorded.
-
-    `dynamic`: MatMul/Gemm weights int8 (per-channel), activations quantized at run time -- no
-    calibration, the usual choice for transformers. `static`: QDQ, per-channel weights, activations
-    calibrated (MinMax) on real token ids. Embedding lookups (Gather) stay float in both: quantizing
-    them saves size, not time, and costs accuracy.
-    """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-    from edgekd.runtimes.onnxruntime import FeedsReader
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from edgekd.runtimes.host import export_step, quiet
-
-    if mode not in INT8_MODES:
-        raise ExportError(f"unknown int8 mode {mode!r} for a text model; use one of {', '.join(INT8_MODES)}")
-    import onnx
-
-    pre = dst.with_name(dst.stem + ".pre.onnx")
-    with export_step(f"onnxruntime int8 ({mode}) of the text model", pre), quiet():
-        # the dynamo exporter's value_info for a dynamic (batch, seq) graph contradicts ONNX shape
-        # inference ("inferred shape and existing shape differ"), which the quantizer runs: drop
-        # it and let inference recompute every shape
-        graph = onnx.load(str(src))
-        del graph.graph.value_info[:]
-        onnx.save(graph, str(pre))
-        quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
-        if mode == "dynamic":
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"])
-            return {"int8_mode": "dynamic", "per_channel": True, "op_types": ["MatMul", "Gemm"]}
-        rows = calibration_ids(calibration, calibration_samples)
-        feeds = [text_feeds(r[None, :], pad_id) for r in rows]
-        quantize_static(str(pre), str(dst), FeedsReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["MatMul", "Gemm"],
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        return {"int8_mode": "static", "quant_format": "QDQ", "per_channel": True,
-                "calibration_samples": len(rows), "op_types": ["MatMul", "Gemm"]}
-
-
 def text_manifest_fields(info: Any, *, batch: int | None, seq_len: int | None) -> dict[str, Any]:
     """The manifest entries that differ for text: two int64 inputs, and a `text` section with the
     pad id, the position-table size and the tokenizer file (when the checkpoint carries one).
@@ -170,7 +122,7 @@ def text_manifest_fields(info: Any, *, batch: int | None, seq_len: int | None) -
 
 
 def _vocab_size(info: Any) -> int | None:
-    from edgekd.models import parse_spec
+    from edgekd.models.spec import parse_spec
 
     vocab = parse_spec(info.spec)[1].get("vocab")
     return int(vocab) if vocab else None
@@ -222,8 +174,8 @@ def finish_text_artifact(model: Any, info: Any, out_dir: Path, *, runtime: str, 
 
 def _text_macs(model: Any) -> int | None:
     try:
-        from edgekd.models import count_macs
-        from edgekd.text.models import example_ids
+        from edgekd.models.counting import count_macs
+        from edgekd.models.bert import example_ids
 
         return int(count_macs(model, example=example_ids(model)))
     except Exception:  # informative only, as for images

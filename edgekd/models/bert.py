@@ -5,7 +5,7 @@
 
 Both build the same plain-torch post-LayerNorm BERT encoder (the math of Devlin et al. 2019 and of
 Hugging Face's `BertForSequenceClassification`, so a local HF checkpoint converts into it exactly,
-see `edgekd.text.hf`). Plain torch rather than `transformers` because the model must export to ONNX
+see `edgekd.models.hf_bert`). Plain torch rather than `transformers` because the model must export to ONNX
 with dynamic batch *and* sequence axes, expose its hidden states and attention maps to forward-hook
 taps, and load from a `weights_only` checkpoint with nothing but its spec.
 
@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError, ModelError
-from edgekd.models.spec import format_spec, parse_spec, register_family, MODELS
+from edgekd.models.counting import count_macs, count_params
+from edgekd.models.spec import MODELS, create_model, format_spec, parse_spec, register_family
 
 LN_EPS = 1e-12  # BERT's LayerNorm epsilon, kept so converted HF checkpoints match exactly
 MASK_VALUE = -1e4  # additive mask; finite so fp16/int8 runtimes do not produce NaN on fully padded rows
@@ -178,48 +179,6 @@ def _build(input_shape: tuple[int, ...], num_classes: int, **kw: object) -> Text
     return TextTransformer(max_positions=int(input_shape[0]), num_classes=num_classes, **kw)  # type: ignore[arg-type]
 
 
-_DEFAULTS = {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 256, "vocab": 0, "dropout": 0.1}
-
-
-@register_family(
-    "bert",
-    role="teacher",
-    task="text",
-    defaults={**_DEFAULTS, "layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024},
-    search_space=[],
-    validate=_validate,
-)
-def build_bert(input_shape: tuple[int, ...], num_classes: int, **kw: object) -> nn.Module:
-    """BERT-style encoder classifier (teacher): `layers` post-LN encoder layers of width `hidden`,
-    `heads` attention heads, feed-forward width `intermediate`, GELU, [CLS] pooler, linear head.
-    `input_shape` is (max_len,): the size of the position table."""
-    return _build(input_shape, num_classes, **kw)
-
-
-@register_family(
-    "tinybert",
-    role="student",
-    task="text",
-    defaults=dict(_DEFAULTS),
-    search_space=[
-        # ordered so params and MACs grow
-        "tinybert:layers=1,hidden=32,heads=2,intermediate=64",
-        "tinybert:layers=1,hidden=64,heads=2,intermediate=128",
-        "tinybert:layers=2,hidden=64,heads=2,intermediate=128",
-        "tinybert:layers=2,hidden=64,heads=2,intermediate=256",
-        "tinybert:layers=2,hidden=128,heads=2,intermediate=256",
-        "tinybert:layers=2,hidden=128,heads=4,intermediate=512",
-        "tinybert:layers=4,hidden=128,heads=4,intermediate=512",
-    ],
-    validate=_validate,
-)
-def build_tinybert(input_shape: tuple[int, ...], num_classes: int, **kw: object) -> nn.Module:
-    """Small BERT-style student (TinyBERT/DistilBERT shape): same encoder as `bert` with fewer and
-    narrower layers. With the teacher's hidden/intermediate widths it can be initialised from every
-    k-th teacher layer (`edgekd.text.init.init_from_teacher`)."""
-    return _build(input_shape, num_classes, **kw)
-
-
 TEXT_FAMILIES = ("bert", "tinybert")
 
 
@@ -258,8 +217,6 @@ def example_ids(model: TextTransformer, batch: int = 1, length: int | None = Non
 def build_for_dataset(spec: str, dataset: "object") -> tuple[TextTransformer, str]:
     """Build a text family for a text Dataset: vocab from its tokenizer, pad id from its tokenizer,
     position table of `max_len`. Returns the model and the completed (canonical) spec."""
-    from edgekd.models import create_model
-
     extra = getattr(dataset, "extra", {}) or {}
     if "vocab_size" not in extra:
         raise ConfigError(f"model {spec!r} is a text model but the dataset {getattr(dataset, 'name', '?')!r} "
@@ -315,8 +272,6 @@ DESCRIBE_MAX_LEN = 32
 
 def describe_text_spec(spec: str, num_classes: int = 2) -> dict:
     """Params and MACs of a text spec at vocab 1000, sequence length 32 (for `edgekd models`)."""
-    from edgekd.models import count_macs, count_params, create_model
-
     name, kwargs = parse_spec(spec)
     vocab = int(kwargs.get("vocab", 0)) or DESCRIBE_VOCAB
     full = with_vocab(spec, vocab)
@@ -324,6 +279,55 @@ def describe_text_spec(spec: str, num_classes: int = 2) -> dict:
     macs = count_macs(model, example=example_ids(model))  # type: ignore[arg-type]
     return {"spec": spec, "params": count_params(model), "macs": macs,
             "at": {"vocab": vocab, "seq_len": DESCRIBE_MAX_LEN}}
+
+
+# ------------------------------------------------------------------ the two families
+# (registered last: each declares how it is built for a text Dataset and how `edgekd models` sizes it)
+
+_DEFAULTS = {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 256, "vocab": 0, "dropout": 0.1}
+
+
+@register_family(
+    "bert",
+    role="teacher",
+    task="text",
+    defaults={**_DEFAULTS, "layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024},
+    search_space=[],
+    validate=_validate,
+    for_dataset=build_for_dataset,
+    describe=describe_text_spec,
+)
+def build_bert(input_shape: tuple[int, ...], num_classes: int, **kw: object) -> nn.Module:
+    """BERT-style encoder classifier (teacher): `layers` post-LN encoder layers of width `hidden`,
+    `heads` attention heads, feed-forward width `intermediate`, GELU, [CLS] pooler, linear head.
+    `input_shape` is (max_len,): the size of the position table."""
+    return _build(input_shape, num_classes, **kw)
+
+
+@register_family(
+    "tinybert",
+    role="student",
+    task="text",
+    defaults=dict(_DEFAULTS),
+    search_space=[
+        # ordered so params and MACs grow
+        "tinybert:layers=1,hidden=32,heads=2,intermediate=64",
+        "tinybert:layers=1,hidden=64,heads=2,intermediate=128",
+        "tinybert:layers=2,hidden=64,heads=2,intermediate=128",
+        "tinybert:layers=2,hidden=64,heads=2,intermediate=256",
+        "tinybert:layers=2,hidden=128,heads=2,intermediate=256",
+        "tinybert:layers=2,hidden=128,heads=4,intermediate=512",
+        "tinybert:layers=4,hidden=128,heads=4,intermediate=512",
+    ],
+    validate=_validate,
+    for_dataset=build_for_dataset,
+    describe=describe_text_spec,
+)
+def build_tinybert(input_shape: tuple[int, ...], num_classes: int, **kw: object) -> nn.Module:
+    """Small BERT-style student (TinyBERT/DistilBERT shape): same encoder as `bert` with fewer and
+    narrower layers. With the teacher's hidden/intermediate widths it can be initialised from every
+    k-th teacher layer (`edgekd.models.bert_init.init_from_teacher`)."""
+    return _build(input_shape, num_classes, **kw)
 
 
 #: defaults when the data is text and no model is named: the scripts/bench_text.py pair (the student
