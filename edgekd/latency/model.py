@@ -35,33 +35,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from edgekd.errors import ProfileError
-from edgekd.latency.features import LEGACY_PAD_BLOCK, PAD_BLOCKS, padded_conv_macs
+from edgekd.latency.correction import correction_at
+from edgekd.latency.features import LEGACY_PAD_BLOCK, PAD_BLOCKS
+from edgekd.latency.terms import TERM_NAMES, TERMS, design_row  # noqa: F401  (the model's terms)
 
 
-# Terms of the model, in order: (name, unit label, function of (raw feature dict, channel pad blocks)).
-TERMS: tuple[tuple[str, str, Any], ...] = (
-    ("const", "per inference", lambda f, pad: 1.0),
-    # MACs split by layer kind: a dense 3x3 conv, a depthwise conv and a matmul reach very different
-    # fractions of peak on the same CPU, so one cost per MAC under- or over-predicts whole families
-    ("conv_macs", "per MMAC in dense convs", lambda f, pad: f.get("conv_macs", f["macs"]) / 1e6),
-    # CPU conv kernels compute whole blocks of channels, so 12 channels cost what 16 do (measured here:
-    # cnn width 12 and 16 run in the same time). The padding is its own term, at the channel blocks
-    # the fit chose for this device (`pad_block`); a device where it does not matter fits 0.
-    ("conv_pad_macs", "per MMAC of channel padding to the device's channel blocks",
-     lambda f, pad: padded_conv_macs(f, *pad) / 1e6),
-    ("depthwise_macs", "per MMAC in depthwise convs", lambda f, pad: f.get("depthwise_macs", 0) / 1e6),
-    ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
-    # matmuls outside layers: a transformer's attention (QK^T, probs x V) grows with the square of the
-    # sequence length, which no layer count or layer MAC sees
-    ("matmul_macs", "per MMAC in matmuls outside layers (attention)", lambda f, pad: f.get("matmul_macs", 0) / 1e6),
-    ("params", "per M params", lambda f, pad: f["params"] / 1e6),
-    ("activation_bytes", "per MB of activations", lambda f, pad: f["activation_bytes"] / 1e6),
-    ("conv", "per conv layer", lambda f, pad: f.get("conv", 0)),
-    ("depthwise_conv", "per depthwise conv", lambda f, pad: f.get("depthwise_conv", 0)),
-    ("linear", "per linear layer", lambda f, pad: f.get("linear", 0)),
-    ("pool", "per pooling layer", lambda f, pad: f.get("pool", 0)),
-)
-TERM_NAMES = tuple(t[0] for t in TERMS)
 # Searching the 25 channel-block pairs (PAD_BLOCKS x PAD_BLOCKS) needs this many measurements; fewer
 # keep LEGACY_PAD_BLOCK. Refitting three sets of measurements on random subsets, the search beat the
 # fixed 16/16 from 18 samples on (held-out share 0.96 vs 0.94 at 18, 0.98 vs 0.96 at 24) and lost to
@@ -116,15 +94,6 @@ def pad_block_candidates(samples: Sequence["Sample"]) -> list[tuple[int, int]]:
     if len(samples) >= PAD_SEARCH_MIN_SAMPLES and all("conv_shapes" in s.features for s in samples):
         return [(i, o) for i in PAD_BLOCKS for o in PAD_BLOCKS]
     return [LEGACY_PAD_BLOCK]
-
-
-def design_row(features: Mapping[str, Any], pad_block: Sequence[int] = LEGACY_PAD_BLOCK) -> np.ndarray:
-    """The model's term values for one feature dict (see TERMS), channel padding at `pad_block`."""
-    missing = [k for k in ("macs", "params", "activation_bytes") if k not in features]
-    if missing:
-        raise ProfileError(f"latency features lack {missing}; measure with this edgekd version (features are recorded)")
-    pad = (int(pad_block[0]), int(pad_block[1]))
-    return np.array([float(fn(features, pad)) for _, _, fn in TERMS], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -212,8 +181,6 @@ class LatencyModel:
         if self.is_prior:
             return _roofline(self.coef["roofline"], features, metric)
         if self.kind == TRANSFER_KIND:
-            from edgekd.latency.transfer import correction_at
-
             return correction_at(self.base_model(), (self.transfer or {}).get("correction") or {}, features, metric)
         coefs = self.coef.get(metric)
         if coefs is None:

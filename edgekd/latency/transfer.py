@@ -29,15 +29,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgekd.latency.model import METRICS, TERM_NAMES, TRANSFER_KIND, LatencyModel, design_row
+from edgekd.latency.correction import GP_NOISE, _kernel, correction_at, z_of  # noqa: F401  (used by the fits)
+from edgekd.latency.model import METRICS, TRANSFER_KIND, LatencyModel
+from edgekd.latency.terms import TERM_NAMES, design_row
 
 DEFAULT_METHOD = "local"
-# GP hyper-parameters of `local`, in log space: `noise` ~ the run-to-run spread of one measurement on a
-# shared CPU (~10 %), `signal` how far a neighbourhood may sit from the global factor, `lengths` how
-# far "near" reaches in (log prior p50, conv share, depthwise share, linear share).
-GP_NOISE = 0.10
-GP_SIGNAL = 0.5
-GP_LENGTHS = (0.6, 0.35, 0.35, 0.35)
 AFFINE_RIDGE = 1.0  # penalty on (b - 1)^2 against the sum of squared log residuals
 REFIT_RIDGE = 1.0
 
@@ -49,20 +45,6 @@ class Point:
     name: str
     features: dict[str, Any]
     latency: dict[str, float]
-
-
-def z_of(base: LatencyModel, features: Mapping[str, Any]) -> np.ndarray:
-    """Where a model sits for the `local` kernel: log of the prior's p50 and the MAC shares by kind."""
-    p = max(base.predict(features, "p50_ms"), 1e-6)
-    macs = float(features.get("macs") or 0.0) or 1.0
-    return np.array([math.log(p), float(features.get("conv_macs", 0.0)) / macs,
-                     float(features.get("depthwise_macs", 0.0)) / macs, float(features.get("linear_macs", 0.0)) / macs])
-
-
-def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ell = np.asarray(GP_LENGTHS)
-    d = (a[:, None, :] - b[None, :, :]) / ell
-    return GP_SIGNAL ** 2 * np.exp(-0.5 * (d ** 2).sum(axis=2))
 
 
 def _residuals(base: LatencyModel, points: Sequence[Point], metric: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -121,26 +103,6 @@ def _refit(base: LatencyModel, points: Sequence[Point], metric: str, scale: floa
     coef = {n: 0.0 for n in TERM_NAMES}
     coef.update({TERM_NAMES[j]: float(v) for j, v in zip(used, c)})
     return coef
-
-
-def correction_at(base: LatencyModel, correction: Mapping[str, Any], features: Mapping[str, Any],
-                  metric: str) -> float:
-    """The prediction of `base` corrected for this device (ms)."""
-    entry = (correction.get("metrics") or {}).get(metric)
-    if entry is None:
-        return base.predict(features, metric)
-    method = correction.get("method")
-    if method == "refit":
-        row = design_row(features, base.pad_block)
-        return float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
-    c = float(entry["m"])
-    if method == "log-affine":
-        x = math.log(max(base.predict(features, "p50_ms"), 1e-9))
-        c += float(entry.get("slope", 0.0)) * (x - float(entry["x0"]))
-    elif method == "local":
-        z = z_of(base, features)[None, :]
-        c += float((_kernel(z, np.asarray(entry["z"])) @ np.asarray(entry["alpha"]))[0])
-    return base.predict(features, metric) * math.exp(c)
 
 
 def leave_one_out(base: LatencyModel, points: Sequence[Point], method: str = DEFAULT_METHOD,

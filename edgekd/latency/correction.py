@@ -1,0 +1,57 @@
+"""How a transferred latency model predicts: the prior's prediction corrected in log space,
+
+    predicted(f) = prior(f) * exp(c(z(f)))
+
+with the correction `c` a transfer fit stored (`edgekd.latency.transfer` fits it; the methods are
+described there). Here only the evaluation, which `LatencyModel.predict` needs for a transferred
+model: it takes the prior duck-typed (`predict`, `pad_block`) and imports nothing of the model, so
+model and transfer do not import each other. Numpy only."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgekd.latency.terms import TERM_NAMES, design_row
+
+# GP hyper-parameters of `local`, in log space: `noise` ~ the run-to-run spread of one measurement on a
+# shared CPU (~10 %), `signal` how far a neighbourhood may sit from the global factor, `lengths` how
+# far "near" reaches in (log prior p50, conv share, depthwise share, linear share).
+GP_NOISE = 0.10
+GP_SIGNAL = 0.5
+GP_LENGTHS = (0.6, 0.35, 0.35, 0.35)
+
+
+def z_of(base: Any, features: Mapping[str, Any]) -> np.ndarray:
+    """Where a model sits for the `local` kernel: log of the prior's p50 and the MAC shares by kind."""
+    p = max(base.predict(features, "p50_ms"), 1e-6)
+    macs = float(features.get("macs") or 0.0) or 1.0
+    return np.array([math.log(p), float(features.get("conv_macs", 0.0)) / macs,
+                     float(features.get("depthwise_macs", 0.0)) / macs, float(features.get("linear_macs", 0.0)) / macs])
+
+
+def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ell = np.asarray(GP_LENGTHS)
+    d = (a[:, None, :] - b[None, :, :]) / ell
+    return GP_SIGNAL ** 2 * np.exp(-0.5 * (d ** 2).sum(axis=2))
+
+
+def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[str, Any],
+                  metric: str) -> float:
+    """The prediction of `base` corrected for this device (ms)."""
+    entry = (correction.get("metrics") or {}).get(metric)
+    if entry is None:
+        return base.predict(features, metric)
+    method = correction.get("method")
+    if method == "refit":
+        row = design_row(features, base.pad_block)
+        return float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
+    c = float(entry["m"])
+    if method == "log-affine":
+        x = math.log(max(base.predict(features, "p50_ms"), 1e-9))
+        c += float(entry.get("slope", 0.0)) * (x - float(entry["x0"]))
+    elif method == "local":
+        z = z_of(base, features)[None, :]
+        c += float((_kernel(z, np.asarray(entry["z"])) @ np.asarray(entry["alpha"]))[0])
+    return base.predict(features, metric) * math.exp(c)

@@ -1,0 +1,45 @@
+"""The terms of the latency model (`edgekd.latency.model`): what each one measures, and the design
+row of one feature dict. Apart from the model so that the transfer correction
+(`edgekd.latency.correction`), which works in the same terms, needs nothing else of the model.
+Numpy only."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgekd.errors import ProfileError
+from edgekd.latency.features import LEGACY_PAD_BLOCK, padded_conv_macs
+
+# Terms of the model, in order: (name, unit label, function of (raw feature dict, channel pad blocks)).
+TERMS: tuple[tuple[str, str, Any], ...] = (
+    ("const", "per inference", lambda f, pad: 1.0),
+    # MACs split by layer kind: a dense 3x3 conv, a depthwise conv and a matmul reach very different
+    # fractions of peak on the same CPU, so one cost per MAC under- or over-predicts whole families
+    ("conv_macs", "per MMAC in dense convs", lambda f, pad: f.get("conv_macs", f["macs"]) / 1e6),
+    # CPU conv kernels compute whole blocks of channels, so 12 channels cost what 16 do (measured here:
+    # cnn width 12 and 16 run in the same time). The padding is its own term, at the channel blocks
+    # the fit chose for this device (`pad_block`); a device where it does not matter fits 0.
+    ("conv_pad_macs", "per MMAC of channel padding to the device's channel blocks",
+     lambda f, pad: padded_conv_macs(f, *pad) / 1e6),
+    ("depthwise_macs", "per MMAC in depthwise convs", lambda f, pad: f.get("depthwise_macs", 0) / 1e6),
+    ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
+    # matmuls outside layers: a transformer's attention (QK^T, probs x V) grows with the square of the
+    # sequence length, which no layer count or layer MAC sees
+    ("matmul_macs", "per MMAC in matmuls outside layers (attention)", lambda f, pad: f.get("matmul_macs", 0) / 1e6),
+    ("params", "per M params", lambda f, pad: f["params"] / 1e6),
+    ("activation_bytes", "per MB of activations", lambda f, pad: f["activation_bytes"] / 1e6),
+    ("conv", "per conv layer", lambda f, pad: f.get("conv", 0)),
+    ("depthwise_conv", "per depthwise conv", lambda f, pad: f.get("depthwise_conv", 0)),
+    ("linear", "per linear layer", lambda f, pad: f.get("linear", 0)),
+    ("pool", "per pooling layer", lambda f, pad: f.get("pool", 0)),
+)
+TERM_NAMES = tuple(t[0] for t in TERMS)
+
+def design_row(features: Mapping[str, Any], pad_block: Sequence[int] = LEGACY_PAD_BLOCK) -> np.ndarray:
+    """The model's term values for one feature dict (see TERMS), channel padding at `pad_block`."""
+    missing = [k for k in ("macs", "params", "activation_bytes") if k not in features]
+    if missing:
+        raise ProfileError(f"latency features lack {missing}; measure with this edgekd version (features are recorded)")
+    pad = (int(pad_block[0]), int(pad_block[1]))
+    return np.array([float(fn(features, pad)) for _, _, fn in TERMS], dtype=np.float64)
