@@ -78,14 +78,16 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
                   f"default teacher (deploy, teacher): {DEFAULT_TEACHER}\n"
                   f"default student (`edgekd distill` without --student): {DEFAULT_STUDENT}\n", soft_wrap=True)
     for row in rows:
-        console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']})  "
+        console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']}, {row.get('scale', 'micro')} scale)  "
                       f"bare `{row['name']}` means {row['default_spec']}", soft_wrap=True)
         table = Table(show_edge=False)
         table.add_column("spec")
         table.add_column("params", justify="right")
         table.add_column("MACs", justify="right")
+        table.add_column("input")
         for entry in row["search_space"]:
-            table.add_row(entry["spec"], _human(int(entry["params"])), _human(int(entry["macs"])))
+            table.add_row(entry["spec"], _human(int(entry["params"])), _human(int(entry["macs"])),
+                          "x".join(map(str, entry.get("input_shape") or input_shape)))
         if not row["search_space"]:
             table.add_row("(teacher only: no search space)", "", "")
         console.print(table)

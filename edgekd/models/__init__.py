@@ -4,7 +4,8 @@
     >>> model = create_model("cnn:width=8,depth=2", (1, 8, 8), 10)
 
 Families (registry `MODELS`, one file each): ``mlp``, ``cnn``, ``mobilenet`` (students) and
-``resnet`` (teacher). `import edgekd` does not import this package; only host-side code does.
+``resnet`` (teacher) at micro scale; ``mobilenetv2``, ``mobilenetv3``, ``efficientnet_lite`` and
+``resnet_basic`` at ImageNet scale (``scale="real"``, input resolution part of the spec). `import edgekd` does not import this package; only host-side code does.
 """
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from torch import nn
 
 # the family modules register themselves in MODELS on import
 from edgekd.models import cnn, mlp, mobilenet, resnet  # noqa: F401
+from edgekd.models import efficientnet_lite, mobilenetv2, mobilenetv3, resnet_basic  # noqa: F401  (scale "real")
 from edgekd.text import models as _text_models  # noqa: F401  (bert, tinybert: task="text")
 from edgekd.models import surgery
 from edgekd.models.checkpoint import ModelInfo, load_model, read_checkpoint, save_model
 from edgekd.models.counting import count_macs, count_params, model_features
-from edgekd.models.spec import MODELS, ModelFamily, canonical_spec, format_spec, parse_spec, register_family
+from edgekd.models.spec import (MODELS, ModelFamily, canonical_spec, format_spec, parse_spec, register_family,
+                                spec_input_shape)
 
 # The default pair: the student has ~1/50 of the teacher's parameters (both at 1x8x8 and 1x32x32).
 # Width 8, depth 3 rather than depth 2: the depth-2 net cannot fit digits (pooled from 4x4 at 8x8,
@@ -51,8 +54,12 @@ def create_for_dataset(spec: str, dataset: Any) -> tuple[nn.Module, str]:
 
 
 def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10) -> list[dict]:
-    """Every family with role, task, defaults, doc and, per spec of its search space, params and MACs
-    at `input_shape` / `num_classes` (what `edgekd models` prints)."""
+    """Every family with role, task, scale, defaults, doc and, per spec of its search space, params,
+    MACs and the input it takes (`input_shape`, or the spec's own resolution) for `num_classes`
+    (what `edgekd models` prints). Models are built on the meta device: shapes only, no weights, so
+    listing ImageNet-scale families costs no memory and little time."""
+    import torch
+
     rows = []
     for name, family in MODELS.items():
         specs = []
@@ -62,12 +69,16 @@ def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int
 
                 specs.append(describe_text_spec(spec, num_classes))
                 continue
-            model = create_model(spec, input_shape, num_classes)
-            specs.append({"spec": spec, "params": count_params(model), "macs": count_macs(model, input_shape)})
+            shape = spec_input_shape(spec, tuple(input_shape))
+            with torch.device("meta"):
+                model = create_model(spec, input_shape, num_classes)
+            specs.append({"spec": spec, "params": count_params(model), "macs": count_macs(model, shape),
+                          "input_shape": list(shape)})
         rows.append({
             "name": name,
             "role": family.role,
             "task": family.task,
+            "scale": family.scale,
             "defaults": dict(family.defaults),
             "default_spec": family.default_spec,
             "doc": " ".join((family.doc or "").split()),
@@ -95,5 +106,6 @@ __all__ = [
     "read_checkpoint",
     "register_family",
     "save_model",
+    "spec_input_shape",
     "surgery",
 ]
