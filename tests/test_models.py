@@ -84,12 +84,19 @@ def test_build_forward_and_counts(spec: str, shape: tuple[int, int, int]) -> Non
 @pytest.mark.parametrize("name", IMAGE_FAMILIES)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 32, 32)], ids=["8x8", "32x32"])
 def test_search_space_grows(name: str, shape: tuple[int, int, int]) -> None:
+    """Small -> large by MACs (at each spec's own input: a spec with resolution=r is counted at r x r)
+    and, for families whose specs do not fix a resolution, by parameters too. Built on the meta
+    device: shapes only, so the ImageNet-scale families cost no weights."""
+    from edgekd.models import spec_input_shape
+
     sizes = []
     for spec in MODELS.get(name).search_space():
-        model = create_model(spec, shape, 10)
-        sizes.append((count_params(model), count_macs(model, shape)))
+        with torch.device("meta"):
+            model = create_model(spec, shape, 10)
+        sizes.append((count_params(model), count_macs(model, spec_input_shape(spec, shape))))
     params, macs = [p for p, _ in sizes], [m for _, m in sizes]
-    assert params == sorted(params) and len(set(params)) == len(params), (name, params)
+    if "resolution" not in MODELS.get(name).defaults:  # else width and resolution trade places
+        assert params == sorted(params) and len(set(params)) == len(params), (name, params)
     assert macs == sorted(macs) and len(set(macs)) == len(macs), (name, macs)
 
 
@@ -189,17 +196,21 @@ def _export_quietly(model: nn.Module, x: torch.Tensor, path: Path) -> None:
 
 @pytest.mark.parametrize("name", IMAGE_FAMILIES)
 def test_onnx_export_matches_torch(name: str, tmp_path: Path) -> None:
-    """The largest spec of each family (a structural superset of the small ones) at 1x8x8."""
+    """The largest spec of each family (a structural superset of the small ones) at 1x8x8; for the
+    ImageNet-scale families the smallest (the same block types; their exports through every runtime
+    are in test_scaled_families.py), at 8x8 too."""
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    model = create_model(_largest(name), (1, 8, 8), 10).eval()
+    family = MODELS.get(name)
+    spec = family.search_space()[0] if family.scale == "real" else _largest(name)
+    model = create_model(spec, (1, 8, 8), 10).eval()
     # non-trivial BN statistics, so a folded or skipped BN would show
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    x = torch.randn(3, 1, 8, 8)
+    x = torch.randn(3, 1, 8, 8)  # a spec with resolution=r was built for r x r: fully convolutional, runs at 8x8
     path = tmp_path / f"{name}.onnx"
     _export_quietly(model, x, path)
     assert not list(tmp_path.glob("*.data")), "single-file ONNX"
