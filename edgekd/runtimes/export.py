@@ -112,7 +112,8 @@ def _data_settings(checkpoint: Path, info: Any, data: str | None, image_size: in
         settings["source"] = data
     if image_size is not None:
         settings["image_size"] = image_size
-    if not text and settings["image_size"] is None and settings["source"] == "digits" and tuple(info.input_shape)[1:] != (8, 8):
+    if (not text and settings["image_size"] is None and settings["source"] == "digits"
+            and tuple(info.input_shape)[1:] != (8, 8) and not _spec_fixes_resolution(info)):
         settings["image_size"] = int(info.input_shape[1])
     return settings
 
@@ -132,6 +133,16 @@ def _load_data(settings: dict[str, Any], info: Any) -> Any:
         raise DataError(f"data {settings['source']!r} gives inputs {tuple(ds.input_shape)} / {ds.num_classes} classes, "
                         f"the model takes {tuple(info.input_shape)} / {info.num_classes}; pass the matching --data")
     return ds
+
+
+def _spec_fixes_resolution(info: Any) -> bool:
+    """Whether the checkpoint's spec sets ``resolution=r`` (its data are then the run's, resampled)."""
+    from edgekd.models import spec_input_shape
+
+    try:
+        return spec_input_shape(str(info.spec), (1, 1, 1))[1:] != (1, 1)
+    except EdgeKDError:
+        return False
 
 
 def _at_model_resolution(ds: Any, info: Any) -> Any:
