@@ -184,8 +184,15 @@ def _params(family: ModelFamily, kwargs: dict[str, Any]) -> int:
 
     from edgekd.models.counting import count_params
 
-    with torch.device("meta"):
-        return count_params(family.build((3, 32, 32), 10, **kwargs))
+    try:
+        with torch.device("meta"):
+            return count_params(family.build((3, 32, 32), 10, **kwargs))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - e.g. lazy modules, whose parameters do not exist yet
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"family {family.name!r}: cannot count the parameters of {format_spec(family.name, kwargs)} "
+                          f"({type(err).__name__}: {first}); build plain modules with known shapes") from None
 
 
 def user_family_meta(spec: str) -> dict[str, Any]:
