@@ -147,3 +147,11 @@ def test_student_at_its_resolution_distills_and_exports_everywhere(tiny_teacher_
         manifest = read_manifest(row["artifact"])
         assert manifest["preprocess"]["resize"]["to"] == [16, 16]
         assert manifest["preprocess"]["normalize"]["mean"] == info.normalization["mean"]
+    # the bundle states the student's preprocessing (16x16), not the size the data were loaded at
+    from edgekd.bundle import for_artifact, preprocessing
+    from edgekd.data import load_dataset
+
+    stated = for_artifact(preprocessing(load_dataset("digits")), read_manifest(ran[0]["artifact"]))
+    assert stated["resize"]["to"] == [16, 16] and stated["resolution"] == 16
+    assert any(step.startswith("resize: bilinear (half-pixel centres) to 16x16") for step in stated["steps"])
+    assert stated["normalization"]["mean"] == info.normalization["mean"]

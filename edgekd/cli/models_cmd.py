@@ -75,7 +75,7 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
     classes = classes or 10
     for name in user:  # builds, gives (N, classes) logits and exports to ONNX, or one error line
         check_user_family(name, input_shape, classes)
-    rows = [r for r in describe_families(input_shape, classes) if not families or r["name"] in families]
+    rows = describe_families(input_shape, classes, families or None)
     where = f"counted at {'x'.join(map(str, input_shape))}, {classes} classes ({shape_from})"
     if as_json:
         click.echo(json.dumps({

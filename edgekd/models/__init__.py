@@ -53,15 +53,18 @@ def create_for_dataset(spec: str, dataset: Any) -> tuple[nn.Module, str]:
     return create_model(spec, tuple(dataset.input_shape), dataset.num_classes), spec
 
 
-def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10) -> list[dict]:
+def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10,
+                      names: list[str] | tuple[str, ...] | None = None) -> list[dict]:
     """Every family with role, task, scale, defaults, doc and, per spec of its search space, params,
     MACs and the input it takes (`input_shape`, or the spec's own resolution) for `num_classes`
-    (what `edgekd models` prints). Models are built on the meta device: shapes only, no weights, so
+    (what `edgekd models` prints); `names`: only these families. Models are built on the meta device: shapes only, no weights, so
     listing ImageNet-scale families costs no memory and little time."""
     import torch
 
     rows = []
     for name, family in MODELS.items():
+        if names and name not in names:  # only the families asked for are built and counted
+            continue
         specs = []
         for spec in family.search_space():
             if family.task == "text":  # sized by vocabulary and sequence length, not by an image
