@@ -45,6 +45,25 @@ def teacher_config(**options: Any) -> DistillConfig:
     return recipe(**options)
 
 
+def register_family(builder: str, grid: Any = None, *, name: str | None = None) -> str:
+    """Register a user's model family: `builder` is ``module:function`` returning an nn.Module, `grid`
+    a YAML path or mapping of its arguments to value lists (every combination is one spec of its
+    search space, ordered by parameters). Returns the family's name for specs (``name:key=value``).
+    Deploy/select take the same pair (`DistillConfig.family` / `family_grid`). ConfigError (one line)
+    when the import fails, the builder raises or a spec does not run; `check_family` also exports."""
+    from edgekd.models.user_family import register_user_family
+
+    return register_user_family(builder, grid, name)
+
+
+def check_family(name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Build family `name`'s smallest spec, check its logits' shape and export it to ONNX once
+    (ConfigError naming what failed)."""
+    from edgekd.models.user_family import check_user_family
+
+    check_user_family(name, tuple(input_shape), int(num_classes))
+
+
 def train_teacher(
     config: DistillConfig | None = None,
     *,

@@ -118,6 +118,10 @@ class DistillConfig:
     cache_dir: str | None = None  # default: $EDGEKD_CACHE or ./.edgekd-cache
     output: str = "runs/distill"
     role: str = "student"  # "teacher" for `edgekd teacher` runs (recorded in summary.json)
+    # a user's own model family (`edgekd.models.user_family`): builder `module:function` and its
+    # parameter-grid YAML; registered before the student is built, so `student` may name it
+    family: str | None = None
+    family_grid: str | None = None
 
 
 # ---- distillation recipes ------------------------------------------------------------------------
@@ -286,10 +290,10 @@ def validate(cfg: DistillConfig, where: str = "config") -> None:
     size = cfg.data.image_size
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 4):
         raise ConfigError(f"{where}.data.image_size={size!r}: use an integer >= 4 or null for the native size")
-    for key in ("teacher", "cache_dir"):
+    for key in ("teacher", "cache_dir", "family", "family_grid"):
         value = getattr(cfg, key)
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}={value!r}: expected a path string")
+            raise ConfigError(f"{where}.{key}={value!r}: expected a {'module:function' if key == 'family' else 'path'} string")
     if not isinstance(cfg.student, str) or not cfg.student:
         raise ConfigError(f"{where}.student: give a model spec such as 'cnn:width=8,depth=2'")
     if cfg.role not in ("student", "teacher"):

@@ -93,6 +93,10 @@ def _recipe_help() -> str:
 @click.option("--tokenizer", default=None, help="Text data: local tokenizer dir/file, or the text teacher's .pt to reuse its tokenizer. "
               "[default: WordPiece learned from the train split]")
 @click.option("--student", default=None, help="Student model spec, e.g. cnn:width=8,depth=2 (see `edgekd models`). [default: the default student]")
+@click.option("--family", default=None, help="Your own model family: a builder module:function (e.g. my_pkg.my_models:build) "
+              "returning an nn.Module; --student then names it (default: its smallest spec). See `edgekd models --help`.")
+@click.option("--family-grid", type=click.Path(dir_okay=False), default=None,
+              help="YAML grid of the --family builder's arguments (key: [values]); every combination is one spec.")
 @click.option("--recipe", default=None, help=_recipe_help())
 @click.option("--loss", default=None, help="Objective: kd (Hinton), dkd (decoupled KD), dist (correlation KD), data_distill, "
               "ce (labels only), hint (needs a YAML entry for its layers). [default: the recipe's, kd]")
@@ -120,7 +124,7 @@ def _recipe_help() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (no progress output).")
 def command(config_path: str | None, teacher: str | None, data: str | None, image_size: int | None,
             max_len: int | None, tokenizer: str | None,
-            student: str | None, recipe: str | None, loss: str | None, temperature: float | None, alpha: float | None,
+            student: str | None, family: str | None, family_grid: str | None, recipe: str | None, loss: str | None, temperature: float | None, alpha: float | None,
             lam: float | None, hard_targets: str | None, epochs: int | None, batch_size: int | None,
             lr: float | None, optimizer: str | None, seed: int | None, threads: int | None, shift: int | None,
             draws: int | None, patience: int | None, online: bool | None,
@@ -157,7 +161,7 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     base = load_config(config_path) if config_path else {}
     over: dict[str, Any] = {}
     for key, value in (("teacher", teacher), ("student", student), ("online", online),
-                       ("cache_dir", cache_dir), ("output", output)):
+                       ("cache_dir", cache_dir), ("output", output), ("family", family), ("family_grid", family_grid)):
         if value is not None:
             over[key] = value
     data_over = {k: v for k, v in (("source", data), ("image_size", image_size), ("max_len", max_len),
@@ -190,6 +194,11 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     task = source_task(str((raw.get("data") or {}).get("source") or ""))
     if task == "text":  # text data: its own (shorter, gentler) schedule
         raw["train"] = {**TEXT_TRAIN_DEFAULTS, **(raw.get("train") or {})}
+    if raw.get("family") and "student" not in raw:  # a user family without --student: its smallest spec
+        from edgekd.models import MODELS
+        from edgekd.models.user_family import register_user_family
+
+        raw["student"] = MODELS.get(register_user_family(raw["family"], raw.get("family_grid"))).search_space()[0]
     raw.setdefault("student", default_specs(task)[1])  # text: the default small transformer student
     if "output" not in raw:
         raise ConfigError("no run directory: pass -o RUN (or set `output:` in the config file)")

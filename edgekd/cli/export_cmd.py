@@ -66,11 +66,14 @@ def print_table(report: dict[str, Any]) -> None:
 @click.option("--dynamic-batch", is_flag=True, help="onnx/openvino: keep the batch dimension dynamic")
 @click.option("--int8-mode", type=click.Choice(["dynamic", "static"]), default=None,
               help="onnx int8 of a text (transformer) model: dynamic (default; measured faster) or static QDQ")
+@click.option("--family", default=None, help="the user family (module:function) the checkpoint was built with; "
+              "edgekd never imports code a checkpoint names, so register it here")
+@click.option("--family-grid", type=click.Path(dir_okay=False), default=None, help="that family's grid YAML")
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 def command(checkpoint: str, target: str, formats: str | None, precisions: str | None, output: str, data: str | None,
             image_size: int | None, threads: int | None, targets_dir: str | None, max_drop: float, fp32_tol: float,
             calibration_samples: int, layout: str | None, accuracy_control: bool, dynamic_batch: bool,
-            int8_mode: str | None, as_json: bool) -> None:
+            int8_mode: str | None, family: str | None, family_grid: str | None, as_json: bool) -> None:
     """Export RUN_OR_CHECKPOINT for a target: one artifact per (format, precision), each checked
     against torch (fp32: max |diff| <= --fp32-tol; int8: accuracy drop <= --max-drop points).
 
@@ -80,6 +83,8 @@ def command(checkpoint: str, target: str, formats: str | None, precisions: str |
     """
     from edgekd import api
 
+    if family:
+        api.register_family(family, family_grid)
     format_options: dict[str, dict[str, Any]] = {}
     if layout:
         format_options.setdefault("tflite", {})["layout"] = layout

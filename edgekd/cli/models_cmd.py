@@ -33,18 +33,33 @@ def _human(n: int) -> str:
 @click.option("--image-size", type=click.IntRange(min=4), default=None,
               help="Images resampled to NxN (with --data, as `--image-size` there; alone, HxW of --input-shape).")
 @click.option("--classes", type=click.IntRange(min=2), default=None, help="Number of classes [default: 10, or the data's].")
-@click.option("--family", "families", multiple=True, help="Only this family (repeatable).")
+@click.option("--family", "families", multiple=True, help="Only this family (repeatable); or your own family's builder "
+              "module:function (e.g. my_pkg.my_models:build), registered with --family-grid and listed like a built-in.")
+@click.option("--family-grid", type=click.Path(dir_okay=False), default=None,
+              help="YAML grid of the --family builder's arguments (key: [values], optional name:); every combination is one spec.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def command(input_shape: tuple[int, ...], data: str | None, image_size: int | None, classes: int | None,
-            families: tuple[str, ...], as_json: bool) -> None:
+            families: tuple[str, ...], family_grid: str | None, as_json: bool) -> None:
     """List model families (students and teachers) with their defaults, and params / MACs of each
     spec in their search space (the candidates `select` and `deploy` choose from).
 
     A spec is `family:key=value,...`, e.g. `cnn:width=16,depth=3` or `mlp:hidden=128x2`; a bare
     family name uses its defaults. Text families are counted at their own vocabulary and length.
+    Families of scale "real" (mobilenetv2, mobilenetv3, efficientnet_lite, resnet_basic, and your own)
+    take their input resolution from the spec (resolution=N) and are counted at it.
+
+    \b
+    Your own family: --family my_pkg.my_models:build --family-grid grid.yaml, where build(**params)
+    returns an nn.Module (it also gets num_classes / in_channels / input_shape if it takes them) and
+    grid.yaml maps its arguments to lists of values (optional name: for specs). Every combination is
+    one spec; the smallest is built and exported to ONNX once as a check.
     """
     from edgekd.models import DEFAULT_STUDENT, DEFAULT_TEACHER, MODELS, describe_families
 
+    from edgekd.models.user_family import check_user_family, is_builder_ref, register_user_family
+
+    user = [register_user_family(f, family_grid) for f in families if is_builder_ref(f)]
+    families = tuple(f for f in families if not is_builder_ref(f)) + tuple(user)
     for name in families:
         MODELS.get(name)  # unknown name -> ConfigError with "did you mean", exit 2
     shape_from = "--input-shape"
@@ -58,7 +73,9 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
     elif image_size is not None:
         input_shape, shape_from = (input_shape[0], image_size, image_size), "--image-size"
     classes = classes or 10
-    rows = [r for r in describe_families(input_shape, classes) if not families or r["name"] in families]
+    for name in user:  # builds, gives (N, classes) logits and exports to ONNX, or one error line
+        check_user_family(name, input_shape, classes)
+    rows = describe_families(input_shape, classes, families or None)
     where = f"counted at {'x'.join(map(str, input_shape))}, {classes} classes ({shape_from})"
     if as_json:
         click.echo(json.dumps({
@@ -78,14 +95,16 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
                   f"default teacher (deploy, teacher): {DEFAULT_TEACHER}\n"
                   f"default student (`edgekd distill` without --student): {DEFAULT_STUDENT}\n", soft_wrap=True)
     for row in rows:
-        console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']})  "
+        console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']}, {row.get('scale', 'micro')} scale)  "
                       f"bare `{row['name']}` means {row['default_spec']}", soft_wrap=True)
         table = Table(show_edge=False)
         table.add_column("spec")
         table.add_column("params", justify="right")
         table.add_column("MACs", justify="right")
+        table.add_column("input")
         for entry in row["search_space"]:
-            table.add_row(entry["spec"], _human(int(entry["params"])), _human(int(entry["macs"])))
+            table.add_row(entry["spec"], _human(int(entry["params"])), _human(int(entry["macs"])),
+                          "x".join(map(str, entry.get("input_shape") or input_shape)))
         if not row["search_space"]:
             table.add_row("(teacher only: no search space)", "", "")
         console.print(table)

@@ -156,6 +156,23 @@ def preprocessing(ds: Any) -> dict[str, Any]:
     }
 
 
+def for_artifact(preprocess: dict[str, Any] | None, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """`preprocess` (the dataset's record) brought to what the artifact takes: its resize target, its
+    normalization and the spec's resolution, from the manifest's ``preprocess`` record. A student
+    whose spec fixes ``resolution=r`` is prepared at r x r, not at the size the data were loaded at."""
+    art = manifest.get("preprocess")
+    if not isinstance(preprocess, dict) or preprocess.get("task") != "image" or not isinstance(art, dict):
+        return preprocess
+    h, w = art["resize"]["to"]
+    out = dict(preprocess)
+    out["resize"] = {**dict(preprocess.get("resize") or {}), **art["resize"]}
+    out["normalization"] = {"mean": art["normalize"]["mean"], "std": art["normalize"]["std"]}
+    out["resolution"] = art.get("resolution")
+    out["steps"] = [f"resize: bilinear (half-pixel centres) to {h}x{w}" if str(step).startswith("resize:") else step
+                    for step in preprocess.get("steps", [])]
+    return out
+
+
 def device_commands(target: Any, artifact_name: str = "artifact", profile: str | None = None,
                     data: str | None = None) -> list[str]:
     """The exact commands to verify this bundle on a device of `target` (shown and written to DEVICE.md).
@@ -211,7 +228,7 @@ def write_bundle(out: str | os.PathLike[str], *, artifact: Path, checkpoint: Pat
             "target": target.name,
             "input": manifest["inputs"][0],
             "normalization": manifest.get("normalization"),
-            "preprocess": preprocess,
+            "preprocess": for_artifact(preprocess, manifest),
             "class_names": manifest.get("class_names"),
             "format": manifest["format"], "runtime": manifest["runtime"], "precision": manifest["precision"],
             "model_file": f"artifact/{manifest['model_file']}",

@@ -37,7 +37,7 @@ class PreparedRun:
     """Everything built for a run, before training (the benchmark drives `trainer` epoch by epoch)."""
 
     cfg: DistillConfig
-    dataset: Any
+    dataset: Any  # as the student sees it: resampled to the spec's resolution when it fixes one
     teacher: Teacher | None
     student: torch.nn.Module
     losses: LossStack
@@ -55,8 +55,10 @@ def _as_tensors(x: np.ndarray, y: np.ndarray, logits: np.ndarray | None = None) 
                    None if logits is None else torch.from_numpy(np.ascontiguousarray(logits)))
 
 
-def _probe(student: torch.nn.Module, teacher: Teacher | None, input_shape: tuple[int, ...]):
-    """Feature shapes (without batch) at a module path, from one forward pass in eval mode."""
+def _probe(student: torch.nn.Module, teacher: Teacher | None, input_shape: tuple[int, ...],
+           student_shape: tuple[int, ...] | None = None):
+    """Feature shapes (without batch) at a module path, from one forward pass in eval mode; the
+    student at `student_shape` (its own resolution) when given, the teacher at `input_shape`."""
 
     def probe(role: str, path: str) -> tuple[int, ...]:
         if role == "teacher" and not isinstance(teacher, TorchTeacher):
@@ -66,7 +68,7 @@ def _probe(student: torch.nn.Module, teacher: Teacher | None, input_shape: tuple
         was = model.training
         model.eval()
         with FeatureTaps(model, [path], role=role) as taps, torch.no_grad():
-            model(torch.zeros((2, *input_shape)))
+            model(torch.zeros((2, *(student_shape or input_shape if role == "student" else input_shape))))
             shape = tuple(taps.features[path].shape[1:])
         model.train(was)
         return shape
@@ -120,6 +122,10 @@ def prepare_run(
     from edgekd.models import create_for_dataset
 
     dist = DistContext.from_env()
+    if cfg.family:  # a user's own family joins the registry before anything names it
+        from edgekd.models.user_family import register_user_family
+
+        register_user_family(cfg.family, cfg.family_grid)
     d = cfg.data
     dataset = load_dataset(d.source, image_size=d.image_size, seed=d.seed,
                            val_fraction=d.val_fraction, test_fraction=d.test_fraction,
@@ -135,12 +141,32 @@ def prepare_run(
 
             check_text_teacher(teacher, dataset)
 
+    if cfg.family and student is None:
+        from edgekd.models import parse_spec
+        from edgekd.models.user_family import check_user_family, user_family_meta
+
+        if user_family_meta(cfg.student):  # builds, gives logits of the right shape, exports: else one line
+            check_user_family(parse_spec(cfg.student)[0], tuple(dataset.input_shape), int(dataset.num_classes))
     torch.manual_seed(cfg.train.seed)  # student init and loss projections come from this seed
     if student is None:
         student, _ = create_for_dataset(cfg.student, dataset)  # text: vocab/pad id from the tokenizer
-    losses = build_loss_stack(cfg.losses, _probe(student, teacher, tuple(dataset.input_shape)))
+    # a spec with resolution=r trains, validates and tests on the same samples resampled to r x r;
+    # the teacher (and its cached soft targets) keep the data as loaded
+    student_data = dataset
+    if getattr(dataset, "task", "image") == "image":
+        from edgekd.data.resolution import at_resolution
+        from edgekd.models import spec_input_shape
+
+        student_data = at_resolution(dataset, spec_input_shape(cfg.student, tuple(dataset.input_shape)))
+    resized = student_data is not dataset
+    losses = build_loss_stack(cfg.losses, _probe(student, teacher, tuple(dataset.input_shape),
+                                                 tuple(student_data.input_shape)))
     if uses_teacher(losses) and teacher is None:
         raise ConfigError(f"losses {', '.join(losses.names)} need a teacher; pass --teacher PATH (.pt or .onnx) or use --loss ce")
+    if resized and uses_teacher(losses) and (cfg.online or losses.teacher_taps):
+        raise ConfigError(f"student {cfg.student} takes {tuple(student_data.input_shape)} inputs, the teacher "
+                          f"{tuple(dataset.input_shape)}: online teaching and feature losses need both at one "
+                          "resolution; use cached soft targets (no --online, logit losses) or drop resolution=")
 
     a = cfg.augment
     image = getattr(dataset, "task", "image") == "image"  # shifting applies to images only
@@ -175,11 +201,15 @@ def prepare_run(
         teacher_acc = None
     logits_time = time.perf_counter() - t0
 
+    if resized:
+        from edgekd.data.resolution import resample_images
+
+        train_x = resample_images(train_x, int(student_data.input_shape[1]))
     objective = StudentObjective(student, losses)
     trainer = Trainer(
         objective,
         _as_tensors(train_x, train_y, train_logits),
-        _as_tensors(dataset.val.x, dataset.val.y),
+        _as_tensors(student_data.val.x, student_data.val.y),
         cfg.train,
         run_dir=run_dir,
         dist=dist,
@@ -193,7 +223,8 @@ def prepare_run(
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         if not resume:
             atomic_write_text(run_dir / "metrics.jsonl", "")
-    return PreparedRun(cfg, dataset, teacher, student, losses, trainer, run_dir, dist, cache_status,
+    # the run's dataset is the student's view (its input shape, test split and fingerprint)
+    return PreparedRun(cfg, student_data, teacher, student, losses, trainer, run_dir, dist, cache_status,
                        teacher_acc, logits_time, augmented=image and a.active)
 
 
@@ -283,7 +314,9 @@ def _train_and_report(cfg: DistillConfig, resume: bool, progress: bool, log: Cal
                 spec=spec, task=ds.task, input_shape=tuple(ds.input_shape), num_classes=ds.num_classes,
                 class_names=list(ds.class_names), normalization=ds.normalization, surgery=[],
                 meta={"test_acc": kept, "dataset_fingerprint": ds.fingerprint, "teacher": cfg.teacher,
-                      "role": cfg.role, "losses": summary["losses"], **text_meta},
+                      "role": cfg.role, "losses": summary["losses"], **text_meta,
+                      **({"input_resize": ds.preprocess["student_resize"]} if "student_resize" in ds.preprocess else {}),
+                      **_user_family_meta(spec)},
             )
             save_model(prep.run_dir / "student.pt", student, info)
             summary["student_path"] = str(prep.run_dir / "student.pt")
@@ -292,3 +325,9 @@ def _train_and_report(cfg: DistillConfig, resume: bool, progress: bool, log: Cal
         return summary
     finally:
         prep.dist.close()
+
+
+def _user_family_meta(spec: str) -> dict[str, Any]:
+    from edgekd.models.user_family import user_family_meta
+
+    return user_family_meta(spec)

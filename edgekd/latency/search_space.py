@@ -15,15 +15,23 @@ from typing import Any, Iterable
 from edgekd.models.spec import MODELS, canonical_spec, format_spec, parse_spec
 
 
-def student_families(task: str = "image") -> list[str]:
-    """Names of the student families for inputs of `task` (image students take C x H x W tensors)."""
-    return [name for name, fam in MODELS.items() if fam.role == "student" and fam.task == task]
+def student_families(task: str = "image", scale: str | None = "micro") -> list[str]:
+    """Names of the student families for inputs of `task` (image students take C x H x W tensors).
+
+    `scale`: ``"micro"`` (default: the 8x8..32x32 families the default deploy chooses among),
+    ``"real"`` (ImageNet-scale families and user families, `ModelFamily.scale`), or None for all.
+    """
+    return [name for name, fam in MODELS.items()
+            if fam.role == "student" and fam.task == task and (scale is None or fam.scale == scale)]
 
 
-def student_specs(task: str = "image", vocab: int | None = None) -> list[str]:
-    """Every spec in the search space of every student family for `task`, in registry order; text
-    specs completed with ``vocab=N`` when `vocab` is given (a text model's size depends on it)."""
-    specs = [spec for name in student_families(task) for spec in MODELS.get(name).search_space()]
+def student_specs(task: str = "image", vocab: int | None = None, scale: str | None = "micro",
+                  families: Iterable[str] | None = None) -> list[str]:
+    """Every spec in the search space of every student family for `task` and `scale` (see
+    `student_families`), in registry order, or of the named `families` only (any scale); text specs
+    completed with ``vocab=N`` when `vocab` is given (a text model's size depends on it)."""
+    names = list(families) if families is not None else student_families(task, scale)
+    specs = [spec for name in names for spec in MODELS.get(name).search_space()]
     return [with_vocab(s, vocab) for s in specs] if vocab else specs
 
 

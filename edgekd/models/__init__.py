@@ -4,9 +4,10 @@
     >>> model = create_model("cnn:width=8,depth=2", (1, 8, 8), 10)
 
 Families (registry `MODELS`, one file each): ``mlp``, ``cnn``, ``mobilenet`` (students) and
-``resnet`` (teacher) for images; ``tinybert`` (student) and ``bert`` (teacher) for text (`bert.py`,
-with `bert_init.py` and `hf_bert.py`). `import edgekd` does not import this package; only host-side
-code does.
+``resnet`` (teacher) at micro scale; ``mobilenetv2``, ``mobilenetv3``, ``efficientnet_lite`` and
+``resnet_basic`` at ImageNet scale (``scale="real"``, input resolution part of the spec);
+``tinybert`` (student) and ``bert`` (teacher) for text (`bert.py`, with `bert_init.py` and
+`hf_bert.py`). `import edgekd` does not import this package; only host-side code does.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from edgekd.errors import ConfigError
 
 # the family modules register themselves in MODELS on import
 from edgekd.models import bert, cnn, mlp, mobilenet, resnet  # noqa: F401  (bert, tinybert: task="text")
+from edgekd.models import efficientnet_lite, mobilenetv2, mobilenetv3, resnet_basic  # noqa: F401  (scale "real")
 from edgekd.models import surgery
 from edgekd.models.checkpoint import ModelInfo, load_model, read_checkpoint, save_model
 from edgekd.models.counting import count_macs, count_params, model_features
 from edgekd.models.spec import (MODELS, ModelFamily, canonical_spec, create_model, format_spec, parse_spec,
-                                register_family)
+                                register_family, spec_input_shape)
 
 # The default pair: the student has ~1/50 of the teacher's parameters (both at 1x8x8 and 1x32x32).
 # Width 8, depth 3 rather than depth 2: the depth-2 net cannot fit digits (pooled from 4x4 at 8x8,
@@ -59,22 +61,33 @@ def create_for_dataset(spec: str, dataset: Any) -> tuple[nn.Module, str]:
     return create_model(spec, tuple(dataset.input_shape), dataset.num_classes), spec
 
 
-def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10) -> list[dict]:
-    """Every family with role, task, defaults, doc and, per spec of its search space, params and MACs
-    at `input_shape` / `num_classes` (what `edgekd models` prints)."""
+def describe_families(input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10,
+                      names: list[str] | tuple[str, ...] | None = None) -> list[dict]:
+    """Every family with role, task, scale, defaults, doc and, per spec of its search space, params,
+    MACs and the input it takes (`input_shape`, or the spec's own resolution) for `num_classes`
+    (what `edgekd models` prints); `names`: only these families. Models are built on the meta device: shapes only, no weights, so
+    listing ImageNet-scale families costs no memory and little time."""
+    import torch
+
     rows = []
     for name, family in MODELS.items():
+        if names and name not in names:  # only the families asked for are built and counted
+            continue
         specs = []
         for spec in family.search_space():
             if family.describe is not None:  # sized by something other than the image (text: vocabulary, length)
                 specs.append(family.describe(spec, num_classes))
                 continue
-            model = create_model(spec, input_shape, num_classes)
-            specs.append({"spec": spec, "params": count_params(model), "macs": count_macs(model, input_shape)})
+            shape = spec_input_shape(spec, tuple(input_shape))
+            with torch.device("meta"):
+                model = create_model(spec, input_shape, num_classes)
+            specs.append({"spec": spec, "params": count_params(model), "macs": count_macs(model, shape),
+                          "input_shape": list(shape)})
         rows.append({
             "name": name,
             "role": family.role,
             "task": family.task,
+            "scale": family.scale,
             "defaults": dict(family.defaults),
             "default_spec": family.default_spec,
             "doc": " ".join((family.doc or "").split()),
@@ -104,5 +117,6 @@ __all__ = [
     "read_checkpoint",
     "register_family",
     "save_model",
+    "spec_input_shape",
     "surgery",
 ]

@@ -33,7 +33,7 @@ from torch import nn
 from edgekd.errors import EdgeKDError, ModelError
 from edgekd.fileio import atomic_write_with
 from edgekd.models import surgery
-from edgekd.models.spec import canonical_spec, create_model
+from edgekd.models.spec import MODELS, canonical_spec, create_model
 
 FORMAT = "edgekd.model/1"
 _REQUIRED = ("format", "spec", "input_shape", "num_classes", "state_dict")
@@ -169,6 +169,12 @@ def load_model(
         )
     except (TypeError, ValueError) as err:
         raise ModelError(f"model file {path}: malformed metadata ({err}); re-save the model") from None
+    user = info.meta.get("user_family") if isinstance(info.meta.get("user_family"), dict) else None
+    if user and str(info.spec).split(":")[0] not in MODELS:
+        # never import code a file names: the user registers their family again, knowingly
+        raise ModelError(f"model file {path} was built by the user family {str(info.spec).split(':')[0]!r} "
+                         f"(builder {user.get('builder')!s:.120}); register it first with --family "
+                         f"{user.get('builder')!s:.120} (and its --family-grid)")
     try:
         model = create_model(info.spec, info.input_shape, info.num_classes)
         surgery.replay(model, info.surgery)

@@ -10,6 +10,12 @@ A spec string names a family and its keyword arguments: ``family:key=value,key=v
 
 `canonical_spec` writes the family and *all* keyword arguments (defaults filled in), sorted by key,
 so two specs that build the same model have the same string; selection, profiles and caches key on it.
+
+Input resolution: an image family whose defaults hold ``resolution`` (an int, 0 = "the data's own
+size") takes square inputs of that many pixels, so ``mobilenetv2:resolution=160,width=1.0`` is a
+different candidate from the same net at 224 and every cache, profile and selection keyed on the spec
+tells them apart. `spec_input_shape(spec, data_shape)` is the input such a model takes; the builder
+itself never sees the key (`ModelFamily.build` turns it into the input shape it passes).
 """
 from __future__ import annotations
 
@@ -26,6 +32,10 @@ Value = Any  # bool | int | float | str | list[int]
 # lists. List items of a family are required to exceed this so canonical strings never read back
 # as a repetition.
 MAX_REPEAT = 8
+
+# the spec key that fixes an image family's input resolution (0 = the data's size)
+RESOLUTION_KEY = "resolution"
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
 
 _FAMILY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -60,10 +70,16 @@ class ModelFamily:
     validate: Callable[[dict[str, Value]], None] | None = field(default=None, compare=False)
     for_dataset: Callable[[str, Any], tuple[Any, str]] | None = field(default=None, compare=False)
     describe: Callable[[str, int], dict[str, Any]] | None = field(default=None, compare=False)
+    # "micro" families form the default search space (8x8..32x32 students); "real" families are the
+    # ImageNet-scale ones (MobileNetV2/V3, EfficientNet-lite, ResNet-18/34) and user families, chosen
+    # only when asked for (`edgekd.latency.search_space.student_families(scale=...)`)
+    scale: str = "micro"
 
     def __post_init__(self) -> None:
         if self.role not in ("student", "teacher"):
             raise ValueError(f"model family {self.name!r}: role must be 'student' or 'teacher'")
+        if self.scale not in ("micro", "real"):
+            raise ValueError(f"model family {self.name!r}: scale must be 'micro' or 'real'")
         object.__setattr__(self, "__doc__", self.doc or self.builder.__doc__ or "")
 
     def resolve(self, kwargs: dict[str, Value]) -> dict[str, Value]:
@@ -73,9 +89,24 @@ class ModelFamily:
             if key not in self.defaults:
                 raise ConfigError(_unknown_key_message(self, key))
             merged[key] = _coerce(self, key, value)
+        if RESOLUTION_KEY in self.defaults:
+            res = merged[RESOLUTION_KEY]
+            if not isinstance(res, int) or isinstance(res, bool) or not (
+                    res == 0 or MIN_RESOLUTION <= res <= MAX_RESOLUTION):
+                raise ConfigError(f"model {self.name!r}: resolution={res} must be 0 (the data's size) or "
+                                  f"{MIN_RESOLUTION}..{MAX_RESOLUTION} pixels")
         if self.validate is not None:
             self.validate(merged)
         return merged
+
+    def input_shape(self, data_shape: tuple[int, ...], kwargs: dict[str, Value]) -> tuple[int, ...]:
+        """The input this family's model takes when the data has `data_shape`: the data's shape, or
+        (C, r, r) when the spec fixes ``resolution=r``."""
+        shape = tuple(int(d) for d in data_shape)
+        res = self.resolve(kwargs).get(RESOLUTION_KEY, 0) if RESOLUTION_KEY in self.defaults else 0
+        if res and self.task == "image" and len(shape) == 3:
+            return (shape[0], int(res), int(res))
+        return shape
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, **kwargs: Value) -> Any:
         """Build the model. Unknown keys or bad values raise ConfigError."""
@@ -86,7 +117,11 @@ class ModelFamily:
             raise ConfigError(
                 f"model {self.name!r}: input_shape must be (channels, height, width), got {input_shape!r}"
             )
-        return self.builder(shape, int(num_classes), **self.resolve(kwargs))
+        resolved = self.resolve(kwargs)
+        if RESOLUTION_KEY in self.defaults:
+            shape = self.input_shape(shape, kwargs)
+            resolved.pop(RESOLUTION_KEY)
+        return self.builder(shape, int(num_classes), **resolved)
 
     def search_space(self) -> list[str]:
         """Canonical spec strings of this family, ordered from smallest to largest."""
@@ -110,6 +145,7 @@ def register_family(
     validate: Callable[[dict[str, Value]], None] | None = None,
     for_dataset: Callable[[str, Any], tuple[Any, str]] | None = None,
     describe: Callable[[str, int], dict[str, Any]] | None = None,
+    scale: str = "micro",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator over a builder ``fn(input_shape, num_classes, **kw) -> nn.Module``; its docstring
     becomes the family's documentation."""
@@ -128,6 +164,7 @@ def register_family(
                 validate=validate,
                 for_dataset=for_dataset,
                 describe=describe,
+                scale=scale,
             ),
         )
         return builder
@@ -190,6 +227,14 @@ def canonical_spec(spec: str) -> str:
     """
     name, kwargs = parse_spec(spec)
     return format_spec(name, MODELS.get(name).resolve(kwargs))
+
+
+def spec_input_shape(spec: str, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The input shape (no batch dim) the model of `spec` takes when the data has `data_shape`:
+    ``(C, r, r)`` for a spec with ``resolution=r``, else `data_shape` unchanged. Count MACs, compute
+    latency features and resample data at this shape."""
+    name, kwargs = parse_spec(spec)
+    return MODELS.get(name).input_shape(tuple(data_shape), kwargs)
 
 
 def format_spec(name: str, kwargs: dict[str, Value]) -> str:

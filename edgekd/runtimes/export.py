@@ -113,7 +113,8 @@ def _data_settings(checkpoint: Path, info: Any, data: str | None, image_size: in
         settings["source"] = data
     if image_size is not None:
         settings["image_size"] = image_size
-    if not text and settings["image_size"] is None and settings["source"] == "digits" and tuple(info.input_shape)[1:] != (8, 8):
+    if (not text and settings["image_size"] is None and settings["source"] == "digits"
+            and tuple(info.input_shape)[1:] != (8, 8) and not _spec_fixes_resolution(info)):
         settings["image_size"] = int(info.input_shape[1])
     return settings
 
@@ -122,10 +123,35 @@ def _load_data(settings: dict[str, Any], info: Any) -> Any:
     from edgekd.data import load_for_model
 
     ds = load_for_model(settings, info)  # text: tokenized with the checkpoint's own tokenizer
+    if getattr(info, "task", "image") != "text":
+        ds = _at_model_resolution(ds, info)
     if tuple(ds.input_shape) != tuple(info.input_shape) or int(ds.num_classes) != int(info.num_classes):
         raise DataError(f"data {settings['source']!r} gives inputs {tuple(ds.input_shape)} / {ds.num_classes} classes, "
                         f"the model takes {tuple(info.input_shape)} / {info.num_classes}; pass the matching --data")
     return ds
+
+
+def _spec_fixes_resolution(info: Any) -> bool:
+    """Whether the checkpoint's spec sets ``resolution=r`` (its data are then the run's, resampled)."""
+    from edgekd.models import spec_input_shape
+
+    try:
+        return spec_input_shape(str(info.spec), (1, 1, 1))[1:] != (1, 1)
+    except EdgeKDError:
+        return False
+
+
+def _at_model_resolution(ds: Any, info: Any) -> Any:
+    """The data as a student whose spec fixes ``resolution=r`` saw it in training (resampled to r x r,
+    `edgekd.data.resolution`); unchanged for every other model."""
+    from edgekd.data.resolution import at_resolution
+    from edgekd.models import spec_input_shape
+
+    try:
+        shape = spec_input_shape(str(info.spec), tuple(ds.input_shape))
+    except EdgeKDError:
+        return ds  # a spec this edgekd cannot parse: the shape check below says what is wrong
+    return at_resolution(ds, shape) if shape == tuple(info.input_shape) else ds
 
 
 def calibration_feeds(x_train: np.ndarray, count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -190,10 +216,13 @@ def export_checkpoint(
     calibration_samples: int = 256,
     format_options: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
+    device_identity: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Export `checkpoint` (file or run dir) for `target`: one artifact per (format, precision) under
     `out_dir/<format>-<precision>/`, each parity-checked on the labelled test split, and a summary
-    `out_dir/export.json`. Rows never raise: a failure is a row with its reason."""
+    `out_dir/export.json`. Rows never raise: a failure is a row with its reason. `device_identity`
+    (the device's agent fingerprint or hardware identity) lets adapters pick ISA-dependent settings
+    (ONNX Runtime INT8: `int8_settings.ort_int8_settings`), recorded in each manifest."""
     from edgekd.models import load_model
 
     tgt = load_target(target, targets_dir)
@@ -213,7 +242,8 @@ def export_checkpoint(
     for fmt, precision in plan:
         row = _export_row(model, info, fmt, precision, out / f"{fmt}-{precision}", ds=ds, calibration=calibration,
                           threads=threads, target=tgt, fp32_tol=fp32_tol, max_drop=max_drop,
-                          options=(format_options or {}).get(fmt, {}), checkpoint=ckpt, checkpoint_sha=ckpt_sha)
+                          options=(format_options or {}).get(fmt, {}), checkpoint=ckpt, checkpoint_sha=ckpt_sha,
+                          device_identity=device_identity)
         rows.append(row)
         if log:
             log(f"{fmt}/{precision}: {row.status}" + (f" ({row.error})" if row.error else ""))
@@ -228,7 +258,7 @@ def export_checkpoint(
 
 def _export_row(model: Any, info: Any, fmt: str, precision: str, artifact: Path, *, ds: Any, calibration: list,
                 threads: int | None, target: Target, fp32_tol: float, max_drop: float, options: dict[str, Any],
-                checkpoint: Path, checkpoint_sha: str) -> ExportRow:
+                checkpoint: Path, checkpoint_sha: str, device_identity: dict[str, Any] | None = None) -> ExportRow:
     runtime = FORMAT_RUNTIME[fmt]
     row = ExportRow(format=fmt, precision=precision, runtime=runtime)
     start = time.perf_counter()
@@ -241,6 +271,8 @@ def _export_row(model: Any, info: Any, fmt: str, precision: str, artifact: Path,
         row.error = f"{runtime} exports {', '.join(adapter.precisions)}, not {precision}"
         return row
     opts = dict(options)
+    if device_identity is not None:
+        opts.setdefault("device_identity", device_identity)
     if fmt == "tflite":
         opts.setdefault("layout", target.input_layout)
     if opts.get("accuracy_control"):

@@ -18,6 +18,7 @@ import numpy as np
 from edgekd import __version__
 from edgekd.errors import ExportError
 from edgekd.runtimes.base import MANIFEST_SCHEMA, Calibration, hash_files
+from edgekd.runtimes.preprocess_record import image_preprocess
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -193,6 +194,7 @@ def build_manifest(model: Any, info: Any, out_dir: Path, *, fmt: str, runtime: s
         "inputs": [{"name": INPUT_NAME, "shape": [int(d) for d in shape], "dtype": "float32", "layout": layout}],
         "outputs": [{"name": OUTPUT_NAME, "shape": [int(shape[0]), int(info.num_classes)], "dtype": "float32"}],
         "normalization": getattr(info, "normalization", None),
+        "preprocess": image_preprocess(info, layout),
         "class_names": list(getattr(info, "class_names", None) or []),
         "num_classes": int(info.num_classes),
         "task": getattr(info, "task", "image"),

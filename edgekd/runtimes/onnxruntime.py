@@ -4,7 +4,9 @@
 INT8 is `onnxruntime.quantization.quantize_static` in QDQ format with per-channel weights, calibrated
 on real training samples. Measured on x86: QOperator and dynamic quantization make conv nets 5-10x
 *slower*; QDQ per-channel is the variant ONNX Runtime fuses into integer kernels, so it is the only
-one offered. Device side: numpy + onnxruntime, imported lazily.
+one offered. Its settings follow the target device's ISA (`int8_settings`: 7-bit weights on x86
+without VNNI, where U8S8 kernels saturate) and are recorded in the manifest. Device side: numpy +
+onnxruntime, imported lazily.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from edgekd.errors import ExportError, RuntimeMissingError
+from edgekd.runtimes.int8_settings import ort_int8_settings
 from edgekd.runtimes.base import (Calibration, check_feeds, default_threads, read_manifest, run_in_chunks,
                                   static_batch, write_manifest)
 from edgekd.runtimes.catalog import AdapterBase
@@ -96,8 +99,10 @@ class FeedsReader:
 
 
 def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *, batch: int,
-                       calibration_samples: int = 256, method: str = "minmax") -> None:
-    """Static QDQ per-channel INT8 of `src` into `dst`, calibrated on real samples."""
+                       calibration_samples: int = 256, method: str = "minmax",
+                       settings: Mapping[str, Any] | None = None) -> None:
+    """Static QDQ per-channel INT8 of `src` into `dst`, calibrated on real samples. `settings`: the
+    device's `int8_settings.ort_int8_settings` (quant types, reduce_range); ORT defaults when None."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -107,6 +112,7 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ExportError(f"unknown calibration method {method!r}; use one of {', '.join(methods)}")
+    chosen = dict(settings or ort_int8_settings(None))
     rows = split_rows(calibration_arrays(calibration, INPUT_NAME, calibration_samples), batch)
     pre = dst.with_name(dst.stem + ".pre.onnx")
     with export_step("onnxruntime quantize_static", pre), quiet():
@@ -114,8 +120,10 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
         # quantizer see every tensor's shape (per-channel axes)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), FeedsReader([{INPUT_NAME: r} for r in rows]),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=getattr(QuantType, str(chosen["activation_type"])),
+                        weight_type=getattr(QuantType, str(chosen["weight_type"])),
+                        reduce_range=bool(chosen["reduce_range"]), calibrate_method=methods[method],
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
 
@@ -199,8 +207,12 @@ class OnnxRuntimeAdapter(AdapterBase):
 
     def export(self, model: Any, info: Any, out_dir: Path, *, precision: str, calibration: Calibration | None,
                opset: int | None = None, batch: int = 1, dynamic_batch: bool = False,
-               calibration_samples: int = 256, calibration_method: str = "minmax", **_: Any) -> Path:
-        """Write model.onnx (+ manifest). `dynamic_batch` keeps the batch dimension symbolic."""
+               calibration_samples: int = 256, calibration_method: str = "minmax",
+               device_identity: Mapping[str, Any] | None = None, **_: Any) -> Path:
+        """Write model.onnx (+ manifest). `dynamic_batch` keeps the batch dimension symbolic.
+        `device_identity` (the target device's fingerprint or hardware identity) chooses the INT8
+        settings (`int8_settings.ort_int8_settings`: reduce_range on x86 without VNNI), recorded in
+        the manifest's ``options.int8_settings``."""
         from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, host_versions
 
         if precision not in self.precisions:
@@ -217,16 +229,17 @@ class OnnxRuntimeAdapter(AdapterBase):
         else:
             fp32 = out_dir / "model.fp32.onnx"
             export_onnx(model, info, fp32, opset=opset, batch=batch, dynamic_batch=dynamic_batch)
+            int8 = ort_int8_settings(device_identity)
             try:
                 quantize_onnx_int8(fp32, dst, calibration, batch=batch, calibration_samples=calibration_samples,
-                                   method=calibration_method)
+                                   method=calibration_method, settings=int8)
             finally:
                 fp32.unlink(missing_ok=True)
         shape = [-1 if dynamic_batch else batch, *info.input_shape]
         options = {"opset": opset, "batch": batch, "dynamic_batch": dynamic_batch}
         if precision == "int8":
             options.update(quant_format="QDQ", per_channel=True, calibration_samples=calibration_samples,
-                           calibration_method=calibration_method)
+                           calibration_method=calibration_method, int8_settings=int8)
         manifest = build_manifest(model, info, out_dir, fmt=self.format, runtime=self.name, precision=precision,
                                   model_file=MODEL_FILE, files=[MODEL_FILE], shape=shape,
                                   versions=host_versions("onnxruntime"), options=options)

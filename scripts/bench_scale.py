@@ -1,0 +1,197 @@
+"""Benchmark, first part (issue 14): untrained students of the ImageNet-scale families at 96-224 px,
+exported to ONNX Runtime, OpenVINO and LiteRT in fp32 and INT8, measured through the existing bench
+path (`edgekd.bench.measure.run_isolated`: a fresh child process per artifact, as the agent does).
+
+    .venv/bin/python scripts/bench_scale.py [--specs SPEC ...] [--runtimes onnxruntime,openvino,litert]
+        [--precisions fp32,int8] [--threads 2] [--rounds 2] [--work runs/bench-scale] [--quick]
+
+Untrained (seeded random weights, random-normal calibration batches): latency does not depend on the
+weights' values, so no training is needed; accuracy is not measured here. ONNX Runtime's INT8
+settings follow this machine's ISA (`edgekd.runtimes.int8_settings`, the identity from the local
+agent fingerprint) and each row says which rule applied. Artifacts are reused from --work when
+present. Every artifact is measured in --rounds interleaved rounds (A, B, C, ..., C, B, A) and its
+lowest p50 kept (least disturbed by other load on a shared machine); `uptime` load averages are
+printed before and after. The latency-model and joint-deploy parts of the issue's benchmark are
+added later (the lead). Prints a table, then ONE JSON line: median_p50_ms (over all fp32 rows),
+median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per runtime), rows, load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# two per family, 96-224 px, spread over MACs (10 M .. 1.8 G)
+DEFAULT_SPECS = [
+    "mobilenetv2:resolution=96,width=0.35",
+    "mobilenetv2:resolution=224,width=1.0",
+    "mobilenetv3:layout=small,resolution=128,width=1.0",
+    "mobilenetv3:layout=large,resolution=224,width=1.0",
+    "efficientnet_lite:depth=1.0,resolution=128,width=0.75",
+    "efficientnet_lite:depth=1.0,resolution=224,width=1.0",
+    "resnet_basic:depth=10,resolution=96,width=32",
+    "resnet_basic:depth=18,resolution=224,width=64",
+]
+QUICK_SPECS = ["mobilenetv2:resolution=96,width=0.35", "resnet_basic:depth=10,resolution=96,width=32"]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def export_untrained(spec: str, runtime: str, precision: str, work: Path, identity: dict[str, Any],
+                     classes: int = 1000) -> Path:
+    """`spec` with seeded random weights at its own resolution (3 channels), exported for
+    runtime/precision under `work` (reused when its manifest says ok)."""
+    import torch
+
+    from edgekd.models import ModelInfo, canonical_spec, create_model, spec_input_shape
+    from edgekd.runtimes import RUNTIMES, read_manifest
+
+    spec = canonical_spec(spec)
+    shape = spec_input_shape(spec, (3, 224, 224))
+    out = work / runtime / precision / spec.replace(":", "_").replace(",", "_").replace("=", "")
+    if (out / "manifest.json").is_file() and read_manifest(out).get("status") == "ok":
+        return out
+    torch.manual_seed(0)
+    model = create_model(spec, shape, classes).eval()
+    info = ModelInfo(spec=spec, input_shape=shape, num_classes=classes, class_names=[str(i) for i in range(classes)],
+                     normalization={"mean": [0.0] * 3, "std": [1.0] * 3}, meta={"untrained": True})
+    rng = np.random.default_rng(0)
+    calib = [{"input": rng.standard_normal((1, *shape)).astype(np.float32)} for _ in range(16)]
+    RUNTIMES.get(runtime).export(model, info, out, precision=precision, calibration=calib,
+                                 calibration_samples=16, device_identity=identity)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--specs", nargs="*", default=None, help="model specs (with resolution=); default: 8 over 4 families")
+    ap.add_argument("--quick", action="store_true", help="two small specs only (a smoke run)")
+    ap.add_argument("--runtimes", default="onnxruntime,openvino,litert")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--threads", type=int, default=2, help="runtime threads (0: the runtime's default)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds; the lowest p50 is kept")
+    ap.add_argument("--min-s", type=float, default=2.0, help="timed seconds per measurement (at least 30 runs)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-scale"), help="artifact folder (reused)")
+    args = ap.parse_args(argv)
+
+    from edgekd.bench.devices import local_fingerprint
+    from edgekd.bench.measure import run_isolated
+    from edgekd.device.identity import hardware_identity
+    from edgekd.errors import EdgeKDError
+    from edgekd.models import canonical_spec, count_macs, count_params, create_model, spec_input_shape
+    from edgekd.runtimes import RUNTIMES
+    from edgekd.runtimes.int8_settings import ort_int8_settings
+
+    specs = [canonical_spec(s) for s in (args.specs or (QUICK_SPECS if args.quick else DEFAULT_SPECS))]
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    identity = hardware_identity(local_fingerprint()) or {}
+    load_before = _load()
+    _log(f"load average before: {load_before}; ORT int8 rule here: {ort_int8_settings(identity)['rule']}")
+    work = Path(args.work)
+    sizes: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        import torch
+
+        shape = spec_input_shape(spec, (3, 224, 224))
+        with torch.device("meta"):
+            model = create_model(spec, shape, 1000)
+        sizes[spec] = {"resolution": shape[1], "params": count_params(model), "macs": count_macs(model, shape)}
+
+    jobs: list[tuple[str, str, str]] = []
+    arts: dict[tuple[str, str, str], Path] = {}
+    errors: dict[tuple[str, str, str], str] = {}
+    for runtime in runtimes:
+        reason = RUNTIMES.get(runtime).unavailable_reason()
+        for precision in precisions:
+            for spec in specs:
+                job = (spec, runtime, precision)
+                if reason:
+                    errors[job] = reason
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    arts[job] = export_untrained(spec, runtime, precision, work, identity)
+                    _log(f"exported {spec} {runtime}/{precision} in {time.perf_counter() - t0:.1f}s")
+                    jobs.append(job)
+                except EdgeKDError as err:
+                    errors[job] = str(err)
+                    _log(f"export failed {spec} {runtime}/{precision}: {err}")
+    request = {"threads": args.threads or None, "batch": 1, "warmup_count": 5, "warmup_s": 0.5, "min_count": 30,
+               "min_s": args.min_s, "max_s": max(10.0, 4 * args.min_s), "input": "random", "latency": True,
+               "accuracy": False, "timeout_s": 600.0}
+    best: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in range(max(1, args.rounds)):
+        for job in (jobs if r % 2 == 0 else list(reversed(jobs))):
+            try:
+                lat = run_isolated(arts[job], request)["latency"] or {}
+            except EdgeKDError as err:
+                errors[job] = str(err)
+                continue
+            if job not in best or lat.get("p50_ms", 1e9) < best[job]["p50_ms"]:
+                best[job] = {"p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "cv": lat.get("cv")}
+    load_after = _load()
+
+    rows = []
+    for (spec, runtime, precision) in [(s, r, p) for r in runtimes for p in precisions for s in specs]:
+        job = (spec, runtime, precision)
+        row = {"spec": spec, "runtime": runtime, "precision": precision, **sizes[spec],
+               "p50_ms": None, "p90_ms": None, "error": errors.get(job)}
+        if job in best:
+            row.update(best[job])
+        if runtime == "onnxruntime" and precision == "int8":
+            row["int8_rule"] = ort_int8_settings(identity)["rule"]
+        rows.append(row)
+    ratios: dict[str, float | None] = {}
+    for runtime in runtimes:
+        pairs = [(b["p50_ms"], a["p50_ms"]) for a in rows for b in rows
+                 if a["runtime"] == b["runtime"] == runtime and a["spec"] == b["spec"]
+                 and a["precision"] == "fp32" and b["precision"] == "int8" and a["p50_ms"] and b["p50_ms"]]
+        ratios[runtime] = round(statistics.median(i / f for i, f in pairs), 3) if pairs else None
+
+    print(f"{'spec':<52} {'px':>4} {'MMACs':>8} {'Mparams':>8} {'runtime/precision':<20} {'p50 ms':>8} {'p90 ms':>8}")
+    for row in rows:
+        p50 = f"{row['p50_ms']:.3f}" if row["p50_ms"] else "-"
+        p90 = f"{row['p90_ms']:.3f}" if row["p90_ms"] else "-"
+        print(f"{row['spec']:<52} {row['resolution']:>4} {row['macs'] / 1e6:>8.1f} {row['params'] / 1e6:>8.2f} "
+              f"{row['runtime'] + '/' + row['precision']:<20} {p50:>8} {p90:>8}"
+              + (f"  ({row['error'][:80]})" if row["error"] else ""))
+    print(f"INT8 / fp32 median p50 per runtime: {ratios}; load average before {load_before}, after {load_after}")
+    fp32 = [r["p50_ms"] for r in rows if r["precision"] == "fp32" and r["p50_ms"]]
+    every = [r["p50_ms"] for r in rows if r["p50_ms"]]
+    print(json.dumps({
+        "median_p50_ms": round(statistics.median(fp32), 3) if fp32 else None,
+        "median_p50_ms_all": round(statistics.median(every), 3) if every else None,
+        "int8_ratio": ratios,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "ort_int8_rule": ort_int8_settings(identity)["rule"],
+        "isa": identity.get("isa"),
+        "load": {"before": load_before, "after": load_after},
+        "failed": sum(1 for r in rows if r["p50_ms"] is None),
+        "rows": rows,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
