@@ -155,3 +155,13 @@ def test_student_at_its_resolution_distills_and_exports_everywhere(tiny_teacher_
     assert stated["resize"]["to"] == [16, 16] and stated["resolution"] == 16
     assert any(step.startswith("resize: bilinear (half-pixel centres) to 16x16") for step in stated["steps"])
     assert stated["normalization"]["mean"] == info.normalization["mean"]
+
+
+def test_latency_features_of_a_resolution_spec_are_counted_at_its_resolution_not_the_datas():
+    from edgekd.latency.features import spec_features
+    from edgekd.models import count_macs, create_model
+
+    spec = "mobilenetv2:resolution=32,width=0.35"
+    on_digits = spec_features(spec, (1, 8, 8), 10)
+    on_mnist = spec_features(spec, (1, 28, 28), 10)
+    assert on_digits["macs"] == on_mnist["macs"] == count_macs(create_model(spec, (1, 32, 32), 10), (1, 32, 32))

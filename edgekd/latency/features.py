@@ -101,16 +101,18 @@ def padded_conv_macs(features: Mapping[str, Any], cin_block: int, cout_block: in
 
 @functools.lru_cache(maxsize=512)
 def _spec_features_cached(spec: str, input_shape: tuple[int, ...], num_classes: int) -> tuple[tuple[str, Any], ...]:
-    from edgekd.models import create_model
+    from edgekd.models import create_model, spec_input_shape
 
-    model = create_model(spec, input_shape, num_classes)
-    return tuple(sorted(architecture_features(model, input_shape).items()))
+    shape = spec_input_shape(spec, input_shape)  # a spec with resolution=r runs at r x r whatever the data's size
+    model = create_model(spec, shape, num_classes)
+    return tuple(sorted(architecture_features(model, shape).items()))
 
 
 def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
     """Architecture features of the model a spec builds (macs, params, activation bytes, layer counts).
 
     Computed on the host from one zero-input forward of an untrained model (cached per spec/shape);
-    nothing is timed, so this works for students that were never trained or measured.
+    nothing is timed, so this works for students that were never trained or measured. `input_shape`
+    is the data's; a spec that fixes its own resolution is counted at that resolution.
     """
     return dict(_spec_features_cached(str(spec), tuple(int(d) for d in input_shape), int(num_classes)))
