@@ -104,9 +104,13 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
     store them in the profile's section (in memory) and return {key: LatencyModel}."""
     from edgekd.latency import MIN_SAMPLES, Sample, fit_latency_model, model_key
 
+    from edgekd.latency_anchor import anchor_floor, steady_latency
+
     section = latency_section(profile)
     groups: dict[str, list[Sample]] = {}
     meta: dict[str, dict[str, Any]] = {}
+    # measurements with a speed anchor are fitted at the device's steady speed (edgekd.latency_anchor)
+    floor = anchor_floor(m.latency for m in profile.measurements.values())
     for m in profile.measurements.values():
         if not m.latency or not m.latency.get("p50_ms"):
             continue
@@ -114,7 +118,8 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
         if feats is None:
             continue
         key = model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section))
-        groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
+        groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats,
+                                                 steady_latency(m.latency, floor)))
         meta[key] = {"runtime": measurement_runtime(m), "format": m.format, "precision": m.precision,
                      "threads": m.threads, "batch": m.batch}
     from edgekd.device_identity import hardware_identity, model_identity
@@ -164,7 +169,7 @@ def update_profile_section(path: Any, change: Any) -> Any:
 # Lighter than `edgekd bench`'s defaults: latency only, and dozens of models to get through. p50 of
 # >= 200 iterations over >= 0.5 s is stable to ~1-2 % on a quiet CPU (checked by scripts/bench_select.py).
 CALIBRATION_REQUEST = {"warmup_count": 10, "warmup_s": 0.3, "min_count": 200, "min_s": 0.5, "max_s": 30.0,
-                       "accuracy": False, "latency": True}
+                       "accuracy": False, "latency": True, "anchor": True}
 # On a shared machine a neighbour can slow a whole stretch of seconds (measured on this 2-vCPU VM: in
 # one round 39 % of the models ran ~1.6x slower). Interference only ever slows, so each model is
 # measured in interleaved rounds and its least-disturbed round is kept: bench_select.py with the
@@ -228,6 +233,7 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     from pathlib import Path
 
     from edgekd.errors import ConfigError, EdgeKDError
+    from edgekd.latency_anchor import calmness
     from edgekd.latency_features import spec_features
     from edgekd.profiles import Measurement, record_measurements
 
@@ -259,14 +265,17 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
             except EdgeKDError as err:
                 failed[j] = {**row, "ok": False, "error": str(err)}
                 continue
-            p50 = (m.latency or {}).get("p50_ms")
-            kept = best.get(j, {}).get("p50_ms")
+            # least disturbed = the calmest machine (lowest speed-anchor p50, edgekd.latency_anchor),
+            # else (an agent without the anchor) the lowest p50
+            p50 = calmness(m.latency) or (m.latency or {}).get("p50_ms")
+            kept = best.get(j, {}).get("rank")
             if j in best and (p50 is None or (kept is not None and p50 >= kept)):
                 continue  # an earlier round was less disturbed
             m.warnings = [*m.warnings, "untrained (random weights): latency calibration only"]
             if rounds > 1:
-                m.warnings.append(f"least-disturbed of {rounds} interleaved rounds (lowest p50) kept")
-            best[j] = {**row, "ok": True, "p50_ms": p50, "model_sha256": m.model_sha256}
+                m.warnings.append(f"least-disturbed of {rounds} interleaved rounds (calmest by the speed anchor) kept")
+            best[j] = {**row, "ok": True, "p50_ms": (m.latency or {}).get("p50_ms"), "rank": p50,
+                       "model_sha256": m.model_sha256}
             entry = {"spec": spec, "input_shape": list(shape), "num_classes": classes, "features": feats}
 
             def add_features(prof: Any, sha: str = m.model_sha256, entry: dict = entry) -> None:
