@@ -7,7 +7,8 @@ runs the list forwards, r+1 backwards), with the speed anchor on (`edgekd.bench.
 
     raw       the p50 each run reports
     min-of-2  the lower p50 of two consecutive repeats (what a 2-round calibration kept before the anchor)
-    steady    anchor ratio x the run's anchor floor (`edgekd.latency_anchor`): the device's state divided out
+    steady    `edgekd.latency_anchor.steady_latency`: a run whose anchor was > 20 % above the run's
+              anchor floor rescaled (anchor ratio x floor), a calm run as measured
     calm-of-2 the steady p50 of the calmer (lower anchor p50) of two consecutive repeats: what a
               2-round calibration keeps now
 
