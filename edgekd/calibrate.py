@@ -233,7 +233,7 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     from pathlib import Path
 
     from edgekd.errors import ConfigError, EdgeKDError
-    from edgekd.latency_anchor import calmness
+    from edgekd.latency_anchor import anchor_floor, round_rank
     from edgekd.latency_features import spec_features
     from edgekd.profiles import Measurement, record_measurements
 
@@ -241,6 +241,8 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     jobs = [(s, r, p) for r in runtimes for p in precisions for s in specs]
     rounds = max(1, int(rounds))
     best: dict[int, dict[str, Any]] = {}  # job index -> its row (with the best p50 so far)
+    kept_lat: dict[int, dict[str, Any]] = {}  # job index -> latency of the round kept so far
+    seen_lat: list[dict[str, Any]] = []  # every round's latency (the anchor floor so far)
     failed: dict[int, dict[str, Any]] = {}
     arts: dict[int, Any] = {}  # job index -> its exported artifact (built once, measured every round)
     step = 0
@@ -265,17 +267,19 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
             except EdgeKDError as err:
                 failed[j] = {**row, "ok": False, "error": str(err)}
                 continue
-            # least disturbed = the calmest machine (lowest speed-anchor p50, edgekd.latency_anchor),
-            # else (an agent without the anchor) the lowest p50
-            p50 = calmness(m.latency) or (m.latency or {}).get("p50_ms")
-            kept = best.get(j, {}).get("rank")
-            if j in best and (p50 is None or (kept is not None and p50 >= kept)):
+            if not (m.latency or {}).get("p50_ms"):
+                continue
+            # least disturbed (edgekd.latency_anchor.round_rank): a calm round (speed anchor near the
+            # device's floor so far) with the lowest p50, else the calmest; without an anchor the lowest p50
+            seen_lat.append(m.latency)
+            floor = anchor_floor(seen_lat)
+            if j in kept_lat and round_rank(m.latency, floor) >= round_rank(kept_lat[j], floor):
                 continue  # an earlier round was less disturbed
+            kept_lat[j] = m.latency
             m.warnings = [*m.warnings, "untrained (random weights): latency calibration only"]
             if rounds > 1:
-                m.warnings.append(f"least-disturbed of {rounds} interleaved rounds (calmest by the speed anchor) kept")
-            best[j] = {**row, "ok": True, "p50_ms": (m.latency or {}).get("p50_ms"), "rank": p50,
-                       "model_sha256": m.model_sha256}
+                m.warnings.append(f"least-disturbed of {rounds} interleaved rounds (by the speed anchor: calm and lowest p50) kept")
+            best[j] = {**row, "ok": True, "p50_ms": m.latency["p50_ms"], "model_sha256": m.model_sha256}
             entry = {"spec": spec, "input_shape": list(shape), "num_classes": classes, "features": feats}
 
             def add_features(prof: Any, sha: str = m.model_sha256, entry: dict = entry) -> None:

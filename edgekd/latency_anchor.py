@@ -8,7 +8,8 @@ device the *floor* is a low quantile (10 %) of `anchor_p50_ms` (interference onl
 fast anchors are the undisturbed state). A measurement whose anchor is more than CALM_BAND (20 %)
 above the floor was slowed by the machine: its steady p50 is `anchor_ratio_p50 * floor`, and its
 p90 / p99 / mean are scaled by the same factor; a calm one, or one without an anchor, stays as
-measured. Of several rounds of one model, the one with the lowest anchor p50 (`calmness`) is kept.
+measured. Of several rounds of one model, the calm one with the lowest p50 is kept, else the calmest
+(`pick_round`).
 
 Measured (`scripts/bench_repeat.py`, 26 students x 6 fresh-process runs, load average 12-16, two
 runs): the lower raw p50 of two rounds (the method before) repeated within ±10 % of its median for
@@ -61,8 +62,19 @@ def steady_latency(latency: Mapping[str, Any], floor: float | None) -> dict[str,
     return out
 
 
-def calmness(latency: Mapping[str, Any] | None) -> float | None:
-    """How disturbed the machine was during a measurement: its anchor p50 (lower = calmer; comparable
-    across models of one device). Of several rounds of one model, the calmest is kept. None without
-    an anchor."""
-    return float(latency["anchor_p50_ms"]) if latency is not None and has_anchor(latency) else None
+def round_rank(latency: Mapping[str, Any], floor: float | None) -> tuple[int, float]:
+    """Sort key for several rounds of one model (lowest first): calm rounds (anchor within CALM_BAND of
+    `floor`, or no anchor / no floor) by their p50, then disturbed rounds by their anchor p50.
+
+    Among calm rounds the anchor's differences are its own noise, and the lowest p50 filters the small
+    disturbances it cannot see; a disturbed round only wins when no round was calm, and then the
+    calmest one is kept (and rescaled by `steady_latency`)."""
+    p50 = float(latency.get("p50_ms") or float("inf"))
+    if floor is None or not has_anchor(latency) or float(latency["anchor_p50_ms"]) <= floor * (1.0 + CALM_BAND):
+        return (0, p50)
+    return (1, float(latency["anchor_p50_ms"]))
+
+
+def pick_round(rounds: Iterable[Mapping[str, Any]], floor: float | None) -> Mapping[str, Any]:
+    """The round of one model a calibration keeps (see `round_rank`)."""
+    return min(rounds, key=lambda lat: round_rank(lat, floor))

@@ -9,8 +9,8 @@ runs the list forwards, r+1 backwards), with the speed anchor on (`edgekd.bench.
     min-of-2  the lower p50 of two consecutive repeats (what a 2-round calibration kept before the anchor)
     steady    `edgekd.latency_anchor.steady_latency`: a run whose anchor was > 20 % above the run's
               anchor floor rescaled (anchor ratio x floor), a calm run as measured
-    calm-of-2 the steady p50 of the calmer (lower anchor p50) of two consecutive repeats: what a
-              2-round calibration keeps now
+    calm-of-2 of two consecutive repeats, the one `edgekd.latency_anchor.pick_round` keeps (calm and
+              lowest p50, else the calmest), through `steady_latency`: what a 2-round calibration keeps now
 
 and for each: the median and worst max/min ratio over students, and the share of repeats within
 ±5 % / ±10 % of their student's median. If repeats of one model disagree by more than 10 %, no
@@ -58,7 +58,7 @@ def main() -> None:
 
     from edgekd.bench.measure import run_isolated
     from edgekd.calibrate import CALIBRATION_REQUEST, export_untrained
-    from edgekd.latency_anchor import anchor_floor, steady_latency
+    from edgekd.latency_anchor import anchor_floor, pick_round, steady_latency
     from edgekd.search_space import student_specs
 
     specs = student_specs()[: args.limit]
@@ -90,7 +90,7 @@ def main() -> None:
     steady = {s: [steady_latency(x, floor)["p50_ms"] for x in v] for s, v in runs.items()}
     min2 = {s: [min(v[i], v[i + 1]) for i in range(0, len(v) - 1, 2)] for s, v in raw.items()}
     # what a 2-round calibration keeps now: the calmer run (lower anchor p50), rescaled to the floor
-    calm2 = {s: [steady_latency(min(v[i], v[i + 1], key=lambda x: x["anchor_p50_ms"]), floor)["p50_ms"]
+    calm2 = {s: [steady_latency(pick_round(v[i:i + 2], floor), floor)["p50_ms"]
                  for i in range(0, len(v) - 1, 2)] for s, v in runs.items()}
     anchors = [x["anchor_p50_ms"] for v in runs.values() for x in v]
 

@@ -3,8 +3,8 @@ starts from a foreign profile, and README command 1 — printed as tables and, l
 
 Devices: pairs of genuinely different "devices" reachable on one machine, each with its own fitted
 model (every model below is measured here, in this process, in interleaved rounds, with the speed
-anchor timed in bursts alongside; each model keeps its calmest round, lowest anchor p50, rescaled
-to the run's anchor floor, as `edgekd profile calibrate` does):
+anchor timed in bursts alongside; each model keeps its least-disturbed round by the anchor, rescaled
+to the run's anchor floor when it was clearly slowed, as `edgekd profile calibrate` does):
 
     (a) ort-t1 -> ort-t2        ONNX Runtime 1 intra-op thread vs 2
     (b) ort-noopt -> ort-t1     ONNX Runtime graph optimizations disabled vs enabled (1 thread)
@@ -83,18 +83,18 @@ def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, wor
             ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, float]]:
     """Interleaved rounds over every (config, spec), each timed with the speed anchor alongside
     (`edgekd.bench.anchor`). Returns ({config: {spec: steady p50 ms}}, {config: {spec: raw p50 ms}},
-    anchor figures): steady = the calmest round's (lowest anchor p50) anchor ratio x the run's anchor
-    floor (`edgekd.latency_anchor`); raw = the lowest p50 over the rounds (the method before)."""
+    anchor figures): steady = the round `edgekd.latency_anchor.pick_round` keeps, through
+    `steady_latency` (as calibration does); raw = the lowest p50 over the rounds (the method before)."""
     from edgekd.bench.anchor import SpeedAnchor, anchor_summary, anchored_timing_loop
     from edgekd.calibrate import export_untrained
-    from edgekd.latency_anchor import anchor_floor, steady_latency
+    from edgekd.latency_anchor import anchor_floor, pick_round, steady_latency
 
     arts_ort = {s: export_untrained(s, SHAPE, CLASSES, "onnxruntime", "fp32", work) for s in specs}
     print(f"exported {len(specs)} untrained students to ONNX", flush=True)
     steps = {c: sessions(arts_ort, c) for c in configs}
     anchor = SpeedAnchor()
     raw: dict[str, dict[str, float]] = {c: {} for c in configs}
-    calm: dict[str, dict[str, dict[str, float]]] = {c: {} for c in configs}  # the calmest round's figures
+    rounds_of: dict[str, dict[str, list[dict[str, float]]]] = {c: {s: [] for s in specs} for c in configs}
     anchors: list[float] = []
     jobs = [(c, s) for s in specs for c in configs]
     for r in range(rounds):
@@ -105,13 +105,13 @@ def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, wor
             summary = anchor_summary(times, anchor_times)
             anchors.append(summary["p50_ms"])
             raw[c][s] = min(float(np.median(times)) / 1e6, raw[c].get(s, float("inf")))
-            if s not in calm[c] or summary["p50_ms"] < calm[c][s]["anchor_p50_ms"]:
-                calm[c][s] = {"p50_ms": float(np.median(times)) / 1e6, "anchor_p50_ms": summary["p50_ms"],
-                              "anchor_ratio_p50": summary["ratio_p50"]}
+            rounds_of[c][s].append({"p50_ms": float(np.median(times)) / 1e6, "anchor_p50_ms": summary["p50_ms"],
+                                    "anchor_ratio_p50": summary["ratio_p50"]})
         print(f"  round {r + 1}/{rounds}: {len(jobs)} measurements in {time.perf_counter() - t0:.0f} s "
               f"(load average {os.getloadavg()[0]:.1f})", flush=True)
-    floor = anchor_floor(x for row in calm.values() for x in row.values())
-    steady = {c: {s: steady_latency(x, floor)["p50_ms"] for s, x in row.items()} for c, row in calm.items()}
+    floor = anchor_floor(x for row in rounds_of.values() for xs in row.values() for x in xs)
+    steady = {c: {s: steady_latency(pick_round(xs, floor), floor)["p50_ms"] for s, xs in row.items()}
+              for c, row in rounds_of.items()}
     return steady, raw, {"floor_ms": floor, "median_ms": float(np.median(anchors)), "max_ms": max(anchors),
                          "max_over_floor": max(anchors) / floor}
 
@@ -250,7 +250,7 @@ def main() -> None:
         "within_10pct_by_method": {p: {m: {str(k): round(v, 3) for k, v in row.items()}
                                        for m, row in res["within"][p].items()} for p in PAIRS},
         "full_calibration_within_10pct": {p: round(v, 3) for p, v in res["full"].items()},
-        "measurement": "steady p50: the calmest round's anchor ratio x the run's anchor floor (edgekd.latency_anchor)",
+        "measurement": "steady p50: edgekd.latency_anchor.pick_round + steady_latency, as calibration keeps",
         "anchor": anchor_figs,
         **({"within_10pct_raw": {p: {str(k): round(v, 3) for k, v in res_raw["within"][p][DEFAULT_METHOD].items()}
                                  for p in PAIRS},
