@@ -104,12 +104,13 @@ def calibrated(tmp_path_factory):
 
 
 def _slow_down(profile: Profile, factor: float, keep_anchor: bool) -> Profile:
-    """Half of the measurements as if taken while the machine ran `factor` slower (the model and the
-    anchor slowed alike, so their ratio is unchanged). The calmest measurement (it sets the floor of
-    these few) is never among them."""
+    """The measured profile as if every round had been calm (one anchor time for all), then half of
+    its measurements as if taken while the machine ran `factor` slower (the model and the anchor
+    slowed alike, so their ratio is unchanged)."""
     prof = copy.deepcopy(profile)
-    for i, m in enumerate(sorted(prof.measurements.values(), key=lambda m: m.latency["anchor_p50_ms"])):
-        lat = dict(m.latency)
+    for i, m in enumerate(sorted(prof.measurements.values(), key=lambda m: m.model_sha256)):
+        lat = dict(m.latency, anchor_p50_ms=0.005)
+        lat["anchor_ratio_p50"] = lat["p50_ms"] / lat["anchor_p50_ms"]
         if i % 2:
             for key in ("p50_ms", "p90_ms", "p99_ms", "anchor_p50_ms"):
                 lat[key] *= factor
