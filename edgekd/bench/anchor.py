@@ -6,10 +6,10 @@ the same untrained student, measured in fresh processes a few seconds apart, gav
 apart (median max/min 1.58 over 26 students; 64 % of repeats within ±10 % of their median), while
 within one process five 0.1 s windows agreed to ~5 %. The machine switches between a fast and a slow
 state for stretches of 2-10 s (not tied to a vCPU; no steal time reported), and every SIMD-heavy
-workload slows by about the same factor. A fixed matmul timed in the same loop slows with it: the
-per-iteration ratio inference / anchor repeated to ~5 % (max/min 1.05, 100 % within ±10 %) where
-the raw p50 did not. A host fitting a latency model divides that state out (`edgekd.latency_anchor`);
-the raw statistics stay what they are.
+workload slows by about the same factor. A fixed numpy workload timed in the same process slows with
+it: in a probe of 8 students x 6 runs the ratio inference / anchor repeated to ~5 % (max/min 1.05,
+100 % within ±10 %) where the raw p50 did not (1.6-1.7, 67-81 %). A host fitting a latency model
+divides that state out (`edgekd.latency_anchor`); the raw statistics stay what they are.
 
 Device side: numpy + stdlib only. The workload is fixed (version `ANCHOR_VERSION`): anchors are only
 ever compared with anchors of the same version on the same device.
