@@ -182,7 +182,7 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
     if req["latency"]:
         loop_args = {k: req[k] for k in ("warmup_count", "warmup_s", "min_count", "min_s", "max_s")}
         if req["anchor"]:
-            # a fixed numpy workload after every timed inference: how fast the machine was meanwhile
+            # a fixed numpy workload timed in bursts during the loop: how fast the machine was meanwhile
             from edgekd.bench.anchor import SpeedAnchor, anchor_summary, anchored_timing_loop
 
             loop, times, anchor_times = anchored_timing_loop(lambda: runner.run(feed), SpeedAnchor(), **loop_args)
