@@ -2,8 +2,9 @@
 starts from a foreign profile, and README command 1 — printed as tables and, last, one JSON line.
 
 Devices: pairs of genuinely different "devices" reachable on one machine, each with its own fitted
-model (every model below is measured here, in this process, in interleaved rounds; each model keeps
-its least-disturbed round, lowest p50, as `edgekd profile calibrate` does):
+model (every model below is measured here, in this process, in interleaved rounds, with the speed
+anchor timed in bursts alongside; each model keeps its least-disturbed round by the anchor, rescaled
+to the run's anchor floor when it was clearly slowed, as `edgekd profile calibrate` does):
 
     (a) ort-t1 -> ort-t2        ONNX Runtime 1 intra-op thread vs 2
     (b) ort-noopt -> ort-t1     ONNX Runtime graph optimizations disabled vs enabled (1 thread)
@@ -78,25 +79,41 @@ def sessions(arts_ort: dict[str, Path], config: str):
     return steps
 
 
-def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, work: Path) -> dict[str, dict[str, float]]:
-    """{config: {spec: p50 ms}}: interleaved rounds over every (config, spec), least-disturbed kept."""
-    from edgekd.bench.measure import latency_stats, timing_loop
+def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, work: Path
+            ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, float]]:
+    """Interleaved rounds over every (config, spec), each timed with the speed anchor alongside
+    (`edgekd.bench.anchor`). Returns ({config: {spec: steady p50 ms}}, {config: {spec: raw p50 ms}},
+    anchor figures): steady = the round `edgekd.latency.anchor.pick_round` keeps, through
+    `steady_latency` (as calibration does); raw = the lowest p50 over the rounds (the method before)."""
+    from edgekd.bench.anchor import SpeedAnchor, anchor_summary, anchored_timing_loop
     from edgekd.latency.calibrate import export_untrained
+    from edgekd.latency.anchor import anchor_floor, pick_round, steady_latency
 
     arts_ort = {s: export_untrained(s, SHAPE, CLASSES, "onnxruntime", "fp32", work) for s in specs}
     print(f"exported {len(specs)} untrained students to ONNX", flush=True)
     steps = {c: sessions(arts_ort, c) for c in configs}
-    best: dict[str, dict[str, float]] = {c: {} for c in configs}
+    anchor = SpeedAnchor()
+    raw: dict[str, dict[str, float]] = {c: {} for c in configs}
+    rounds_of: dict[str, dict[str, list[dict[str, float]]]] = {c: {s: [] for s in specs} for c in configs}
+    anchors: list[float] = []
     jobs = [(c, s) for s in specs for c in configs]
     for r in range(rounds):
         t0 = time.perf_counter()
         for c, s in (jobs if r % 2 == 0 else list(reversed(jobs))):
-            _, times = timing_loop(steps[c][s], warmup_count=10, warmup_s=0.05, min_count=200, min_s=min_s, max_s=10.0)
-            p50 = latency_stats(times)["p50_ms"]
-            best[c][s] = min(p50, best[c].get(s, float("inf")))
+            _, times, anchor_times = anchored_timing_loop(steps[c][s], anchor, warmup_count=10, warmup_s=0.05,
+                                                          min_count=200, min_s=min_s, max_s=10.0)
+            summary = anchor_summary(times, anchor_times)
+            anchors.append(summary["p50_ms"])
+            raw[c][s] = min(float(np.median(times)) / 1e6, raw[c].get(s, float("inf")))
+            rounds_of[c][s].append({"p50_ms": float(np.median(times)) / 1e6, "anchor_p50_ms": summary["p50_ms"],
+                                    "anchor_ratio_p50": summary["ratio_p50"]})
         print(f"  round {r + 1}/{rounds}: {len(jobs)} measurements in {time.perf_counter() - t0:.0f} s "
               f"(load average {os.getloadavg()[0]:.1f})", flush=True)
-    return best
+    floor = anchor_floor(x for row in rounds_of.values() for xs in row.values() for x in xs)
+    steady = {c: {s: steady_latency(pick_round(xs, floor), floor)["p50_ms"] for s, xs in row.items()}
+              for c, row in rounds_of.items()}
+    return steady, raw, {"floor_ms": floor, "median_ms": float(np.median(anchors)), "max_ms": max(anchors),
+                         "max_over_floor": max(anchors) / floor}
 
 
 def committed_model():
@@ -200,14 +217,18 @@ def main() -> None:
     if args.load_measurements:
         saved = json.loads(Path(args.load_measurements).read_text())
         lat, load_measuring = saved["p50_ms"], saved.get("load_avg_measuring")
+        lat_raw, anchor_figs = saved.get("p50_ms_raw"), saved.get("anchor")
     else:
         configs = ["ort-t1", "ort-t2", "ort-noopt", "openvino", "ort-t0"]
-        lat = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
+        lat, lat_raw, anchor_figs = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
         load_measuring = [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()]
     if args.save_measurements:
-        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "fit": fit, "held": held,
+        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "p50_ms_raw": lat_raw, "anchor": anchor_figs,
+                                                            "fit": fit, "held": held,
                                                             "load_avg_measuring": load_measuring}))
     res = transfer_table(lat, fit, held, args.draws)
+    # the same table from the raw p50s (lowest of the rounds, no anchor): what the anchor changes
+    res_raw = transfer_table(lat_raw, fit, held, args.draws) if lat_raw else None
     ratios = speed_ratios(lat, held)
     print(f"\nheld-out search-space students within ±10 % of measured p50 (target device), mean over {args.draws} "
           f"draws of k random target points; fitted on {len(fit)} per device; held out {len(held)}")
@@ -218,11 +239,23 @@ def main() -> None:
                   + f" {res['full'][pair]:9.0%} {ratios[pair]:7.2f}x")
     from edgekd.latency.transfer import DEFAULT_METHOD
 
+    if res_raw:
+        print(f"\nthe same, {DEFAULT_METHOD}, from raw p50s (lowest of {args.rounds} rounds, machine state not divided out)")
+        for pair, (src, dst) in PAIRS.items():
+            row = res_raw["within"][pair][DEFAULT_METHOD]
+            print(f"({pair}) {src + ' -> ' + dst:25s} {'raw':11s} " + " ".join(f"{row[k]:6.0%}" for k in KS)
+                  + f" {res_raw['full'][pair]:9.0%}")
     out: dict = {
         "within_10pct": {p: {str(k): round(v, 3) for k, v in res["within"][p][DEFAULT_METHOD].items()} for p in PAIRS},
         "within_10pct_by_method": {p: {m: {str(k): round(v, 3) for k, v in row.items()}
                                        for m, row in res["within"][p].items()} for p in PAIRS},
         "full_calibration_within_10pct": {p: round(v, 3) for p, v in res["full"].items()},
+        "measurement": "steady p50: edgekd.latency.anchor.pick_round + steady_latency, as calibration keeps",
+        "anchor": anchor_figs,
+        **({"within_10pct_raw": {p: {str(k): round(v, 3) for k, v in res_raw["within"][p][DEFAULT_METHOD].items()}
+                                 for p in PAIRS},
+            "full_calibration_within_10pct_raw": {p: round(v, 3) for p, v in res_raw["full"].items()}}
+           if res_raw else {}),
         "method": DEFAULT_METHOD, "median_speed_ratio_target_over_source": {p: round(v, 3) for p, v in ratios.items()},
         "fit_on": len(fit), "held_out": len(held), "draws": args.draws, "rounds": args.rounds,
         "load_avg_measuring": load_measuring,  # 1/5/15-min load averages before and after the measurements

@@ -171,12 +171,17 @@ def test_calibration_sample_is_spread_and_out_of_sample():
     assert {s.split(":")[0] for s in specs} == {s.split(":")[0] for s in student_specs()}
     assert calibration_specs(30, seed=1) == specs  # deterministic
     # spread over sizes: each family's smallest and largest out-of-sample variant is in the sample
-    from edgekd.latency.search_space import _family_variants
+    from edgekd.latency.search_space import CALIBRATION_SIZE_MARGIN, _family_variants
     from edgekd.models import MODELS
 
     for family in ("cnn", "mobilenet"):
+        space_macs = max(spec_features(v, SHAPE, CLASSES)["macs"] for v in MODELS.get(family).search_space())
         pool = [v for v in _family_variants(family, MODELS.get(family).search_space()) if v not in student_specs()]
+        # the sample reaches beyond the space, but not into a cost regime none of its students is in
+        pool = [v for v in pool if spec_features(v, SHAPE, CLASSES)["macs"] <= CALIBRATION_SIZE_MARGIN * space_macs]
         sizes = {v: spec_features(v, SHAPE, CLASSES)["params"] for v in pool}
+        picked_macs = [spec_features(s, SHAPE, CLASSES)["macs"] for s in specs if s.startswith(family + ":")]
+        assert 0.9 * space_macs <= max(picked_macs) <= CALIBRATION_SIZE_MARGIN * space_macs
         picked = [s for s in specs if s.startswith(family + ":")]
         assert max(sizes[s] for s in picked) == max(sizes.values())
         assert min(sizes[s] for s in picked) == min(sizes.values())

@@ -181,14 +181,15 @@ def measure_artifact(artifact_dir: str | Path, request: dict[str, Any] | None = 
         "versions": versions(info),
     }
     if req["latency"]:
-        loop, times = timing_loop(
-            lambda: runner.run(feed),
-            warmup_count=req["warmup_count"],
-            warmup_s=req["warmup_s"],
-            min_count=req["min_count"],
-            min_s=req["min_s"],
-            max_s=req["max_s"],
-        )
+        loop_args = {k: req[k] for k in ("warmup_count", "warmup_s", "min_count", "min_s", "max_s")}
+        if req["anchor"]:
+            # a fixed numpy workload timed in bursts during the loop: how fast the machine was meanwhile
+            from edgekd.bench.anchor import SpeedAnchor, anchor_summary, anchored_timing_loop
+
+            loop, times, anchor_times = anchored_timing_loop(lambda: runner.run(feed), SpeedAnchor(), **loop_args)
+            result["speed_anchor"] = anchor_summary(times, anchor_times)
+        else:
+            loop, times = timing_loop(lambda: runner.run(feed), **loop_args)
         stats = latency_stats(times, req["batch"])
         result["latency"] = stats
         result["loop"] = loop

@@ -32,6 +32,7 @@ DEFAULT_REQUEST: dict[str, Any] = {
     "eval_batch": 64,  # batch for the accuracy pass when the model's batch is dynamic
     "seed": 0,
     "cv_warn": 0.10,  # coefficient of variation above which the result carries a warning
+    "anchor": False,  # time a fixed numpy workload after every inference (edgekd.bench.anchor)
     "timeout_s": 900.0,  # run_isolated only: kill the child after this long
 }
 
@@ -83,7 +84,7 @@ def normalize_request(request: dict[str, Any] | None) -> dict[str, Any]:
         _number(req, key, 0.0, MAX_SECONDS)
     _number(req, "timeout_s", 0.001, MAX_SECONDS)
     _number(req, "cv_warn", 0.0, 1e6)
-    for key in ("latency",):
+    for key in ("latency", "anchor"):
         if not isinstance(req[key], bool):
             raise ConfigError(f"benchmark request {key}={req[key]!r} must be true or false")
     if req["accuracy"] is not None and not isinstance(req["accuracy"], bool):

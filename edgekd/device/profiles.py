@@ -133,6 +133,11 @@ class Measurement:
         if not sha:
             raise ProfileError("a measurement needs a model sha256 (the artifact manifest lists none); re-export it")
         keep = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "cv", "count", "throughput_per_s")
+        anchor = result.get("speed_anchor") or {}
+        if lat and anchor.get("p50_ms") and anchor.get("ratio_p50"):
+            # how fast the machine was meanwhile (edgekd.bench.anchor): the fit divides that state out
+            lat = {**lat, "anchor_p50_ms": anchor["p50_ms"], "anchor_ratio_p50": anchor["ratio_p50"]}
+            keep = (*keep, "anchor_p50_ms", "anchor_ratio_p50")
         return cls(
             model_sha256=sha,
             format=str(art.get("format")),

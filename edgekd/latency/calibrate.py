@@ -104,9 +104,13 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
     store them in the profile's section (in memory) and return {key: LatencyModel}."""
     from edgekd.latency.model import MIN_SAMPLES, Sample, fit_latency_model, model_key
 
+    from edgekd.latency.anchor import anchor_floor, steady_latency
+
     section = latency_section(profile)
     groups: dict[str, list[Sample]] = {}
     meta: dict[str, dict[str, Any]] = {}
+    # measurements with a speed anchor are fitted at the device's steady speed (edgekd.latency.anchor)
+    floor = anchor_floor(m.latency for m in profile.measurements.values())
     for m in profile.measurements.values():
         if not m.latency or not m.latency.get("p50_ms"):
             continue
@@ -115,7 +119,8 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
             continue
         key = model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section),
                         accelerator=m.accelerator)
-        groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
+        groups.setdefault(key, []).append(Sample(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats,
+                                                 steady_latency(m.latency, floor)))
         meta[key] = {"runtime": measurement_runtime(m), "format": m.format, "precision": m.precision,
                      "threads": m.threads, "batch": m.batch}
         if m.on_accelerator:
@@ -174,7 +179,7 @@ def accelerator_request(target: Any) -> dict[str, Any]:
 # Lighter than `edgekd bench`'s defaults: latency only, and dozens of models to get through. p50 of
 # >= 200 iterations over >= 0.5 s is stable to ~1-2 % on a quiet CPU (checked by scripts/bench_select.py).
 CALIBRATION_REQUEST = {"warmup_count": 10, "warmup_s": 0.3, "min_count": 200, "min_s": 0.5, "max_s": 30.0,
-                       "accuracy": False, "latency": True}
+                       "accuracy": False, "latency": True, "anchor": True}
 # On a shared machine a neighbour can slow a whole stretch of seconds (measured on this 2-vCPU VM: in
 # one round 39 % of the models ran ~1.6x slower). Interference only ever slows, so each model is
 # measured in interleaved rounds and its least-disturbed round is kept: bench_select.py with the
@@ -238,13 +243,16 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     from pathlib import Path
 
     from edgekd.errors import ConfigError, EdgeKDError
-    from edgekd.latency.features import spec_features
     from edgekd.device.profiles import Measurement, record_measurements
+    from edgekd.latency.anchor import anchor_floor, round_rank
+    from edgekd.latency.features import spec_features
 
     req = {**CALIBRATION_REQUEST, **(request or {}), "threads": threads, "batch": batch}
     jobs = [(s, r, p) for r in runtimes for p in precisions for s in specs]
     rounds = max(1, int(rounds))
     best: dict[int, dict[str, Any]] = {}  # job index -> its row (with the best p50 so far)
+    kept_lat: dict[int, dict[str, Any]] = {}  # job index -> latency of the round kept so far
+    seen_lat: list[dict[str, Any]] = []  # every round's latency (the anchor floor so far)
     failed: dict[int, dict[str, Any]] = {}
     arts: dict[int, Any] = {}  # job index -> its exported artifact (built once, measured every round)
     step = 0
@@ -269,14 +277,19 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
             except EdgeKDError as err:
                 failed[j] = {**row, "ok": False, "error": str(err)}
                 continue
-            p50 = (m.latency or {}).get("p50_ms")
-            kept = best.get(j, {}).get("p50_ms")
-            if j in best and (p50 is None or (kept is not None and p50 >= kept)):
+            if not (m.latency or {}).get("p50_ms"):
+                continue
+            # least disturbed (edgekd.latency.anchor.round_rank): a calm round (speed anchor near the
+            # device's floor so far) with the lowest p50, else the calmest; without an anchor the lowest p50
+            seen_lat.append(m.latency)
+            floor = anchor_floor(seen_lat)
+            if j in kept_lat and round_rank(m.latency, floor) >= round_rank(kept_lat[j], floor):
                 continue  # an earlier round was less disturbed
+            kept_lat[j] = m.latency
             m.warnings = [*m.warnings, "untrained (random weights): latency calibration only"]
             if rounds > 1:
-                m.warnings.append(f"least-disturbed of {rounds} interleaved rounds (lowest p50) kept")
-            best[j] = {**row, "ok": True, "p50_ms": p50, "model_sha256": m.model_sha256}
+                m.warnings.append(f"least-disturbed of {rounds} interleaved rounds (by the speed anchor: calm and lowest p50) kept")
+            best[j] = {**row, "ok": True, "p50_ms": m.latency["p50_ms"], "model_sha256": m.model_sha256}
             entry = {"spec": spec, "input_shape": list(shape), "num_classes": classes, "features": feats}
 
             def add_features(prof: Any, sha: str = m.model_sha256, entry: dict = entry) -> None:
