@@ -117,7 +117,7 @@ def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, wor
 
 
 def committed_model():
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
     from edgekd.latency.model import LatencyModel
     from edgekd.device.profiles import Profile
 

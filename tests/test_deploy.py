@@ -113,7 +113,8 @@ def test_deploy_is_not_fooled_by_a_foreign_profile(work, tiny_teacher_ckpt, tmp_
     must find it, call it foreign, run the drift check on the teacher, adapt it on this device's
     points and end VERIFIED within 2 device rounds."""
     from edgekd.agent.fingerprint import device_fingerprint
-    from edgekd.latency.calibrate import fit_profile, run_calibration
+    from edgekd.latency.calibrate import run_calibration
+    from edgekd.latency.section import fit_profile
     from edgekd.device.identity import differences, model_identity
     from edgekd.device.profiles import device_name, save_profile
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from latency_helpers import calibrated_profile, copy_profile
 
 from edgekd import api
-from edgekd.latency.calibrate import latency_section
+from edgekd.latency.section import latency_section
 from edgekd.cli import main
 from edgekd.latency.model import model_key, shape_tag
 from edgekd.device.profiles import Profile

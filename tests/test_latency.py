@@ -9,7 +9,7 @@ import yaml
 
 from latency_helpers import COUNT, FAST_REQUEST, calibrated_profile
 
-from edgekd.latency.calibrate import fit_profile, latency_section
+from edgekd.latency.section import fit_profile, latency_section
 from edgekd.latency.search_space import calibration_specs, student_specs
 from edgekd.errors import ProfileError
 from edgekd.latency.model import (PREDICTED_UNMEASURED, TERM_NAMES, LatencyModel, Sample, design_row, fit_latency_model,

@@ -132,7 +132,7 @@ def test_without_measurements_the_target_prior_is_used_and_labelled(tmp_path):
 
 
 def test_plot_writes_a_png_with_the_chosen_student(calibrated, tmp_path):
-    from edgekd.latency.calibrate import latency_section, update_profile_section
+    from edgekd.latency.section import latency_section, update_profile_section
 
     path = copy_profile(calibrated["path"], tmp_path)
     profile = Profile.load(path)
@@ -162,7 +162,7 @@ def test_cpu_and_npu_figures_of_one_device_never_mix(tmp_path):
     """OpenVINO measured on the CPU (one row from before accelerators) and on the NPU of one host:
     select on the NPU sees only NPU rows, by default only CPU rows; each accelerator gets its own
     latency model key when the profile is fitted."""
-    from edgekd.latency.calibrate import fit_profile
+    from edgekd.latency.section import fit_profile
 
     profile = Profile(name="host", path=tmp_path / "host.yaml")
     specs = [f"cnn:depth=2,width={w}" for w in (4, 8, 12, 16, 20, 24, 28)]

@@ -14,7 +14,7 @@ from latency_helpers import calibrated_profile
 
 from edgekd.bench.anchor import ANCHOR_VERSION, SpeedAnchor, anchor_summary, anchored_timing_loop
 from edgekd.bench.measure import run_isolated
-from edgekd.latency.calibrate import fit_profile, latency_section
+from edgekd.latency.section import fit_profile, latency_section
 from edgekd.latency.anchor import anchor_floor, pick_round, steady_latency
 from edgekd.device.profiles import Measurement, Profile
 

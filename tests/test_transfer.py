@@ -9,7 +9,8 @@ import pytest
 
 from edgekd.agent.fingerprint import device_fingerprint
 from edgekd.device.identity import differences, hardware_identity, isa_level, model_identity
-from edgekd.latency.drift import adapt, assess, device_points
+from edgekd.latency.drift import adapt, assess
+from edgekd.latency.section import device_points
 from edgekd.errors import ProfileError
 from edgekd.latency.model import MODEL_KIND, TRANSFER_KIND, LatencyModel
 from edgekd.latency.features import spec_features
@@ -124,7 +125,7 @@ def test_a_foreign_model_is_never_trusted_and_the_drift_check_fires(tmp_path):
                                           spec="cnn:depth=3,width=32", params=teacher["params"], macs=teacher["macs"],
                                           runtime="onnxruntime", latency={"p50_ms": 5 * prior_ms / 1.1,
                                                                           "p90_ms": 5 * prior_ms})], device=ZEN3)
-    from edgekd.latency.calibrate import latency_section, update_profile_section
+    from edgekd.latency.section import latency_section, update_profile_section
 
     def features(prof):  # what deploy records with every measurement
         sec = latency_section(prof)
@@ -182,7 +183,7 @@ def test_device_points_and_native_kind(tmp_path):
     def with_shape(prof):
         prof.latency_model = {"schema": "edgekd.latency/1", "input_shape": list(SHAPE), "num_classes": CLASSES}
 
-    from edgekd.latency.calibrate import update_profile_section
+    from edgekd.latency.section import update_profile_section
 
     update_profile_section(path, with_shape)
     assert len(device_points(Profile.load(path), KEY)) == 3

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekd.bench.measure import timing_loop
+from edgekd.bench.timing import timing_loop
 
 ANCHOR_VERSION = "matmul32x2+tanh2048/1"
 BURST_CALLS = 32  # anchor calls per burst (~0.15-0.3 ms): its median is the machine's speed just then

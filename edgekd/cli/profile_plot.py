@@ -25,7 +25,7 @@ def plot(name: str, output: str, profiles_dir: str, budget_ms: float | None, min
     The budget is a vertical line, the chosen student (of the last deploy on this device) is ringed,
     the teacher is a star. Only measured points are drawn.
     """
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
     from edgekd.latency.plot import plot_profile
     from edgekd.device.profiles import Profile, profile_path
 

@@ -22,7 +22,7 @@ def latency_model_summary(profile: Any, key: str | None, metric: str) -> dict[st
     with (cross-validated on this device), or None when the profile has none for `key`."""
     if profile is None or key is None:
         return None
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
 
     raw = latency_section(profile)["models"].get(key)
     if not raw:

@@ -132,7 +132,7 @@ def _accelerator_for(runtime: str, accelerator: str | None) -> str | None:
 
 def latency_models(profile: Any) -> dict[str, LatencyModel]:
     """The fitted models stored in a profile, {key: LatencyModel}."""
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
 
     return {k: LatencyModel.from_dict(k, v) for k, v in latency_section(profile)["models"].items()}
 
@@ -161,8 +161,8 @@ def gather_candidates(
     Only measurements and latency models of the same kind of input count: image inputs (C x H x W)
     or text inputs of `input_shape` = (seq_len,) (then the text student family's specs, sized with
     `vocab`, are the search space)."""
-    from edgekd.latency.calibrate import (latency_section, measurement_features, measurement_runtime, measurement_shape,
-                                  student_specs)
+    from edgekd.latency.calibrate import student_specs
+    from edgekd.latency.section import latency_section, measurement_features, measurement_runtime, measurement_shape
 
     tag = shape_tag(input_shape)
 
@@ -349,7 +349,7 @@ def select(
 
     `task` "text" chooses among text models at the input recorded under the profile's `text` entry
     (sequence length, classes, vocabulary); None means image, or text when the profile holds only text."""
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
 
     _check_budget(budget_ms)  # before any work: NaN compares false with everything
     section = latency_section(profile) if profile is not None else {}

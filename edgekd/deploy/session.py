@@ -71,7 +71,7 @@ class Session:
     def remember(self, m: Any, ckpt: Path, spec: str) -> None:
         """Record a device measurement in the profile and refit the latency model with it at once."""
         from edgekd.device.profiles import record_measurements
-        from edgekd.latency.calibrate import fit_profile, latency_section, note_inputs, update_profile_section
+        from edgekd.latency.section import fit_profile, latency_section, note_inputs, update_profile_section
         from edgekd.latency.features import architecture_features
         from edgekd.models import load_model
 

@@ -59,7 +59,7 @@ def ship(s: Session, report: dict[str, Any], outcome: Outcome, goal: Goal) -> No
     measured deployment in the profile's latency section (the last 20 are kept)."""
     from edgekd.deploy.bundle import device_commands, preprocessing, write_bundle
     from edgekd.fileio import sha256_file
-    from edgekd.latency.calibrate import latency_section, update_profile_section
+    from edgekd.latency.section import latency_section, update_profile_section
 
     chosen, cfg = outcome.chosen, s.cfg
     if chosen is None:

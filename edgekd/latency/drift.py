@@ -15,7 +15,7 @@ measurement is the check. `assess` classifies the model for (device, runtime, pr
 Adapting (`adapt`) writes a `transfer/1` model into this device's profile: the prior corrected by this
 device's points (`edgekd.latency.transfer`); the teacher's measurement is the first point and costs
 nothing. Every later measurement of the same configuration (each deploy round, extra probes) re-adapts
-it in `edgekd.latency.calibrate.fit_profile` (`readapt`), so one point far off the model moves its
+it in `edgekd.latency.section.fit_profile` (`readapt`), so one point far off the model moves its
 neighbourhood at once. When the device holds enough points of its own and a native fit
 cross-validates better, the native fit takes over. Host side.
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edgekd.latency.model import MODEL_KIND, TRANSFER_KIND, LatencyModel
+from edgekd.latency.section import device_points
 
 # the teacher may sit this far (relative) from its prediction before the model is called drifted:
 # wider than run-to-run noise of one measurement on a shared 2-vCPU machine (~10-20 % at 2 threads)
@@ -34,7 +35,6 @@ DRIFT_TOLERANCE = 0.25
 # after adapting, the points' leave-one-out error above this falls back to full calibration
 FALLBACK_LOO_ERROR = 0.25
 # a native refit replaces a transfer only with this many device points (and a better CV error)
-NATIVE_MIN_POINTS = 12
 
 Log = Callable[[str], None]
 
@@ -72,7 +72,7 @@ def find_prior(key: str, current: Mapping[str, Any], own_path: Path | None,
     """A foreign model for `key` to transfer from: the own profile's (when foreign), else the model in
     another profile of `profiles_dir` whose identity is closest to this device's (fewest differing
     fields; same architecture first). (model dict, profile path, differences)."""
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
     from edgekd.errors import ProfileError
     from edgekd.device.profiles import Profile
 
@@ -104,7 +104,7 @@ def assess(path: Path | None, fingerprint: Mapping[str, Any], key: str, runtime:
            metric: str, profiles_dir: str | Path, tolerance: float = DRIFT_TOLERANCE) -> Assessment:
     """Classify the latency model for `key` on this device and run the drift check on the teacher's
     measurement (taken BEFORE it joins any fit, so the check is out of sample)."""
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
     from edgekd.device.identity import model_identity
     from edgekd.device.profiles import Profile
 
@@ -160,30 +160,11 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def device_points(profile: Any, key: str, since: str = "") -> list[Any]:
-    """This device's measurements of configuration `key` (measured at or after `since`) as transfer points."""
-    from edgekd.latency.calibrate import latency_section, measurement_features, measurement_runtime, measurement_shape
-    from edgekd.latency.model import model_key
-    from edgekd.latency.transfer import Point
-
-    section = latency_section(profile)
-    out = []
-    for m in profile.measurements.values():
-        if not m.latency or not m.latency.get("p50_ms") or (since and str(m.measured_at) < since):
-            continue
-        if model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section)) != key:
-            continue
-        feats = measurement_features(m, section)
-        if feats is not None:
-            out.append(Point(f"{m.spec or '?'}@{m.model_sha256[:12]}", feats, dict(m.latency)))
-    return out
-
-
 def adapt(path: Path, a: Assessment, fingerprint: Mapping[str, Any], meta: Mapping[str, Any], *,
           since: str | None = None, method: str | None = None) -> LatencyModel:
     """Write into this device's profile a transfer of `a.prior` adapted on the device's points of
     `a.key` (measured since `since`, default: all, or now-ish for a drifted own model)."""
-    from edgekd.latency.calibrate import latency_section, update_profile_section
+    from edgekd.latency.section import latency_section, update_profile_section
     from edgekd.device.identity import model_identity
     from edgekd.latency.transfer import DEFAULT_METHOD, transferred_model
 
@@ -206,29 +187,6 @@ def adapt(path: Path, a: Assessment, fingerprint: Mapping[str, Any], meta: Mappi
 
     update_profile_section(path, change)
     return result["model"]
-
-
-def readapt(profile: Any, key: str, raw: Mapping[str, Any]) -> LatencyModel:
-    """Re-adapt a stored transfer model with every device point since it was started (called by
-    `fit_profile` after each new measurement). A native fit on those same points (once there are
-    NATIVE_MIN_POINTS) replaces it when its cross-validated median error beats the transfer's
-    leave-one-out one: then the device has outgrown its prior."""
-    from edgekd.latency.model import fit_latency_model
-    from edgekd.latency.transfer import transferred_model
-
-    old = LatencyModel.from_dict(key, raw)
-    tr = old.transfer or {}
-    points = device_points(profile, key, str(tr.get("since") or ""))
-    model = transferred_model(old.base_model(), points, method=str(tr.get("method") or "local"),
-                              identity=old.identity, prior=tr.get("prior") or {}, since=str(tr.get("since") or ""))
-    if len(points) >= NATIVE_MIN_POINTS:
-        native = fit_latency_model(points, key, source=f"profile {profile.name} (points since {tr.get('since') or 'start'})")
-        mine = (native.cv.get("p50_ms") or {}).get("median_abs_rel", math.inf)
-        theirs = (model.cv.get("p50_ms") or {}).get("median_abs_rel", math.inf)
-        if mine <= theirs:
-            native.identity = old.identity
-            return native
-    return model
 
 
 def probe_specs(table: Mapping[str, tuple[float, str]], budget: float, count: int,
@@ -258,7 +216,7 @@ def settle_transfer(path: Path, key: str, *, table: Callable[[], Mapping[str, tu
     (where the choice is about to be made; each re-adapts the model), then check the transfer's
     leave-one-out error on its points; above FALLBACK_LOO_ERROR, full calibration (`fallback_specs`).
     Returns what was done, with the figures."""
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
     from edgekd.device.profiles import Profile
 
     specs = probe_specs(table(), budget, probes, params_of) if probes > 0 else []
@@ -291,7 +249,7 @@ def round_drift(path: Path, key: str, predicted: float, measured: float, toleran
     this device's own native model means the model no longer describes the device, whatever its 40
     calibration points say; returns the Assessment to `adapt` with (None when within tolerance or the
     model is already a transfer, which every new point re-adapts anyway)."""
-    from edgekd.latency.calibrate import latency_section
+    from edgekd.latency.section import latency_section
     from edgekd.device.profiles import Profile
 
     ratio = measured / predicted if predicted > 0 else math.inf
@@ -310,7 +268,7 @@ def bench_drift(path: Path, fingerprint: Mapping[str, Any], measurements: list[A
     model of its configuration predicted for it, before it is recorded (out of sample). One entry per
     measurement the profile can predict: spec, key, predicted / measured p50, ratio, whether the model
     is this device's (`trusted`) or `foreign`, and `drift_detected` beyond `tolerance`."""
-    from edgekd.latency.calibrate import latency_section, measurement_features, measurement_runtime, measurement_shape
+    from edgekd.latency.section import latency_section, measurement_features, measurement_runtime, measurement_shape
     from edgekd.device.identity import model_identity
     from edgekd.latency.model import model_key
     from edgekd.device.profiles import Profile
