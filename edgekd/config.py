@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -92,10 +93,20 @@ class AugmentConfig:
     copies: int = 0
     seed: int = 0
     draws: int = 0
+    # shift by up to this fraction of the image's shorter side (whole pixels, rounded down) when
+    # `shift` is 0: a recipe chosen on 28-32 px images means the same on 8 px ones (see `shift_pixels`)
+    shift_fraction: float = 0.0
+
+    def shift_pixels(self, height: int, width: int) -> int:
+        """The shift in pixels for images of height×width: `shift` if given, else
+        floor(shift_fraction · min(height, width)) (0.075: 2 px at 28 and 32, 1 at 14, 0 at 8)."""
+        if self.shift > 0:
+            return self.shift
+        return int(math.floor(self.shift_fraction * min(height, width) + 1e-9))
 
     @property
     def active(self) -> bool:
-        return self.shift > 0 and (self.copies > 0 or self.draws > 1)
+        return (self.shift > 0 or self.shift_fraction > 0) and (self.copies > 0 or self.draws > 1)
 
 
 @dataclass
@@ -202,6 +213,8 @@ def _section(cls: type, raw: Any, where: str) -> Any:
     values = {k: _coerce(v, getattr(base, k), f"{where}.{k}") for k, v in raw.items()}
     if cls is AugmentConfig and values.get("copies") and "draws" not in values:
         values["draws"] = 0  # asking for fixed copies replaces the recipe's per-epoch draws
+    if cls is AugmentConfig and "shift" in values and "shift_fraction" not in values:
+        values["shift_fraction"] = 0.0  # a shift in pixels replaces the recipe's relative one
     return dataclasses.replace(base, **values)
 
 
@@ -265,6 +278,8 @@ def validate(cfg: DistillConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}.train.keep={t.keep!r}: use 'best' or 'last'")
     if cfg.augment.shift < 0 or cfg.augment.copies < 0 or cfg.augment.draws < 0:
         raise ConfigError(f"{where}.augment: shift, copies and draws must be >= 0")
+    if not 0.0 <= cfg.augment.shift_fraction < 0.5:
+        raise ConfigError(f"{where}.augment.shift_fraction={cfg.augment.shift_fraction}: use a fraction of the image side in [0, 0.5)")
     if cfg.augment.copies > 0 and cfg.augment.draws > 0:
         raise ConfigError(f"{where}.augment: give copies (views added to every epoch) or draws (one view per epoch), not both")
     size = cfg.data.image_size

@@ -43,6 +43,8 @@ def run_key(teacher_identity: str | None, fingerprint: str, cfg: dict[str, Any])
     from edgekd.fileio import sha256_bytes
 
     body = {k: v for k, v in cfg.items() if k not in ("output", "cache_dir", "teacher")}
+    if not body.get("augment", {}).get("shift_fraction"):  # a field added later, at its "off" value:
+        body["augment"] = {k: v for k, v in body["augment"].items() if k != "shift_fraction"}  # old keys stay valid
     blob = json.dumps({"teacher": teacher_identity, "data": fingerprint, "cfg": body}, sort_keys=True, default=str)
     return sha256_bytes(blob.encode("utf-8"))[:16]
 
