@@ -39,12 +39,19 @@ BIG_STUDENT = "cnn:width=16,depth=3"  # ~4x the default student's parameters
 TRAIN = {"lr": 0.01, "batch_size": 64, "threads": 1, "keep": "last"}
 
 
-def run_key(teacher_identity: str | None, fingerprint: str, cfg: dict[str, Any]) -> str:
+def run_key(teacher_identity: str | None, fingerprint: str, cfg: dict[str, Any], image_hw: tuple[int, int]) -> str:
+    """Key of a student run: what it does, not how it was spelled. The augmentation enters with its
+    shift in pixels at this data's image size (a recipe's relative `shift_fraction` resolved), so a
+    run asked for as `shift: 2` and one asked for as `shift_fraction: 0.075` at 28 px share a key."""
+    from edgekd.config import AugmentConfig
     from edgekd.fileio import sha256_bytes
 
     body = {k: v for k, v in cfg.items() if k not in ("output", "cache_dir", "teacher")}
-    if not body.get("augment", {}).get("shift_fraction"):  # a field added later, at its "off" value:
-        body["augment"] = {k: v for k, v in body["augment"].items() if k != "shift_fraction"}  # old keys stay valid
+    aug = dict(body.get("augment") or {})
+    if aug:
+        aug["shift"] = AugmentConfig(**aug).shift_pixels(*image_hw)
+        aug.pop("shift_fraction", None)
+        body["augment"] = aug
     blob = json.dumps({"teacher": teacher_identity, "data": fingerprint, "cfg": body}, sort_keys=True, default=str)
     return sha256_bytes(blob.encode("utf-8"))[:16]
 
@@ -61,6 +68,7 @@ class Runner:
         self.teacher_identity = load_teacher(teacher).identity
         ds = load_dataset(data["source"], image_size=data.get("image_size"), seed=data.get("seed", 0))
         self.fingerprint = ds.fingerprint
+        self.image_hw = tuple(ds.input_shape[1:3]) if len(ds.input_shape) == 3 else (0, 0)
         self._resolve = lambda raw: config_to_dict(config_from_dict(raw))
 
     def config(self, student: str, recipe: dict[str, Any], seed: int, ce: bool) -> dict[str, Any]:
@@ -73,7 +81,7 @@ class Runner:
     def run(self, cfg: dict[str, Any]) -> dict[str, Any]:
         from edgekd import api
 
-        key = run_key(None if cfg["teacher"] is None else self.teacher_identity, self.fingerprint, cfg)
+        key = run_key(None if cfg["teacher"] is None else self.teacher_identity, self.fingerprint, cfg, self.image_hw)
         out = self.work / "runs" / key
         summary = out / "summary.json"
         if summary.is_file():
