@@ -42,11 +42,15 @@ TRAIN = {"lr": 0.01, "batch_size": 64, "threads": 1, "keep": "last"}
 def run_key(teacher_identity: str | None, fingerprint: str, cfg: dict[str, Any], image_hw: tuple[int, int]) -> str:
     """Key of a student run: what it does, not how it was spelled. The augmentation enters with its
     shift in pixels at this data's image size (a recipe's relative `shift_fraction` resolved), so a
-    run asked for as `shift: 2` and one asked for as `shift_fraction: 0.075` at 28 px share a key."""
+    run asked for as `shift: 2` and one asked for as `shift_fraction: 0.075` at 28 px share a key;
+    the student spec enters in its canonical spelling."""
     from edgekd.config import AugmentConfig
     from edgekd.fileio import sha256_bytes
 
+    from edgekd.models.spec import canonical_spec
+
     body = {k: v for k, v in cfg.items() if k not in ("output", "cache_dir", "teacher")}
+    body["student"] = canonical_spec(body["student"])  # cnn:width=8,depth=3 is cnn:depth=3,width=8
     aug = dict(body.get("augment") or {})
     if aug:
         aug["shift"] = AugmentConfig(**aug).shift_pixels(*image_hw)

@@ -156,16 +156,24 @@ def test_cli_recipe_sets_losses_and_augmentation_and_help_explains_it(tmp_path: 
     res = invoke("--help")
     assert res.exit_code == 0 and "--recipe" in res.output and DEFAULT_RECIPE in res.output
     assert "consistent teaching" in res.output and "cached per view" in res.output
+    # digits at 8x8: the recipe's relative shift is 0 px there, so --shift 1 turns its views on
     res = invoke("--teacher", str(tiny_teacher_ckpt), "--student", "mlp:hidden=16", "--recipe", "dkd-consistent",
-                 "--temperature", "2", "--epochs", "1", "--threads", "1", "--cache-dir", str(tmp_path / "c"),
+                 "--temperature", "2", "--shift", "1", "--epochs", "1", "--threads", "1", "--cache-dir", str(tmp_path / "c"),
                  "-o", str(tmp_path / "r"), "--json")
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert summary["losses"] == ["dkd"] and summary["augment"]["draws"] == RECIPES["dkd-consistent"]["augment"]["draws"]
+    assert summary["augment"]["shift_px"] == 1 and summary["augment"]["shift_fraction"] == 0.0
     import yaml
 
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert cfg["losses"][0]["kwargs"]["temperature"] == 2.0 and cfg["losses"][0]["kwargs"]["beta"] == 8.0
+    res = invoke("--teacher", str(tiny_teacher_ckpt), "--student", "mlp:hidden=16", "--recipe", "dkd-consistent",
+                 "--epochs", "1", "--threads", "1", "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "r8"), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["augment"] is None  # 0.075 x 8 px: no shift, the plain split
+    cfg = yaml.safe_load((tmp_path / "r8" / "config.yaml").read_text())
+    assert cfg["augment"]["shift_fraction"] == RECIPES["dkd-consistent"]["augment"]["shift_fraction"]
     res = invoke("--loss", "ce", "--recipe", "kd", "--epochs", "1", "--threads", "1", "--patience", "1",
                  "-o", str(tmp_path / "plain"), "--json")
     assert res.exit_code == 0, res.output

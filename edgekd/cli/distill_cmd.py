@@ -176,6 +176,8 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
         base = merge_overrides(base, {"losses": chosen["losses"], "augment": {"shift": 0, "copies": 0, "draws": 0,
                                                                                **chosen["augment"]}})
     aug_over = {k: v for k, v in (("shift", shift), ("draws", draws)) if v is not None}
+    if shift is not None:  # pixels given: they replace the recipe's (or the file's) relative shift
+        aug_over["shift_fraction"] = 0.0
     if aug_over:
         over["augment"] = aug_over
     if data_over:
