@@ -12,7 +12,8 @@ with every class present (edgekd's loader refuses anything else with a one-line 
 2. Students, per seed, for the default student and one ~4x larger: CE (hard labels) and KD with the
    default recipe (`edgekd.config.DEFAULT_RECIPE`, or --method), same optimizer, epochs, seed and
    augmentation: they differ only in the loss. Each student run is cached under WORK/runs/KEY too
-   (key: teacher file hash, data fingerprint, full run config), so a rerun only trains what changed.
+   (key: teacher file hash, data fingerprint, full run config with the shift in pixels and the
+   canonical student spec), so a rerun only trains what changed.
    Accuracies are of the last epoch (`keep: last`); val is what recipes are chosen on, test is what
    is reported. Gap recovered = (KD - CE) / (teacher - CE) on test, from the means; its spread is the
    std over seeds of the per-seed gap recovered (KD and CE of the same seed).
