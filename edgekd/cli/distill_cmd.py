@@ -142,7 +142,7 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
       - 40 epochs, AdamW lr 0.01, cosine decay; -o RUN/student.pt keeps the best-on-val epoch.
     What it bought over plain kd (val, mean of 3 seeds / 1 seed): mnist10k 97.40 vs 96.80 %,
     digits 32x32 97.77 vs 96.28 %. What it did not: on mnist10k the 6.3k default student
-    ends level with cross-entropy on the same views (test 97.45 vs 97.42 %) -- it cannot fit
+    ends level with cross-entropy on the same views (test 97.44 vs 97.42 %) -- it cannot fit
     them (train accuracy ~97-98 %), so the teacher has little left to add; see README.
     Other recipes: kd (the same loss on the clean images only), kd-consistent (alpha 0.9),
     dkd-consistent, dist-consistent. --loss / --shift / --draws override a recipe's parts.
