@@ -12,7 +12,8 @@ with every class present (edgekd's loader refuses anything else with a one-line 
 2. Students, per seed, for the default student and one ~4x larger: CE (hard labels) and KD with the
    default recipe (`edgekd.config.DEFAULT_RECIPE`, or --method), same optimizer, epochs, seed and
    augmentation: they differ only in the loss. Each student run is cached under WORK/runs/KEY too
-   (key: teacher file hash, data fingerprint, full run config), so a rerun only trains what changed.
+   (key: teacher file hash, data fingerprint, full run config with the shift in pixels and the
+   canonical student spec), so a rerun only trains what changed.
    Accuracies are of the last epoch (`keep: last`); val is what recipes are chosen on, test is what
    is reported. Gap recovered = (KD - CE) / (teacher - CE) on test, from the means; its spread is the
    std over seeds of the per-seed gap recovered (KD and CE of the same seed).
@@ -39,10 +40,23 @@ BIG_STUDENT = "cnn:width=16,depth=3"  # ~4x the default student's parameters
 TRAIN = {"lr": 0.01, "batch_size": 64, "threads": 1, "keep": "last"}
 
 
-def run_key(teacher_identity: str | None, fingerprint: str, cfg: dict[str, Any]) -> str:
+def run_key(teacher_identity: str | None, fingerprint: str, cfg: dict[str, Any], image_hw: tuple[int, int]) -> str:
+    """Key of a student run: what it does, not how it was spelled. The augmentation enters with its
+    shift in pixels at this data's image size (a recipe's relative `shift_fraction` resolved), so a
+    run asked for as `shift: 2` and one asked for as `shift_fraction: 0.075` at 28 px share a key;
+    the student spec enters in its canonical spelling."""
+    from edgekd.config import AugmentConfig
     from edgekd.fileio import sha256_bytes
 
+    from edgekd.models.spec import canonical_spec
+
     body = {k: v for k, v in cfg.items() if k not in ("output", "cache_dir", "teacher")}
+    body["student"] = canonical_spec(body["student"])  # cnn:width=8,depth=3 is cnn:depth=3,width=8
+    aug = dict(body.get("augment") or {})
+    if aug:
+        aug["shift"] = AugmentConfig(**aug).shift_pixels(*image_hw)
+        aug.pop("shift_fraction", None)
+        body["augment"] = aug
     blob = json.dumps({"teacher": teacher_identity, "data": fingerprint, "cfg": body}, sort_keys=True, default=str)
     return sha256_bytes(blob.encode("utf-8"))[:16]
 
@@ -59,6 +73,7 @@ class Runner:
         self.teacher_identity = load_teacher(teacher).identity
         ds = load_dataset(data["source"], image_size=data.get("image_size"), seed=data.get("seed", 0))
         self.fingerprint = ds.fingerprint
+        self.image_hw = tuple(ds.input_shape[1:3]) if len(ds.input_shape) == 3 else (0, 0)
         self._resolve = lambda raw: config_to_dict(config_from_dict(raw))
 
     def config(self, student: str, recipe: dict[str, Any], seed: int, ce: bool) -> dict[str, Any]:
@@ -71,7 +86,7 @@ class Runner:
     def run(self, cfg: dict[str, Any]) -> dict[str, Any]:
         from edgekd import api
 
-        key = run_key(None if cfg["teacher"] is None else self.teacher_identity, self.fingerprint, cfg)
+        key = run_key(None if cfg["teacher"] is None else self.teacher_identity, self.fingerprint, cfg, self.image_hw)
         out = self.work / "runs" / key
         summary = out / "summary.json"
         if summary.is_file():

@@ -126,7 +126,7 @@ def test_run_with_draws_caches_every_view_and_reports_epoch_times(tmp_path: Path
     first = run("a")
     second = run("b", losses=[{"key": "dkd"}])
     assert first["soft_target_cache"]["train"] == "miss" and second["soft_target_cache"]["train"] == "hit"
-    assert first["augment"] == {"shift": 1, "copies": 0, "seed": 0, "draws": 3}
+    assert first["augment"] == {"shift": 1, "copies": 0, "seed": 0, "draws": 3, "shift_fraction": 0.0, "shift_px": 1}
     assert len(first["epoch_times_s"]) == 3 and all(t > 0 for t in first["epoch_times_s"])
     assert len(first["val_acc_per_epoch"]) == 3
     on_disk = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -156,16 +156,24 @@ def test_cli_recipe_sets_losses_and_augmentation_and_help_explains_it(tmp_path: 
     res = invoke("--help")
     assert res.exit_code == 0 and "--recipe" in res.output and DEFAULT_RECIPE in res.output
     assert "consistent teaching" in res.output and "cached per view" in res.output
+    # digits at 8x8: the recipe's relative shift is 0 px there, so --shift 1 turns its views on
     res = invoke("--teacher", str(tiny_teacher_ckpt), "--student", "mlp:hidden=16", "--recipe", "dkd-consistent",
-                 "--temperature", "2", "--epochs", "1", "--threads", "1", "--cache-dir", str(tmp_path / "c"),
+                 "--temperature", "2", "--shift", "1", "--epochs", "1", "--threads", "1", "--cache-dir", str(tmp_path / "c"),
                  "-o", str(tmp_path / "r"), "--json")
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert summary["losses"] == ["dkd"] and summary["augment"]["draws"] == RECIPES["dkd-consistent"]["augment"]["draws"]
+    assert summary["augment"]["shift_px"] == 1 and summary["augment"]["shift_fraction"] == 0.0
     import yaml
 
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert cfg["losses"][0]["kwargs"]["temperature"] == 2.0 and cfg["losses"][0]["kwargs"]["beta"] == 8.0
+    res = invoke("--teacher", str(tiny_teacher_ckpt), "--student", "mlp:hidden=16", "--recipe", "dkd-consistent",
+                 "--epochs", "1", "--threads", "1", "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "r8"), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["augment"] is None  # 0.075 x 8 px: no shift, the plain split
+    cfg = yaml.safe_load((tmp_path / "r8" / "config.yaml").read_text())
+    assert cfg["augment"]["shift_fraction"] == RECIPES["dkd-consistent"]["augment"]["shift_fraction"]
     res = invoke("--loss", "ce", "--recipe", "kd", "--epochs", "1", "--threads", "1", "--patience", "1",
                  "-o", str(tmp_path / "plain"), "--json")
     assert res.exit_code == 0, res.output
@@ -173,3 +181,38 @@ def test_cli_recipe_sets_losses_and_augmentation_and_help_explains_it(tmp_path: 
     assert summary["augment"] is None and summary["losses"] == ["ce"] and summary["patience"] == 1
     res = CliRunner().invoke(main, ["distill", "--recipe", "kd-consistant", "-o", str(tmp_path / "x")])
     assert res.exit_code == 2 and "Did you mean 'kd-consistent'" in res.output
+
+
+def test_relative_shift_is_whole_pixels_of_the_shorter_side():
+    from edgekd.config import AugmentConfig
+
+    a = AugmentConfig(shift_fraction=0.075, draws=8)
+    # 0.075 of the side, rounded down: 2 px at 28 (mnist) and 32, 1 at 14, none at 8 (digits' native size)
+    assert [a.shift_pixels(n, n) for n in (8, 13, 14, 28, 32, 64)] == [0, 0, 1, 2, 2, 4]
+    assert a.shift_pixels(8, 28) == 0  # the shorter side decides
+    assert AugmentConfig(shift=3, shift_fraction=0.075).shift_pixels(8, 8) == 3  # pixels given: they win
+    # a shift in pixels (file or --shift) replaces a recipe's relative shift; the fraction is range-checked
+    assert config_from_dict({"student": "mlp", "augment": {"shift_fraction": 0.1, "draws": 4}}).augment.shift_fraction == 0.1
+    assert config_from_dict({"student": "mlp", "augment": {"shift_fraction": 0.1, "shift": 0}}).augment.shift_fraction == 0.1
+    for bad in (-0.1, 0.5, 2):
+        with pytest.raises(ConfigError, match="shift_fraction"):
+            config_from_dict({"student": "mlp", "augment": {"shift_fraction": bad}})
+
+
+def test_relative_shift_leaves_tiny_images_alone_and_shifts_larger_ones(tmp_path: Path, tiny_teacher_ckpt: Path):
+    """digits at 8x8 (what deploy trains on): 0.075 of 8 px is no shift, so the run is the plain
+    un-augmented one and reads the clean split's soft targets; at 28 px the views are shifted by 2."""
+    base = {"teacher": str(tiny_teacher_ckpt), "student": "mlp:hidden=16", "cache_dir": str(tmp_path / "cache"),
+            "train": {"epochs": 1, "threads": 1}, "augment": {"shift": 0, "shift_fraction": 0.075, "draws": 4}}
+    small = api.distill({**base, "output": str(tmp_path / "small")}, progress=False)
+    assert small["augment"] is None and small["epoch_times_s"]
+    plain = api.distill({**base, "augment": {"shift": 0, "shift_fraction": 0.0, "draws": 0},
+                         "output": str(tmp_path / "plain")}, progress=False)
+    assert plain["soft_target_cache"]["train"] == "hit"  # the same (un-augmented) cache entry as `small`
+    assert small["test_acc"] == plain["test_acc"]
+    from edgekd.distill.run import prepare_run
+
+    prep = prepare_run(config_from_dict({**base, "student": "cnn:width=4,depth=2", "teacher": None,
+                                         "losses": [{"key": "ce"}], "data": {"image_size": 28}, "output": "-"}),
+                       write=False)
+    assert prep.augmented and prep.shift_px == 2 and prep.trainer.draws == 4

@@ -98,7 +98,7 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
     accuracy of the kept weights, read from the run's summary.json). `floor`: the choosing (val)
     floor, only to say in the log line whether this student meets it."""
     from edgekd import __version__
-    from edgekd.config import TEXT_TRAIN_DEFAULTS, config_from_dict
+    from edgekd.config import DEFAULT_RECIPE, RECIPES, TEXT_TRAIN_DEFAULTS, config_from_dict
     from edgekd.distill.run import run_training
 
     text = getattr(ds, "task", "image") == "text"
@@ -106,7 +106,7 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
     lr = cfg.lr
     if lr is None:
         lr = float(TEXT_TRAIN_DEFAULTS["lr"]) if text else 0.01
-    run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, lr, cfg.seed, __version__)}"
+    run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, lr, cfg.seed, __version__, RECIPES[DEFAULT_RECIPE])}"
     cached = (run / "summary.json").is_file() and (run / "student.pt").is_file()
     t0 = time.perf_counter()
     if not cached:

@@ -48,6 +48,7 @@ class PreparedRun:
     teacher_acc: float | None
     teacher_logits_time_s: float
     augmented: bool = False  # the train split was shifted (copies or draws)
+    shift_px: int = 0  # the shift in pixels the views were drawn with (augment.shift_pixels)
 
 
 def _as_tensors(x: np.ndarray, y: np.ndarray, logits: np.ndarray | None = None) -> Tensors:
@@ -170,13 +171,14 @@ def prepare_run(
 
     a = cfg.augment
     image = getattr(dataset, "task", "image") == "image"  # shifting applies to images only
-    draws = a.draws if image and a.shift > 0 and a.draws > 1 else 1
+    shift = a.shift_pixels(*dataset.train.x.shape[2:4]) if image else 0  # the recipe's fraction, in pixels
+    draws = a.draws if shift > 0 and a.draws > 1 else 1
     if not image:
         train_x, train_y = dataset.train.x, dataset.train.y
     elif draws > 1:  # one view per epoch, cycled; the teacher labels every draw (cached)
-        train_x, train_y = shift_draws(dataset.train.x, dataset.train.y, shift=a.shift, draws=draws, seed=a.seed)
+        train_x, train_y = shift_draws(dataset.train.x, dataset.train.y, shift=shift, draws=draws, seed=a.seed)
     else:
-        train_x, train_y = shifted_views(dataset.train.x, dataset.train.y, shift=a.shift, copies=a.copies, seed=a.seed)
+        train_x, train_y = shifted_views(dataset.train.x, dataset.train.y, shift=shift, copies=a.copies, seed=a.seed)
     cache = SoftTargetCache(cfg.cache_dir)
     cache_status: dict[str, str] = {}
     train_logits = None
@@ -188,7 +190,7 @@ def prepare_run(
             if dist.is_main == rank_turn:
                 if losses.needs_teacher_logits and not cfg.online and not losses.teacher_taps:
                     train_logits, hit = cache.teacher_logits(
-                        teacher, dataset, "train", x=train_x, augment=augment_record(a.shift, a.copies, a.seed, a.draws) if image else None)
+                        teacher, dataset, "train", x=train_x, augment=augment_record(shift, a.copies, a.seed, a.draws) if image else None)
                     cache_status["train"] = "hit" if hit else "miss"
                 test_logits, hit = cache.teacher_logits(teacher, dataset, "test")
                 cache_status["test"] = "hit" if hit else "miss"
@@ -224,8 +226,9 @@ def prepare_run(
         if not resume:
             atomic_write_text(run_dir / "metrics.jsonl", "")
     # the run's dataset is the student's view (its input shape, test split and fingerprint)
+    augmented = image and shift > 0 and (draws > 1 or a.copies > 0)
     return PreparedRun(cfg, student_data, teacher, student, losses, trainer, run_dir, dist, cache_status,
-                       teacher_acc, logits_time, augmented=image and a.active)
+                       teacher_acc, logits_time, augmented=augmented, shift_px=shift)
 
 
 def run_training(
@@ -298,7 +301,7 @@ def _train_and_report(cfg: DistillConfig, resume: bool, progress: bool, log: Cal
             "epoch_times_s": [round(t, 4) for t in times],  # every epoch's training time (no eval)
             "val_acc_per_epoch": [row["val_acc"] for row in result.history],
             "patience": cfg.train.patience,
-            "augment": dict(vars(cfg.augment)) if prep.augmented else None,
+            "augment": {**vars(cfg.augment), "shift_px": prep.shift_px} if prep.augmented else None,
             "teacher_logits_time_s": prep.teacher_logits_time_s,
             "soft_target_cache": prep.cache_status,
             "world_size": prep.dist.world_size,
