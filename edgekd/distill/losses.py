@@ -407,9 +407,6 @@ def uses_teacher(stack: LossStack) -> bool:
     return stack.needs_teacher_logits or bool(stack.teacher_taps)
 
 
-# DKD and DIST live in their own file; importing it registers them (it imports LOSSES from here)
-from edgekd.distill import logit_losses as _logit_losses  # noqa: E402,F401
-
 __all__ = [
     "LOSSES",
     "LossInputs",
