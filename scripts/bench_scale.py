@@ -11,9 +11,13 @@ settings follow this machine's ISA (`edgekd.runtimes.int8_settings`, the identit
 agent fingerprint) and each row says which rule applied. Artifacts are reused from --work when
 present. Every artifact is measured in --rounds interleaved rounds (A, B, C, ..., C, B, A) and its
 lowest p50 kept (least disturbed by other load on a shared machine); `uptime` load averages are
-printed before and after. The latency-model and joint-deploy parts of the issue's benchmark are
-added later (the lead). Prints a table, then ONE JSON line: median_p50_ms (over all fp32 rows),
-median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per runtime), rows, load.
+printed before and after. Second part, the latency model at ms scale: per runtime x precision, each
+student is predicted by edgekd's latency model (`edgekd.latency.model.fit_latency_model`, the model
+deploy fits) fitted on the OTHER students of that configuration (leave-one-out: the predicted one is
+never in its fit), and `within_10pct` is the share predicted within +-10 % of its measured p50. The
+joint-deploy part of the issue's benchmark is not built yet. Prints a table, then ONE JSON line:
+median_p50_ms (over all fp32 rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per
+runtime), within_10pct, loo_errors, rows, load.
 """
 from __future__ import annotations
 
@@ -79,6 +83,32 @@ def export_untrained(spec: str, runtime: str, precision: str, work: Path, identi
     RUNTIMES.get(runtime).export(model, info, out, precision=precision, calibration=calib,
                                  calibration_samples=16, device_identity=identity)
     return out
+
+
+def leave_one_out(rows: list[dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """{runtime/precision: share of students within +-10 %} and the signed relative errors, each
+    student predicted by a latency model fitted on the others of its configuration."""
+    from edgekd.errors import ProfileError
+    from edgekd.latency.features import spec_features
+    from edgekd.latency.model import Sample, fit_latency_model
+
+    shares: dict[str, float | None] = {}
+    errors: dict[str, list[float]] = {}
+    for config in sorted({f"{r['runtime']}/{r['precision']}" for r in rows}):
+        measured = [r for r in rows if f"{r['runtime']}/{r['precision']}" == config and r["p50_ms"]]
+        samples = [Sample(r["spec"], spec_features(r["spec"], (3, 224, 224), 1000),
+                          {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"] or r["p50_ms"], "p99_ms": r["p90_ms"] or r["p50_ms"]})
+                   for r in measured]
+        errs = []
+        for i, held in enumerate(samples):
+            try:
+                model = fit_latency_model(samples[:i] + samples[i + 1:], config)
+            except ProfileError:
+                break  # too few measured students in this configuration to fit without one
+            errs.append(round(model.predict(held.features, "p50_ms") / held.latency["p50_ms"] - 1.0, 4))
+        errors[config] = errs
+        shares[config] = round(sum(abs(e) <= 0.10 for e in errs) / len(errs), 3) if errs else None
+    return shares, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,12 +206,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['runtime'] + '/' + row['precision']:<20} {p50:>8} {p90:>8}"
               + (f"  ({row['error'][:80]})" if row["error"] else ""))
     print(f"INT8 / fp32 median p50 per runtime: {ratios}; load average before {load_before}, after {load_after}")
+    within, loo = leave_one_out(rows)
+    for config, errs in loo.items():
+        print(f"latency model, leave-one-out over {len(errs)} students, {config}: within +-10 % "
+              f"{within[config] if within[config] is not None else '-'}; errors {', '.join(f'{e:+.0%}' for e in errs)}")
     fp32 = [r["p50_ms"] for r in rows if r["precision"] == "fp32" and r["p50_ms"]]
     every = [r["p50_ms"] for r in rows if r["p50_ms"]]
     print(json.dumps({
         "median_p50_ms": round(statistics.median(fp32), 3) if fp32 else None,
         "median_p50_ms_all": round(statistics.median(every), 3) if every else None,
         "int8_ratio": ratios,
+        "within_10pct": within,
+        "loo_errors": loo,
         "threads": args.threads,
         "rounds": args.rounds,
         "ort_int8_rule": ort_int8_settings(identity)["rule"],
