@@ -17,16 +17,6 @@ B0_BLOCKS = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80,
 STEM, HEAD = 32, 1280  # lite: stem and head are not scaled
 
 
-class MBConv(InvertedResidual):
-    """MobileNetV2's inverted residual with a kxk depthwise conv (EfficientNet's MBConv without SE)."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int, kernel: int) -> None:
-        super().__init__(in_ch, out_ch, stride, expansion)
-        hidden = in_ch * expansion
-        depthwise = ConvBNAct(hidden, hidden, kernel, stride=stride, groups=hidden, act=nn.ReLU6)
-        self.block[1 if expansion != 1 else 0] = depthwise
-
-
 def _validate(kw: dict) -> None:
     check_range("efficientnet_lite", "width", kw["width"], 0.25, 2.0)
     check_range("efficientnet_lite", "depth", kw["depth"], 0.5, 2.5)
@@ -67,7 +57,7 @@ def build_efficientnet_lite(input_shape: tuple[int, ...], num_classes: int, *, w
             stride = 1
             if j == 0 and s == 2:
                 stride, place = strides[place], place + 1
-            layers.append(MBConv(in_ch, out_ch, stride, t, k))
+            layers.append(InvertedResidual(in_ch, out_ch, stride, t, kernel=k))  # MBConv without SE
             in_ch = out_ch
     layers.append(ConvBNAct(in_ch, HEAD, 1, act=nn.ReLU6))
     return ImageClassifier(nn.Sequential(*layers), HEAD, num_classes)

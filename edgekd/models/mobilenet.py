@@ -5,6 +5,7 @@ from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.models.common import ConvBNAct, ImageClassifier, round_channels, stride_plan
+from edgekd.models.scaled import SqueezeExcite
 from edgekd.models.spec import register_family
 
 # Output channels of the stem and of each stage at width 1.0 (MobileNetV2's progression, trimmed
@@ -14,19 +15,23 @@ STAGE_CHANNELS = [16, 24, 32, 64, 96, 160]
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expand -> ReLU6 -> 3x3 depthwise (stride) -> ReLU6 -> 1x1 linear projection, plus the
-    identity shortcut when stride is 1 and the channel count is unchanged (MobileNetV2, Sandler 2018)."""
+    """1x1 expand -> act -> kxk depthwise (stride) -> act -> [squeeze-excite] -> 1x1 linear projection,
+    plus the identity shortcut when stride is 1 and the channel count is unchanged. The defaults are
+    MobileNetV2's block (3x3, ReLU6, no SE; Sandler 2018); EfficientNet-lite's MBConv takes `kernel`,
+    MobileNetV3's bneck `hidden`, `kernel`, `act` and `se_channels`. The expand conv is left out when
+    the hidden width equals the input's (expansion 1)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int = 1, *, kernel: int = 3,
+                 hidden: int | None = None, act: type[nn.Module] = nn.ReLU6, se_channels: int = 0) -> None:
         super().__init__()
-        hidden = in_ch * expansion
+        hidden = in_ch * expansion if hidden is None else hidden
         layers: list[nn.Module] = []
-        if expansion != 1:
-            layers.append(ConvBNAct(in_ch, hidden, 1, act=nn.ReLU6))
-        layers += [
-            ConvBNAct(hidden, hidden, 3, stride=stride, groups=hidden, act=nn.ReLU6),
-            ConvBNAct(hidden, out_ch, 1, act=None),
-        ]
+        if hidden != in_ch:
+            layers.append(ConvBNAct(in_ch, hidden, 1, act=act))
+        layers.append(ConvBNAct(hidden, hidden, kernel, stride=stride, groups=hidden, act=act))
+        if se_channels:
+            layers.append(SqueezeExcite(hidden, se_channels))
+        layers.append(ConvBNAct(hidden, out_ch, 1, act=None))
         self.block = nn.Sequential(*layers)
         self.use_residual = stride == 1 and in_ch == out_ch
 

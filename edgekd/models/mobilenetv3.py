@@ -6,7 +6,8 @@ from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.models.common import ConvBNAct
-from edgekd.models.scaled import HeadClassifier, SqueezeExcite, check_range, make_divisible, real_strides
+from edgekd.models.mobilenet import InvertedResidual
+from edgekd.models.scaled import HeadClassifier, check_range, make_divisible, real_strides
 from edgekd.models.spec import register_family
 
 # (kernel, expanded channels, output channels, squeeze-excite, activation RE|HS, stride): the paper's
@@ -28,28 +29,6 @@ LAYOUTS = {
 }
 HEAD = {"large": 1280, "small": 1024}  # the hidden Linear after pooling (scaled by width, as torchvision)
 ACTS = {"RE": nn.ReLU, "HS": nn.Hardswish}
-
-
-class SEInvertedResidual(nn.Module):
-    """1x1 expand -> act -> kxk depthwise (stride) -> act -> [squeeze-excite] -> 1x1 linear projection,
-    identity shortcut when stride 1 and channels unchanged (MobileNetV3's bneck)."""
-
-    def __init__(self, in_ch: int, hidden: int, out_ch: int, kernel: int, stride: int, se: bool,
-                 act: type[nn.Module]) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        if hidden != in_ch:
-            layers.append(ConvBNAct(in_ch, hidden, 1, act=act))
-        layers.append(ConvBNAct(hidden, hidden, kernel, stride=stride, groups=hidden, act=act))
-        if se:
-            layers.append(SqueezeExcite(hidden, make_divisible(hidden / 4)))
-        layers.append(ConvBNAct(hidden, out_ch, 1, act=None))
-        self.block = nn.Sequential(*layers)
-        self.use_residual = stride == 1 and in_ch == out_ch
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        out = self.block(x)
-        return x + out if self.use_residual else out
 
 
 def _validate(kw: dict) -> None:
@@ -92,7 +71,8 @@ def build_mobilenetv3(input_shape: tuple[int, ...], num_classes: int, *, layout:
         if s == 2:
             stride, place = strides[place], place + 1
         hidden, out_ch = make_divisible(exp * width), make_divisible(out * width)
-        layers.append(SEInvertedResidual(in_ch, hidden, out_ch, kernel, stride, se, ACTS[act]))
+        layers.append(InvertedResidual(in_ch, out_ch, stride, hidden=hidden, kernel=kernel, act=ACTS[act],  # the bneck
+                                       se_channels=make_divisible(hidden / 4) if se else 0))
         in_ch = out_ch
     last = 6 * in_ch
     layers.append(ConvBNAct(in_ch, last, 1, act=nn.Hardswish))
