@@ -11,18 +11,11 @@ from click.testing import CliRunner
 
 from edgekd.cli import main
 from edgekd.models import load_model
+from cli_helpers import one_line_error
 
 
 def _run(*args: str):
     return CliRunner().invoke(main, ["compress", *args])
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_compress_checkpoint_json(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
@@ -56,13 +49,13 @@ def test_passes_from_config_file(tmp_path: Path, tiny_teacher_ckpt: Path) -> Non
 
 
 def test_missing_run(tmp_path: Path) -> None:
-    _one_line_error(_run(str(tmp_path / "nope"), "--prune", "0.5", "-o", str(tmp_path / "o")),
+    one_line_error(_run(str(tmp_path / "nope"), "--prune", "0.5", "-o", str(tmp_path / "o")),
                     "nope", "no such run directory")
 
 
 def test_run_dir_without_student(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
-    _one_line_error(_run(str(tmp_path / "run"), "--prune", "0.5", "-o", str(tmp_path / "o")), "no student.pt")
+    one_line_error(_run(str(tmp_path / "run"), "--prune", "0.5", "-o", str(tmp_path / "o")), "no student.pt")
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b""])
@@ -70,20 +63,20 @@ def test_corrupt_checkpoint(tmp_path: Path, content: bytes) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(content)
     out = tmp_path / "o"
-    _one_line_error(_run(str(bad), "--prune", "0.5", "-o", str(out)), "bad.pt")
+    one_line_error(_run(str(bad), "--prune", "0.5", "-o", str(out)), "bad.pt")
     assert not out.exists()
 
 
 def test_truncated_checkpoint(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
     bad = tmp_path / "cut.pt"
     bad.write_bytes(tiny_teacher_ckpt.read_bytes()[:300])
-    _one_line_error(_run(str(bad), "--prune", "0.5", "-o", str(tmp_path / "o")), "cut.pt")
+    one_line_error(_run(str(bad), "--prune", "0.5", "-o", str(tmp_path / "o")), "cut.pt")
 
 
 def test_no_pass_and_no_output(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
-    _one_line_error(_run(str(tiny_teacher_ckpt), "-o", str(tmp_path / "o")), "--prune")
-    _one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5"), "-o")
-    _one_line_error(_run(str(tiny_teacher_ckpt), "--lowrank", "0.5", "--lowrank-energy", "0.9", "-o", str(tmp_path / "o")),
+    one_line_error(_run(str(tiny_teacher_ckpt), "-o", str(tmp_path / "o")), "--prune")
+    one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5"), "-o")
+    one_line_error(_run(str(tiny_teacher_ckpt), "--lowrank", "0.5", "--lowrank-energy", "0.9", "-o", str(tmp_path / "o")),
                     "not both")
 
 
@@ -96,7 +89,7 @@ def test_existing_output_is_not_overwritten(tmp_path: Path, tiny_teacher_ckpt: P
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    _one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5", "-o", str(out)), "already exists")
+    one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5", "-o", str(out)), "already exists")
     assert (out / "keep.txt").read_text() == "mine"
 
 
@@ -133,7 +126,7 @@ def test_a_killed_run_is_never_read_and_the_next_run_clears_it(tmp_path: Path, t
             proc.kill()
     assert (out / INCOMPLETE_MARKER).is_file() and not is_complete_run(out)
     # the leftover is not a source for anything
-    _one_line_error(_run(str(out), "--prune", "0.5", "-o", str(tmp_path / "again")), "did not finish")
+    one_line_error(_run(str(out), "--prune", "0.5", "-o", str(tmp_path / "again")), "did not finish")
     # the same command again: the dead run's leftover is cleared, the new run completes
     result = _run(str(tiny_teacher_ckpt), "--prune", "0.5", "--finetune-epochs", "0", "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -152,7 +145,7 @@ def test_output_being_written_by_a_live_run_is_refused(tmp_path: Path, tiny_teac
     try:
         (out / INCOMPLETE_MARKER).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
         (out / "partial.txt").write_text("theirs")
-        _one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5", "-o", str(out)), f"pid {sleeper.pid}")
+        one_line_error(_run(str(tiny_teacher_ckpt), "--prune", "0.5", "-o", str(out)), f"pid {sleeper.pid}")
         assert (out / "partial.txt").read_text() == "theirs"
     finally:
         sleeper.kill()

@@ -16,14 +16,7 @@ from edgekd.cli import main
 from edgekd.compress import PASSES, CompressionPass, PassEntry
 from edgekd.compress.passes import chain_slug, parse_chain, parse_pass_spec
 from edgekd.errors import ConfigError
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from cli_helpers import one_line_error
 
 
 # ---- every registered pass declares itself fully -------------------------------------------------
@@ -134,13 +127,13 @@ def test_help_lists_every_pass_and_field_from_the_registry(command: str) -> None
 def test_cli_unknown_pass_and_field_exit_2(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
     out = tmp_path / "o"
     run = lambda *a: CliRunner().invoke(main, ["compress", str(tiny_teacher_ckpt), *a, "-o", str(out)])  # noqa: E731
-    _one_line_error(run("--pass", "prun"), "Did you mean 'prune'", "lowrank")
-    _one_line_error(run("--pass", "prune:ratoi=0.5"), "unknown field 'ratoi'", "ratio")
-    _one_line_error(run("--pass", "prune:ratio=2"), "ratio must be")
-    _one_line_error(run("--pass", "prune", "--lowrank", "0.5"), "--pass only")
+    one_line_error(run("--pass", "prun"), "Did you mean 'prune'", "lowrank")
+    one_line_error(run("--pass", "prune:ratoi=0.5"), "unknown field 'ratoi'", "ratio")
+    one_line_error(run("--pass", "prune:ratio=2"), "ratio must be")
+    one_line_error(run("--pass", "prune", "--lowrank", "0.5"), "--pass only")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("passes:\n  - {pass: lowrank, energyy: 0.8}\n")
-    _one_line_error(run("--config", str(cfg)), "Did you mean 'energy'")
+    one_line_error(run("--config", str(cfg)), "Did you mean 'energy'")
     assert not out.exists()
 
 
@@ -231,7 +224,7 @@ def test_deploy_checks_its_chain_before_any_work(tmp_path: Path) -> None:
 def test_deploy_cli_compress_error_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["deploy", "--target", "cpu", "--compress", "prune:ratio=1.5",
                                        "--work-dir", str(tmp_path / "w"), "-o", str(tmp_path / "b")])
-    _one_line_error(result, "ratio must be")
+    one_line_error(result, "ratio must be")
 
 
 def test_deploy_chain_and_prune_shorthand() -> None:
