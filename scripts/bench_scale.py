@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,31 +66,6 @@ def _load() -> list[float]:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return []
-
-
-def export_untrained(spec: str, runtime: str, precision: str, work: Path, identity: dict[str, Any],
-                     classes: int = 1000) -> Path:
-    """`spec` with seeded random weights at its own resolution (3 channels), exported for
-    runtime/precision under `work` (reused when its manifest says ok)."""
-    import torch
-
-    from edgekd.models import ModelInfo, canonical_spec, create_model, spec_input_shape
-    from edgekd.runtimes import RUNTIMES, read_manifest
-
-    spec = canonical_spec(spec)
-    shape = spec_input_shape(spec, (3, 224, 224))
-    out = work / runtime / precision / spec.replace(":", "_").replace(",", "_").replace("=", "")
-    if (out / "manifest.json").is_file() and read_manifest(out).get("status") == "ok":
-        return out
-    torch.manual_seed(0)
-    model = create_model(spec, shape, classes).eval()
-    info = ModelInfo(spec=spec, input_shape=shape, num_classes=classes, class_names=[str(i) for i in range(classes)],
-                     normalization={"mean": [0.0] * 3, "std": [1.0] * 3}, meta={"untrained": True})
-    rng = np.random.default_rng(0)
-    calib = [{"input": rng.standard_normal((1, *shape)).astype(np.float32)} for _ in range(16)]
-    RUNTIMES.get(runtime).export(model, info, out, precision=precision, calibration=calib,
-                                 calibration_samples=16, device_identity=identity)
-    return out
 
 
 def leave_one_out(rows: list[dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, list[float]]]:
@@ -136,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.bench.measure import run_isolated
     from edgekd.device.identity import hardware_identity
     from edgekd.errors import EdgeKDError
+    from edgekd.latency.calibrate import export_untrained
     from edgekd.models import canonical_spec, count_macs, count_params, create_model, spec_input_shape
     from edgekd.runtimes import RUNTIMES
     from edgekd.runtimes.int8_settings import ort_int8_settings
@@ -169,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    arts[job] = export_untrained(spec, runtime, precision, work, identity)
+                    arts[job] = export_untrained(spec, spec_input_shape(spec, (3, 224, 224)), 1000, runtime, precision, work,
+                                                 device_identity=identity)
                     _log(f"exported {spec} {runtime}/{precision} in {time.perf_counter() - t0:.1f}s")
                     jobs.append(job)
                 except EdgeKDError as err:

@@ -40,9 +40,12 @@ CALIBRATION_ROUNDS = 2
 
 
 def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, runtime: str, precision: str,
-                     work_dir: Any, *, seed: int = 0, batch: int = 1, layout: str = "NCHW") -> Any:
+                     work_dir: Any, *, seed: int = 0, batch: int = 1, layout: str = "NCHW",
+                     device_identity: Any = None) -> Any:
     """Build `spec` with seeded random weights and export it for `runtime`/`precision` under
-    `work_dir` (reused when already there: the same seed gives the same artifact). Returns the dir."""
+    `work_dir` (reused when already there: the same seed gives the same artifact). Returns the dir.
+    `device_identity` (a fingerprint or hardware identity), when given, lets the exporter choose
+    device-dependent settings (ONNX Runtime's INT8, `edgekd.runtimes.int8_settings`)."""
     from pathlib import Path
 
     import numpy as np
@@ -75,6 +78,8 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     else:
         calib = [{"input": rng.standard_normal((batch, *input_shape)).astype(np.float32)} for _ in range(16)]
     opts: dict[str, Any] = {"batch": batch}
+    if device_identity is not None:
+        opts["device_identity"] = device_identity
     if runtime == "litert":
         opts["layout"] = layout
     RUNTIMES.get(runtime).export(model, info, out, precision=precision, calibration=calib, **opts)
