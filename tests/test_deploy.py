@@ -108,8 +108,8 @@ def test_deploy_verifies_on_the_device_records_and_bundles(calibrated, work, tin
 def test_deploy_is_not_fooled_by_a_foreign_profile(work, tiny_teacher_ckpt, tmp_path):
     """A latency model from another device must not fool deploy. The other device is built honestly:
     untrained students measured on this machine under OpenVINO (another runtime: another cost per layer
-    and per inference), recorded as the ONNX Runtime model of a machine with another identity (no
-    AVX-512 / AMX, another CPU model number). Deploy, whose own profile for this machine is empty,
+    and per inference), recorded as the ONNX Runtime model of a machine with another identity (another
+    CPU model number, AVX-512 toggled). Deploy, whose own profile for this machine is empty,
     must find it, call it foreign, run the drift check on the teacher, adapt it on this device's
     points and end VERIFIED within 2 device rounds."""
     from edgekd.agent.fingerprint import device_fingerprint
@@ -126,8 +126,12 @@ def test_deploy_is_not_fooled_by_a_foreign_profile(work, tiny_teacher_ckpt, tmp_
     prof = Profile.load(foreign)
     here = device_fingerprint()
     other = copy.deepcopy(here)
-    other["cpu"]["model"] = "1"
-    other["cpu"]["flags"] = [f for f in other["cpu"]["flags"] if not f.startswith(("avx512", "amx"))]
+    # another CPU model number and another ISA, whichever machine this runs on: AVX-512 / AMX dropped
+    # where this CPU has them (an Intel Xeon), added where it has not (an AVX2-only AMD EPYC Zen 3)
+    other["cpu"]["model"] = f"{here['cpu'].get('model')}-other"
+    flags = list(other["cpu"]["flags"])
+    wide = [f for f in flags if f.startswith(("avx512", "amx"))]
+    other["cpu"]["flags"] = [f for f in flags if f not in wide] if wide else sorted(flags + ["avx512f", "avx512_vnni"])
     prof.device = other
     for m in prof.measurements.values():
         m.runtime, m.format = "onnxruntime", "onnx"
