@@ -18,7 +18,8 @@ deploy fits) fitted on the OTHER students of that configuration (leave-one-out: 
 never in its fit), and `within_10pct` is the share predicted within +-10 % of its measured p50. The
 joint-deploy part of the issue's benchmark is not built yet. Prints a table, then ONE JSON line:
 median_p50_ms (over all fp32 rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per
-runtime), within_10pct, loo_errors, rows, load.
+runtime), within_10pct, loo_errors, rows, load (of this run), measured_load (of the runs that measured
+the rows, which --store keeps with each row).
 
 `--store FILE` keeps measurements across runs (JSON, one row per spec x runtime x precision): the rows
 measured now replace their stored ones, and the table and the leave-one-out use every stored row of
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"exported into {args.work}; measure with the same --work")
             return 0
     load_after = _load()
+    for row in measured.values():
+        row["load"] = {"before": load_before, "after": load_after}  # of the run that measured it
     if store_path and measured:
         stored.update(measured)
         write_store(store_path, stored, {"isa": identity.get("isa"), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -271,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "ort_int8_rule": ort_int8_settings(identity)["rule"],
         "isa": identity.get("isa"),
         "load": {"before": load_before, "after": load_after},
+        "measured_load": sorted({json.dumps(r["load"]) for r in rows if r.get("load")}),
         "failed": sum(1 for r in rows if r["p50_ms"] is None),
         "rows": rows,
     }))

@@ -21,9 +21,11 @@ FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", 
 # whatever module or functional call issued it. The kinds are what runtimes treat differently, not a
 # claim about any one runtime: clamp-style activations (ReLU, ReLU6) fold into the conv before them on
 # every CPU runtime; other activations (hard-swish, hard-sigmoid, SiLU, GELU, ...) are their own kernels,
-# and an INT8 runtime may run one in float behind a dequantize/quantize pair (ONNX Runtime has no
-# integer HardSigmoid); adds are residual joins, muls squeeze-excite gates, reductions global pools.
-# Each (runtime, precision) fit prices each kind from its own measurements (edgekd.latency.terms).
+# and an INT8 runtime may run one in float behind a dequantize/quantize pair (ONNX Runtime's optimized
+# INT8 graphs of our exports keep HardSigmoid, the SE Mul, ReduceMean and residual Adds float);
+# adds are residual joins, muls squeeze-excite gates, reductions global pools. Recorded with every
+# measurement, not yet terms of the model: on the 16 ONNX Runtime INT8 students of
+# scripts/bench_scale.py (AVX2 EPYC, 2026-11-30) adding them did not raise the leave-one-out share.
 ELEMENTWISE_KINDS = {
     "clamp_elements": ("relu", "relu6", "hardtanh", "clamp", "clamp_min", "clamp_max"),
     "act_elements": ("hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "tanh", "elu", "leaky_relu", "mish",

@@ -32,19 +32,6 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     # matmuls outside layers: a transformer's attention (QK^T, probs x V) grows with the square of the
     # sequence length, which no layer count or layer MAC sees
     ("matmul_macs", "per MMAC in matmuls outside layers (attention)", lambda f, pad: f.get("matmul_macs", 0) / 1e6),
-    # elementwise work by kind (edgekd.latency.features.ELEMENTWISE_KINDS): what a runtime fuses into
-    # the conv before it costs ~0 here; what it runs as its own kernel (or, in an INT8 model, in float
-    # between a dequantize and a quantize) costs per element. Features recorded before these existed
-    # count 0 (their fits keep the terms at 0)
-    ("clamp_elements", "per M elements through clamp activations (ReLU, ReLU6)",
-     lambda f, pad: f.get("clamp_elements", 0) / 1e6),
-    ("act_elements", "per M elements through other activations (hard-swish, hard-sigmoid, SiLU, GELU, ...)",
-     lambda f, pad: f.get("act_elements", 0) / 1e6),
-    ("add_elements", "per M elements of tensor adds (residual joins)", lambda f, pad: f.get("add_elements", 0) / 1e6),
-    ("mul_elements", "per M elements of tensor muls (squeeze-excite gates)",
-     lambda f, pad: f.get("mul_elements", 0) / 1e6),
-    ("reduce_elements", "per M elements read by pooling / mean reductions",
-     lambda f, pad: f.get("reduce_elements", 0) / 1e6),
     ("params", "per M params", lambda f, pad: f["params"] / 1e6),
     ("activation_bytes", "per MB of activations", lambda f, pad: f["activation_bytes"] / 1e6),
     ("conv", "per conv layer", lambda f, pad: f.get("conv", 0)),
