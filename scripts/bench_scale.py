@@ -110,7 +110,8 @@ def read_store(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {(r["spec"], r["runtime"], r["precision"]): r for r in data["rows"]}
     except (ValueError, KeyError, TypeError) as err:
-        raise SystemExit(f"error: {path} is not a bench_scale store ({err}); pass another --store or delete it")
+        raise ValueError(f"{path} is not a bench_scale store ({type(err).__name__}: {err}); "
+                         "pass another --store or delete it") from None
 
 
 def write_store(path: Path, rows: dict[tuple[str, str, str], dict[str, Any]], meta: dict[str, Any]) -> None:
@@ -222,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes[spec] = {"resolution": shape[1], "params": count_params(model), "macs": count_macs(model, shape)}
 
     store_path = Path(args.store) if args.store else None
-    stored = read_store(store_path) if store_path else {}
+    try:
+        stored = read_store(store_path) if store_path else {}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     measured: dict[tuple[str, str, str], dict[str, Any]] = {}
     if not args.offline:
         measured = measure(specs, runtimes, precisions, sizes, identity, Path(args.work), args)
