@@ -4,6 +4,7 @@ path (`edgekd.bench.measure.run_isolated`: a fresh child process per artifact, a
 
     .venv/bin/python scripts/bench_scale.py [--specs SPEC ...] [--runtimes onnxruntime,openvino,litert]
         [--precisions fp32,int8] [--threads 2] [--rounds 2] [--work runs/bench-scale] [--quick]
+        [--store FILE [--offline]]
 
 Untrained (seeded random weights, random-normal calibration batches): latency does not depend on the
 weights' values, so no training is needed; accuracy is not measured here. ONNX Runtime's INT8
@@ -17,7 +18,14 @@ deploy fits) fitted on the OTHER students of that configuration (leave-one-out: 
 never in its fit), and `within_10pct` is the share predicted within +-10 % of its measured p50. The
 joint-deploy part of the issue's benchmark is not built yet. Prints a table, then ONE JSON line:
 median_p50_ms (over all fp32 rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per
-runtime), within_10pct, loo_errors, rows, load.
+runtime), within_10pct, loo_errors, rows, load (of this run), measured_load (of the runs that measured
+the rows, which --store keeps with each row).
+
+`--store FILE` keeps measurements across runs (JSON, one row per spec x runtime x precision): the rows
+measured now replace their stored ones, and the table and the leave-one-out use every stored row of
+the chosen specs, runtimes and precisions, so a sweep can be measured in several shorter runs
+(e.g. one per runtime) and the model evaluated on all of it. `--offline` measures nothing and
+reports FILE's rows (a change to the latency model is evaluated without the device's time).
 """
 from __future__ import annotations
 
@@ -94,42 +102,36 @@ def leave_one_out(rows: list[dict[str, Any]]) -> tuple[dict[str, float | None], 
     return shares, errors
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--specs", nargs="*", default=None, help="model specs (with resolution=); default: 16 over 4 families")
-    ap.add_argument("--quick", action="store_true", help="two small specs only (a smoke run)")
-    ap.add_argument("--runtimes", default="onnxruntime,openvino,litert")
-    ap.add_argument("--precisions", default="fp32,int8")
-    ap.add_argument("--threads", type=int, default=2, help="runtime threads (0: the runtime's default)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds; the lowest p50 is kept")
-    ap.add_argument("--min-s", type=float, default=2.0, help="timed seconds per measurement (at least 30 runs)")
-    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-scale"), help="artifact folder (reused)")
-    args = ap.parse_args(argv)
+def read_store(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Stored rows by (spec, runtime, precision); {} when the file does not exist yet."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {(r["spec"], r["runtime"], r["precision"]): r for r in data["rows"]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a bench_scale store ({type(err).__name__}: {err}); "
+                         "pass another --store or delete it") from None
 
-    from edgekd.bench.devices import local_fingerprint
+
+def write_store(path: Path, rows: dict[tuple[str, str, str], dict[str, Any]], meta: dict[str, Any]) -> None:
+    from edgekd.fileio import atomic_write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"rows": sorted(rows.values(), key=lambda r: (r["runtime"], r["precision"], r["spec"])),
+                             **meta})
+
+
+def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes: dict[str, dict[str, Any]],
+            identity: dict[str, Any], work: Path, args: Any) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Export (reused from `work`) and measure every spec x runtime x precision in interleaved rounds,
+    the lowest p50 kept; rows by (spec, runtime, precision), failures with their error."""
     from edgekd.bench.measure import run_isolated
-    from edgekd.device.identity import hardware_identity
     from edgekd.errors import EdgeKDError
     from edgekd.latency.calibrate import export_untrained
-    from edgekd.models import canonical_spec, count_macs, count_params, create_model, spec_input_shape
+    from edgekd.models import spec_input_shape
     from edgekd.runtimes import RUNTIMES
     from edgekd.runtimes.int8_settings import ort_int8_settings
-
-    specs = [canonical_spec(s) for s in (args.specs or (QUICK_SPECS if args.quick else DEFAULT_SPECS))]
-    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    identity = hardware_identity(local_fingerprint()) or {}
-    load_before = _load()
-    _log(f"load average before: {load_before}; ORT int8 rule here: {ort_int8_settings(identity)['rule']}")
-    work = Path(args.work)
-    sizes: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        import torch
-
-        shape = spec_input_shape(spec, (3, 224, 224))
-        with torch.device("meta"):
-            model = create_model(spec, shape, 1000)
-        sizes[spec] = {"resolution": shape[1], "params": count_params(model), "macs": count_macs(model, shape)}
 
     jobs: list[tuple[str, str, str]] = []
     arts: dict[tuple[str, str, str], Path] = {}
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 except EdgeKDError as err:
                     errors[job] = str(err)
                     _log(f"export failed {spec} {runtime}/{precision}: {err}")
+    if getattr(args, "export_only", False):
+        return {}
     request = {"threads": args.threads or None, "batch": 1, "warmup_count": 5, "warmup_s": 0.5, "min_count": 30,
                "min_s": args.min_s, "max_s": max(10.0, 4 * args.min_s), "input": "random", "latency": True,
                "accuracy": False, "timeout_s": 600.0}
@@ -164,17 +168,84 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if job not in best or lat.get("p50_ms", 1e9) < best[job]["p50_ms"]:
                 best[job] = {"p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "cv": lat.get("cv")}
-    load_after = _load()
 
-    rows = []
-    for (spec, runtime, precision) in [(s, r, p) for r in runtimes for p in precisions for s in specs]:
-        job = (spec, runtime, precision)
+    rows = {}
+    for job in [(s, r, p) for r in runtimes for p in precisions for s in specs]:
+        spec, runtime, precision = job
         row = {"spec": spec, "runtime": runtime, "precision": precision, **sizes[spec],
                "p50_ms": None, "p90_ms": None, "error": errors.get(job)}
         if job in best:
             row.update(best[job])
         if runtime == "onnxruntime" and precision == "int8":
             row["int8_rule"] = ort_int8_settings(identity)["rule"]
+        if job in best or job in errors:
+            rows[job] = row
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--specs", nargs="*", default=None, help="model specs (with resolution=); default: 16 over 4 families")
+    ap.add_argument("--quick", action="store_true", help="two small specs only (a smoke run)")
+    ap.add_argument("--runtimes", default="onnxruntime,openvino,litert")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--threads", type=int, default=2, help="runtime threads (0: the runtime's default)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds; the lowest p50 is kept")
+    ap.add_argument("--min-s", type=float, default=2.0, help="timed seconds per measurement (at least 30 runs)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-scale"), help="artifact folder (reused)")
+    ap.add_argument("--store", default=None, help="JSON file of measurements kept across runs (see the docstring)")
+    ap.add_argument("--offline", action="store_true", help="measure nothing: report the rows in --store")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export the artifacts into --work and stop (a later run measures them; exports are reused)")
+    args = ap.parse_args(argv)
+    if args.offline and not args.store:
+        print("error: --offline reports stored rows; pass --store FILE", file=sys.stderr)
+        return 2
+
+    from edgekd.bench.devices import local_fingerprint
+    from edgekd.device.identity import hardware_identity
+    from edgekd.models import canonical_spec, count_macs, count_params, create_model, spec_input_shape
+    from edgekd.runtimes.int8_settings import ort_int8_settings
+
+    specs = [canonical_spec(s) for s in (args.specs or (QUICK_SPECS if args.quick else DEFAULT_SPECS))]
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    identity = hardware_identity(local_fingerprint()) or {}
+    load_before = _load()
+    _log(f"load average before: {load_before}; ORT int8 rule here: {ort_int8_settings(identity)['rule']}")
+    sizes: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        import torch
+
+        shape = spec_input_shape(spec, (3, 224, 224))
+        with torch.device("meta"):
+            model = create_model(spec, shape, 1000)
+        sizes[spec] = {"resolution": shape[1], "params": count_params(model), "macs": count_macs(model, shape)}
+
+    store_path = Path(args.store) if args.store else None
+    try:
+        stored = read_store(store_path) if store_path else {}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    measured: dict[tuple[str, str, str], dict[str, Any]] = {}
+    if not args.offline:
+        measured = measure(specs, runtimes, precisions, sizes, identity, Path(args.work), args)
+        if args.export_only:
+            _log(f"exported into {args.work}; measure with the same --work")
+            return 0
+    load_after = _load()
+    for row in measured.values():
+        row["load"] = {"before": load_before, "after": load_after}  # of the run that measured it
+    if store_path and measured:
+        stored.update(measured)
+        write_store(store_path, stored, {"isa": identity.get("isa"), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    rows = []
+    for job in [(s, r, p) for r in runtimes for p in precisions for s in specs]:
+        row = measured.get(job) or stored.get(job)
+        if row is None:
+            row = {"spec": job[0], "runtime": job[1], "precision": job[2], **sizes[job[0]], "p50_ms": None,
+                   "p90_ms": None, "error": "not measured" + (" (not in --store)" if args.offline else "")}
         rows.append(row)
     ratios: dict[str, float | None] = {}
     for runtime in runtimes:
@@ -208,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "ort_int8_rule": ort_int8_settings(identity)["rule"],
         "isa": identity.get("isa"),
         "load": {"before": load_before, "after": load_after},
+        "measured_load": sorted({json.dumps(r["load"]) for r in rows if r.get("load")}),
         "failed": sum(1 for r in rows if r["p50_ms"] is None),
         "rows": rows,
     }))

@@ -59,3 +59,57 @@ def test_export_applies_and_records_the_settings(identity, reduce_range, tiny_te
     assert (widest <= 64) if reduce_range else (widest == 127)
     parity = check_parity(model, out, digits_small.test.x, digits_small.test.y, threads=1)
     assert parity["passed"], parity
+
+
+def _fingerprint(cpu_model: str, vendor: str, flags: list[str]) -> dict:
+    """An agent fingerprint as `edgekd.bench.devices.local_fingerprint` writes it (fields the identity reads)."""
+    return {"hostname": "dev", "arch": "x86_64", "cpu_model": cpu_model, "cores_logical": 2, "cores_physical": 2,
+            "cpu": {"vendor": vendor, "family": "6", "model": "143", "flags": flags},
+            "os": "Linux", "python": "3.11", "runtimes": {"onnxruntime": "1"}}
+
+
+BASE_FLAGS = ["sse4_2", "avx", "avx2", "fma", "f16c"]
+# Sapphire Rapids (AVX-512 VNNI + AMX) and a Zen 3 EPYC (AVX2 only, no VNNI: the machine of issue 14)
+VNNI_FINGERPRINT = _fingerprint("Intel(R) Xeon(R) Platinum 8481C", "GenuineIntel",
+                                BASE_FLAGS + ["avx512f", "avx512bw", "avx512_vnni", "amx_int8", "amx_tile"])
+NO_VNNI_FINGERPRINT = _fingerprint("AMD EPYC 7B13", "AuthenticAMD", BASE_FLAGS + ["vaes", "sha_ni"])
+
+
+@pytest.mark.parametrize("fingerprint,reduce_range", [(NO_VNNI_FINGERPRINT, True), (VNNI_FINGERPRINT, False)],
+                         ids=["no-vnni", "vnni"])
+def test_deploy_export_follows_the_device_fingerprint(fingerprint, reduce_range, tiny_teacher_ckpt, tmp_path):
+    """`edgekd deploy`'s export (deploy.stages.export_for) gives the exporter the device's fingerprint: the
+    manifest records the settings its ISA calls for, and an artifact made for another device is not reused."""
+    if RUNTIMES.get("onnxruntime").unavailable_reason():
+        pytest.skip(RUNTIMES.get("onnxruntime").unavailable_reason())
+    from edgekd.deploy.config import DeployConfig
+    from edgekd.deploy.stages import export_for
+
+    cfg = DeployConfig(target="cpu", precision="int8")
+    art = export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, fingerprint)
+    settings = read_manifest(art)["options"]["int8_settings"]
+    assert settings == ort_int8_settings(fingerprint)
+    assert settings["reduce_range"] is reduce_range
+    assert settings["int32_dot"] == ([] if reduce_range else ["amx_int8", "avx512_vnni"])
+    first = (art / "model.onnx").stat().st_mtime_ns
+    # the same device again: the cached artifact is reused as it is
+    assert export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, fingerprint) == art
+    assert (art / "model.onnx").stat().st_mtime_ns == first
+    # the other device: exported again with its own settings
+    other = VNNI_FINGERPRINT if reduce_range else NO_VNNI_FINGERPRINT
+    export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, other)
+    assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is (not reduce_range)
+
+
+def test_calibration_exports_follow_the_device_fingerprint(tmp_path):
+    """Untrained students exported for latency calibration get the device's INT8 settings too, and a
+    cached one made for another device is exported again."""
+    if RUNTIMES.get("onnxruntime").unavailable_reason():
+        pytest.skip(RUNTIMES.get("onnxruntime").unavailable_reason())
+    from edgekd.latency.calibrate import export_untrained
+
+    spec, shape = "cnn:width=4,depth=1", (1, 8, 8)
+    art = export_untrained(spec, shape, 10, "onnxruntime", "int8", tmp_path, device_identity=NO_VNNI_FINGERPRINT)
+    assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is True
+    art = export_untrained(spec, shape, 10, "onnxruntime", "int8", tmp_path, device_identity=VNNI_FINGERPRINT)
+    assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is False

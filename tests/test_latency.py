@@ -144,6 +144,47 @@ def test_features_split_macs_by_layer_kind():
     assert text["matmul_macs"] == 2 * 2 * 16 * 16 * 48
 
 
+def test_features_count_elementwise_work_by_kind():
+    """Elements written by each kind of elementwise op (a reduction: read), whichever module or
+    functional call issued it: what lets a fit price hard-swish or a squeeze-excite gate on its own."""
+    from torch import nn
+
+    from edgekd.latency.features import architecture_features
+    from edgekd.models.scaled import SqueezeExcite
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.relu = nn.ReLU6()
+            self.hswish = nn.Hardswish()
+            self.se = SqueezeExcite(4, 2)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            y = self.hswish(self.relu(self.conv(x)))
+            return self.pool(self.se(y) + y).flatten(1)
+
+    f = architecture_features(Block(), (2, 5, 5))
+    per_map = 4 * 5 * 5
+    assert f["clamp_elements"] == per_map + 2  # ReLU6 on the conv output, the SE's ReLU on its 2 channels
+    assert f["act_elements"] == per_map + 4  # hard-swish, and the SE gate's hard-sigmoid on 4 channels
+    assert f["mul_elements"] == per_map  # the SE gate scales the whole map
+    assert f["add_elements"] == per_map  # the residual join
+    assert f["reduce_elements"] == 2 * per_map  # the SE's pool and the final pool each read the map
+    # the conv's output is read three times (the SE's pool and gate, the residual add): a fan-out; the
+    # SE's own 1x1 convs each read and write a tensor only one op uses
+    assert f["branch_conv_macs"] == per_map * 2 * 9
+    # a plain ReLU CNN has no other activation, mul, add or fan-out
+    cnn = spec_features("cnn:width=8,depth=2", SHAPE, CLASSES)
+    assert cnn["clamp_elements"] > 0 and cnn["act_elements"] == cnn["mul_elements"] == cnn["add_elements"] == 0
+    assert cnn["branch_conv_macs"] == 0
+    # MobileNetV2: each residual block's expand conv reads the tensor its shortcut adds back, and each
+    # stage's first projection writes one (what ONNX Runtime's INT8 graph kept float, see the feature)
+    mnv2 = spec_features("mobilenetv2:resolution=32,width=0.35", (3, 32, 32), CLASSES)
+    assert 0 < mnv2["branch_conv_macs"] < mnv2["conv_macs"]
+
+
 def test_prior_from_target_datasheet_is_labelled_unmeasured():
     from edgekd.device.targets import load_target
 

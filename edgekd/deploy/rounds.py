@@ -101,7 +101,7 @@ def _verify_round(s: Session, goal: Goal, spec: str, predicted: tuple[float, str
     ckpt, host_acc = out.checkpoints[spec]
     s.say(f"round {n}: chose {spec} on host val accuracy {host_acc.val:.2%} >= {goal.choice_floor:.2%} "
           f"(host test {host_acc.test:.2%}, not used to choose)")
-    art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads)
+    art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.fingerprint or None)
     lat, source = predicted
     r = Round(spec=spec, params=s.params(spec), host_val_accuracy=host_acc.val, host_test_accuracy=host_acc.test,
               predicted_ms=lat, latency_source=source, artifact=str(art))

@@ -158,8 +158,13 @@ def _verdict(val: float, floor: float | None) -> str:
     return f" (meets the choosing floor {floor:.2%})" if val >= floor else f" (below the choosing floor {floor:.2%})"
 
 
-def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -> Path:
-    """Export one checkpoint for the target in (fmt, precision) through the parity gate; the artifact dir."""
+def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None,
+               device_identity: dict[str, Any] | None = None) -> Path:
+    """Export one checkpoint for the target in (fmt, precision) through the parity gate; the artifact dir.
+    `device_identity` (the device's agent fingerprint) chooses device-dependent settings (ONNX Runtime
+    INT8: `runtimes.int8_settings`), recorded in the manifest; a cached artifact made with other
+    settings is exported again."""
+    from edgekd.runtimes.catalog import FORMAT_RUNTIME, RUNTIMES
     from edgekd.runtimes.export import export_checkpoint
 
     art = out / f"{fmt}-{cfg.precision}"
@@ -168,10 +173,11 @@ def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -
         from edgekd.runtimes import read_manifest
 
         man = read_manifest(art)
-        if man.get("status") == "ok" and (man.get("source") or {}).get("checkpoint_sha256") == sha256_file(ckpt):
-            return art  # same checkpoint, already exported and parity-checked
+        if (man.get("status") == "ok" and (man.get("source") or {}).get("checkpoint_sha256") == sha256_file(ckpt)
+                and RUNTIMES.get(FORMAT_RUNTIME[fmt]).fits_device(man, device_identity)):
+            return art  # same checkpoint, already exported for this device and parity-checked
     report = export_checkpoint(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[cfg.precision],
-                               threads=threads).to_dict()
+                               threads=threads, device_identity=device_identity or None).to_dict()
     row = report["rows"][0]
     if row["status"] != "ok":
         raise ExportError(f"export of {ckpt} to {fmt}/{cfg.precision} failed: {row['error']}")

@@ -42,7 +42,8 @@ def teacher_on_device(s: Session) -> TeacherCheck:
                               "val_accuracy": s.teacher_host.val, "checkpoint": str(s.teacher_path)})
     if s.teacher_path.suffix != ".pt" or not s.dev:
         return check
-    art = export_for(cfg, s.teacher_path, s.work / "artifacts" / f"teacher-{s.teacher_sha[:12]}", s.fmt, s.threads)
+    art = export_for(cfg, s.teacher_path, s.work / "artifacts" / f"teacher-{s.teacher_sha[:12]}", s.fmt, s.threads,
+                     s.fingerprint or None)
     check.since = now_iso()
     # the budget hangs on this figure: timed over several rounds once, then reused (edgekd.deploy.budget)
     m = recorded_teacher(s.load_profile(), s.teacher_sha, fmt=s.fmt, precision=cfg.precision, threads=s.threads,

@@ -61,8 +61,9 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     out = Path(work_dir) / runtime / precision / f"b{batch}" / name
     if (out / "manifest.json").is_file():
         man = read_manifest(out)
-        if (man.get("source") or {}).get("spec") == spec and man.get("status") == "ok":
-            return out
+        if ((man.get("source") or {}).get("spec") == spec and man.get("status") == "ok"
+                and RUNTIMES.get(runtime).fits_device(man, device_identity)):
+            return out  # same spec, and exported with the settings this device would get
     torch.manual_seed(seed)
     model = create_model(spec, input_shape, num_classes).eval()
     info = ModelInfo(spec=spec, input_shape=tuple(input_shape), num_classes=num_classes,
@@ -127,7 +128,7 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
             try:
                 if j not in arts:
                     arts[j] = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed,
-                                               batch=batch, layout=layout)
+                                               batch=batch, layout=layout, device_identity=fingerprint or None)
                 result = dev.bench(arts[j], req)
                 feats = spec_features(spec, shape, classes)
                 m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"])

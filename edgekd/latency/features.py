@@ -14,7 +14,33 @@ from typing import Any, Mapping, Sequence
 from edgekd.errors import ProfileError
 
 FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", "linear", "bn", "act", "pool",
-                "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs", "matmul_macs")
+                "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs", "matmul_macs",
+                "clamp_elements", "act_elements", "add_elements", "mul_elements", "reduce_elements",
+                "branch_conv_macs")
+# Elementwise work by kind, counted per torch op (its output elements; a reduction's input elements),
+# whatever module or functional call issued it. The kinds are what runtimes treat differently, not a
+# claim about any one runtime: clamp-style activations (ReLU, ReLU6) fold into the conv before them on
+# every CPU runtime; other activations (hard-swish, hard-sigmoid, SiLU, GELU, ...) are their own kernels,
+# and an INT8 runtime may run one in float behind a dequantize/quantize pair (ONNX Runtime's optimized
+# INT8 graphs of our exports keep HardSigmoid, the SE Mul, ReduceMean and residual Adds float);
+# adds are residual joins, muls squeeze-excite gates, reductions global pools. Recorded with every
+# measurement, not yet terms of the model: on the 16 ONNX Runtime INT8 students of
+# scripts/bench_scale.py (AVX2 EPYC, 2026-11-30) adding them did not raise the leave-one-out share.
+ELEMENTWISE_KINDS = {
+    "clamp_elements": ("relu", "relu6", "hardtanh", "clamp", "clamp_min", "clamp_max"),
+    "act_elements": ("hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "tanh", "elu", "leaky_relu", "mish",
+                     "softmax", "_softmax"),
+    "add_elements": ("add",),
+    "mul_elements": ("mul",),
+    "reduce_elements": ("mean", "sum", "avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d",
+                        "max_pool2d", "max_pool2d_with_indices"),
+}
+_REDUCTIONS = frozenset(ELEMENTWISE_KINDS["reduce_elements"])
+# ops a conv's output passes through unchanged in kind (folded or fused by exporters): the tensor
+# after them still "is" that conv's output for `branch_conv_macs`
+_PASS_THROUGH = frozenset(ELEMENTWISE_KINDS["clamp_elements"] + ELEMENTWISE_KINDS["act_elements"]
+                          + ("native_batch_norm", "_native_batch_norm_legit_no_training", "batch_norm"))
+_OP_KIND = {op: kind for kind, ops in ELEMENTWISE_KINDS.items() for op in ops}
 # Candidate channel block sizes (input, output) for the padding term; 1 = no padding. The fit tries
 # every pair and keeps the one with the lowest cross-validated error. On this 2-core AVX-512 EPYC with
 # ONNX Runtime fp32 the fit picks 32 in / 64 out in every measurement set; with the fixed 16/16 used
@@ -27,10 +53,73 @@ PAD_BLOCKS = (1, 8, 16, 32, 64)
 LEGACY_PAD_BLOCK = (16, 16)
 
 
+def _graph_counter() -> Any:
+    """A torch dispatch mode that watches one forward: per ELEMENTWISE_KINDS kind, the elements each op
+    of that kind writes (a reduction: reads), in `counts`; and `branch_conv_macs()`, the MACs of convs
+    at a fan-out of the graph: whose input is also read by another op (the tensor a residual block
+    both convolves and adds back) or whose output, through BN / activations, is read by more than one
+    op (a block output the next residual reuses, the map a squeeze-excite gate pools and scales).
+    Those are where an INT8 graph keeps float islands: in ONNX Runtime 1.31's optimized graphs of
+    this project's INT8 exports, a QuantizeLinear with two consumers is not fused, so exactly these
+    convs stayed float Conv between DequantizeLinear / QuantizeLinear (MobileNetV2 224 px: 15 of 52,
+    the 15 this counts) while the others became QLinearConv."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class GraphCounter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.counts = {kind: 0 for kind in ELEMENTWISE_KINDS}
+            self.keep: list[Any] = []  # every tensor seen stays alive, so no id() is reused mid-forward
+            self.readers: dict[int, list[str]] = {}  # tensor id -> ops that read it
+            self.conv_readers: dict[int, list[int]] = {}  # tensor id -> convs (index) that read it
+            self.origin: dict[int, int] = {}  # tensor id -> the conv (index) whose output it is
+            self.conv_macs: list[int] = []
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            kind = _OP_KIND.get(name)
+            if kind is not None:
+                measured = args[0] if name in _REDUCTIONS else out
+                measured = measured[0] if isinstance(measured, (tuple, list)) else measured
+                if isinstance(measured, torch.Tensor):
+                    self.counts[kind] += int(measured.numel())
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            inputs = [t for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor)]
+            if name == "convolution" and isinstance(first, torch.Tensor):
+                weight = args[1]
+                self.conv_macs.append(int(first.numel()) * int(weight[0].numel()))
+                self.conv_readers.setdefault(id(args[0]), []).append(len(self.conv_macs) - 1)
+                self.origin[id(first)] = len(self.conv_macs) - 1
+                inputs = inputs[:1]  # the weight and bias are parameters, not graph edges
+            elif name in _PASS_THROUGH and inputs and id(inputs[0]) in self.origin and isinstance(first, torch.Tensor):
+                self.origin[id(first)] = self.origin[id(inputs[0])]
+            for t in inputs:
+                self.readers.setdefault(id(t), []).append(name)
+            self.keep.extend(inputs)
+            self.keep.extend(t for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+            return out
+
+        def branch_conv_macs(self) -> int:
+            branch: set[int] = set()
+            for tid, ops in self.readers.items():
+                fans_out = len(ops) > 1
+                if fans_out:
+                    branch.update(self.conv_readers.get(tid, []))
+                    if tid in self.origin:
+                        branch.add(self.origin[tid])
+            return sum(self.conv_macs[i] for i in branch)
+
+    return GraphCounter()
+
+
 def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, Any]:
     """`edgekd.models.model_features` plus MACs split by layer kind (conv / depthwise / linear), the
-    MACs of matmuls outside layers (`matmul_macs`: attention) and `conv_shapes`, the dense convs'
-    channel counts (for the channel-padding term).
+    MACs of matmuls outside layers (`matmul_macs`: attention), `conv_shapes`, the dense convs'
+    channel counts (for the channel-padding term), elementwise work by kind (ELEMENTWISE_KINDS) and
+    `branch_conv_macs` (convs next to a residual fan-out / join or a gate; `_graph_counter`).
 
     Works on any nn.Module (a pruned or factorized student too): one zero-input forward, no timing.
     """
@@ -61,7 +150,8 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
         model.eval()
         # the flop counter sees every matmul, also those outside layers (attention's QK^T and
         # probs x V in a transformer), which the per-layer hooks cannot
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        graph = _graph_counter()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, graph:
             model(torch.zeros((1, *shape)))
     finally:
         model.train(was_training)
@@ -71,6 +161,9 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
     feats.update(split)
     feats["matmul_macs"] = max(0, int(counter.get_total_flops()) // 2 - sum(split.values()))
     feats["conv_shapes"] = " ".join(shapes)
+    feats.update(graph.counts)
+    feats["branch_conv_macs"] = graph.branch_conv_macs()
+    graph.keep.clear()
     return feats
 
 

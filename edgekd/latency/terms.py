@@ -23,6 +23,11 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     ("conv_pad_macs", "per MMAC of channel padding to the device's channel blocks",
      lambda f, pad: padded_conv_macs(f, *pad) / 1e6),
     ("depthwise_macs", "per MMAC in depthwise convs", lambda f, pad: f.get("depthwise_macs", 0) / 1e6),
+    # convs at a fan-out of the graph (residual blocks, squeeze-excite; edgekd.latency.features): an
+    # INT8 runtime may keep them float between dequantize / quantize (ONNX Runtime does), so an INT8
+    # fit prices their MACs extra; an fp32 fit, where they cost what any conv does, keeps this at ~0
+    ("branch_conv_macs", "extra per MMAC in convs at a graph fan-out (INT8 float islands)",
+     lambda f, pad: f.get("branch_conv_macs", 0) / 1e6),
     ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
     # matmuls outside layers: a transformer's attention (QK^T, probs x V) grows with the square of the
     # sequence length, which no layer count or layer MAC sees

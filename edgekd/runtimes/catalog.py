@@ -47,6 +47,21 @@ class AdapterBase:
     listing_order: int = 100
     standalone_loader: str = ""
 
+    def device_options(self, precision: str, device_identity: Mapping[str, Any] | None, *,
+                       task: str = "image") -> dict[str, Any]:
+        """The manifest `options` an export for the device `device_identity` describes records that
+        depend on that device ({} when none do: the artifact fits every device). An adapter whose
+        settings follow the device (ONNX Runtime INT8) overrides this and exports with the same values."""
+        return {}
+
+    def fits_device(self, manifest: Mapping[str, Any], device_identity: Mapping[str, Any] | None) -> bool:
+        """Whether an exported artifact (its manifest) was made with the settings an export for
+        `device_identity` would choose now, so it can be reused for that device."""
+        options = manifest.get("options") or {}
+        wanted = self.device_options(str(manifest.get("precision")), device_identity,
+                                     task=str(manifest.get("task") or "image"))
+        return all(options.get(k) == v for k, v in wanted.items())
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:

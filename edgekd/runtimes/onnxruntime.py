@@ -198,6 +198,14 @@ class OnnxRuntimeAdapter(AdapterBase):
     listing_order = 10
     standalone_loader = STANDALONE_LOADER
 
+    def device_options(self, precision: str, device_identity: Mapping[str, Any] | None, *,
+                       task: str = "image") -> dict[str, Any]:
+        """INT8 image models: the quantizer settings for the device (`int8_settings.ort_int8_settings`),
+        what `export` applies and records as ``options.int8_settings``."""
+        if precision == "int8" and task != "text":
+            return {"int8_settings": ort_int8_settings(device_identity)}
+        return {}
+
     def unavailable_reason(self) -> str | None:
         try:
             _import_ort()
@@ -229,7 +237,7 @@ class OnnxRuntimeAdapter(AdapterBase):
         else:
             fp32 = out_dir / "model.fp32.onnx"
             export_onnx(model, info, fp32, opset=opset, batch=batch, dynamic_batch=dynamic_batch)
-            int8 = ort_int8_settings(device_identity)
+            int8 = self.device_options(precision, device_identity)["int8_settings"]
             try:
                 quantize_onnx_int8(fp32, dst, calibration, batch=batch, calibration_samples=calibration_samples,
                                    method=calibration_method, settings=int8)
