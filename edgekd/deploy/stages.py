@@ -158,11 +158,15 @@ def _verdict(val: float, floor: float | None) -> str:
     return f" (meets the choosing floor {floor:.2%})" if val >= floor else f" (below the choosing floor {floor:.2%})"
 
 
-def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -> Path:
-    """Export one checkpoint for the target in (fmt, precision) through the parity gate; the artifact dir."""
+def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None, precision: str | None = None,
+               device_identity: dict[str, Any] | None = None) -> Path:
+    """Export one checkpoint for the target in (fmt, precision) through the parity gate (INT8: its
+    accuracy gate, on the host runtime); the artifact dir. `precision` defaults to `cfg.precision`;
+    `device_identity` (the device's fingerprint) lets the exporter pick ISA-dependent INT8 settings."""
     from edgekd.runtimes.export import export_checkpoint
 
-    art = out / f"{fmt}-{cfg.precision}"
+    precision = precision or cfg.precision
+    art = out / f"{fmt}-{precision}"
     if (art / "manifest.json").is_file():
         from edgekd.fileio import sha256_file
         from edgekd.runtimes import read_manifest
@@ -170,11 +174,11 @@ def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None) -
         man = read_manifest(art)
         if man.get("status") == "ok" and (man.get("source") or {}).get("checkpoint_sha256") == sha256_file(ckpt):
             return art  # same checkpoint, already exported and parity-checked
-    report = export_checkpoint(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[cfg.precision],
-                               threads=threads).to_dict()
+    report = export_checkpoint(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[precision],
+                               threads=threads, device_identity=device_identity or None).to_dict()
     row = report["rows"][0]
     if row["status"] != "ok":
-        raise ExportError(f"export of {ckpt} to {fmt}/{cfg.precision} failed: {row['error']}")
+        raise ExportError(f"export of {ckpt} to {fmt}/{precision} failed: {row['error']}")
     return Path(row["artifact"])
 
 
