@@ -15,11 +15,13 @@ lowest p50 kept (least disturbed by other load on a shared machine); `uptime` lo
 printed before and after. Second part, the latency model at ms scale: per runtime x precision, each
 student is predicted by edgekd's latency model (`edgekd.latency.model.fit_latency_model`, the model
 deploy fits) fitted on the OTHER students of that configuration (leave-one-out: the predicted one is
-never in its fit), and `within_10pct` is the share predicted within +-10 % of its measured p50. The
-joint-deploy part of the issue's benchmark is not built yet. Prints a table, then ONE JSON line:
-median_p50_ms (over all fp32 rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per
-runtime), within_10pct, loo_errors, rows, load (of this run), measured_load (of the runs that measured
-the rows, which --store keeps with each row).
+never in its fit), and `within_10pct` is the share predicted within +-10 % of its measured p50.
+Third part, with --joint (or alone with --joint-only): `edgekd deploy` on this machine pinned to ONNX
+Runtime fp32, then choosing student x runtime x precision jointly at the same budget
+(scripts/bench_joint.py says how). Prints a table, then ONE JSON line: median_p50_ms (over all fp32
+rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per runtime), within_10pct, loo_errors,
+rows, load (of this run), measured_load (of the runs that measured the rows, which --store keeps with
+each row); with --joint also joint, pinned_ort_fp32, joint_rounds, joint_choice, joint_candidates.
 
 `--store FILE` keeps measurements across runs (JSON, one row per spec x runtime x precision): the rows
 measured now replace their stored ones, and the table and the leave-one-out use every stored row of
@@ -197,7 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--offline", action="store_true", help="measure nothing: report the rows in --store")
     ap.add_argument("--export-only", action="store_true",
                     help="export the artifacts into --work and stop (a later run measures them; exports are reused)")
+    ap.add_argument("--joint", action="store_true", help="also the joint deploy (third part)")
+    ap.add_argument("--joint-only", action="store_true", help="only the joint deploy")
+    ap.add_argument("--joint-formats", default="auto", help="formats the joint deploy chooses among (auto: all)")
+    ap.add_argument("--joint-precisions", default="auto", help="precisions it chooses among (auto: all)")
+    ap.add_argument("--joint-threads", type=int, default=1, help="runtime threads of both deploys")
+    ap.add_argument("--joint-epochs", type=int, default=15, help="distillation epochs per student")
+    ap.add_argument("--joint-budget-ms", type=float, default=None,
+                    help="p90 budget (default: the pinned deploy's, the teacher's ORT fp32 p90 / 5)")
+    ap.add_argument("--joint-work", default=str(ROOT / "runs" / "bench-joint"),
+                    help="teacher, students, exports and this machine's profile (reused)")
     args = ap.parse_args(argv)
+    if args.joint_only:
+        load_before = _load()
+        res = _joint(args)
+        load_after = _load()
+        print(json.dumps({**res, "load": {"before": load_before, "after": load_after}}))
+        return 0
     if args.offline and not args.store:
         print("error: --offline reports stored rows; pass --store FILE", file=sys.stderr)
         return 2
@@ -268,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{within[config] if within[config] is not None else '-'}; errors {', '.join(f'{e:+.0%}' for e in errs)}")
     fp32 = [r["p50_ms"] for r in rows if r["precision"] == "fp32" and r["p50_ms"]]
     every = [r["p50_ms"] for r in rows if r["p50_ms"]]
+    joint = _joint(args) if args.joint else {}
     print(json.dumps({
+        **joint,
         "median_p50_ms": round(statistics.median(fp32), 3) if fp32 else None,
         "median_p50_ms_all": round(statistics.median(every), 3) if every else None,
         "int8_ratio": ratios,
@@ -284,6 +304,17 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }))
     return 0
+
+
+def _joint(args: argparse.Namespace) -> dict[str, Any]:
+    """The third part: the pinned and the joint deploy, their table, and the JSON keys they add."""
+    from bench_joint import print_joint, run_joint
+
+    res = run_joint(Path(args.joint_work), formats=args.joint_formats, precisions=args.joint_precisions,
+                    threads=args.joint_threads, epochs=args.joint_epochs, budget_ms=args.joint_budget_ms, log=_log)
+    print_joint(res)
+    return {"joint": res["joint"], "pinned_ort_fp32": res["pinned_ort_fp32"], "joint_rounds": res["joint_rounds"],
+            "joint_choice": res["choice"], "joint_candidates": res["candidates"], "joint_seconds": res["seconds"]}
 
 
 if __name__ == "__main__":

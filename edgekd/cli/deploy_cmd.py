@@ -34,8 +34,13 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 @click.option("--tokenizer", default=None, type=click.Path(exists=True),
               help="Text: a local tokenizer dir/json (default: WordPiece trained on the training text).")
 @click.option("-o", "--output", default=None, help="Bundle directory (default: bundles/<target>).")
-@click.option("--format", "fmt", default=None, help="Export format (default: the target's preferred one).")
-@click.option("--precision", default=None, help="fp32, fp16 or int8 (default: the target's first, fp32 on cpu).")
+@click.option("--format", "fmt", default=None,
+              help="Export format (default: the target's preferred one). 'auto' or a comma list (onnx,openvino): "
+                   "choose the runtime jointly with the student, among those the device runs (opt-in: its first run "
+                   "calibrates every extra configuration).")
+@click.option("--precision", default=None,
+              help="fp32, fp16 or int8 (default: the target's first, fp32 on cpu; with --format auto every precision "
+                   "of the target). 'auto' or a comma list (fp32,int8): choose the precision jointly too.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Device rounds at most.")
 @click.option("--compress", "compress", multiple=True, metavar="NAME[:FIELD=VALUE,...]",
@@ -65,6 +70,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
     Examples:
       edgekd deploy --target cpu                         the whole loop on this machine
       edgekd deploy --target cpu --data reviews          the same for a text classifier (tinybert students)
+      edgekd deploy --target cpu --format auto           choose student x runtime x precision together
       edgekd deploy --target jetson --budget-ms 5        no device here: ends "unverified", says what to run
       edgekd deploy --target rpi5 --device tcp://pi.local:7000 --key-file agent.key
     """
@@ -96,6 +102,7 @@ def print_report(r: dict) -> None:
     if r["chosen"]:
         c = r["chosen"]
         echo(f"{r['status'].upper()}: {c['spec']} ({c['params']:,} params) as {r['format']}/{r['precision']} for {r['target']}")
+        print_joint(r)
         if c["measured"]:
             m, pct = c["measured"], f"p{r['percentile']}_ms"
             echo(f"  measured on {m['device']}: p50 {m['p50_ms']:.4g} ms, p{r['percentile']} {m[pct]:.4g} ms "
@@ -113,8 +120,21 @@ def print_report(r: dict) -> None:
         echo(f"  device rounds: {r['device_rounds']}; bundle: {r['bundle']}; wall time {r['wall_s']:.0f} s")
     else:
         echo("FAILED: " + str(r["status_note"]).replace("\n", "\n  "))
+        print_joint(r)
     if r["status"] == "unverified":
         echo(f"  {r['status_note']}")
         echo("  To verify, run:")
         for line in r.get("verify_commands", []):
             echo(f"    {line}")
+
+
+def print_joint(r: dict) -> None:
+    """A joint choice: each configuration's candidate in the last round and why the winner won."""
+    if not r.get("joint") or not r.get("candidates"):
+        return
+    click.echo(f"  chosen among {len(r['joint']['configurations'])} configurations by: {r['joint']['rule']}")
+    for v in r["candidates"][-1]:
+        who = (f"{v['winner']} ({v['params']:,} params, {v['size_bytes'] / 1e6:.3g} MB, val {v['val_accuracy']:.2%}, "
+               f"{v['latency_source']} {v['latency_ms']:.4g} ms)" if v["winner"] else "-")
+        click.echo(f"    {v['runtime'] + '/' + v['precision']:20} {v['within_budget']:3d} within budget  {who}  "
+                   f"{v['status']}: {v['why']}")

@@ -28,8 +28,12 @@ class DeployConfig:
     work_dir: str = "runs/deploy"
     profile: str | None = None
     profiles_dir: str = "profiles"
-    format: str | None = None  # None: the target's preferred format that the device runs
-    precision: str | None = None  # None: the target's preferred precision (fp32 on cpu, fp16 on jetson)
+    # None: the target's preferred format that the device runs. "auto" (or a comma list, "onnx,openvino"):
+    # choose jointly among every such format the device runs (edgekd.deploy.joint); opt-in, see there
+    format: str | None = None
+    # None: the target's preferred precision (fp32 on cpu, fp16 on jetson), or every precision of the
+    # target when `format` is "auto"; "auto" / a comma list ("fp32,int8"): choose jointly among them
+    precision: str | None = None
     threads: int | None = None  # None: the target's default
     max_rounds: int = 3
     epochs: int = 15
@@ -42,6 +46,7 @@ class DeployConfig:
     speedup_goal: float = 5.0
     accuracy_margin: float = 0.015
     calibrate_count: int = 12
+    joint_calibrate_count: int = 8  # untrained students calibrated per extra configuration of a joint choice
     seed: int = 0
     min_s: float = 2.0  # timed loop of each device verification
     drift_tolerance: float = 0.25  # teacher vs prediction beyond this = drift (edgekd.latency.drift)
@@ -68,6 +73,9 @@ class Round:
     seconds: float = 0.0
     prediction_error: float | None = None  # predicted / measured - 1, at the percentile
     budget_verdict: dict[str, Any] | None = None  # edgekd.deploy.verdict.settle: how sure, remeasured or not
+    format: str = ""  # the configuration it was exported and measured in
+    runtime: str = ""
+    precision: str = ""
 
 
 def check_config(cfg: DeployConfig, tgt: Any) -> None:
@@ -83,11 +91,13 @@ def check_config(cfg: DeployConfig, tgt: Any) -> None:
     if cfg.max_rounds < 1:
         raise ConfigError(f"--max-rounds {cfg.max_rounds} must be >= 1")
     if cfg.precision is None:
-        cfg.precision = tgt.precisions[0]
-    if cfg.precision not in tgt.precisions:
-        raise ConfigError(f"target {tgt.name} runs precisions {', '.join(tgt.precisions)}, not {cfg.precision}")
-    if cfg.format is not None and cfg.format not in tgt.formats:
-        raise ConfigError(f"target {tgt.name} takes formats {', '.join(tgt.formats)}, not {cfg.format}")
+        cfg.precision = "auto" if cfg.format == "auto" else tgt.precisions[0]
+    for precision in _names(cfg.precision, tgt.precisions):
+        if precision not in tgt.precisions:
+            raise ConfigError(f"target {tgt.name} runs precisions {', '.join(tgt.precisions)}, not {precision}")
+    for fmt in _names(cfg.format, tgt.formats) if cfg.format is not None else ():
+        if fmt not in tgt.formats:
+            raise ConfigError(f"target {tgt.name} takes formats {', '.join(tgt.formats)}, not {fmt}")
     # `prune` folds into the chain, written in the YAML layout
     cfg.compress, cfg.prune = [entry.as_dict() for entry in compress_chain(cfg)] or None, None
 
@@ -104,12 +114,53 @@ def compress_chain(cfg: DeployConfig) -> list[Any]:
     return parse_chain(given, "deploy compress", allow_empty=True)
 
 
+def _names(given: str | None, every: list[str]) -> list[str]:
+    """A `--format` / `--precision` value as a list: "auto" = every one the target lists."""
+    if given is None:
+        return []
+    if given.strip() == "auto":
+        return list(every)
+    return [n.strip() for n in given.split(",") if n.strip()]
+
+
+def is_joint(cfg: DeployConfig) -> bool:
+    """True when the deploy chooses among several (format, precision) configurations."""
+    return any(v is not None and (v.strip() == "auto" or "," in v) for v in (cfg.format, cfg.precision))
+
+
+def choose_configs(cfg: DeployConfig, tgt: Any, have: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The (format, precision) configurations this deploy chooses among, the reference one first (the
+    target's preferred format the device runs, in its preferred precision: the teacher and the budget
+    are measured there). One configuration unless `is_joint`; then every asked format whose runtime the
+    device runs and this host can export, times every asked precision that runtime exports."""
+    from edgekd.runtimes import FORMAT_RUNTIME, RUNTIMES
+
+    if not is_joint(cfg):
+        return [(choose_format(cfg, tgt, have), str(cfg.precision))]
+    fmts = _names(cfg.format, tgt.formats) or [choose_format(cfg, tgt, have)]
+    precs = _names(cfg.precision, tgt.precisions) or [tgt.precisions[0]]
+    out: list[tuple[str, str]] = []
+    for fmt in fmts:
+        adapter = RUNTIMES.get(FORMAT_RUNTIME[fmt])
+        if have is not None and adapter.name not in have:
+            continue  # the device cannot run it
+        if adapter.unavailable_reason() is not None and not getattr(adapter, "host_export_without_runtime", False):
+            continue  # this host cannot export it
+        out.extend((fmt, p) for p in precs if p in adapter.precisions)
+    if not out:
+        raise ConfigError(f"none of the formats {', '.join(fmts)} in precisions {', '.join(precs)} can be exported "
+                          f"here and run on the device; install the runtimes: {tgt.install}")
+    ref = [c for c in out if c[1] == precs[0]] or out  # the reference: first format, first precision asked
+    out.remove(ref[0])
+    return [ref[0], *out]
+
+
 def choose_format(cfg: DeployConfig, tgt: Any, have: dict[str, Any] | None) -> str:
     """`--format`, else the target's first format whose runtime the device has (`have`: the device's
     runtimes, None without a device)."""
     from edgekd.runtimes import FORMAT_RUNTIME
 
-    if cfg.format:
+    if cfg.format and not is_joint(cfg):
         if have is not None and FORMAT_RUNTIME[cfg.format] not in have:
             raise ConfigError(f"the device has no {FORMAT_RUNTIME[cfg.format]} runtime for --format {cfg.format}; "
                               f"it has {', '.join(have) or 'none'}")

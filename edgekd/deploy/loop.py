@@ -50,6 +50,7 @@ Log = Callable[[str], None]
 def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     """Run the loop and write the bundle; returns the report (see the module docstring)."""
     from edgekd.deploy.budget import set_goal
+    from edgekd.deploy.joint import RULE, ensure_config_models
     from edgekd.deploy.report import latency_model_line, latency_model_summary
     from edgekd.deploy.rounds import run_rounds
     from edgekd.deploy.session import open_session
@@ -67,8 +68,19 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         goal = set_goal(cfg, check.fig, teacher_val=s.teacher_host.val, teacher_test=s.teacher_host.test)
         s.say(goal.line(cfg.percentile))
         settle_transfer(s, check, goal.budget_ms)
+        joint_models = ensure_config_models(s)  # joint choice: a model for every other configuration
+        for key in joint_models:
+            joint_models[key]["latency_model"] = latency_model_summary(s.load_profile(), key, s.metric)
+            s.say(latency_model_line(joint_models[key]["latency_model"], s.metric))
         outcome = run_rounds(s, goal, check.fig, since=check.since)
+        # the report, the bundle and the profile's record speak of the chosen configuration
+        s.use((outcome.chosen.format, outcome.chosen.precision) if outcome.chosen else s.configs[0])
         report = build_report(s, check, goal, outcome, latency_model)
+        report["joint"] = ({"configurations": [{"format": f, "precision": p} for f, p in s.configs],
+                            "rule": RULE, "reference": {"format": s.configs[0][0], "precision": s.configs[0][1],
+                                                        "latency_model": latency_model},
+                            "latency_models": joint_models} if s.joint else None)
+        report["candidates"] = outcome.choices  # per round, each configuration's winner and why it won or lost
         ship(s, report, outcome, goal)
         report["wall_s"] = round(time.perf_counter() - start, 1)
         return report

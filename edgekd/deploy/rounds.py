@@ -28,6 +28,7 @@ class Outcome:
     rounds: list[Round] = field(default_factory=list)
     round_drifts: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: dict[str, tuple[Path, Any]] = field(default_factory=dict)
+    choices: list[list[dict[str, Any]]] = field(default_factory=list)  # per round: each configuration's view
     chosen: Round | None = None
     failure: dict[str, Any] | None = None
 
@@ -35,13 +36,15 @@ class Outcome:
 def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str | None) -> Outcome:
     """Rounds until a student is verified, nothing is left to try, or `max_rounds` is reached.
     `teacher_fig` goes into the failure report; `since`: when this device's new points began."""
-    from edgekd.deploy.choice import frontier_search
+    from edgekd.deploy.joint import pick_round
     from edgekd.deploy.report import failure_report, failure_text
     from edgekd.deploy.stages import distill_student
+    from edgekd.errors import ExportError
 
     cfg, out = s.cfg, Outcome()
-    over_budget: set[str] = set()
-    under_floor: set[str] = set()
+    over_budget: set[tuple[str, str, str]] = set()  # (spec, format, precision) measured over budget
+    refused: dict[tuple[str, str, str], str] = {}  # (spec, format, precision) whose export gate failed
+    under_floor: dict[str, set[str]] = {}  # precision -> specs under the floor on the device
 
     def accuracy_of(spec: str) -> float:
         """Host val accuracy: the only figure the choice looks at."""
@@ -51,32 +54,46 @@ def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str |
         return out.checkpoints[spec][1].val
 
     while True:
-        table = s.latency_table()
-        fast = sorted((spec for spec, (lat, _) in table.items() if lat <= goal.budget_ms and spec not in over_budget),
-                      key=lambda spec: (s.params(spec), table[spec][0]))
-        s.say(f"round {len(out.rounds) + 1}: {len(fast)} of {len(table)} students predicted within budget; "
-              f"distilling each family's frontier to find the smallest whose val accuracy meets {goal.choice_floor:.2%}")
-        spec = frontier_search(fast, accuracy_of, goal.choice_floor, params=s.params, rejected=under_floor).best
+        config, spec, predicted, views = pick_round(s, goal.choice_floor, goal.budget_ms, accuracy_of,
+                                                    over_budget=over_budget, refused=refused,
+                                                    under_floor=under_floor, round_no=len(out.rounds) + 1)
+        out.choices.append([v.to_dict() for v in views])
         if spec is None:
+            table = s.latency_table()  # the reference configuration's
+            gone = {sp for sp, f, p in (*over_budget, *refused) if (f, p) == s.configs[0]}
+            fast = [sp for sp, (lat, _) in table.items() if lat <= goal.budget_ms and sp not in gone]
+            rejected = under_floor.get(s.precision, set())
             out.failure = failure_report(
                 floor=goal.choice_floor, budget_ms=goal.budget_ms, percentile=cfg.percentile, epochs=cfg.epochs,
-                table=table, accuracies={k: a.val for k, (_, a) in out.checkpoints.items() if k not in under_floor},
-                within=fast, accuracy_of=accuracy_of, params=s.params, rejected=under_floor,
+                table=table, accuracies={k: a.val for k, (_, a) in out.checkpoints.items() if k not in rejected},
+                within=fast, accuracy_of=accuracy_of, params=s.params, rejected=rejected,
                 teacher={**teacher_fig, "val_accuracy": s.teacher_host.val}, max_distills=cfg.report_distills)
             out.note = (f"no student within budget reaches val accuracy {goal.choice_floor:.2%}"
                         + (f" (and on the device test accuracy {goal.floor:.2%})" if under_floor else "")
+                        + (f" in any of the {len(s.configs)} configurations" if s.joint else "")
                         + "\n" + failure_text(out.failure))
             return out
-        r = _verify_round(s, goal, spec, table[spec], out, since)
+        try:
+            r = _verify_round(s, goal, spec, predicted, out, since)
+        except ExportError as err:
+            if s.precision == "fp32" or not s.joint:
+                raise
+            # an INT8 (fp16) export that fails its accuracy gate on the host runtime: that student in
+            # that configuration is out, and no device round was spent on it
+            refused[(spec, *config)] = str(err)
+            s.say(f"round {len(out.rounds) + 1}: {spec} on {s.runtime}/{s.precision} refused by the export gate "
+                  f"({err}); choosing again")
+            continue
         if r.verdict == "over budget":
-            over_budget.add(spec)
+            over_budget.add((spec, *config))
         elif r.verdict == "under floor":
-            under_floor.add(spec)
+            under_floor.setdefault(s.precision, set()).add(spec)
         elif r.verdict == "ok":
             out.status, out.chosen = "verified", r
             out.note = (f"measured on {s.url}: p{cfg.percentile} {r.measured_ms:.4g} ms <= {goal.budget_ms:.4g} ms, "
                         f"test accuracy {r.accuracy:.2%} >= {goal.floor:.2%} "
-                        f"(chosen on val {r.host_val_accuracy:.2%} >= {goal.choice_floor:.2%})")
+                        f"(chosen on val {r.host_val_accuracy:.2%} >= {goal.choice_floor:.2%})"
+                        + (f", {r.runtime}/{r.precision}" if s.joint else ""))
             return out
         else:  # no device: the prediction is the answer, and says so
             out.status, out.chosen = "unverified", r
@@ -101,15 +118,18 @@ def _verify_round(s: Session, goal: Goal, spec: str, predicted: tuple[float, str
     ckpt, host_acc = out.checkpoints[spec]
     s.say(f"round {n}: chose {spec} on host val accuracy {host_acc.val:.2%} >= {goal.choice_floor:.2%} "
           f"(host test {host_acc.test:.2%}, not used to choose)")
-    art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.fingerprint or None)
+    art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.precision,
+                     device_identity=s.fingerprint or None)
     lat, source = predicted
     r = Round(spec=spec, params=s.params(spec), host_val_accuracy=host_acc.val, host_test_accuracy=host_acc.test,
-              predicted_ms=lat, latency_source=source, artifact=str(art))
+              predicted_ms=lat, latency_source=source, artifact=str(art), format=s.fmt, runtime=s.runtime,
+              precision=s.precision)
     out.rounds.append(r)
     if s.dev is None:
         r.verdict = "unverified"
         return r
-    s.say(f"round {n}: verifying {spec} on the device ({source} p{cfg.percentile} {lat:.4g} ms)")
+    s.say(f"round {n}: verifying {spec} on the device as {s.runtime}/{s.precision} ({source} p{cfg.percentile} "
+          f"{lat:.4g} ms)")
     _, m = verify(s.dev, art, spec=spec, ckpt=ckpt, eval_npz=s.eval_npz, data_fp=s.data_fp, threads=s.threads,
                   min_s=cfg.min_s)
     # within the noise band of the budget: measured again (fresh process, longer loop) before deciding

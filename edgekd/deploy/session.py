@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekd.deploy.config import DeployConfig, check_config, choose_format
+from edgekd.deploy.config import DeployConfig, check_config, choose_configs
 from edgekd.errors import EdgeKDError
 
 Log = Callable[[str], None]
@@ -41,6 +41,10 @@ class Session:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     fmt: str = ""
     runtime: str = ""
+    precision: str = ""
+    # the (format, precision) configurations chosen among, the reference first (one unless joint);
+    # `use` switches fmt / runtime / precision, and every key below follows
+    configs: list[tuple[str, str]] = field(default_factory=list)
     threads: int | None = None
     path: Path | None = None
     eval_npz: Path | None = None
@@ -48,18 +52,29 @@ class Session:
 
     # -- the runtime configuration, under the names the profile and the latency model use
     @property
+    def joint(self) -> bool:
+        return len(self.configs) > 1
+
+    def use(self, config: tuple[str, str]) -> None:
+        """Make (format, precision) the current configuration of every later step."""
+        from edgekd.runtimes import FORMAT_RUNTIME
+
+        self.fmt, self.precision = config
+        self.runtime = FORMAT_RUNTIME[self.fmt]
+
+    @property
     def config_key(self) -> tuple[str, str, str, int]:
-        return (self.runtime, self.fmt, self.cfg.precision or "", int(self.threads or 0))
+        return (self.runtime, self.fmt, self.precision or "", int(self.threads or 0))
 
     @property
     def model_key(self) -> str:
         from edgekd.latency.model import model_key
 
-        return model_key(self.runtime, self.cfg.precision, self.threads, 1, self.shape, self.tgt.accelerator)
+        return model_key(self.runtime, self.precision, self.threads, 1, self.shape, self.tgt.accelerator)
 
     @property
     def measurement_meta(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "format": self.fmt, "precision": self.cfg.precision,
+        return {"runtime": self.runtime, "format": self.fmt, "precision": self.precision,
                 "threads": int(self.threads or 0), "batch": 1}
 
     # -- the profile
@@ -91,22 +106,23 @@ class Session:
         update_profile_section(self.path, change)
 
     def calibrate_on(self, specs: list[str]) -> None:
-        """Measure untrained `specs` on the device into the profile and refit (edgekd.latency.calibrate)."""
+        """Measure untrained `specs` on the device, in the current configuration, into the profile and
+        refit (edgekd.latency.calibrate)."""
         from edgekd.latency.calibrate import calibrate_device
 
         say = self.say
         calibrate_device(self.dev, self.fingerprint, self.path, specs=specs, shape=self.shape, classes=self.classes,
-                         runtimes=[self.runtime], precisions=[self.cfg.precision], threads=self.threads,
+                         runtimes=[self.runtime], precisions=[self.precision], threads=self.threads,
                          work_dir=self.work / "calibrate", seed=self.cfg.seed, layout=self.tgt.input_layout,
                          # two interleaved rounds of 0.25 s, the least disturbed kept: as long as one
                          # 0.5 s round, steadier on a shared machine
                          request={"min_s": 0.25, "warmup_s": 0.2, "min_count": 200}, rounds=2,
                          on_progress=lambda label, i, n: say(f"  calibrate {i}/{n} {label}") if i in (1, n) else None)
 
-    def calibration_specs(self) -> list[str]:
+    def calibration_specs(self, count: int | None = None) -> list[str]:
         from edgekd.latency.search_space import calibration_specs
 
-        return calibration_specs(self.cfg.calibrate_count, seed=self.cfg.seed, task=self.task,
+        return calibration_specs(count or self.cfg.calibrate_count, seed=self.cfg.seed, task=self.task,
                                  input_shape=self.shape, num_classes=self.classes, vocab=self.vocab)
 
     # -- the students
@@ -172,14 +188,18 @@ def open_session(cfg: DeployConfig, say: Log) -> Session:
                 work=Path(cfg.work_dir), metric=metric_for(cfg.percentile))
     try:
         s.fingerprint = dev.fingerprint() if dev else {}
-        s.fmt = choose_format(cfg, tgt, dev.runtimes() if dev else None)
-        s.runtime = FORMAT_RUNTIME[s.fmt]
+        s.configs = choose_configs(cfg, tgt, dev.runtimes() if dev else None)
+        s.use(s.configs[0])
         s.threads = cfg.threads if cfg.threads is not None else tgt.default_threads
         if dev:
             s.path = profile_path(cfg.profile or device_name(s.fingerprint), cfg.profiles_dir)
         else:
             s.path = profile_path(cfg.profile, cfg.profiles_dir) if cfg.profile else None
-        say(f"target {tgt.name}: {s.fmt}/{cfg.precision} on {s.runtime}"
+        if s.joint:
+            say(f"joint choice among {len(s.configs)} configurations: "
+                + ", ".join(f"{FORMAT_RUNTIME[f]}/{p}" for f, p in s.configs)
+                + "; the teacher and the budget are measured in the first")
+        say(f"target {tgt.name}: {s.fmt}/{s.precision} on {s.runtime}"
             + (f" ({tgt.accelerator})" if tgt.accelerator else "") + f", threads {s.threads or 'default'}"
             + (f"; profile {s.path}" if s.path else "; no profile: datasheet prior"))
         s.eval_npz = write_eval_npz(s.work / f"eval-{ds.fingerprint[:12]}.npz", ds.test.x, ds.test.y, normalized=True)

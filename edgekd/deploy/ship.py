@@ -21,7 +21,7 @@ def build_report(s: Session, check: TeacherCheck, goal: Goal, outcome: Outcome,
         "status": outcome.status, "status_note": outcome.note, "target": s.tgt.name,
         "device_url": s.url if s.dev else None, "device": s.fingerprint or None,
         "profile": str(s.path) if s.path else None, "format": s.fmt, "runtime": s.runtime,
-        "precision": cfg.precision, "threads": s.threads, "percentile": cfg.percentile,
+        "precision": s.precision, "threads": s.threads, "percentile": cfg.percentile,
         "budget_ms": goal.budget_ms, "budget_source": goal.budget_source, "min_accuracy": goal.floor,
         "floor_source": goal.floor_source, "floor_split": "test (device, deployed runtime)",
         "choice_floor": {"min_accuracy": goal.choice_floor, "source": goal.choice_source, "split": "val (host)"},
@@ -84,7 +84,7 @@ def ship(s: Session, report: dict[str, Any], outcome: Outcome, goal: Goal) -> No
         sec["deployments"] = (sec["deployments"] + [{
             "spec": chosen.spec, "model_sha256": sha256_file(ckpt),
             "budget_ms": goal.budget_ms, "percentile": cfg.percentile, "min_accuracy": goal.floor,
-            "format": s.fmt, "precision": cfg.precision, "threads": int(s.threads or 0),
+            "format": s.fmt, "precision": s.precision, "threads": int(s.threads or 0),
             "dataset_fingerprint": s.data_fp, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }])[-20:]
         prof.latency_model = sec

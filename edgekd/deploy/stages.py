@@ -158,16 +158,18 @@ def _verdict(val: float, floor: float | None) -> str:
     return f" (meets the choosing floor {floor:.2%})" if val >= floor else f" (below the choosing floor {floor:.2%})"
 
 
-def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None,
+def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None, precision: str | None = None,
                device_identity: dict[str, Any] | None = None) -> Path:
-    """Export one checkpoint for the target in (fmt, precision) through the parity gate; the artifact dir.
+    """Export one checkpoint for the target in (fmt, precision) through the parity gate (INT8: its
+    accuracy gate, on the host runtime); the artifact dir. `precision` defaults to `cfg.precision`.
     `device_identity` (the device's agent fingerprint) chooses device-dependent settings (ONNX Runtime
     INT8: `runtimes.int8_settings`), recorded in the manifest; a cached artifact made with other
     settings is exported again."""
     from edgekd.runtimes.catalog import FORMAT_RUNTIME, RUNTIMES
     from edgekd.runtimes.export import export_checkpoint
 
-    art = out / f"{fmt}-{cfg.precision}"
+    precision = precision or cfg.precision
+    art = out / f"{fmt}-{precision}"
     if (art / "manifest.json").is_file():
         from edgekd.fileio import sha256_file
         from edgekd.runtimes import read_manifest
@@ -176,11 +178,11 @@ def export_for(cfg: Any, ckpt: Path, out: Path, fmt: str, threads: int | None,
         if (man.get("status") == "ok" and (man.get("source") or {}).get("checkpoint_sha256") == sha256_file(ckpt)
                 and RUNTIMES.get(FORMAT_RUNTIME[fmt]).fits_device(man, device_identity)):
             return art  # same checkpoint, already exported for this device and parity-checked
-    report = export_checkpoint(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[cfg.precision],
+    report = export_checkpoint(str(ckpt), str(out), target=cfg.target, formats=[fmt], precisions=[precision],
                                threads=threads, device_identity=device_identity or None).to_dict()
     row = report["rows"][0]
     if row["status"] != "ok":
-        raise ExportError(f"export of {ckpt} to {fmt}/{cfg.precision} failed: {row['error']}")
+        raise ExportError(f"export of {ckpt} to {fmt}/{precision} failed: {row['error']}")
     return Path(row["artifact"])
 
 

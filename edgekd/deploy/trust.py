@@ -43,10 +43,11 @@ def teacher_on_device(s: Session) -> TeacherCheck:
     if s.teacher_path.suffix != ".pt" or not s.dev:
         return check
     art = export_for(cfg, s.teacher_path, s.work / "artifacts" / f"teacher-{s.teacher_sha[:12]}", s.fmt, s.threads,
-                     s.fingerprint or None)
+                     s.precision,
+                     device_identity=s.fingerprint or None)
     check.since = now_iso()
     # the budget hangs on this figure: timed over several rounds once, then reused (edgekd.deploy.budget)
-    m = recorded_teacher(s.load_profile(), s.teacher_sha, fmt=s.fmt, precision=cfg.precision, threads=s.threads,
+    m = recorded_teacher(s.load_profile(), s.teacher_sha, fmt=s.fmt, precision=s.precision, threads=s.threads,
                          data_fp=s.data_fp, metric=metric)
     timing = reused_timing(m, metric) if m is not None else None
     measured_now = False
@@ -119,7 +120,7 @@ def teacher_predicted(s: Session, check: TeacherCheck) -> None:
         return
     model, _ = load_model(s.teacher_path)
     _, models = gather_candidates(s.load_profile(), input_shape=s.shape, num_classes=s.classes, formats=[s.fmt],
-                                  precisions=[s.cfg.precision], threads=int(s.threads or 0), target=s.tgt,
+                                  precisions=[s.precision], threads=int(s.threads or 0), target=s.tgt,
                                   percentile=s.cfg.percentile, specs=[])
     lat_model = next(iter(models.values()), None)
     if lat_model is not None:

@@ -1,0 +1,157 @@
+"""Choosing (student, runtime, precision) together: `edgekd deploy --format auto` (or a comma list of
+formats / precisions). Opt-in, because its first run on a device calibrates every extra
+configuration (LiteRT alone exports an untrained student in ~15 s here), while the default deploy
+(README command 1) stays in the target's preferred configuration and verifies in seconds.
+
+How (`pick_round`), in each device round:
+
+  1. per configuration (format x precision the device runs and this host can export): the students
+     its latency model (measured, else predicted) puts within budget, and the smallest of them whose
+     host val accuracy meets the choosing floor (the same per-family frontier search as a single
+     configuration, `edgekd.deploy.choice.frontier_search`; distills are shared, since one trained
+     student serves every configuration);
+  2. across the configurations' winners: the best **accuracy per size**, val accuracy per MB of
+     weights on the device (parameters x bytes per weight: fp32 4, fp16 2, int8 1); ties go to the
+     faster one, then to the reference configuration;
+  3. the winner is exported (an INT8 one through its accuracy gate on the host runtime: a failed gate
+     drops that (student, configuration) without a device round) and verified on the device like
+     any round: its latency there, and TEST accuracy on the deployed runtime against the floor, so
+     an INT8 candidate passes its accuracy gate on the runtime it will run on.
+
+INT8 students take the fp32 student's val accuracy into step 1-2 (the same trained weights); what
+quantization costs is checked by the two gates of step 3, not assumed.
+
+Latency models (`ensure_config_models`): the reference configuration (the first: the teacher and
+the budget are measured there) goes through the drift check and transfer of `edgekd.deploy.trust`;
+each other configuration uses this device's own model when the profile has one fitted on this
+identity, else is calibrated on `joint_calibrate_count` untrained students (fewer than the
+reference's `calibrate_count`: every round's measurement joins and corrects its model). Host side.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from edgekd.deploy.session import Session
+
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+RULE = ("within budget (measured, else predicted) and host val accuracy >= the choosing floor; per "
+        "configuration the smallest such student; across configurations the best val accuracy per MB of "
+        "weights (params x bytes per weight: fp32 4, fp16 2, int8 1), ties to the faster")
+
+
+def size_bytes(params: int, precision: str) -> int:
+    """The student's weights on the device, in bytes, at `precision`."""
+    return int(params) * BYTES_PER_WEIGHT.get(precision, 4)
+
+
+@dataclass
+class ConfigView:
+    """One configuration in one round: how many students fit, its winner, and why it lost or won."""
+
+    format: str
+    runtime: str
+    precision: str
+    within_budget: int
+    students: int
+    winner: str | None = None
+    params: int | None = None
+    size_bytes: int | None = None
+    val_accuracy: float | None = None
+    latency_ms: float | None = None
+    latency_source: str = ""
+    accuracy_per_mb: float | None = None
+    status: str = "no candidate"  # chosen / lost / no candidate
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
+    """A latency model for every non-reference configuration: this device's own when the profile has
+    one fitted on this identity, else a calibration on `joint_calibrate_count` untrained students.
+    Leaves the reference configuration current; {model key: {format, runtime, precision, action}}."""
+    from edgekd.latency.drift import assess
+
+    out: dict[str, dict[str, Any]] = {}
+    if not s.joint:
+        return out
+    ref = s.configs[0]
+    try:
+        for config in s.configs[1:]:
+            s.use(config)
+            entry: dict[str, Any] = {"format": s.fmt, "runtime": s.runtime, "precision": s.precision}
+            if s.dev is None or s.path is None:
+                entry["action"] = "no device: the profile's model or the datasheet prior"
+            else:
+                a = assess(s.path, s.fingerprint, s.model_key, s.runtime, teacher_features=None,
+                           teacher_latency=None, metric=s.metric, profiles_dir=s.cfg.profiles_dir,
+                           tolerance=s.cfg.drift_tolerance)
+                if a.status == "trusted":
+                    entry["action"] = "this device's model, used as it is"
+                else:
+                    n = s.cfg.joint_calibrate_count
+                    s.say(f"latency model: none of this device for {s.model_key}; calibrating on {n} untrained "
+                          "students")
+                    s.calibrate_on(s.calibration_specs(n))
+                    entry["action"] = f"calibrated on {n} untrained students"
+            out[s.model_key] = entry
+    finally:
+        s.use(ref)
+    return out
+
+
+def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable[[str], float], *,
+               over_budget: set[tuple[str, str, str]], refused: dict[tuple[str, str, str], str],
+               under_floor: dict[str, set[str]], round_no: int) -> tuple[tuple[str, str] | None, str | None,
+                                                                          tuple[float, str] | None, list[ConfigView]]:
+    """One round's choice over every configuration (module docstring). `over_budget` / `refused`:
+    (spec, format, precision) the device measured over budget / whose export gate failed;
+    `under_floor`: {precision: specs under the floor on the device} (fp32 runtimes agree to 1e-4, so
+    one fp32 runtime's miss is every fp32 runtime's). Returns (configuration, spec, (latency, source),
+    the per-configuration views) and leaves the chosen configuration current (the reference when none)."""
+    from edgekd.deploy.choice import frontier_search
+
+    views: list[ConfigView] = []
+    found: list[tuple[tuple[str, str], str, tuple[float, str], ConfigView]] = []
+    for config in s.configs:
+        s.use(config)
+        table = s.latency_table()
+        gone = {spec for spec, f, p in (*over_budget, *refused) if (f, p) == config}
+        fast = sorted((spec for spec, (lat, _) in table.items() if lat <= budget_ms and spec not in gone),
+                      key=lambda spec: (s.params(spec), table[spec][0]))
+        where = f"{s.runtime}/{s.precision}: " if s.joint else ""
+        s.say(f"round {round_no}: {where}{len(fast)} of {len(table)} students predicted within budget; "
+              f"distilling each family's frontier to find the smallest whose val accuracy meets {floor:.2%}")
+        v = ConfigView(format=s.fmt, runtime=s.runtime, precision=s.precision, within_budget=len(fast),
+                       students=len(table))
+        views.append(v)
+        spec = frontier_search(fast, accuracy_of, floor, params=s.params,
+                               rejected=under_floor.get(s.precision, set())).best
+        if spec is None:
+            v.why = "no student within budget meets the floor" if fast else "no student predicted within budget"
+            continue
+        v.winner, v.params, v.val_accuracy = spec, s.params(spec), accuracy_of(spec)
+        v.latency_ms, v.latency_source = table[spec]
+        v.size_bytes = size_bytes(v.params, s.precision)
+        v.accuracy_per_mb = v.val_accuracy / (v.size_bytes / 1e6)
+        found.append((config, spec, table[spec], v))
+    if not found:
+        s.use(s.configs[0])
+        return None, None, None, views
+    order = {c: i for i, c in enumerate(s.configs)}
+    config, spec, lat, best = max(found, key=lambda f: (f[3].accuracy_per_mb, -f[2][0], -order[f[0]]))
+    best.status, best.why = "chosen", (f"best val accuracy per MB: {best.accuracy_per_mb:.4g} "
+                                       f"({best.val_accuracy:.2%} / {best.size_bytes / 1e6:.4g} MB)")
+    for _, _, _, v in found:
+        if v is not best:
+            v.status = "lost"
+            v.why = (f"{v.accuracy_per_mb:.4g} val accuracy per MB ({v.val_accuracy:.2%} / {v.size_bytes / 1e6:.4g} MB)"
+                     f" < {best.accuracy_per_mb:.4g} of {best.winner} on {best.runtime}/{best.precision}"
+                     if v.accuracy_per_mb < best.accuracy_per_mb else "tie on accuracy per MB; slower or later in order")
+    if s.joint:
+        s.say(f"round {round_no}: joint choice: {spec} on {best.runtime}/{best.precision} — {best.why}; "
+              + "; ".join(f"{v.runtime}/{v.precision}: {v.winner or '-'} ({v.status})" for v in views))
+    s.use(config)
+    return config, spec, lat, views

@@ -1,0 +1,93 @@
+"""`edgekd deploy` choosing student x runtime x precision together (edgekd.deploy.joint): the choice of
+one round, the configurations a target offers, and a real deploy subprocess on this machine."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cli_helpers import one_line_error
+from latency_helpers import calibrated_profile, copy_profile
+
+from edgekd.cli import main
+from edgekd.deploy.config import DeployConfig, check_config, choose_configs, is_joint
+from edgekd.deploy.joint import size_bytes
+from edgekd.device.targets import load_target
+from edgekd.errors import ConfigError
+
+
+def _configs(**kw) -> list[tuple[str, str]]:
+    cfg = DeployConfig(**kw)
+    tgt = load_target(cfg.target)
+    check_config(cfg, tgt)
+    return choose_configs(cfg, tgt, None)
+
+
+def test_the_default_stays_one_configuration_and_auto_offers_every_one_the_target_runs():
+    assert not is_joint(DeployConfig()) and _configs() == [("onnx", "fp32")]
+    assert _configs(format="openvino", precision="int8") == [("openvino", "int8")]
+    joint = _configs(format="auto")
+    assert is_joint(DeployConfig(format="auto"))
+    assert joint[0] == ("onnx", "fp32")  # the reference: teacher and budget are measured there
+    assert set(joint) <= {(f, p) for f in ("onnx", "openvino", "tflite") for p in ("fp32", "int8")}
+    assert ("onnx", "int8") in joint and ("openvino", "fp32") in joint and len(set(joint)) == len(joint)
+    # --precision pins the precision, a comma list of formats the runtimes
+    assert {p for _, p in _configs(format="auto", precision="fp32")} == {"fp32"}
+    assert _configs(format="onnx", precision="fp32,int8") == [("onnx", "fp32"), ("onnx", "int8")]
+    assert {f for f, _ in _configs(format="onnx,openvino")} == {"onnx", "openvino"}
+    with pytest.raises(ConfigError, match="fp16"):
+        _configs(format="auto", precision="fp32,fp16")
+    with pytest.raises(ConfigError, match="tensorrt"):
+        _configs(format="onnx,tensorrt")
+
+
+def test_size_counts_bytes_per_weight_of_the_precision():
+    assert size_bytes(1000, "fp32") == 4000 and size_bytes(1000, "int8") == 1000 and size_bytes(1000, "fp16") == 2000
+
+
+def test_a_bad_joint_format_list_is_one_line_exit_2(tmp_path):
+    out = CliRunner().invoke(main, ["deploy", "--format", "onnx,tensorrt", "--work-dir", str(tmp_path)])
+    one_line_error(out, "tensorrt")
+
+
+@pytest.mark.slow
+def test_joint_deploy_subprocess_lists_candidates_per_configuration_and_verifies(tiny_teacher_ckpt, tmp_path,
+                                                                               tmp_path_factory):
+    """A real `edgekd deploy` process choosing among ONNX Runtime fp32 and int8 on this machine. The
+    budget (1 ms) holds every micro student in both, and the floor is 50 %, so the choice is made
+    by the rule, not by what fits: each configuration's smallest student meeting the floor, then the
+    best val accuracy per MB. The winner must be verified on the device in its own configuration."""
+    calibrated = calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
+    profile = copy_profile(calibrated["path"], tmp_path)
+    cmd = [sys.executable, "-m", "edgekd", "deploy", "--target", "cpu", "--device", "inprocess",
+           "--teacher", str(tiny_teacher_ckpt), "--threads", "1", "--format", "onnx", "--precision", "fp32,int8",
+           "--budget-ms", "1", "--min-accuracy", "0.5", "--epochs", "2", "--max-rounds", "2",
+           "--profile", str(profile), "--profiles-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+           "-o", str(tmp_path / "bundle"), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["status"] == "verified", report["status_note"]
+    assert report["joint"]["configurations"] == [{"format": "onnx", "precision": "fp32"},
+                                                 {"format": "onnx", "precision": "int8"}]
+    # the int8 configuration had no model of this device: it was calibrated, and its model reported
+    (int8_model,) = report["joint"]["latency_models"].values()
+    assert int8_model["precision"] == "int8" and int8_model["action"].startswith("calibrated")
+    last = report["candidates"][-1]
+    assert {(v["runtime"], v["precision"]) for v in last} == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+    assert all(v["winner"] for v in last)  # 1 ms holds every micro student in both
+    (won,) = [v for v in last if v["status"] == "chosen"]
+    (lost,) = [v for v in last if v["status"] == "lost"]
+    assert won["accuracy_per_mb"] >= lost["accuracy_per_mb"] and "per MB" in won["why"] and "per MB" in lost["why"]
+    # the winner is what was measured, in its own configuration, and what the report and bundle name
+    final = report["rounds"][-1]
+    assert (final["spec"], final["precision"]) == (won["winner"], won["precision"]) == \
+        (report["chosen"]["spec"], report["precision"])
+    assert final["measured_ms"] <= report["budget_ms"] and final["accuracy"] >= 0.5
+    manifest = json.loads((tmp_path / "bundle" / "artifact" / "manifest.json").read_text())
+    assert manifest["precision"] == report["precision"]
+    assert "chosen among 2 configurations" in subprocess.run(
+        [c for c in cmd if c != "--json"], capture_output=True, text=True, timeout=900).stdout
