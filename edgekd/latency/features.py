@@ -32,7 +32,10 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
     MACs of matmuls outside layers (`matmul_macs`: attention) and `conv_shapes`, the dense convs'
     channel counts (for the channel-padding term).
 
-    Works on any nn.Module (a pruned or factorized student too): one zero-input forward, no timing.
+    Works on any nn.Module (a pruned or factorized student, a user's family): one zero-input forward,
+    no timing. Layers of kinds it does not know (LayerNorm counts as `bn`, GELU as `act`; an
+    Upsample, a PixelShuffle, a custom module) add their output to `activation_bytes` only; convs
+    and matmuls called as functions (F.conv2d, torch.matmul, einsum) land in `matmul_macs`.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -51,8 +54,9 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
         if kind in names:
             macs = int(module_macs(module, inputs, output))
             split[names[kind]] += macs
-            if kind == "conv":
-                shapes.append(f"{module.in_channels // module.groups}:{module.out_channels}:{macs}")
+            if kind == "conv":  # a grouped conv: one group's channels (each group is padded on its own)
+                g = module.groups
+                shapes.append(f"{module.in_channels // g}:{module.out_channels // g}:{macs}")
 
     leaves = [m for m in model.modules() if layer_kind(m) in names]
     handles = [m.register_forward_hook(hook) for m in leaves]
