@@ -48,3 +48,19 @@ def agent_key(key_file: str | None) -> bytes | None:
     from edgekd.agent import auth
 
     return auth.load_key(key_file=key_file)
+
+
+def family_options(joins: str, only: str | None = None) -> Any:
+    """`--family MODULE:FUNCTION` and `--family-grid YAML`: a user's model family (see `edgekd models
+    --help`) that `joins` the command's search space; with `only`, also `--family-only` (its help).
+    Decorates a command with them."""
+    def decorate(fn: Any) -> Any:
+        if only:
+            fn = click.option("--family-only", is_flag=True, help=only)(fn)
+        fn = click.option("--family-grid", type=click.Path(dir_okay=False), default=None,
+                          help="YAML grid of the --family builder's arguments (key: [values], optional name:); "
+                               "every combination is one student.")(fn)
+        return click.option("--family", default=None, metavar="MODULE:FUNCTION",
+                            help=f"Your own model family: a builder (e.g. my_pkg.my_models:build, importable from "
+                                 f"here or PYTHONPATH) returning an nn.Module; {joins}")(fn)
+    return decorate

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from edgekd.cli.params import FloatRange, agent_key
+from edgekd.cli.params import FloatRange, agent_key, family_options
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -56,11 +56,12 @@ def print_models(echo, models: dict) -> None:
 @click.option("--work-dir", default="runs/calibrate", show_default=True, type=click.Path(file_okay=False),
               help="Where the untrained exports are kept (reused on the next run).")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="Agent key file (or EDGEKD_AGENT_KEY).")
+@family_options("its untrained students are sampled with the built-in families' (share of --count).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, count: int, include_search_space: bool,
               data: str, image_size: int | None, runtimes: str | None, precisions: str | None, threads: int | None,
               seed: int, min_seconds: float, rounds: int, min_count: int, work_dir: str, key_file: str | None,
-              as_json: bool) -> None:
+              family: str | None, family_grid: str | None, as_json: bool) -> None:
     """Fit the device's latency model without training anything.
 
     Builds untrained students (random weights: latency does not depend on them) spread over the
@@ -78,7 +79,7 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     kwargs = dict(device=device, target=target, profile=profile, profiles_dir=profiles_dir, count=count,
                   include_search_space=include_search_space, data=data, image_size=image_size,
                   runtimes=_csv(runtimes), precisions=_csv(precisions), threads=threads, seed=seed,
-                  work_dir=work_dir, key=agent_key(key_file), rounds=rounds,
+                  work_dir=work_dir, key=agent_key(key_file), rounds=rounds, family=family, family_grid=family_grid,
                   request={"min_s": min_seconds, "min_count": min_count, "warmup_s": min(0.3, min_seconds)})
     if as_json:
         click.echo(json.dumps(api.calibrate(**kwargs), indent=2, default=str))

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgekd.cli.params import FloatRange
+from edgekd.cli.params import FloatRange, family_options
 
 NO_CANDIDATE_EXIT = 1  # "nothing fits" is an answer, not a usage error (that is exit 2)
 
@@ -60,10 +60,11 @@ def print_selection(sel: dict, echo=click.echo, limit: int | None = None) -> Non
 @click.option("--task", type=click.Choice(["image", "text"]), default=None,
               help="Choose among image or text students (default: image, or text when the profile holds only text).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
+@family_options("its students are ranked with the built-in ones (predicted by the latency model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the selection as JSON.")
 def command(profile: str, budget_ms: float, percentile: str, min_accuracy: float | None, formats: str | None,
             precisions: str | None, threads: int | None, target: str | None, task: str | None, profiles_dir: str,
-            as_json: bool) -> None:
+            family: str | None, family_grid: str | None, as_json: bool) -> None:
     """Choose the smallest student (fewest params; tie -> higher accuracy) that meets the budget.
 
     Latency is the measured one where the profile has it, otherwise predicted by the device's latency
@@ -78,7 +79,7 @@ def command(profile: str, budget_ms: float, percentile: str, min_accuracy: float
 
     sel = api.select(profile, budget_ms=budget_ms, percentile=int(percentile), min_accuracy=min_accuracy,
                      formats=_csv(formats), precisions=_csv(precisions), threads=threads, profiles_dir=profiles_dir,
-                     target=target, task=task)
+                     target=target, task=task, family=family, family_grid=family_grid)
     if as_json:
         click.echo(json.dumps(sel, indent=2, default=str))
     else:

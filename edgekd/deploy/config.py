@@ -20,6 +20,11 @@ class DeployConfig:
     percentile: int = 90
     min_accuracy: float | None = None  # None: teacher accuracy - accuracy_margin (val to choose, test on device)
     teacher: str | None = None  # None: the default teacher trained on `data` (cached)
+    # a user's own family (builder module:function + its grid YAML, edgekd.models.user_family) that
+    # joins the built-in students (edgekd.deploy.user_space); family_only: searched alone
+    family: str | None = None
+    family_grid: str | None = None
+    family_only: bool = False
     data: str = "digits"  # or text: reviews, a .csv / .jsonl with text,label (then the text students)
     image_size: int | None = None
     max_len: int | None = None  # text: tokens per sample, the sequence length latency is measured at

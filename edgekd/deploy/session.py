@@ -122,8 +122,11 @@ class Session:
     def calibration_specs(self, count: int | None = None) -> list[str]:
         from edgekd.latency.search_space import calibration_specs
 
+        from edgekd.deploy.user_space import deploy_families
+
         return calibration_specs(count or self.cfg.calibrate_count, seed=self.cfg.seed, task=self.task,
-                                 input_shape=self.shape, num_classes=self.classes, vocab=self.vocab)
+                                 input_shape=self.shape, num_classes=self.classes, vocab=self.vocab,
+                                 families=deploy_families(self.task, self.space))
 
     # -- the students
     def latency_table(self) -> dict[str, tuple[float, str]]:
@@ -154,7 +157,7 @@ def open_session(cfg: DeployConfig, say: Log) -> Session:
     from edgekd.device.targets import load_target
     from edgekd.fileio import sha256_file
     from edgekd.latency.model import metric_for
-    from edgekd.latency.search_space import student_specs
+    from edgekd.deploy.user_space import deploy_space
     from edgekd.runtimes import FORMAT_RUNTIME
 
     tgt = load_target(cfg.target)
@@ -163,7 +166,8 @@ def open_session(cfg: DeployConfig, say: Log) -> Session:
     shape, classes = tuple(int(d) for d in ds.input_shape), int(ds.num_classes)
     task = getattr(ds, "task", "image")
     vocab = int(ds.extra["vocab_size"]) if task == "text" else None
-    space = student_specs(task, vocab)  # text specs carry vocab=N: their size depends on it
+    # text specs carry vocab=N (their size depends on it); a user's --family joins the built-in students
+    space = deploy_space(task, vocab, cfg.family, cfg.family_grid, shape, classes, cfg.family_only)
     if task == "text":
         say(f"data {ds.name}: text, {classes} classes, sequence length {shape[0]} (latency is measured at it), "
             f"vocabulary {vocab}; students: {', '.join(sorted({s.split(':')[0] for s in space}))}")

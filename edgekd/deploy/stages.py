@@ -106,7 +106,11 @@ def distill_student(cfg: Any, spec: str, teacher: Path, teacher_sha: str, ds: An
     lr = cfg.lr
     if lr is None:
         lr = float(TEXT_TRAIN_DEFAULTS["lr"]) if text else 0.01
-    run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, lr, cfg.seed, __version__, RECIPES[DEFAULT_RECIPE])}"
+    from edgekd.models.user_family import user_family_meta
+
+    # a user family's student is also keyed by its builder, grid and builder source (edited code: distilled anew)
+    user = [user_family_meta(spec)] if user_family_meta(spec) else []
+    run = Path(cfg.work_dir) / "students" / f"{_slug(spec)}-{_key(spec, teacher_sha, ds.fingerprint, cfg.epochs, lr, cfg.seed, __version__, RECIPES[DEFAULT_RECIPE], *user)}"
     cached = (run / "summary.json").is_file() and (run / "student.pt").is_file()
     t0 = time.perf_counter()
     if not cached:

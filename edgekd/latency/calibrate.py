@@ -190,10 +190,13 @@ def run_calibration(
     request: dict[str, Any] | None = None,
     rounds: int = CALIBRATION_ROUNDS,
     on_progress: Any = None,
+    family: str | None = None,
+    family_grid: Any = None,
 ) -> dict[str, Any]:
     """Benchmark `count` untrained students spread over the search space on the device, record them
     in its profile with their features, and fit the latency model per (runtime, precision, threads,
-    batch). Returns a JSON-able report (models with their cross-validated error, measured rows)."""
+    batch). Returns a JSON-able report (models with their cross-validated error, measured rows).
+    `family` / `family_grid`: a user's family (`edgekd.models.user_family`) sampled with the built-in ones."""
     from edgekd.bench.devices import open_device
     from edgekd.data import load_dataset
     from edgekd.errors import ConfigError
@@ -204,9 +207,13 @@ def run_calibration(
     ds = load_dataset(data, image_size=image_size)
     shape, classes = tuple(int(d) for d in ds.input_shape), int(ds.num_classes)
     threads = threads if threads is not None else tgt.default_threads
-    specs = calibration_specs(count, seed=seed)
+    from edgekd.models.user_family import join_user_family
+
+    user = join_user_family(family, family_grid, shape, classes, getattr(ds, "task", "image"))
+    families = [*student_families(), user] if user else None
+    specs = calibration_specs(count, seed=seed, families=families)
     if include_search_space:
-        specs += [s for s in student_specs() if s not in specs]
+        specs += [s for s in student_specs(families=families) if s not in specs]
     dev = open_device(device, key)
     try:
         fingerprint = dev.fingerprint()

@@ -121,7 +121,10 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
     channel counts (for the channel-padding term), elementwise work by kind (ELEMENTWISE_KINDS) and
     `branch_conv_macs` (convs next to a residual fan-out / join or a gate; `_graph_counter`).
 
-    Works on any nn.Module (a pruned or factorized student too): one zero-input forward, no timing.
+    Works on any nn.Module (a pruned or factorized student, a user's family): one zero-input forward,
+    no timing. Layers of kinds it does not know (LayerNorm counts as `bn`, GELU as `act`; an
+    Upsample, a PixelShuffle, a custom module) add their output to `activation_bytes` only; convs
+    and matmuls called as functions (F.conv2d, torch.matmul, einsum) land in `matmul_macs`.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -140,8 +143,9 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
         if kind in names:
             macs = int(module_macs(module, inputs, output))
             split[names[kind]] += macs
-            if kind == "conv":
-                shapes.append(f"{module.in_channels // module.groups}:{module.out_channels}:{macs}")
+            if kind == "conv":  # a grouped conv: one group's channels (each group is padded on its own)
+                g = module.groups
+                shapes.append(f"{module.in_channels // g}:{module.out_channels // g}:{macs}")
 
     leaves = [m for m in model.modules() if layer_kind(m) in names]
     handles = [m.register_forward_hook(hook) for m in leaves]

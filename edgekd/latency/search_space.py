@@ -110,19 +110,31 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
     biggest CNNs when their size class was missing), but no further than CALIBRATION_SIZE_MARGIN
     times the family's largest search-space MACs. `exclude` (default: every search-space spec)
     keeps held-out specs out of the sample. `seed` breaks ties and orders the families' picks.
+    `families` (default: the micro-scale ones, `student_families`) names the families to sample, of
+    any scale: a user's family (`edgekd.models.user_family`) is sampled like a built-in, and a
+    variant its builder refuses (a value one step beyond the grid that it does not take) is skipped.
     Text specs (task "text") are sized and returned with ``vocab=vocab`` (1000 when not given).
     """
+    from edgekd.errors import ConfigError
     from edgekd.latency.features import spec_features
 
     def macs(spec: str) -> int:
         return spec_features(with_vocab(spec, vocab or 1000), input_shape, num_classes)["macs"]
 
+    def builds(spec: str) -> bool:
+        try:
+            macs(spec)
+        except ConfigError:  # e.g. a user builder refusing width=48 with groups=7: not a variant
+            return False
+        return True
+
     rng = random.Random(seed)
-    excluded = set(student_specs(task) if exclude is None else (canonical_spec(s) for s in exclude))
-    names = [n for n in student_families(task) if families is None or n in set(families)]
+    names = [n for n in student_families(task, scale=None if families is not None else "micro")
+             if families is None or n in set(families)]
+    excluded = set(student_specs(task, families=names) if exclude is None else (canonical_spec(s) for s in exclude))
     pools = []
     for name in names:
-        pool = [s for s in _family_variants(name, MODELS.get(name).search_space()) if s not in excluded]
+        pool = [s for s in _family_variants(name, MODELS.get(name).search_space()) if s not in excluded and builds(s)]
         space_macs = max(macs(s) for s in MODELS.get(name).search_space())
         pool = [s for s in pool if macs(s) <= CALIBRATION_SIZE_MARGIN * space_macs]
         rng.shuffle(pool)  # ties in size keep a seeded order

@@ -175,6 +175,12 @@ def load_model(
         raise ModelError(f"model file {path} was built by the user family {str(info.spec).split(':')[0]!r} "
                          f"(builder {user.get('builder')!s:.120}); register it first with --family "
                          f"{user.get('builder')!s:.120} (and its --family-grid)")
+    family_name = str(info.spec).split(":")[0]
+    registered = getattr(MODELS.get(family_name), "user_family", None) if family_name in MODELS else None
+    if user and registered and registered.get("builder") != user.get("builder"):
+        raise ModelError(f"model file {path} was built by {user.get('builder')!s:.120}, but family {family_name!r} "
+                         f"is registered here with {registered.get('builder')!s:.120}; pass --family "
+                         f"{user.get('builder')!s:.120}")
     try:
         model = create_model(info.spec, info.input_shape, info.num_classes)
         surgery.replay(model, info.surgery)

@@ -88,6 +88,13 @@ def import_builder(ref: str) -> Callable[..., Any]:
     if not is_builder_ref(ref):
         raise ConfigError(f"--family {ref!r} is not module:function (e.g. my_pkg.my_models:build)")
     module_name, attr = ref.split(":")
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        # the `edgekd` console script, unlike `python -m edgekd`, does not put the current directory
+        # on sys.path; appended last, so it never shadows an installed package
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # noqa: BLE001 - any import failure of user code is one line
@@ -159,7 +166,7 @@ def register_user_family(ref: str, grid: str | Path | Mapping[str, Any] | None =
     name = name or grid_name or re.sub(r"[^a-z0-9_]", "_", ref.split(":")[0].split(".")[-1].lower())
     if not _NAME_RE.match(name):
         name = "user_" + name.strip("_")
-    record = {"builder": ref, "grid": values}
+    record = {"builder": ref, "grid": values, "source_sha256": _source_sha256(fn)}
     if name in MODELS.names():
         if getattr(MODELS.get(name), "user_family", None) == record:
             return name
@@ -177,6 +184,17 @@ def register_user_family(ref: str, grid: str | Path | Mapping[str, Any] | None =
     object.__setattr__(family, "user_family", record)
     MODELS.add(name, family)
     return name
+
+
+def _source_sha256(fn: Callable[..., Any]) -> str | None:
+    """sha256 of the file that defines the builder (None when it has none): a deploy's cache of
+    distilled students is keyed by it, so an edited builder is distilled anew."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(fn) or "").read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return None
 
 
 def _params(family: ModelFamily, kwargs: dict[str, Any]) -> int:
@@ -245,3 +263,22 @@ def check_user_family(name: str, input_shape: tuple[int, ...], num_classes: int)
                               "use operators the ONNX exporter supports") from None
         finally:
             onnx_log.setLevel(level)
+
+
+def join_user_family(ref: str | None, grid: str | Path | Mapping[str, Any] | None, input_shape: tuple[int, ...],
+                     num_classes: int, task: str = "image") -> str | None:
+    """Register the builder `ref` with `grid` and check it on data of `input_shape` / `num_classes`
+    (`check_user_family`: builds, gives logits, exports to ONNX), for the commands that add it to
+    their search space (`profile calibrate`, `select`, `deploy`). Returns the family's name (None
+    without `ref`); a ConfigError line before any work when it cannot join (a grid without a
+    builder; text data: user families take images)."""
+    if not ref:
+        if grid:
+            raise ConfigError("--family-grid needs --family MODULE:FUNCTION (the builder whose arguments it lists)")
+        return None
+    if task != "image":
+        raise ConfigError(f"--family {ref}: a user family takes images (N x C x H x W), and this data is {task}; "
+                          "use image data (--data digits, an .npz or an image folder)")
+    name = register_user_family(ref, grid)
+    check_user_family(name, tuple(int(d) for d in input_shape), int(num_classes))
+    return name
