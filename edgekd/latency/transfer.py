@@ -68,12 +68,14 @@ def _residuals(base: LatencyModel, points: Sequence[Point], metric: str) -> tupl
     return np.array(x), np.array(r), keep
 
 
-def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DEFAULT_METHOD) -> dict[str, Any]:
-    """The correction of `base` by `points`, per latency statistic, as plain JSON (see module doc)."""
+def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DEFAULT_METHOD,
+                   metrics: Sequence[str] = METRICS) -> dict[str, Any]:
+    """The correction of `base` by `points`, per latency statistic in `metrics`, as plain JSON (see
+    module doc)."""
     if method not in METHODS:
         raise ValueError(f"unknown transfer method {method!r}; one of {', '.join(METHODS)}")
     out: dict[str, Any] = {}
-    for metric in METRICS:
+    for metric in metrics:
         x, r, keep = _residuals(base, points, metric)
         if not len(r):
             continue
@@ -173,7 +175,7 @@ def leave_one_out(base: LatencyModel, points: Sequence[Point], method: str = DEF
         rest = [p for j, p in enumerate(points) if j != i]
         if not rest or not pt.latency.get(metric):
             continue
-        pred = correction_at(base, fit_correction(base, rest, method), pt.features, metric)
+        pred = correction_at(base, fit_correction(base, rest, method, (metric,)), pt.features, metric)
         errs.append(pred / pt.latency[metric] - 1.0)
     return errs
 
