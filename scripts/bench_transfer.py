@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -140,8 +140,8 @@ def committed_model():
     return LatencyModel.from_dict(key, latency_section(prof)["models"][key])
 
 
-def informative_specs(base, candidates: Mapping[str, Mapping[str, Any]], count: int, *,
-                      given: Sequence[Mapping[str, Any]] = (), metric: str = "p50_ms") -> list[str]:
+def informative_specs(base, candidates: Mapping[str, Mapping[str, Any]], count: int,
+                      metric: str = "p50_ms") -> list[str]:
     """`count` of `candidates` ({name: features}) to measure for a `kinds` transfer: greedily the one
     that most enlarges the information about the per-kind scales (log-determinant of the sum of the
     candidates' outer products of their per-kind shares of the prior's prediction). A study, not what
@@ -154,7 +154,7 @@ def informative_specs(base, candidates: Mapping[str, Mapping[str, Any]], count: 
 
     rows = {n: share(f) for n, f in candidates.items()}
     dim = len(TERM_GROUPS)
-    info = 1e-3 * np.eye(dim) + sum((np.outer(v, v) for v in map(share, given)), np.zeros((dim, dim)))
+    info = 1e-3 * np.eye(dim)
     chosen: list[str] = []
     for _ in range(min(count, len(rows))):
         best = max((n for n in rows if n not in chosen),
