@@ -258,6 +258,23 @@ def foreign_profile(path: Path, stats: dict, config: str, fit: list[str]) -> dic
             f"{DEPLOY_KEY} model of identity runtime={runtime} version={model.identity['runtime_version']}"}
 
 
+def measured_here(profiles: Path, foreign: str) -> list[dict]:
+    """What a deploy measured on this machine (its own profile in `profiles`, not the `foreign` file):
+    spec, p50 and p90 of every measurement, to see what the transfer was adapted on."""
+    from edgekd.device.profiles import Profile
+
+    rows = []
+    for path in sorted(profiles.glob("*.yaml")):
+        if path.name == foreign:
+            continue
+        for m in Profile.load(path).measurements.values():
+            if m.latency and m.latency.get("p90_ms"):
+                rows.append({"spec": m.spec, "p50_ms": round(m.latency["p50_ms"], 5), "p90_ms": round(m.latency["p90_ms"], 5)})
+    for r in rows:
+        print(f"    measured here: {str(r['spec']):52s} p50 {r['p50_ms']:.4g} ms  p90 {r['p90_ms']:.4g} ms")
+    return rows
+
+
 def deploy(args: list[str], label: str) -> dict:
     print(f"\n$ {' '.join(args)}   ({label})", flush=True)
     t0 = time.perf_counter()
@@ -374,6 +391,7 @@ def main() -> None:
             out["foreign_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
                                             "-o", str(Path(tmp) / "bundle"), "--json"],
                                            f"a profiles dir holding only a foreign profile: {label['how']}")
+            out["foreign_deploy"]["measured_here"] = measured_here(profiles, f"foreign-{args.foreign_source}.yaml")
     if "committed" in deploys:
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-transfer-") as tmp:
             profiles = Path(tmp) / "profiles"
@@ -382,6 +400,7 @@ def main() -> None:
             out["committed_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
                                               "-o", str(Path(tmp) / "bundle"), "--json"],
                                              "a profiles dir holding only the committed profile of another machine")
+            out["committed_deploy"]["measured_here"] = measured_here(profiles, "amd-epyc-x86_64-2c.yaml")
     if "demo" in deploys:
         from edgekd.agent.fingerprint import device_fingerprint
         from edgekd.device.profiles import device_name
