@@ -23,8 +23,9 @@ r_i = log(measured_i / prior(f_i)). Methods (`METHODS`, chosen by `scripts/bench
               fitted on the points' relative errors with a ridge pulling every kind toward the global
               factor; the ridge is chosen by leave-one-out on the points (k >= 3; k = 1 is `scale`).
               Graph fusion or another kernel library changes one kind of layer, not the device.
-  kinds-local `kinds`, then the `local` Gaussian process on what it leaves (the default: best or
-              within noise of the best on every pair of scripts/bench_transfer.py, see ARCHITECTURE).
+  kinds-local `kinds`, then the `local` Gaussian process on what it leaves (the default: tied with
+              `kinds` and ahead of the others in scripts/bench_transfer.py, and a point far off
+              still moves its neighbourhood; see docs/ARCHITECTURE.md).
 
 Numpy + scipy (host side; the device never fits).
 """
@@ -124,7 +125,8 @@ def _kinds_solve(parts: np.ndarray, y: np.ndarray, s0: float, ridge: float) -> n
 
 def _fit_kinds(base: LatencyModel, points: Sequence[Point], metric: str, m: float) -> dict[str, Any]:
     """`kinds`: one scale per group of the prior's terms (TERM_GROUPS), shrunk toward the global factor
-    exp(m) by a ridge chosen by leave-one-out on the points (the largest when that cannot be judged)."""
+    exp(m) by a ridge chosen by leave-one-out on the points (KINDS_RIDGE_FEW with fewer than
+    KINDS_LOO_MIN points; one point is exactly the global factor)."""
     parts = np.stack([group_parts(base, p.features, metric) for p in points])
     y = np.array([float(p.latency[metric]) for p in points])
     s0 = math.exp(m)
@@ -181,7 +183,6 @@ def leave_one_out(base: LatencyModel, points: Sequence[Point], method: str = DEF
 
 
 METHODS = ("scale", "log-affine", "local", "refit", "kinds", "kinds-local")
-
 
 
 def transferred_model(base: LatencyModel, points: Sequence[Point], *, method: str = DEFAULT_METHOD,
