@@ -31,6 +31,9 @@ Then `edgekd deploy --target cpu` as real subprocesses (cached teacher in runs/d
 
     .venv/bin/python scripts/bench_transfer.py [--count 24] [--rounds 2] [--draws 20]
 
+`--repeat-of other.json` (with `--load-measurements`): how well two measurement runs of this machine
+agree per student -- the ceiling of any prediction here.
+
 Split into shorter runs (the shared machine's lock turns): measure and tabulate with
 `--skip-deploy --save-measurements m.json`, then `--load-measurements m.json [--deploys foreign,committed]`
 (the tables again, offline, and the chosen deploys; the foreign profile is built from the saved
@@ -275,6 +278,20 @@ def measured_here(profiles: Path, foreign: str) -> list[dict]:
     return rows
 
 
+def repeatability(lat: dict[str, dict[str, float]], other: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Per configuration: the share of students whose p50 in two measurement runs agree within ±10 %
+    once the runs' global speed ratio (median over the students) is divided out, and the extremes of
+    that ratio -- the ceiling any prediction of one run from the other can reach."""
+    out = {}
+    for c in sorted(set(lat) & set(other)):
+        specs = sorted(set(lat[c]) & set(other[c]))
+        r = np.array([other[c][s] / lat[c][s] for s in specs])
+        r = r / np.median(r)
+        out[c] = {"within_10pct": round(float(np.mean(np.abs(r - 1) <= 0.10)), 3), "students": len(specs),
+                  "min": round(float(r.min()), 3), "max": round(float(r.max()), 3)}
+    return out
+
+
 def deploy(args: list[str], label: str) -> dict:
     print(f"\n$ {' '.join(args)}   ({label})", flush=True)
     t0 = time.perf_counter()
@@ -303,6 +320,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=20, help="random draws of the k target points")
     ap.add_argument("--min-s", type=float, default=0.25, help="timed loop per model per round (s)")
     ap.add_argument("--skip-deploy", action="store_true", help="measure and tabulate only (no deploy subprocesses)")
+    ap.add_argument("--repeat-of", default=None, metavar="PATH",
+                    help="another saved measurement file of this machine: print how well the two runs agree")
     ap.add_argument("--deploys", default=",".join(DEPLOYS),
                     help="which deploy subprocesses to run (comma list of foreign, committed, demo)")
     ap.add_argument("--foreign-source", default=FOREIGN_SOURCE, choices=sorted(FOREIGN_CONFIGS),
@@ -372,6 +391,13 @@ def main() -> None:
         "load_avg_measuring": load_measuring,  # 1/5/15-min load averages before and after the measurements
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
     }
+    if args.repeat_of:
+        rep = repeatability(lat, json.loads(Path(args.repeat_of).read_text())["p50_ms"])
+        print(f"\nthe same students in two measurement runs ({args.repeat_of}): p50s within ±10 % of each other "
+              "(global speed ratio divided out)")
+        for c, r in rep.items():
+            print(f"  {c:10s} {r['within_10pct']:5.0%} of {r['students']}  (ratio {r['min']:.2f}-{r['max']:.2f})")
+        out["repeatability_within_10pct"] = rep
     best = {p: min((k for k in KS if res["within"][p][DEFAULT_METHOD][k] >= 0.9), default=None) for p in PAIRS}
     out["smallest_k_reaching_90pct"] = best
     deploys = [] if args.skip_deploy else [d.strip() for d in args.deploys.split(",") if d.strip()]
