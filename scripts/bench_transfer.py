@@ -19,11 +19,25 @@ predicts the 26 held-out search-space students measured on the target: the share
 their measured p50. The target's own full calibration (fitted on all `--count`) is the reference.
 
 Then `edgekd deploy --target cpu` as real subprocesses (cached teacher in runs/deploy):
-  foreign_deploy  profiles dir holding only the committed profile (another machine's sample);
-  demo            exactly README command 1 (`bash scripts/demo.sh --json`); a profile it creates
-                  for this machine in profiles/ is removed afterwards when it was not there before.
+  foreign_deploy    profiles dir holding only a foreign profile built from this run: the
+                    `--foreign-source` configuration's measurements of the calibration students
+                    (default ort-noopt: graph optimizations off, 1 thread), fitted as the model of
+                    what deploy runs (ORT, default threads) and recorded under the identity of the
+                    runtime configuration that measured them -- a device that really differs here;
+  committed_deploy  profiles dir holding only the committed profile (another machine's sample; it may
+                    happen to predict this machine well, then the drift check rightly stays quiet);
+  demo              exactly README command 1 (`bash scripts/demo.sh --json`); a profile it creates
+                    for this machine in profiles/ is removed afterwards when it was not there before.
 
     .venv/bin/python scripts/bench_transfer.py [--count 24] [--rounds 2] [--draws 20]
+
+`--repeat-of other.json` (with `--load-measurements`): how well two measurement runs of this machine
+agree per student -- the ceiling of any prediction here.
+
+Split into shorter runs (the shared machine's lock turns): measure and tabulate with
+`--skip-deploy --save-measurements m.json`, then `--load-measurements m.json [--deploys foreign,committed]`
+(the tables again, offline, and the chosen deploys; the foreign profile is built from the saved
+measurements).
 """
 from __future__ import annotations
 
@@ -36,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -82,7 +97,7 @@ def sessions(arts_ort: dict[str, Path], config: str):
 def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, work: Path
             ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, float]]:
     """Interleaved rounds over every (config, spec), each timed with the speed anchor alongside
-    (`edgekd.bench.anchor`). Returns ({config: {spec: steady p50 ms}}, {config: {spec: raw p50 ms}},
+    (`edgekd.bench.anchor`). Returns ({config: {spec: steady {p50_ms, p90_ms, p99_ms}}}, {config: {spec: raw p50 ms}},
     anchor figures): steady = the round `edgekd.latency.anchor.pick_round` keeps, through
     `steady_latency` (as calibration does); raw = the lowest p50 over the rounds (the method before)."""
     from edgekd.bench.anchor import SpeedAnchor, anchor_summary, anchored_timing_loop
@@ -105,13 +120,15 @@ def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, wor
             summary = anchor_summary(times, anchor_times)
             anchors.append(summary["p50_ms"])
             raw[c][s] = min(float(np.median(times)) / 1e6, raw[c].get(s, float("inf")))
-            rounds_of[c][s].append({"p50_ms": float(np.median(times)) / 1e6, "anchor_p50_ms": summary["p50_ms"],
-                                    "anchor_ratio_p50": summary["ratio_p50"]})
+            rounds_of[c][s].append({"p50_ms": float(np.median(times)) / 1e6,
+                                    "p90_ms": float(np.percentile(times, 90)) / 1e6,
+                                    "p99_ms": float(np.percentile(times, 99)) / 1e6,
+                                    "anchor_p50_ms": summary["p50_ms"], "anchor_ratio_p50": summary["ratio_p50"]})
         print(f"  round {r + 1}/{rounds}: {len(jobs)} measurements in {time.perf_counter() - t0:.0f} s "
               f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     floor = anchor_floor(x for row in rounds_of.values() for xs in row.values() for x in xs)
-    steady = {c: {s: steady_latency(pick_round(xs, floor), floor)["p50_ms"] for s, xs in row.items()}
-              for c, row in rounds_of.items()}
+    steady = {c: {s: {k: steady_latency(pick_round(xs, floor), floor)[k] for k in ("p50_ms", "p90_ms", "p99_ms")}
+                  for s, xs in row.items()} for c, row in rounds_of.items()}
     return steady, raw, {"floor_ms": floor, "median_ms": float(np.median(anchors)), "max_ms": max(anchors),
                          "max_over_floor": max(anchors) / floor}
 
@@ -124,6 +141,30 @@ def committed_model():
     prof = Profile.load(ROOT / "profiles" / "amd-epyc-x86_64-2c.yaml")
     key = "onnxruntime/fp32/t0/b1"
     return LatencyModel.from_dict(key, latency_section(prof)["models"][key])
+
+
+def informative_specs(base, candidates: Mapping[str, Mapping[str, Any]], count: int,
+                      metric: str = "p50_ms") -> list[str]:
+    """`count` of `candidates` ({name: features}) to measure for a `kinds` transfer: greedily the one
+    that most enlarges the information about the per-kind scales (log-determinant of the sum of the
+    candidates' outer products of their per-kind shares of the prior's prediction). A study, not what
+    deploy does (it measures students predicted near the budget): the table's `informative` row."""
+    from edgekd.latency.correction import TERM_GROUPS, group_parts
+
+    def share(f: Mapping[str, Any]) -> np.ndarray:
+        parts = group_parts(base, f, metric)
+        return parts / max(float(parts.sum()), 1e-12)
+
+    rows = {n: share(f) for n, f in candidates.items()}
+    dim = len(TERM_GROUPS)
+    info = 1e-3 * np.eye(dim)
+    chosen: list[str] = []
+    for _ in range(min(count, len(rows))):
+        best = max((n for n in rows if n not in chosen),
+                   key=lambda n: (np.linalg.slogdet(info + np.outer(rows[n], rows[n]))[1], n))
+        chosen.append(best)
+        info = info + np.outer(rows[best], rows[best])
+    return chosen
 
 
 def share_within(model, feats: dict, lat: dict, held: list[str]) -> float:
@@ -141,7 +182,7 @@ def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[
     def native(config: str):
         return fit_latency_model([Sample(s, feats[s], {"p50_ms": lat[config][s]}) for s in fit], config)
 
-    out: dict = {"within": {}, "full": {}, "median_err": {}}
+    out: dict = {"within": {}, "full": {}, "median_err": {}, "informative": {}}
     rng = np.random.default_rng(0)
     for pair, (src, dst) in PAIRS.items():
         base = committed_model() if src == "committed" else native(src)
@@ -158,6 +199,13 @@ def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[
                     shares.append(share_within(model, feats, lat[dst], held))
                 row[k] = float(np.mean(shares))
             out["within"][pair][method] = row
+        # the default method on deterministic picks spread over the prior's per-kind shares (one draw)
+        row = {}
+        for k in KS:
+            pick = informative_specs(base, {s: feats[s] for s in fit}, k) if k else []
+            pts = [Point(s, feats[s], {"p50_ms": lat[dst][s]}) for s in pick]
+            row[k] = share_within(transferred_model(base, pts) if pts else base, feats, lat[dst], held)
+        out["informative"][pair] = row
     return out
 
 
@@ -174,6 +222,73 @@ def speed_ratios(lat: dict, held: list[str]) -> dict[str, float]:
         else:
             source = lat[src]
         out[pair] = float(np.median([lat[dst][s] / source[s] for s in held]))
+    return out
+
+
+# foreign_deploy's prior: this run's measurements of one configuration, fitted and recorded as the
+# model of the configuration deploy uses (ONNX Runtime, default threads) under the identity of the
+# runtime configuration that really produced them -- a device that differs from ort-t0 here
+FOREIGN_CONFIGS = {"ort-noopt": ("onnxruntime", "graph optimizations disabled, 1 thread"),
+                   "openvino": ("openvino", "OpenVINO CPU plugin, 1 thread"),
+                   "ort-t1": ("onnxruntime", "1 intra-op thread")}
+FOREIGN_SOURCE = "ort-noopt"
+DEPLOY_KEY = "onnxruntime/fp32/t0/b1"
+DEPLOYS = ("foreign", "committed", "demo")
+
+
+def foreign_profile(path: Path, stats: dict, config: str, fit: list[str]) -> dict:
+    """Write a profile whose `DEPLOY_KEY` model is fitted on this run's `config` measurements of the
+    calibration students, recorded under the identity of what measured them: this machine's hardware,
+    but the runtime / version of `config` -- so deploy must find it foreign, never this device's."""
+    from edgekd.agent.fingerprint import device_fingerprint
+    from edgekd.device.identity import model_identity
+    from edgekd.device.profiles import Profile, save_profile
+    from edgekd.latency.features import spec_features
+    from edgekd.latency.model import Sample, fit_latency_model
+    from edgekd.latency.section import SECTION_SCHEMA
+
+    runtime, how = FOREIGN_CONFIGS[config]
+    here = device_fingerprint()
+    samples = [Sample(s, spec_features(s, SHAPE, CLASSES), dict(stats[config][s])) for s in fit]
+    model = fit_latency_model(samples, DEPLOY_KEY, source=f"bench_transfer: {config} ({how}) on this machine")
+    ident = model_identity(here, runtime)
+    model.identity = {**ident, "runtime_version": f"{ident.get('runtime_version')} ({how})"}
+    save_profile(Profile(name=path.stem, device=here, latency_model={
+        "schema": SECTION_SCHEMA, "input_shape": list(SHAPE), "num_classes": CLASSES,
+        "models": {DEPLOY_KEY: {**model.to_dict(), "runtime": "onnxruntime", "format": "onnx", "precision": "fp32",
+                                "threads": 0, "batch": 1}}}), path)
+    return {"config": config, "how": f"{config} ({how}) measured here on {len(fit)} students, recorded as the "
+            f"{DEPLOY_KEY} model of identity runtime={runtime} version={model.identity['runtime_version']}"}
+
+
+def measured_here(profiles: Path, foreign: str) -> list[dict]:
+    """What a deploy measured on this machine (its own profile in `profiles`, not the `foreign` file):
+    spec, p50 and p90 of every measurement, to see what the transfer was adapted on."""
+    from edgekd.device.profiles import Profile
+
+    rows = []
+    for path in sorted(profiles.glob("*.yaml")):
+        if path.name == foreign:
+            continue
+        for m in Profile.load(path).measurements.values():
+            if m.latency and m.latency.get("p90_ms"):
+                rows.append({"spec": m.spec, "p50_ms": round(m.latency["p50_ms"], 5), "p90_ms": round(m.latency["p90_ms"], 5)})
+    for r in rows:
+        print(f"    measured here: {str(r['spec']):52s} p50 {r['p50_ms']:.4g} ms  p90 {r['p90_ms']:.4g} ms")
+    return rows
+
+
+def repeatability(lat: dict[str, dict[str, float]], other: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Per configuration: the share of students whose p50 in two measurement runs agree within ±10 %
+    once the runs' global speed ratio (median over the students) is divided out, and the extremes of
+    that ratio -- the ceiling any prediction of one run from the other can reach."""
+    out = {}
+    for c in sorted(set(lat) & set(other)):
+        specs = sorted(set(lat[c]) & set(other[c]))
+        r = np.array([other[c][s] / lat[c][s] for s in specs])
+        r = r / np.median(r)
+        out[c] = {"within_10pct": round(float(np.mean(np.abs(r - 1) <= 0.10)), 3), "students": len(specs),
+                  "min": round(float(r.min()), 3), "max": round(float(r.max()), 3)}
     return out
 
 
@@ -204,7 +319,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds (least-disturbed kept)")
     ap.add_argument("--draws", type=int, default=20, help="random draws of the k target points")
     ap.add_argument("--min-s", type=float, default=0.25, help="timed loop per model per round (s)")
-    ap.add_argument("--skip-deploy", action="store_true")
+    ap.add_argument("--skip-deploy", action="store_true", help="measure and tabulate only (no deploy subprocesses)")
+    ap.add_argument("--repeat-of", default=None, metavar="PATH",
+                    help="another saved measurement file of this machine: print how well the two runs agree")
+    ap.add_argument("--deploys", default=",".join(DEPLOYS),
+                    help="which deploy subprocesses to run (comma list of foreign, committed, demo)")
+    ap.add_argument("--foreign-source", default=FOREIGN_SOURCE, choices=sorted(FOREIGN_CONFIGS),
+                    help="configuration whose measurements here become the foreign profile of foreign_deploy")
     ap.add_argument("--save-measurements", default=None, metavar="PATH")
     ap.add_argument("--load-measurements", default=None, metavar="PATH", help="reuse a saved measurement file")
     args = ap.parse_args()
@@ -217,13 +338,15 @@ def main() -> None:
     if args.load_measurements:
         saved = json.loads(Path(args.load_measurements).read_text())
         lat, load_measuring = saved["p50_ms"], saved.get("load_avg_measuring")
-        lat_raw, anchor_figs = saved.get("p50_ms_raw"), saved.get("anchor")
+        lat_raw, anchor_figs, stats = saved.get("p50_ms_raw"), saved.get("anchor"), saved.get("latency")
     else:
         configs = ["ort-t1", "ort-t2", "ort-noopt", "openvino", "ort-t0"]
-        lat, lat_raw, anchor_figs = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
+        stats, lat_raw, anchor_figs = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
+        lat = {c: {s: v["p50_ms"] for s, v in row.items()} for c, row in stats.items()}
         load_measuring = [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()]
     if args.save_measurements:
-        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "p50_ms_raw": lat_raw, "anchor": anchor_figs,
+        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "latency": stats, "p50_ms_raw": lat_raw,
+                                                            "anchor": anchor_figs,
                                                             "fit": fit, "held": held,
                                                             "load_avg_measuring": load_measuring}))
     res = transfer_table(lat, fit, held, args.draws)
@@ -239,6 +362,11 @@ def main() -> None:
                   + f" {res['full'][pair]:9.0%} {ratios[pair]:7.2f}x")
     from edgekd.latency.transfer import DEFAULT_METHOD
 
+    print(f"\nthe same, {DEFAULT_METHOD}, on the k calibration students that most inform its per-kind scales "
+          "(deterministic, one draw; deploy measures students near the budget instead)")
+    for pair, (src, dst) in PAIRS.items():
+        row = res["informative"][pair]
+        print(f"({pair}) {src + ' -> ' + dst:25s} {'informative':11s} " + " ".join(f"{row[k]:6.0%}" for k in KS))
     if res_raw:
         print(f"\nthe same, {DEFAULT_METHOD}, from raw p50s (lowest of {args.rounds} rounds, machine state not divided out)")
         for pair, (src, dst) in PAIRS.items():
@@ -250,6 +378,8 @@ def main() -> None:
         "within_10pct_by_method": {p: {m: {str(k): round(v, 3) for k, v in row.items()}
                                        for m, row in res["within"][p].items()} for p in PAIRS},
         "full_calibration_within_10pct": {p: round(v, 3) for p, v in res["full"].items()},
+        "within_10pct_informative_picks": {p: {str(k): round(v, 3) for k, v in row.items()}
+                                           for p, row in res["informative"].items()},
         "measurement": "steady p50: edgekd.latency.anchor.pick_round + steady_latency, as calibration keeps",
         "anchor": anchor_figs,
         **({"within_10pct_raw": {p: {str(k): round(v, 3) for k, v in res_raw["within"][p][DEFAULT_METHOD].items()}
@@ -261,17 +391,43 @@ def main() -> None:
         "load_avg_measuring": load_measuring,  # 1/5/15-min load averages before and after the measurements
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
     }
+    if args.repeat_of:
+        rep = repeatability(lat, json.loads(Path(args.repeat_of).read_text())["p50_ms"])
+        print(f"\nthe same students in two measurement runs ({args.repeat_of}): p50s within ±10 % of each other "
+              "(global speed ratio divided out)")
+        for c, r in rep.items():
+            print(f"  {c:10s} {r['within_10pct']:5.0%} of {r['students']}  (ratio {r['min']:.2f}-{r['max']:.2f})")
+        out["repeatability_within_10pct"] = rep
     best = {p: min((k for k in KS if res["within"][p][DEFAULT_METHOD][k] >= 0.9), default=None) for p in PAIRS}
     out["smallest_k_reaching_90pct"] = best
-    if not args.skip_deploy:
+    deploys = [] if args.skip_deploy else [d.strip() for d in args.deploys.split(",") if d.strip()]
+    unknown = sorted(set(deploys) - set(DEPLOYS))
+    if unknown:
+        sys.exit(f"error: unknown --deploys {', '.join(unknown)}; use some of {', '.join(DEPLOYS)}")
+    if "foreign" in deploys and (not stats or args.foreign_source not in stats):
+        sys.exit(f"error: the measurements lack full latency figures of {args.foreign_source!r} (p90 for the "
+                 "foreign profile); re-measure without --load-measurements")
+    exe = str(ROOT / ".venv" / "bin" / "edgekd")
+    if "foreign" in deploys:
+        with tempfile.TemporaryDirectory(prefix="edgekd-bench-transfer-") as tmp:
+            profiles = Path(tmp) / "profiles"
+            profiles.mkdir()
+            label = foreign_profile(profiles / f"foreign-{args.foreign_source}.yaml", stats, args.foreign_source, fit)
+            out["foreign_profile"] = label
+            out["foreign_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
+                                            "-o", str(Path(tmp) / "bundle"), "--json"],
+                                           f"a profiles dir holding only a foreign profile: {label['how']}")
+            out["foreign_deploy"]["measured_here"] = measured_here(profiles, f"foreign-{args.foreign_source}.yaml")
+    if "committed" in deploys:
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-transfer-") as tmp:
             profiles = Path(tmp) / "profiles"
             profiles.mkdir()
             shutil.copy(ROOT / "profiles" / "amd-epyc-x86_64-2c.yaml", profiles)
-            exe = str(ROOT / ".venv" / "bin" / "edgekd")
-            out["foreign_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
-                                            "-o", str(Path(tmp) / "bundle"), "--json"],
-                                           "a profiles dir holding only the committed profile of another machine")
+            out["committed_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
+                                              "-o", str(Path(tmp) / "bundle"), "--json"],
+                                             "a profiles dir holding only the committed profile of another machine")
+            out["committed_deploy"]["measured_here"] = measured_here(profiles, "amd-epyc-x86_64-2c.yaml")
+    if "demo" in deploys:
         from edgekd.agent.fingerprint import device_fingerprint
         from edgekd.device.profiles import device_name
 
@@ -282,8 +438,11 @@ def main() -> None:
         if not existed and own.exists():
             own.unlink()
             print(f"  (removed {own.relative_to(ROOT)}, which the demo created: the repository keeps one machine's sample)")
+    if deploys:
         print(f"\n{'deploy':16s} {'status':10s} {'rounds':>6s} {'drift':>6s} {'teacher x':>9s} {'chosen':40s} {'wall':>6s}")
-        for name in ("foreign_deploy", "demo"):
+        for name in ("foreign_deploy", "committed_deploy", "demo"):
+            if name not in out:
+                continue
             d = out[name]
             print(f"{name:16s} {d['status']:10s} {str(d['device_rounds']):>6s} {str(d['drift_detected']):>6s} "
                   f"{(d.get('teacher_ratio') or float('nan')):8.2f}x {str(d.get('chosen')):40s} {d.get('wall_s', 0):5.0f}s")

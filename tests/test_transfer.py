@@ -159,13 +159,14 @@ def test_a_uniform_speed_change_is_learnt_from_one_point(method):
         assert model.predict(p.features, "p50_ms") == pytest.approx(p.latency["p50_ms"], rel=0.15), (method, p.name)
 
 
-def test_a_point_far_off_moves_its_neighbourhood_not_one_fortieth_of_a_fit():
+@pytest.mark.parametrize("method", ["local", "kinds-local"])
+def test_a_point_far_off_moves_its_neighbourhood_not_one_fortieth_of_a_fit(method):
     """The loop learns from each round: mobilenets run 5x slower than the prior says, the rest as it says.
     One measured mobilenet must move the other mobilenet most of the way; the mlps barely."""
     base = LatencyModel.from_dict(KEY, _prior(None))
     pts = {p.name: p for p in _points(lambda s: 5.0 if s.startswith("mobilenet") else 1.0)}
     seen = [pts["mlp:hidden=64"], pts["cnn:depth=2,width=8"], pts["mobilenet:blocks=1,depth=1,expansion=4,width=0.25"]]
-    corr = fit_correction(base, seen, "local")
+    corr = fit_correction(base, seen, method)
     other = pts["mobilenet:blocks=2,depth=2,expansion=4,width=0.5"]
     before = base.predict(other.features, "p50_ms") / other.latency["p50_ms"]
     after = correction_at(base, corr, other.features, "p50_ms") / other.latency["p50_ms"]
@@ -229,3 +230,65 @@ def test_bench_compares_each_new_measurement_with_the_profiles_prediction(tmp_pa
     assert rows[1]["ratio"] == pytest.approx(3.0) and rows[1]["model"] == "trusted" and rows[1]["key"] == KEY
     assert bench_drift(path, ZEN4, [far])[0]["model"] == "foreign"  # the profile's model is not this device's
     assert bench_drift(tmp_path / "absent.yaml", ZEN3, [far]) == []
+
+
+def _kind_cost(f, conv=1.0, dw=1.0, lin=1.0, call=1.0) -> float:
+    """A device's p50 from its per-kind costs: dense convs / depthwise convs / matmuls each cost per
+    MMAC and per layer, times that kind's factor, plus a fixed cost per call (the synthetic prior
+    device has every factor at 1)."""
+    return (call * 0.004 + conv * (0.01 * f.get("conv_macs", 0) / 1e6 + 0.001 * f["conv"])
+            + dw * (0.01 * f.get("depthwise_macs", 0) / 1e6 + 0.001 * f["depthwise_conv"])
+            + lin * (0.01 * f.get("linear_macs", 0) / 1e6 + 0.001 * f["linear"]))
+
+
+KIND_SPECS = ["mlp:hidden=32", "mlp:hidden=128x2", "mlp:hidden=256x128", "cnn:depth=2,width=8", "cnn:depth=3,width=32",
+              "cnn:depth=4,width=16", "mobilenet:blocks=1,depth=1,expansion=4,width=0.25",
+              "mobilenet:blocks=2,depth=3,expansion=4,width=1.0", "mobilenet:blocks=2,depth=2,expansion=4,width=0.5"]
+
+
+def _kind_prior():
+    from edgekd.latency.model import Sample, fit_latency_model
+
+    samples = []
+    for i, s in enumerate(KIND_SPECS + SPECS):
+        f = spec_features(s, SHAPE, CLASSES)
+        ms = _kind_cost(f)
+        samples.append(Sample(f"{s}@{i}", f, {"p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.3}))
+    return fit_latency_model(samples, KEY)
+
+
+def test_kinds_recovers_a_per_kind_speed_change_that_one_factor_cannot():
+    """The target device runs dense convs 3x slower, depthwise convs 1.5x, matmuls as before and the
+    fixed cost per call 2x (what a runtime with other kernels does): five points of it are enough for
+    `kinds` to predict the other students within 5 %, where one global factor misses one by over 15 %."""
+    base = _kind_prior()
+    target = dict(conv=3.0, dw=1.5, lin=1.0, call=2.0)
+    pts = []
+    for s in KIND_SPECS:
+        f = spec_features(s, SHAPE, CLASSES)
+        ms = _kind_cost(f, **target)
+        pts.append(Point(s, f, {"p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.3}))
+    seen, held = pts[:5] + pts[6:7], pts[5:6] + pts[7:]
+    kinds = transferred_model(base, seen, method="kinds")
+    scale = transferred_model(base, seen, method="scale")
+    errs = {m: [abs(model.predict(p.features, "p50_ms") / p.latency["p50_ms"] - 1) for p in held]
+            for m, model in (("kinds", kinds), ("scale", scale))}
+    assert max(errs["kinds"]) < 0.05, errs
+    assert max(errs["scale"]) > 0.15, errs
+    scales = kinds.transfer["correction"]["metrics"]["p50_ms"]["scales"]
+    assert scales["conv"] == pytest.approx(3.0, rel=0.1) and scales["linear"] < scales["call"]  # as the points show
+
+
+def test_kinds_shrinks_to_one_factor_when_the_points_cannot_tell_kinds_apart():
+    """Points that all follow one factor (noise-free): the per-kind fit must not invent kind ratios,
+    and a single point is exactly the global factor."""
+    base = _kind_prior()
+    pts = _points(lambda s: 2.0)
+    corr = fit_correction(base, pts[:4], "kinds")["metrics"]["p50_ms"]
+    assert all(v == pytest.approx(2.0, rel=0.05) for g, v in corr["scales"].items()
+               if g in ("call", "conv", "linear")), corr
+    one = fit_correction(base, pts[:1], "kinds")["metrics"]["p50_ms"]
+    assert one["ridge"] > 0 and one["loo_log_err"] is None
+    p = pts[0]
+    assert correction_at(base, {"method": "kinds", "metrics": {"p50_ms": one}}, p.features, "p50_ms") == pytest.approx(
+        p.latency["p50_ms"], rel=0.02)

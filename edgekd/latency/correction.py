@@ -37,6 +37,25 @@ def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return GP_SIGNAL ** 2 * np.exp(-0.5 * (d ** 2).sum(axis=2))
 
 
+# the prior's terms grouped by layer kind, what a device or runtime change scales together (`kinds`):
+# each kind's cost per MAC and per layer (another kernel library / fusion changes both), the fixed
+# cost per call, and the memory traffic
+TERM_GROUPS: dict[str, tuple[str, ...]] = {
+    "call": ("const", "pool"),
+    "conv": ("conv_macs", "conv_pad_macs", "conv"),
+    "depthwise": ("depthwise_macs", "depthwise_conv"),
+    "linear": ("linear_macs", "matmul_macs", "linear"),
+    "memory": ("params", "activation_bytes"),
+}
+
+
+def group_parts(base: Any, features: Mapping[str, Any], metric: str) -> np.ndarray:
+    """The prior's prediction of `metric` split by TERM_GROUPS (ms per group, in TERM_GROUPS order)."""
+    coef = (getattr(base, "coef", None) or {}).get(metric) or {}
+    row = dict(zip(TERM_NAMES, design_row(features, base.pad_block)))
+    return np.array([sum(float(coef.get(n, 0.0)) * row[n] for n in names) for names in TERM_GROUPS.values()])
+
+
 def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[str, Any],
                   metric: str) -> float:
     """The prediction of `base` corrected for this device (ms)."""
@@ -47,6 +66,15 @@ def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[st
     if method == "refit":
         row = design_row(features, base.pad_block)
         return float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
+    if method in ("kinds", "kinds-local"):
+        scales = np.array([float(entry["scales"].get(g, entry["s0"])) for g in TERM_GROUPS])
+        parts = group_parts(base, features, metric)
+        # a prior without these terms (the datasheet roofline) can only be scaled as a whole
+        pred = float(parts @ scales) if parts.sum() > 0 else base.predict(features, metric) * float(entry["s0"])
+        if "alpha" in entry:  # the `local` residual correction on top of the per-kind fit
+            z = z_of(base, features)[None, :]
+            pred *= math.exp(float((_kernel(z, np.asarray(entry["z"])) @ np.asarray(entry["alpha"]))[0]))
+        return pred
     c = float(entry["m"])
     if method == "log-affine":
         x = math.log(max(base.predict(features, "p50_ms"), 1e-9))

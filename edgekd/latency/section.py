@@ -187,12 +187,12 @@ def readapt(profile: Any, key: str, raw: Mapping[str, Any]) -> LatencyModel:
     NATIVE_MIN_POINTS) replaces it when its cross-validated median error beats the transfer's
     leave-one-out one: then the device has outgrown its prior."""
     from edgekd.latency.model import fit_latency_model
-    from edgekd.latency.transfer import transferred_model
+    from edgekd.latency.transfer import DEFAULT_METHOD, transferred_model
 
     old = LatencyModel.from_dict(key, raw)
     tr = old.transfer or {}
     points = device_points(profile, key, str(tr.get("since") or ""))
-    model = transferred_model(old.base_model(), points, method=str(tr.get("method") or "local"),
+    model = transferred_model(old.base_model(), points, method=str(tr.get("method") or DEFAULT_METHOD),
                               identity=old.identity, prior=tr.get("prior") or {}, since=str(tr.get("since") or ""))
     if len(points) >= NATIVE_MIN_POINTS:
         native = fit_latency_model(points, key, source=f"profile {profile.name} (points since {tr.get('since') or 'start'})")

@@ -18,6 +18,14 @@ r_i = log(measured_i / prior(f_i)). Methods (`METHODS`, chosen by `scripts/bench
               and the rest of the space by the global factor only: what one device round should do.
   refit       NNLS refit of the prior's terms on the device points, with the prior's coefficients
               (scaled by `scale`) as a ridge regularizer.
+  kinds       one scale per layer kind of the prior's terms (`correction.TERM_GROUPS`: fixed cost per
+              call; dense conv, depthwise conv and matmul cost per MAC *and* per layer; memory),
+              fitted on the points' relative errors with a ridge pulling every kind toward the global
+              factor; the ridge is chosen by leave-one-out on the points (k >= 3; k = 1 is `scale`).
+              Graph fusion or another kernel library changes one kind of layer, not the device.
+  kinds-local `kinds`, then the `local` Gaussian process on what it leaves (the default: tied with
+              `kinds` and ahead of the others in scripts/bench_transfer.py, and a point far off
+              still moves its neighbourhood; see docs/ARCHITECTURE.md).
 
 Numpy + scipy (host side; the device never fits).
 """
@@ -29,11 +37,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgekd.latency.correction import GP_NOISE, _kernel, correction_at, z_of  # noqa: F401  (used by the fits)
+from edgekd.latency.correction import (GP_NOISE, TERM_GROUPS, _kernel, correction_at,  # noqa: F401
+                                      group_parts, z_of)
 from edgekd.latency.model import METRICS, TRANSFER_KIND, LatencyModel
 from edgekd.latency.terms import TERM_NAMES, design_row
 
-DEFAULT_METHOD = "local"
+DEFAULT_METHOD = "kinds-local"
 AFFINE_RIDGE = 1.0  # penalty on (b - 1)^2 against the sum of squared log residuals
 REFIT_RIDGE = 1.0
 
@@ -60,12 +69,14 @@ def _residuals(base: LatencyModel, points: Sequence[Point], metric: str) -> tupl
     return np.array(x), np.array(r), keep
 
 
-def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DEFAULT_METHOD) -> dict[str, Any]:
-    """The correction of `base` by `points`, per latency statistic, as plain JSON (see module doc)."""
+def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DEFAULT_METHOD,
+                   metrics: Sequence[str] = METRICS) -> dict[str, Any]:
+    """The correction of `base` by `points`, per latency statistic in `metrics`, as plain JSON (see
+    module doc)."""
     if method not in METHODS:
         raise ValueError(f"unknown transfer method {method!r}; one of {', '.join(METHODS)}")
     out: dict[str, Any] = {}
-    for metric in METRICS:
+    for metric in metrics:
         x, r, keep = _residuals(base, points, metric)
         if not len(r):
             continue
@@ -83,8 +94,61 @@ def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DE
             entry.update(z=z.round(6).tolist(), alpha=alpha.tolist())
         elif method == "refit":
             entry["coef"] = _refit(base, [points[i] for i in keep], metric, math.exp(m))
+        elif method in ("kinds", "kinds-local"):
+            entry.update(_fit_kinds(base, [points[i] for i in keep], metric, m))
+            if method == "kinds-local":  # the residuals of the per-kind fit, spread by the `local` kernel
+                per_kind = {"method": "kinds", "metrics": {metric: dict(entry)}}
+                fitted = np.array([correction_at(base, per_kind, points[i].features, metric) for i in keep])
+                y = np.array([float(points[i].latency[metric]) for i in keep])
+                z = np.stack([z_of(base, points[i].features) for i in keep])
+                k = _kernel(z, z) + GP_NOISE ** 2 * np.eye(len(z))
+                entry.update(z=z.round(6).tolist(), alpha=np.linalg.solve(k, np.log(y / np.maximum(fitted, 1e-12))).tolist())
         out[metric] = entry
     return {"method": method, "metrics": out}
+
+
+# shrinkage of the per-kind scales toward the global one, tried by leave-one-out on the device points
+KINDS_RIDGES = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+KINDS_RIDGE_FEW = 1.0  # with fewer than KINDS_LOO_MIN points there is nothing to leave out
+KINDS_LOO_MIN = 3
+KINDS_MIN_SCALE = 0.05  # a kind's scale never drops below this share of the global one
+
+
+def _kinds_solve(parts: np.ndarray, y: np.ndarray, s0: float, ridge: float) -> np.ndarray:
+    """Per-kind scales s_g = s0 (1 + d_g) minimising sum_i (sum_g s_g parts_ig / y_i - 1)^2 + ridge |d|^2
+    (relative errors; ridge pulls every kind toward the global factor s0)."""
+    a = s0 * parts / y[:, None]
+    r = 1.0 - a.sum(axis=1)
+    d = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ r)
+    return s0 * np.maximum(1.0 + d, KINDS_MIN_SCALE)
+
+
+def _fit_kinds(base: LatencyModel, points: Sequence[Point], metric: str, m: float) -> dict[str, Any]:
+    """`kinds`: one scale per group of the prior's terms (TERM_GROUPS), shrunk toward the global factor
+    exp(m) by a ridge chosen by leave-one-out on the points (KINDS_RIDGE_FEW with fewer than
+    KINDS_LOO_MIN points; one point is exactly the global factor)."""
+    parts = np.stack([group_parts(base, p.features, metric) for p in points])
+    y = np.array([float(p.latency[metric]) for p in points])
+    s0 = math.exp(m)
+    ridge = KINDS_RIDGE_FEW
+    loo_err = None
+    if (parts.sum(axis=1) <= 0).any():  # a prior without the model's terms: one factor, as `scale`
+        return {"s0": s0, "ridge": None, "loo_log_err": None, "scales": {g: s0 for g in TERM_GROUPS}}
+    if len(y) >= KINDS_LOO_MIN:
+        scores = []
+        for lam in KINDS_RIDGES:
+            errs = []
+            for i in range(len(y)):
+                rest = np.arange(len(y)) != i
+                m_i = float(np.mean(np.log(y[rest] / np.maximum(parts[rest].sum(axis=1), 1e-12))))
+                sc = _kinds_solve(parts[rest], y[rest], math.exp(m_i), lam)
+                errs.append(abs(math.log(max(float(parts[i] @ sc), 1e-12) / y[i])))
+            scores.append(float(np.mean(errs)))
+        best = int(np.argmin(scores))
+        ridge, loo_err = KINDS_RIDGES[best], scores[best]
+    scales = _kinds_solve(parts, y, s0, ridge)
+    return {"s0": s0, "ridge": ridge, "loo_log_err": loo_err,
+            "scales": {g: float(v) for g, v in zip(TERM_GROUPS, scales)}}
 
 
 def _refit(base: LatencyModel, points: Sequence[Point], metric: str, scale: float) -> dict[str, float]:
@@ -113,12 +177,12 @@ def leave_one_out(base: LatencyModel, points: Sequence[Point], method: str = DEF
         rest = [p for j, p in enumerate(points) if j != i]
         if not rest or not pt.latency.get(metric):
             continue
-        pred = correction_at(base, fit_correction(base, rest, method), pt.features, metric)
+        pred = correction_at(base, fit_correction(base, rest, method, (metric,)), pt.features, metric)
         errs.append(pred / pt.latency[metric] - 1.0)
     return errs
 
 
-METHODS = ("scale", "log-affine", "local", "refit")
+METHODS = ("scale", "log-affine", "local", "refit", "kinds", "kinds-local")
 
 
 def transferred_model(base: LatencyModel, points: Sequence[Point], *, method: str = DEFAULT_METHOD,
