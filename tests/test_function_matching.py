@@ -123,3 +123,20 @@ def test_run_on_mixup_views_caches_the_teachers_answer_for_the_mixed_images(tmp_
         teacher, ds, "train", x=views, augment=augment_record(0, 0, 0, draws=3, mixup=1.0))
     assert hit
     np.testing.assert_allclose(cached, teacher.logits(views), atol=1e-5)
+
+
+def test_cli_recipe_kd_fm_trains_on_mixed_views_even_at_8x8(tmp_path, tiny_teacher_ckpt):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekd.cli import main
+
+    res = CliRunner().invoke(main, ["distill", "--teacher", str(tiny_teacher_ckpt), "--student", "mlp:hidden=16",
+                                    "--recipe", "kd-fm", "--epochs", "1", "--threads", "1", "--cache-dir",
+                                    str(tmp_path / "c"), "-o", str(tmp_path / "r"), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    # digits' 8x8: the shift rounds to 0 px, the mixes stay (8 draws, cached per mixed view)
+    assert summary["augment"]["mixup"] == 1.0 and summary["augment"]["shift_px"] == 0
+    assert summary["augment"]["draws"] == 8 and summary["soft_target_cache"]["train"] == "miss"
