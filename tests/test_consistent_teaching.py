@@ -126,7 +126,8 @@ def test_run_with_draws_caches_every_view_and_reports_epoch_times(tmp_path: Path
     first = run("a")
     second = run("b", losses=[{"key": "dkd"}])
     assert first["soft_target_cache"]["train"] == "miss" and second["soft_target_cache"]["train"] == "hit"
-    assert first["augment"] == {"shift": 1, "copies": 0, "seed": 0, "draws": 3, "shift_fraction": 0.0, "shift_px": 1}
+    assert first["augment"] == {"shift": 1, "copies": 0, "seed": 0, "draws": 3, "shift_fraction": 0.0, "mixup": 0.0,
+                                 "shift_px": 1}
     assert len(first["epoch_times_s"]) == 3 and all(t > 0 for t in first["epoch_times_s"])
     assert len(first["val_acc_per_epoch"]) == 3
     on_disk = json.loads((tmp_path / "a" / "summary.json").read_text())

@@ -147,7 +147,9 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     ends level with cross-entropy on the same views (test 97.44 vs 97.42 %) -- it cannot fit
     them (train accuracy ~97-98 %), so the teacher has little left to add; see README.
     Other recipes: kd (the same loss on the clean images only), kd-consistent (alpha 0.9),
-    dkd-consistent, dist-consistent. --loss / --shift / --draws override a recipe's parts.
+    kd-consistent-t2 (temperature 2), kd-fm (function matching: the views also mixed by mixup,
+    the teacher labels each mixed image, the hard term reads the mixed label), dkd-consistent,
+    dist-consistent. --loss / --shift / --draws override a recipe's parts.
 
     \b
     Examples:

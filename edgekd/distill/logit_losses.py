@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from edgekd.distill.losses import LOSSES, DistillLoss, LossInputs
+from edgekd.distill.losses import LOSSES, DistillLoss, LossInputs, hard_ce
 from edgekd.errors import ConfigError
 
 
@@ -81,7 +81,7 @@ class DecoupledKD(_SoftTargetLoss):
         nckd = terms.masked_fill(target, 0.0).sum(dim=1)
         loss = (self.alpha * tckd + self.beta * nckd).mean() * (T * T)
         if self.ce_weight > 0:
-            loss = loss + self.ce_weight * F.cross_entropy(s, y)
+            loss = loss + self.ce_weight * hard_ce(s, inputs)
         return loss
 
 
@@ -122,7 +122,7 @@ class DIST(_SoftTargetLoss):
         intra = 1.0 - _pearson_rows(p_s.t(), p_t.t()).mean()
         loss = (T * T) * (self.beta * inter + self.gamma * intra)
         if self.ce_weight > 0:
-            loss = loss + self.ce_weight * F.cross_entropy(s, inputs.labels)
+            loss = loss + self.ce_weight * hard_ce(s, inputs)
         return loss
 
 

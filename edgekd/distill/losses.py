@@ -48,6 +48,16 @@ class LossInputs:
     # per-sample tensors derived from the teacher logits (LossStack.teacher_targets), aligned by row;
     # precomputed once per run when the logits are cached. Losses fall back to computing them.
     teacher_targets: dict[str, Tensor] = field(default_factory=dict)
+    # mixed hard labels q (N×K, rows sum to 1) of mixup views (`augment.mixup`); None: q = onehot(labels)
+    label_dist: Tensor | None = None
+
+
+def hard_ce(student_logits: Tensor, inputs: LossInputs, label_smoothing: float = 0.0) -> Tensor:
+    """−(1/N) Σ_i Σ_k q_ik log softmax(s_i)_k with q = the mixed labels when given, else onehot(y):
+    the hard-label term of every objective, so that on mixup views CE and KD read the same labels."""
+    if inputs.label_dist is not None:
+        return F.cross_entropy(student_logits, inputs.label_dist.to(student_logits.dtype), label_smoothing=label_smoothing)
+    return F.cross_entropy(student_logits, inputs.labels, label_smoothing=label_smoothing)
 
 
 class DistillLoss(nn.Module):
@@ -97,6 +107,9 @@ class _FusedKD(torch.autograd.Function):
 
         ∂L/∂s_i = c_i · T · (p^T(s_i) − p^T(t_i)) + (α/N) · (softmax(s_i) − onehot(h_i)).
 
+    `hard` is either the label indices h (N) or a label distribution q (N×K, mixup views): then the
+    CE term is −Σ_k q_ik log softmax(s_i)_k and onehot(h_i) above becomes q_i.
+
     The teacher side enters precomputed (p = p^T(t), negent = Σ_k p log p per sample; see
     `teacher_targets`), so with cached logits it is computed once per run, not once per step. One
     autograd node instead of ~15: for edgekd's small students, per-op overhead is most of a KD
@@ -112,7 +125,8 @@ class _FusedKD(torch.autograd.Function):
         log_q = None
         if alpha > 0.0:
             log_q = torch.log_softmax(s, dim=1)
-            loss = loss - log_q.gather(1, hard[:, None]).sum() * (alpha / n)
+            picked = (hard * log_q).sum() if hard.dim() == 2 else log_q.gather(1, hard[:, None]).sum()
+            loss = loss - picked * (alpha / n)
         ctx.save_for_backward(log_p_s, p, hard, log_q if log_q is not None else torch.empty(0),
                               coef if isinstance(coef, torch.Tensor) else torch.empty(0))
         ctx.coef = None if isinstance(coef, torch.Tensor) else coef
@@ -130,7 +144,10 @@ class _FusedKD(torch.autograd.Function):
             grad.mul_(ctx.coef * ctx.temperature)
         if ctx.alpha > 0.0:
             q = log_q.exp().mul_(ctx.alpha / n)
-            q.scatter_add_(1, hard[:, None], q.new_full((n, 1), -ctx.alpha / n))
+            if hard.dim() == 2:
+                q.sub_(hard * (ctx.alpha / n))
+            else:
+                q.scatter_add_(1, hard[:, None], q.new_full((n, 1), -ctx.alpha / n))
             grad.add_(q)
         return grad.mul_(grad_out), None, None, None, None, None, None
 
@@ -149,7 +166,8 @@ class HardCrossEntropy(DistillLoss):
 
         L = −(1/N) Σ_i log softmax(s_i)[y_i]
 
-    With `label_smoothing` ε the target is (1−ε)·onehot(y) + ε/K (Szegedy et al., 2016).
+    With `label_smoothing` ε the target is (1−ε)·onehot(y) + ε/K (Szegedy et al., 2016). On mixup
+    views onehot(y_i) is the mixed label q_i (`LossInputs.label_dist`).
     """
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
@@ -159,7 +177,7 @@ class HardCrossEntropy(DistillLoss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, inputs: LossInputs) -> Tensor:
-        return F.cross_entropy(inputs.student_logits, inputs.labels, label_smoothing=self.label_smoothing)
+        return hard_ce(inputs.student_logits, inputs, self.label_smoothing)
 
 
 @LOSSES.register("kd")
@@ -173,7 +191,8 @@ class HintonKD(DistillLoss):
 
     `hard_targets`: ``"labels"`` → h_i = y_i (ground truth); ``"teacher"`` → h_i = argmax_k t_ik
     (the teacher's own prediction, for unlabeled or noisy-label data). α = 0 is pure soft-target
-    training; α = 1 is plain cross-entropy.
+    training; α = 1 is plain cross-entropy. On mixup views (`LossInputs.label_dist`, labels) the
+    hard term reads the mixed label q_i: L_hard = −(1/N) Σ_i Σ_k q_ik log softmax(s_i)_k.
     """
 
     needs_teacher_logits = True
@@ -217,7 +236,8 @@ class HintonKD(DistillLoss):
         tg = self._targets(inputs)
         s = inputs.student_logits
         T = self.temperature
-        hard = tg["argmax"] if self.hard_targets == "teacher" else inputs.labels
+        hard = tg["argmax"] if self.hard_targets == "teacher" else (
+            inputs.labels if inputs.label_dist is None else inputs.label_dist.to(s.dtype))
         coef = self.soft_coefficients(inputs, tg)
         if isinstance(coef, Tensor):
             coef = coef.to(s.dtype)
@@ -418,6 +438,7 @@ __all__ = [
     "HintLoss",
     "build_loss",
     "build_loss_stack",
+    "hard_ce",
     "soft_kl",
     "uses_teacher",
 ]

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from edgekd.config import DistillConfig, config_from_dict, config_to_dict, dump_yaml
-from edgekd.distill.augment import augment_record, shift_draws, shifted_views
+from edgekd.distill.augment import augment_record, mix_draws, shift_draws, shifted_views, tile_draws
 from edgekd.distill.cache import SoftTargetCache
 from edgekd.distill.ddp import DistContext
 from edgekd.distill.losses import LossStack, build_loss_stack, uses_teacher
@@ -51,9 +51,12 @@ class PreparedRun:
     shift_px: int = 0  # the shift in pixels the views were drawn with (augment.shift_pixels)
 
 
-def _as_tensors(x: np.ndarray, y: np.ndarray, logits: np.ndarray | None = None) -> Tensors:
-    return Tensors(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)),
-                   None if logits is None else torch.from_numpy(np.ascontiguousarray(logits)))
+def _as_tensors(x: np.ndarray, y: np.ndarray, logits: np.ndarray | None = None,
+                label_dist: np.ndarray | None = None) -> Tensors:
+    def t(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+    return Tensors(t(x), t(y), t(logits), t(label_dist))
 
 
 def _probe(student: torch.nn.Module, teacher: Teacher | None, input_shape: tuple[int, ...],
@@ -172,11 +175,18 @@ def prepare_run(
     a = cfg.augment
     image = getattr(dataset, "task", "image") == "image"  # shifting applies to images only
     shift = a.shift_pixels(*dataset.train.x.shape[2:4]) if image else 0  # the recipe's fraction, in pixels
-    draws = a.draws if shift > 0 and a.draws > 1 else 1
+    mixup = a.mixup if image and a.draws > 1 else 0.0
+    draws = a.draws if (shift > 0 or mixup > 0) and a.draws > 1 else 1
+    label_dist = None
     if not image:
         train_x, train_y = dataset.train.x, dataset.train.y
     elif draws > 1:  # one view per epoch, cycled; the teacher labels every draw (cached)
-        train_x, train_y = shift_draws(dataset.train.x, dataset.train.y, shift=shift, draws=draws, seed=a.seed)
+        if shift > 0:
+            train_x, train_y = shift_draws(dataset.train.x, dataset.train.y, shift=shift, draws=draws, seed=a.seed)
+        else:
+            train_x, train_y = tile_draws(dataset.train.x, dataset.train.y, draws)
+        if mixup > 0:  # function matching: the teacher labels the mixed images, CE reads the mixed labels
+            train_x, label_dist = mix_draws(train_x, train_y, int(dataset.num_classes), draws=draws, alpha=mixup, seed=a.seed)
     else:
         train_x, train_y = shifted_views(dataset.train.x, dataset.train.y, shift=shift, copies=a.copies, seed=a.seed)
     cache = SoftTargetCache(cfg.cache_dir)
@@ -190,7 +200,7 @@ def prepare_run(
             if dist.is_main == rank_turn:
                 if losses.needs_teacher_logits and not cfg.online and not losses.teacher_taps:
                     train_logits, hit = cache.teacher_logits(
-                        teacher, dataset, "train", x=train_x, augment=augment_record(shift, a.copies, a.seed, a.draws) if image else None)
+                        teacher, dataset, "train", x=train_x, augment=augment_record(shift, a.copies, a.seed, a.draws, mixup) if image else None)
                     cache_status["train"] = "hit" if hit else "miss"
                 test_logits, hit = cache.teacher_logits(teacher, dataset, "test")
                 cache_status["test"] = "hit" if hit else "miss"
@@ -210,7 +220,7 @@ def prepare_run(
     objective = StudentObjective(student, losses)
     trainer = Trainer(
         objective,
-        _as_tensors(train_x, train_y, train_logits),
+        _as_tensors(train_x, train_y, train_logits, label_dist),
         _as_tensors(student_data.val.x, student_data.val.y),
         cfg.train,
         run_dir=run_dir,
@@ -226,7 +236,7 @@ def prepare_run(
         if not resume:
             atomic_write_text(run_dir / "metrics.jsonl", "")
     # the run's dataset is the student's view (its input shape, test split and fingerprint)
-    augmented = image and shift > 0 and (draws > 1 or a.copies > 0)
+    augmented = image and (shift > 0 or mixup > 0) and (draws > 1 or a.copies > 0)
     return PreparedRun(cfg, student_data, teacher, student, losses, trainer, run_dir, dist, cache_status,
                        teacher_acc, logits_time, augmented=augmented, shift_px=shift)
 

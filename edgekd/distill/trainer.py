@@ -51,21 +51,24 @@ class StudentObjective(nn.Module):
         self.taps = FeatureTaps(student, losses.student_taps, role="student")
 
     def forward(self, x: Tensor, y: Tensor, teacher_logits: Tensor | None, teacher_features: dict[str, Tensor],
-                teacher_targets: dict[str, Tensor]):
+                teacher_targets: dict[str, Tensor], label_dist: Tensor | None = None):
         self.taps.clear()
         logits = self.student(x)
-        inputs = LossInputs(logits, y, teacher_logits, dict(self.taps.features), teacher_features, teacher_targets)
+        inputs = LossInputs(logits, y, teacher_logits, dict(self.taps.features), teacher_features, teacher_targets,
+                            label_dist)
         total, parts = self.losses(inputs)
         return total, parts, logits
 
 
 @dataclass
 class Tensors:
-    """In-memory split: inputs, labels and (cached) teacher logits aligned by row."""
+    """In-memory split: inputs, labels and (cached) teacher logits aligned by row; `label_dist`: the
+    mixed hard labels (N×K) of mixup views, `y` then their dominant class."""
 
     x: Tensor
     y: Tensor
     teacher_logits: Tensor | None = None
+    label_dist: Tensor | None = None
 
 
 @dataclass
@@ -161,11 +164,12 @@ class Trainer:
                 t_logits = d.teacher_logits[idx] if self._gather_logits else None
                 t_feats: dict[str, Tensor] = {}
                 targets = {k: v[idx] for k, v in self.train_targets.items()}
+                label_dist = d.label_dist[idx] if d.label_dist is not None else None
                 if self.online_teacher is not None:
                     with torch.no_grad():
                         t_logits, t_feats = self.online_teacher(x)
                         targets = self.objective.losses.teacher_targets(t_logits)
-                total, parts, logits = self.model(x, y, t_logits, t_feats, targets)
+                total, parts, logits = self.model(x, y, t_logits, t_feats, targets, label_dist)
                 if not torch.isfinite(total):
                     lr = self.optimizer.param_groups[0]["lr"]
                     raise TrainingError(
