@@ -68,8 +68,16 @@ def test_default_budget_is_reused_when_sure_and_says_how_sure(deployed):
         assert "recorded" in t2["how_sure"]
     else:  # unsure: timed again, the earlier kept round competing, so it can only come down
         assert t2["reused"] is False and t2["latency_ms"] <= t1["latency_ms"]
-    # the latency model's cross-validated error on this device is printed
-    assert any(re.search(r"cross-validated p90 error median \d+%", line) for line in deployed["logs"][0])
+    # the latency model's cross-validated error on this device is printed; when the drift check found
+    # the calibrated model off on this run's teacher (a loaded machine) and adapted it on that one
+    # point, there is nothing to cross-validate yet and the line must say so instead of a number
+    lines = deployed["logs"][0]
+    if first["latency_trust"]["action"].startswith("adapted"):
+        assert any("too few to cross-validate" in line or re.search(r"cross-validated p90 error median \d+%", line)
+                   for line in lines), lines
+        assert any(line.startswith("drift check:") and "adapt" in line for line in lines), lines
+    else:
+        assert any(re.search(r"cross-validated p90 error median \d+%", line) for line in lines), lines
 
 
 @pytest.mark.slow
@@ -166,5 +174,8 @@ def test_failure_reports_best_reachable_budget_needed_and_the_flags(deployed, ph
     assert "--budget-ms" in note and "--epochs 4" in note
     budget = float(note.split("--budget-ms ")[1].split()[0])
     assert budget >= need["budget_ms"]
-    # the latency model's error for this device is in the report
-    assert first["latency_model"]["median_abs_rel"] is not None
+    # the latency model's error for this device is in the report (none yet only for a model the drift
+    # check has just adapted on the teacher's one point)
+    if not first["latency_trust"]["action"].startswith("adapted"):
+        assert first["latency_model"]["median_abs_rel"] is not None
+    assert first["latency_model"]["n_samples"] >= 1
