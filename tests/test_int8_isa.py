@@ -86,18 +86,18 @@ def test_deploy_export_follows_the_device_fingerprint(fingerprint, reduce_range,
     from edgekd.deploy.stages import export_for
 
     cfg = DeployConfig(target="cpu", precision="int8")
-    art = export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, fingerprint)
+    art = export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, device_identity=fingerprint)
     settings = read_manifest(art)["options"]["int8_settings"]
     assert settings == ort_int8_settings(fingerprint)
     assert settings["reduce_range"] is reduce_range
     assert settings["int32_dot"] == ([] if reduce_range else ["amx_int8", "avx512_vnni"])
     first = (art / "model.onnx").stat().st_mtime_ns
     # the same device again: the cached artifact is reused as it is
-    assert export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, fingerprint) == art
+    assert export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, device_identity=fingerprint) == art
     assert (art / "model.onnx").stat().st_mtime_ns == first
     # the other device: exported again with its own settings
     other = VNNI_FINGERPRINT if reduce_range else NO_VNNI_FINGERPRINT
-    export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, other)
+    export_for(cfg, tiny_teacher_ckpt, tmp_path, "onnx", 1, device_identity=other)
     assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is (not reduce_range)
 
 
