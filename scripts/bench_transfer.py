@@ -29,7 +29,7 @@ Then `edgekd deploy --target cpu` as real subprocesses (cached teacher in runs/d
   demo              exactly README command 1 (`bash scripts/demo.sh --json`); a profile it creates
                     for this machine in profiles/ is removed afterwards when it was not there before.
 
-    .venv/bin/python scripts/bench_transfer.py [--count 24] [--rounds 2] [--draws 20]
+    .venv/bin/python scripts/bench_transfer.py [--count 24] [--rounds 3] [--draws 20]
 
 `--repeat-of other.json` (with `--load-measurements`): how well two measurement runs of this machine
 agree per student -- the ceiling of any prediction here.
@@ -292,10 +292,14 @@ def repeatability(lat: dict[str, dict[str, float]], other: dict[str, dict[str, f
     return out
 
 
-def deploy(args: list[str], label: str) -> dict:
+def deploy(args: list[str], label: str, log: Path | None = None) -> dict:
     print(f"\n$ {' '.join(args)}   ({label})", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(proc.stderr)
+        print(f"  (its whole log: {log})")
     for line in proc.stderr.splitlines():
         if "drift check" in line or line.lstrip("[ 0123456789.s]").startswith(("round", "transfer", "latency model", "budget")):
             print("  " + line)
@@ -305,7 +309,8 @@ def deploy(args: list[str], label: str) -> dict:
         print(proc.stderr[-3000:])
         return {"status": f"error (exit {proc.returncode})", "device_rounds": None, "drift_detected": None}
     trust = report.get("latency_trust") or {}
-    return {"status": report["status"], "device_rounds": report["device_rounds"],
+    return {"status": report["status"], "status_note": report.get("status_note"),
+            "device_rounds": report["device_rounds"],
             "drift_detected": report.get("drift_detected"), "trust_status": trust.get("status"),
             "teacher_ratio": trust.get("ratio"), "action": trust.get("action"),
             "chosen": (report.get("chosen") or {}).get("spec"), "wall_s": round(time.perf_counter() - t0, 1),
@@ -316,7 +321,7 @@ def deploy(args: list[str], label: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=24, help="untrained calibration students per device")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds (least-disturbed kept)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (least-disturbed kept)")
     ap.add_argument("--draws", type=int, default=20, help="random draws of the k target points")
     ap.add_argument("--min-s", type=float, default=0.25, help="timed loop per model per round (s)")
     ap.add_argument("--skip-deploy", action="store_true", help="measure and tabulate only (no deploy subprocesses)")
@@ -327,6 +332,7 @@ def main() -> None:
     ap.add_argument("--foreign-source", default=FOREIGN_SOURCE, choices=sorted(FOREIGN_CONFIGS),
                     help="configuration whose measurements here become the foreign profile of foreign_deploy")
     ap.add_argument("--save-measurements", default=None, metavar="PATH")
+    ap.add_argument("--log-dir", default=None, metavar="DIR", help="write each deploy's whole log (stderr) there")
     ap.add_argument("--load-measurements", default=None, metavar="PATH", help="reuse a saved measurement file")
     args = ap.parse_args()
 
@@ -408,6 +414,10 @@ def main() -> None:
         sys.exit(f"error: the measurements lack full latency figures of {args.foreign_source!r} (p90 for the "
                  "foreign profile); re-measure without --load-measurements")
     exe = str(ROOT / ".venv" / "bin" / "edgekd")
+
+    def log_of(name: str) -> Path | None:
+        return Path(args.log_dir) / f"{name}_deploy.log" if args.log_dir else None
+
     if "foreign" in deploys:
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-transfer-") as tmp:
             profiles = Path(tmp) / "profiles"
@@ -416,7 +426,7 @@ def main() -> None:
             out["foreign_profile"] = label
             out["foreign_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
                                             "-o", str(Path(tmp) / "bundle"), "--json"],
-                                           f"a profiles dir holding only a foreign profile: {label['how']}")
+                                           f"a profiles dir holding only a foreign profile: {label['how']}", log_of("foreign"))
             out["foreign_deploy"]["measured_here"] = measured_here(profiles, f"foreign-{args.foreign_source}.yaml")
     if "committed" in deploys:
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-transfer-") as tmp:
@@ -425,7 +435,8 @@ def main() -> None:
             shutil.copy(ROOT / "profiles" / "amd-epyc-x86_64-2c.yaml", profiles)
             out["committed_deploy"] = deploy([exe, "deploy", "--target", "cpu", "--profiles-dir", str(profiles),
                                               "-o", str(Path(tmp) / "bundle"), "--json"],
-                                             "a profiles dir holding only the committed profile of another machine")
+                                             "a profiles dir holding only the committed profile of another machine",
+                                             log_of("committed"))
             out["committed_deploy"]["measured_here"] = measured_here(profiles, "amd-epyc-x86_64-2c.yaml")
     if "demo" in deploys:
         from edgekd.agent.fingerprint import device_fingerprint
@@ -433,7 +444,7 @@ def main() -> None:
 
         own = ROOT / "profiles" / f"{device_name(device_fingerprint())}.yaml"
         existed = own.exists()
-        out["demo"] = deploy(["bash", "scripts/demo.sh", "--json"], "README command 1, as is")
+        out["demo"] = deploy(["bash", "scripts/demo.sh", "--json"], "README command 1, as is", log_of("demo"))
         out["demo_status"] = out["demo"]["status"]
         if not existed and own.exists():
             own.unlink()

@@ -104,12 +104,14 @@ def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
 
 def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable[[str], float], *,
                over_budget: set[tuple[str, str, str]], refused: dict[tuple[str, str, str], str],
-               under_floor: dict[str, set[str]], round_no: int) -> tuple[tuple[str, str] | None, str | None,
+               under_floor: dict[str, set[str]], round_no: int, margin: float = 0.0) -> tuple[tuple[str, str] | None, str | None,
                                                                           tuple[float, str] | None, list[ConfigView]]:
     """One round's choice over every configuration (module docstring). `over_budget` / `refused`:
     (spec, format, precision) the device measured over budget / whose export gate failed;
     `under_floor`: {precision: specs under the floor on the device} (fp32 runtimes agree to 1e-4, so
-    one fp32 runtime's miss is every fp32 runtime's). Returns (configuration, spec, (latency, source),
+    one fp32 runtime's miss is every fp32 runtime's). `margin` (`rounds.choice_margin`): the students
+    predicted within budget / (1 + margin) are searched first, the rest of those within budget only
+    when none of them meets the floor. Returns (configuration, spec, (latency, source),
     the per-configuration views) and leaves the chosen configuration current (the reference when none)."""
     from edgekd.deploy.choice import frontier_search
 
@@ -127,8 +129,15 @@ def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable
         v = ConfigView(format=s.fmt, runtime=s.runtime, precision=s.precision, within_budget=len(fast),
                        students=len(table))
         views.append(v)
-        spec = frontier_search(fast, accuracy_of, floor, params=s.params,
-                               rejected=under_floor.get(s.precision, set())).best
+        rejected = under_floor.get(s.precision, set())
+        safe = [spec for spec in fast if table[spec][0] <= budget_ms / (1.0 + margin)] if margin > 0 else fast
+        spec = frontier_search(safe, accuracy_of, floor, params=s.params, rejected=rejected).best
+        if margin > 0:
+            s.say(f"round {round_no}: {where}{len(safe)} of them within budget / {1 + margin:.2f} (the largest "
+                  f"under-prediction so far, {margin:.0%}) searched first: "
+                  + (f"{spec} meets the floor" if spec else "none meets the floor; searching all within budget"))
+        if spec is None and len(safe) < len(fast):
+            spec = frontier_search(fast, accuracy_of, floor, params=s.params, rejected=rejected).best
         if spec is None:
             v.why = "no student within budget meets the floor" if fast else "no student predicted within budget"
             continue

@@ -134,10 +134,10 @@ def assess(path: Path | None, fingerprint: Mapping[str, Any], key: str, runtime:
     return a
 
 
-def describe(a: Assessment, metric: str) -> str:
-    """One log line: what was found and what will be done, with the figures."""
+def describe(a: Assessment, metric: str, subject: str = "teacher") -> str:
+    """One log line: what was found and what will be done, with the figures (`subject`: what was measured)."""
     stat = metric.replace("_ms", "")
-    fig = (f"teacher predicted {stat} {a.predicted_ms:.4g} ms, measured {a.measured_ms:.4g} ms "
+    fig = (f"{subject} predicted {stat} {a.predicted_ms:.4g} ms, measured {a.measured_ms:.4g} ms "
            f"(x{a.ratio:.2f}; tolerance ±{a.tolerance:.0%})" if a.ratio is not None else "no teacher figure to check")
     if a.status == "none":
         return f"drift check: no latency model for {a.key} here or in any profile -> full calibration"
