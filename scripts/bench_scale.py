@@ -201,6 +201,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
                "min_s": args.min_s, "max_s": max(10.0, 4 * args.min_s), "input": "random", "latency": True,
                "accuracy": False, "anchor": True, "timeout_s": 600.0}
     rounds: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    hints: dict[tuple[str, str, str], Any] = {}
 
     def measure_once(job: tuple[str, str, str]) -> None:
         try:
@@ -209,6 +210,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
             errors[job] = str(err)
             return
         lat, anchor = res["latency"] or {}, res.get("speed_anchor") or {}
+        hints[job] = (res.get("settings") or {}).get("precision_hint")  # OpenVINO: the inference precision it ran at
         if lat.get("p50_ms"):
             rounds.setdefault(job, []).append(
                 {k: round(float(v), 5) for k, v in (("p50_ms", lat["p50_ms"]), ("p90_ms", lat.get("p90_ms")),
@@ -230,7 +232,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
             if time.monotonic() - start <= args.calm_s:
                 measure_once(job)
     best = {job: {**estimate(rs, floor), "p50_raw_ms": min(lat["p50_ms"] for lat in rs), "rounds": rs,
-                  "anchor_floor_ms": floor}
+                  "anchor_floor_ms": floor, "precision_hint": hints.get(job)}
             for job, rs in rounds.items()}
 
     rows = {}
