@@ -39,3 +39,27 @@ def test_offline_reports_the_stored_rows(tmp_path):
     assert rows[("onnxruntime", "int8")]["p50_ms"] is None and "not in --store" in rows[("onnxruntime", "int8")]["error"]
     assert out["int8_ratio"] == {"onnxruntime": None} and out["failed"] == 1
     assert out["measured_load"] == [json.dumps(row["load"])]
+
+
+def test_offline_reports_the_repeatability_of_stored_rounds(tmp_path):
+    """repeat_within_10pct compares the estimate from the first half of a row's rounds with the second's:
+    the calm round (speed anchor near the floor) with the lowest p50 wins over a faster-looking disturbed one."""
+    store = tmp_path / "store.json"
+    other = "mobilenetv2:resolution=96,width=0.35"
+
+    def row(spec: str, rounds: list[tuple[float, float]]) -> dict:
+        return {"spec": spec, "runtime": "onnxruntime", "precision": "fp32", "resolution": 96, "params": 1, "macs": 1,
+                "p50_ms": min(p for p, _ in rounds), "p90_ms": None, "error": None, "anchor_floor_ms": 0.01,
+                "rounds": [{"p50_ms": p, "anchor_p50_ms": a, "anchor_ratio_p50": p / a} for p, a in rounds]}
+
+    # SPEC: calm 1.00 / 1.05 in both halves -> agrees. other: half one calm 1.0; half two a disturbed 0.95
+    # (anchor 1.8x the floor) and a calm 1.3 -> the calm 1.3 is its estimate: 30 % apart; raw 0.95 vs 1.0 agree
+    rows = [row(SPEC, [(1.0, 0.01), (1.03, 0.0101), (1.05, 0.0102), (1.02, 0.01)]),
+            row(other, [(1.0, 0.01), (1.1, 0.0105), (0.95, 0.018), (1.3, 0.0101)])]
+    store.write_text(json.dumps({"rows": rows}), encoding="utf-8")
+    res = _run("--offline", "--store", str(store), "--specs", SPEC, other, "--runtimes", "onnxruntime",
+               "--precisions", "fp32")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["repeat_within_10pct"] == {"onnxruntime/fp32": 0.5}
+    assert out["repeat_raw_within_10pct"] == {"onnxruntime/fp32": 1.0}
