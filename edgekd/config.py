@@ -176,6 +176,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # same mixed views 96.13): the mixes are harder still for a student that already underfits
     "kd-fm": {"losses": [{"key": "kd", "kwargs": {"temperature": 4.0, "alpha": 0.5}}],
               "augment": {**_VIEWS, "mixup": 1.0}},
+    # DKD (Zhao et al., CVPR 2022), alpha 1, beta 8, plus CE: behind the default for the 6.3k mnist10k
+    # student with the full teacher (seed 0 val 96.07 vs 97.20 %): the non-target term costs it fit
+    # (train accuracy on the views 94.8 vs 97.3 %)
     "dkd-consistent": {"losses": [{"key": "dkd", "kwargs": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0}}],
                        "augment": _VIEWS},
     "dist-consistent": {"losses": [{"key": "dist", "kwargs": {"temperature": 4.0, "beta": 1.0, "gamma": 1.0}}],
