@@ -134,3 +134,17 @@ def test_deploy_over_resolutions_verifies_at_the_students_size(tmp_path: Path, t
     ranked = json.loads(sel.stdout)["candidates"]
     predicted = {c["spec"] for c in ranked if c["latency_source"] == "predicted"}
     assert set(space) - {chosen} <= predicted <= set(space)  # the grid's students, not the micro space
+
+
+def test_untrained_calibration_students_are_exported_at_their_resolution(tmp_path: Path) -> None:
+    """A calibration student with resolution=r is exported and timed at r x r, not at the data's size
+    (at 8x8 a 16 px ResNet would time a quarter of its work), and two resolutions of one architecture
+    are two models in the profile (their files, and so their keys, differ)."""
+    from edgekd.latency.calibrate import export_untrained
+    from edgekd.runtimes import read_manifest
+
+    arts = [export_untrained(f"resnet_basic:depth=10,resolution={r},width=8", (1, 8, 8), 10, "onnxruntime", "fp32",
+                             tmp_path) for r in (12, 16)]
+    mans = [read_manifest(a) for a in arts]
+    assert [m["inputs"][0]["shape"][-2:] for m in mans] == [[12, 12], [16, 16]]
+    assert mans[0]["files"][mans[0]["model_file"]] != mans[1]["files"][mans[1]["model_file"]]
