@@ -154,12 +154,14 @@ def select(
     task: str | None = None,
     family: str | None = None,
     family_grid: Any = None,
+    space: str | None = None,
 ) -> dict[str, Any]:
     """The smallest student (fewest params; tie -> higher accuracy) whose latency at `percentile` on
     the profiled device meets `budget_ms` (measured if present, else predicted and flagged) and whose
     accuracy meets `min_accuracy`. Returns the Selection as a dict: `chosen` (or None), every
     candidate with its reasons, and `closest_miss` when nothing fits. `family` / `family_grid`: a
-    user's family (`register_family`) whose students join the built-in ones as candidates."""
+    user's family (`register_family`) whose students join the built-in ones as candidates. `space`:
+    the built-in students ranked (`edgekd.deploy.spaces`: "micro" by default, "real", or a grid file)."""
     from edgekd.device.profiles import Profile, profile_path
     from edgekd.deploy.select import select as run_select
     from edgekd.deploy.user_space import select_specs
@@ -167,7 +169,8 @@ def select(
 
     prof = Profile.load(profile_path(profile, profiles_dir))
     tgt = load_target(target) if target else None
-    specs = select_specs(prof, family, family_grid, input_shape=input_shape, num_classes=num_classes, task=task)
+    specs = select_specs(prof, family, family_grid, input_shape=input_shape, num_classes=num_classes, task=task,
+                         space=space)
     return run_select(prof, budget_ms=budget_ms, percentile=percentile, min_accuracy=min_accuracy, formats=formats,
                       precisions=precisions, threads=threads, target=tgt, input_shape=input_shape,
                       num_classes=num_classes, task=task, specs=specs).to_dict()

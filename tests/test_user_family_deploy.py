@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import subprocess_error
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -25,14 +26,6 @@ def _edgekd(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
            "EDGEKD_CACHE": str(cwd / "cache")}
     return subprocess.run([sys.executable, "-m", "edgekd", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
-
-
-def _one_error(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    return errors[0]
 
 
 def test_example_family_is_listed_with_params_and_macs(tmp_path: Path) -> None:
@@ -97,13 +90,13 @@ def test_deploy_refuses_a_bad_family_before_writing_anything(family, grid, words
     (tmp_path / "grid.yaml").write_text(grid, encoding="utf-8")
     args = ["deploy", *_digits_run(tmp_path, tiny_teacher_ckpt), "--family-grid", "grid.yaml"]
     res = _edgekd(args + (["--family", family] if family else []), tmp_path)
-    assert words in _one_error(res)
+    assert words in subprocess_error(res)
     assert not (tmp_path / "bundle").exists() and not (tmp_path / "work").exists()
 
 
 def test_family_only_needs_a_family(tmp_path, tiny_teacher_ckpt):
     res = _edgekd(["deploy", *_digits_run(tmp_path, tiny_teacher_ckpt), "--family-only"], tmp_path)
-    assert "--family-only needs --family" in _one_error(res)
+    assert "--family-only needs --family" in subprocess_error(res)
 
 
 @pytest.mark.slow
@@ -139,7 +132,7 @@ def test_calibrate_select_deploy_and_reload(tmp_path: Path, tiny_teacher_ckpt: P
 
     # the bundle's checkpoint records the builder; reloading it needs the family registered again
     bare = _edgekd(["export", "bundle/student.pt", "-f", "onnx", "-p", "fp32", "-o", "again"], tmp_path)
-    assert "register it first with --family my_models:build" in _one_error(bare)
+    assert "register it first with --family my_models:build" in subprocess_error(bare)
     assert not (tmp_path / "again").exists()
     again = _edgekd(["export", "bundle/student.pt", "-f", "onnx", "-p", "fp32", "-o", "again", "--json", *FAMILY],
                     tmp_path)

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from edgekd.cli.params import FloatRange, PassHelpCommand, agent_key, family_options
+from edgekd.cli.params import FloatRange, PassHelpCommand, agent_key, family_options, space_option
 
 
 NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answer, not a usage error
@@ -53,6 +53,7 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--work-dir", default="runs/deploy", show_default=True, type=click.Path(file_okay=False),
               help="Cache of the teacher, distilled students and exports (a second run reuses them).")
+@space_option
 @family_options("its students join the built-in ones in the search (distilled, predicted, verified alike).",
                 "Search the --family's students alone, not with the built-in ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
@@ -61,7 +62,8 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
             tokenizer: str | None, output: str | None,
             fmt: str | None, precision: str | None, threads: int | None, max_rounds: int, compress: tuple[str, ...],
             prune: float | None, epochs: int,
-            profile: str | None, profiles_dir: str, work_dir: str, family: str | None, family_grid: str | None,
+            profile: str | None, profiles_dir: str, work_dir: str, space: str | None, family: str | None,
+            family_grid: str | None,
             family_only: bool, as_json: bool) -> None:
     """Pick the smallest student that meets the latency budget on the device, build it, prove it.
 
@@ -77,6 +79,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
       edgekd deploy --target jetson --budget-ms 5        no device here: ends "unverified", says what to run
       edgekd deploy --target rpi5 --device tcp://pi.local:7000 --key-file agent.key
       edgekd deploy --target cpu --family my_models:build --family-grid grid.yaml   your own family joins
+      edgekd deploy --target cpu --data my.npz --space real --budget-ms 20   ImageNet-scale students x resolution
     """
     from edgekd import api
     from edgekd.compress.passes import parse_pass_spec
@@ -91,7 +94,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
                         image_size=image_size, max_len=max_len, tokenizer=tokenizer, output=output, format=fmt, precision=precision, threads=threads,
                         max_rounds=max_rounds, compress=[parse_pass_spec(spec, "--compress") for spec in compress] or None,
                         prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir, work_dir=work_dir,
-                        family=family, family_grid=family_grid, family_only=family_only, log=log)
+                        space=space, family=family, family_grid=family_grid, family_only=family_only, log=log)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:

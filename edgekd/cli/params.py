@@ -50,6 +50,13 @@ def agent_key(key_file: str | None) -> bytes | None:
     return auth.load_key(key_file=key_file)
 
 
+def space_option(fn: Any) -> Any:
+    """`--space micro|real|GRID.yaml`: the built-in students a command searches (`edgekd.deploy.spaces`)."""
+    from edgekd.deploy.spaces import space_help
+
+    return click.option("--space", default=None, metavar="micro|real|GRID.yaml", help=space_help())(fn)
+
+
 def family_options(joins: str, only: str | None = None) -> Any:
     """`--family MODULE:FUNCTION` and `--family-grid YAML`: a user's model family (see `edgekd models
     --help`) that `joins` the command's search space; with `only`, also `--family-only` (its help).

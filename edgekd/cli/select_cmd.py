@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgekd.cli.params import FloatRange, family_options
+from edgekd.cli.params import FloatRange, family_options, space_option
 
 NO_CANDIDATE_EXIT = 1  # "nothing fits" is an answer, not a usage error (that is exit 2)
 
@@ -60,11 +60,12 @@ def print_selection(sel: dict, echo=click.echo, limit: int | None = None) -> Non
 @click.option("--task", type=click.Choice(["image", "text"]), default=None,
               help="Choose among image or text students (default: image, or text when the profile holds only text).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
+@space_option
 @family_options("its students are ranked with the built-in ones (predicted by the latency model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the selection as JSON.")
 def command(profile: str, budget_ms: float, percentile: str, min_accuracy: float | None, formats: str | None,
             precisions: str | None, threads: int | None, target: str | None, task: str | None, profiles_dir: str,
-            family: str | None, family_grid: str | None, as_json: bool) -> None:
+            space: str | None, family: str | None, family_grid: str | None, as_json: bool) -> None:
     """Choose the smallest student (fewest params; tie -> higher accuracy) that meets the budget.
 
     Latency is the measured one where the profile has it, otherwise predicted by the device's latency
@@ -74,12 +75,13 @@ def command(profile: str, budget_ms: float, percentile: str, min_accuracy: float
     \b
     Example:
       edgekd select --profile amd-epyc-x86_64-2c --budget-ms 0.01 --percentile 90
+      edgekd select --profile mybox --budget-ms 5 --space real     ImageNet-scale students, resolution too
     """
     from edgekd import api
 
     sel = api.select(profile, budget_ms=budget_ms, percentile=int(percentile), min_accuracy=min_accuracy,
                      formats=_csv(formats), precisions=_csv(precisions), threads=threads, profiles_dir=profiles_dir,
-                     target=target, task=task, family=family, family_grid=family_grid)
+                     target=target, task=task, family=family, family_grid=family_grid, space=space)
     if as_json:
         click.echo(json.dumps(sel, indent=2, default=str))
     else:

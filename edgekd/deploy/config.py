@@ -25,6 +25,9 @@ class DeployConfig:
     family: str | None = None
     family_grid: str | None = None
     family_only: bool = False
+    # the built-in students searched (edgekd.deploy.spaces): None = "micro", "real" (ImageNet-scale
+    # families, resolution part of each spec) or a YAML grid file over built-in families
+    space: str | None = None
     data: str = "digits"  # or text: reviews, a .csv / .jsonl with text,label (then the text students)
     image_size: int | None = None
     max_len: int | None = None  # text: tokens per sample, the sequence length latency is measured at

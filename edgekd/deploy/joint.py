@@ -88,13 +88,15 @@ def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
                 a = assess(s.path, s.fingerprint, s.model_key, s.runtime, teacher_features=None,
                            teacher_latency=None, metric=s.metric, profiles_dir=s.cfg.profiles_dir,
                            tolerance=s.cfg.drift_tolerance)
-                if a.status == "trusted":
+                if a.status == "trusted" and not s.unmeasured_families():
                     entry["action"] = "this device's model, used as it is"
                 else:
-                    n = s.cfg.joint_calibrate_count
-                    s.say(f"latency model: none of this device for {s.model_key}; calibrating on {n} untrained "
-                          "students")
-                    s.calibrate_on(s.calibration_specs(n))
+                    specs = s.calibration_specs(s.cfg.joint_calibrate_count)
+                    n = len(specs)
+                    s.say(f"latency model: none of this device for {s.model_key}"
+                          + (" (or none measured on this search space's families)" if a.status == "trusted" else "")
+                          + f"; calibrating on {n} untrained students")
+                    s.calibrate_on(specs)
                     entry["action"] = f"calibrated on {n} untrained students"
             out[s.model_key] = entry
     finally:

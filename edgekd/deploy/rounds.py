@@ -146,7 +146,8 @@ def _verify_round(s: Session, goal: Goal, spec: str, predicted: tuple[float, str
         return r
     s.say(f"round {n}: verifying {spec} on the device as {s.runtime}/{s.precision} ({source} p{cfg.percentile} "
           f"{lat:.4g} ms)")
-    _, m = verify(s.dev, art, spec=spec, ckpt=ckpt, eval_npz=s.eval_npz, data_fp=s.data_fp, threads=s.threads,
+    eval_npz, data_fp = s.eval_for(spec)  # a student at its own resolution is tested at it
+    _, m = verify(s.dev, art, spec=spec, ckpt=ckpt, eval_npz=eval_npz, data_fp=data_fp, threads=s.threads,
                   min_s=cfg.min_s)
     # within the noise band of the budget: measured again (fresh process, longer loop) before deciding
     m.latency, r.budget_verdict = settle(m.latency, goal.budget_ms, metric, lambda: s.dev.bench(art, {

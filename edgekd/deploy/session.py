@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgekd.deploy.config import DeployConfig, check_config, choose_configs
-from edgekd.errors import EdgeKDError
+from edgekd.errors import ConfigError, EdgeKDError
 
 Log = Callable[[str], None]
 
@@ -124,9 +124,53 @@ class Session:
 
         from edgekd.deploy.user_space import deploy_families
 
-        return calibration_specs(count or self.cfg.calibrate_count, seed=self.cfg.seed, task=self.task,
-                                 input_shape=self.shape, num_classes=self.classes, vocab=self.vocab,
-                                 families=deploy_families(self.task, self.space))
+        count = count or self.cfg.calibrate_count
+        specs = calibration_specs(count, seed=self.cfg.seed, task=self.task, input_shape=self.shape,
+                                  num_classes=self.classes, vocab=self.vocab,
+                                  families=deploy_families(self.task, self.space), space=self.space)
+        # a small grid (`--space grid.yaml`) has few variants around it: its own students, untrained,
+        # fill the sample up (in-sample points, but a fit on too few points predicts nothing)
+        return specs + [s for s in self.space if s not in specs][:max(0, count - len(specs))]
+
+    def test_x(self, spec: str, n: int | None = None) -> Any:
+        """The (first `n`) test samples as `spec` takes them: as loaded, or for a student with
+        ``resolution=r`` resampled to r x r (as it was trained and tested on the host,
+        `edgekd.data.resolution`)."""
+        from edgekd.data.resolution import resample_images
+        from edgekd.models import spec_input_shape
+
+        x = self.ds.test.x[:n] if n is not None else self.ds.test.x
+        shape = spec_input_shape(spec, self.shape) if self.task == "image" else self.shape
+        return x if tuple(shape) == tuple(self.shape) else resample_images(x, int(shape[1]))
+
+    def eval_for(self, spec: str) -> tuple[Path, str]:
+        """(evaluation set, its fingerprint) for `spec` on the device: the test split as `test_x`
+        gives it, written once per resolution."""
+        from edgekd.bench.accuracy import write_eval_npz
+        from edgekd.models import spec_input_shape
+
+        assert self.eval_npz is not None
+        shape = spec_input_shape(spec, self.shape) if self.task == "image" else self.shape
+        if tuple(shape) == tuple(self.shape):
+            return self.eval_npz, self.data_fp
+        size = int(shape[1])
+        path = self.eval_npz.with_name(f"{self.eval_npz.stem}-r{size}.npz")
+        if not path.is_file():
+            write_eval_npz(path, self.test_x(spec), self.ds.test.y, normalized=True)
+        return path, f"{self.data_fp}@{size}x{size}"
+
+    def unmeasured_families(self) -> list[str]:
+        """Families of the search space of which the profile holds no measured student in the current
+        configuration (format, precision, threads). A model fitted only on other families (say micro
+        students at µs, for a deploy over `--space real` at ms) would extrapolate to them: the deploy
+        calibrates on the space's sample first, so their points join the fit."""
+        prof = self.load_profile()
+        if prof is None:
+            return []
+        seen = {str(m.spec).split(":")[0] for m in prof.measurements.values()
+                if m.spec and m.format == self.fmt and m.precision == self.precision
+                and int(m.threads or 0) == int(self.threads or 0)}
+        return [n for n in dict.fromkeys(s.split(":")[0] for s in self.space) if n not in seen]
 
     # -- the students
     def latency_table(self) -> dict[str, tuple[float, str]]:
@@ -144,6 +188,22 @@ class Session:
     def close(self) -> None:
         if self.dev is not None:
             self.dev.close()
+
+
+def check_space_budget(cfg: DeployConfig, space: list[str], shape: tuple[int, ...]) -> None:
+    """A space whose students run at other resolutions than the data (`--space real`) needs
+    `--budget-ms`: the default budget is the teacher's latency / 5, and the teacher runs at the data's
+    size, which says nothing about a student at 96-260 px (ConfigError, one line, before any work)."""
+    from edgekd.models import spec_input_shape
+
+    if cfg.budget_ms is not None:
+        return
+    sizes = sorted({spec_input_shape(s, shape)[1] for s in space} - {shape[1]}) if len(shape) == 3 else []
+    if sizes:
+        raise ConfigError(
+            f"--space {cfg.space or 'micro'}: students run at {sizes[0]}-{sizes[-1]} px and the teacher at the data's "
+            f"{shape[1]}x{shape[2]}, so the teacher's latency / {cfg.speedup_goal:g} is no budget for them; "
+            "give --budget-ms")
 
 
 def open_session(cfg: DeployConfig, say: Log) -> Session:
@@ -167,7 +227,8 @@ def open_session(cfg: DeployConfig, say: Log) -> Session:
     task = getattr(ds, "task", "image")
     vocab = int(ds.extra["vocab_size"]) if task == "text" else None
     # text specs carry vocab=N (their size depends on it); a user's --family joins the built-in students
-    space = deploy_space(task, vocab, cfg.family, cfg.family_grid, shape, classes, cfg.family_only)
+    space = deploy_space(task, vocab, cfg.family, cfg.family_grid, shape, classes, cfg.family_only, cfg.space)
+    check_space_budget(cfg, space, shape)
     if task == "text":
         say(f"data {ds.name}: text, {classes} classes, sequence length {shape[0]} (latency is measured at it), "
             f"vocabulary {vocab}; students: {', '.join(sorted({s.split(':')[0] for s in space}))}")

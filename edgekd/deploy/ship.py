@@ -69,7 +69,7 @@ def ship(s: Session, report: dict[str, Any], outcome: Outcome, goal: Goal) -> No
                                data=None if cfg.data == "digits" else cfg.data)
     out = Path(cfg.output or Path("bundles") / s.tgt.name)
     write_bundle(out, artifact=Path(chosen.artifact), checkpoint=ckpt, target=s.tgt,
-                 samples=(s.ds.test.x, s.ds.test.y), commands=commands, preprocess=preprocessing(s.ds),
+                 samples=(s.test_x(chosen.spec, 16), s.ds.test.y[:16]), commands=commands, preprocess=preprocessing(s.ds),
                  info={k: report[k] for k in ("status", "status_note", "budget_ms", "budget_source",
                                               "percentile", "min_accuracy", "floor_split", "choice_floor",
                                               "teacher", "rounds", "device")}

@@ -101,13 +101,20 @@ def ensure_latency_model(s: Session, check: TeacherCheck) -> None:
         s.say(f"latency model: {trust.action}: {adapted.label}")
     elif trust.status == "trusted":
         trust.action = "used as it is"
+        missing = s.unmeasured_families()
+        if missing:  # fitted on other students only: measure the space's families before predicting them
+            specs = s.calibration_specs()
+            s.say(f"latency model: no measured {', '.join(missing)} student in this configuration; calibrating on "
+                  f"{len(specs)} untrained students around the search space")
+            s.calibrate_on(specs)
+            trust.action = f"used, after calibrating on {len(specs)} untrained students around the search space"
     if trust.status in ("drifted", "foreign") and check.since is None:
         trust.status = "none"  # nothing measured to adapt on: calibrate instead
     if trust.status == "none":
-        s.say(f"latency model: none for {s.model_key} in {s.path}; calibrating on {cfg.calibrate_count} "
-              "untrained students")
-        s.calibrate_on(s.calibration_specs())
-        trust.action = f"calibrated on {cfg.calibrate_count} untrained students"
+        specs = s.calibration_specs()
+        s.say(f"latency model: none for {s.model_key} in {s.path}; calibrating on {len(specs)} untrained students")
+        s.calibrate_on(specs)
+        trust.action = f"calibrated on {len(specs)} untrained students"
 
 
 def teacher_predicted(s: Session, check: TeacherCheck) -> None:

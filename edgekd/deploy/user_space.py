@@ -18,40 +18,48 @@ from edgekd.errors import ConfigError, ProfileError
 
 
 def deploy_space(task: str, vocab: int | None, family: str | None, family_grid: Any,
-                 input_shape: tuple[int, ...], num_classes: int, only: bool = False) -> list[str]:
-    """The built-in students for `task` plus, when `family` is given, that user family's (registered
-    and checked on this data's shape first: a one-line ConfigError before any work); its students
-    alone when `only`."""
-    from edgekd.latency.search_space import student_specs
+                 input_shape: tuple[int, ...], num_classes: int, only: bool = False,
+                 space: str | None = None) -> list[str]:
+    """The students of the search space `space` (`edgekd.deploy.spaces`: micro by default, `real`, or
+    a grid file) plus, when `family` is given, that user family's (registered and checked on this
+    data's shape first: a one-line ConfigError before any work); its students alone when `only`."""
+    from edgekd.deploy.spaces import is_default, space_specs
     from edgekd.models.spec import MODELS
     from edgekd.models.user_family import join_user_family
 
+    if only and not is_default(space):
+        raise ConfigError(f"--family-only searches the --family alone; drop --space {space} (or --family-only)")
+    builtin = space_specs(space, task, vocab)  # text specs carry vocab=N: their size depends on it
     user = join_user_family(family, family_grid, input_shape, num_classes, task)
     if only and not user:
         raise ConfigError("--family-only needs --family MODULE:FUNCTION (the family to search alone)")
     if only:
         return MODELS.get(user).search_space()
-    space = student_specs(task, vocab)  # text specs carry vocab=N: their size depends on it
-    return space + [s for s in MODELS.get(user).search_space() if s not in space] if user else space
+    return builtin + [s for s in MODELS.get(user).search_space() if s not in builtin] if user else builtin
 
 
 def deploy_families(task: str, space: list[str]) -> list[str] | None:
-    """The families a deploy calibrates its latency model on: None (the built-in default) unless a
-    user family is in `space`, then the built-in ones plus it."""
+    """The families a deploy calibrates its latency model on: None (the built-in default) when
+    `space` holds exactly the micro families, else the families in `space` (calibrated around
+    `space` itself: `calibration_specs(space=...)`)."""
     from edgekd.latency.search_space import student_families
 
     builtin = student_families(task)
-    user = [n for n in dict.fromkeys(s.split(":")[0] for s in space) if n not in builtin]
-    return builtin + user if user else None
+    names = list(dict.fromkeys(s.split(":")[0] for s in space))
+    if set(names) == set(builtin):
+        return None
+    return [n for n in builtin if n in names] + [n for n in names if n not in builtin]
 
 
 def select_specs(profile: Any, family: str | None, family_grid: Any, *, input_shape: tuple[int, ...] | None,
-                 num_classes: int | None, task: str | None) -> list[str] | None:
-    """The specs `edgekd select` predicts: None (its default) without `family`, else the built-in
-    image students plus the user family's, checked at the profile's input shape (the profile's
-    measured students are candidates as ever)."""
+                 num_classes: int | None, task: str | None, space: str | None = None) -> list[str] | None:
+    """The specs `edgekd select` predicts: None (its default) without `family` and `space`, else the
+    students of `space` (`edgekd.deploy.spaces`) plus the user family's, checked at the profile's
+    input shape (the profile's measured students are candidates as ever)."""
+    from edgekd.deploy.spaces import is_default, space_specs
+
     if not family and not family_grid:
-        return None
+        return None if is_default(space) else space_specs(space, task or "image")
     from edgekd.latency.section import latency_section
 
     section = latency_section(profile) if profile is not None else {}
@@ -60,4 +68,4 @@ def select_specs(profile: Any, family: str | None, family_grid: Any, *, input_sh
     if task != "text" and (not shape or not classes):
         raise ProfileError("no image input shape known for the --family students: run `edgekd profile calibrate "
                            "--family ...` for this device first")
-    return deploy_space(task or "image", None, family, family_grid, shape, classes)
+    return deploy_space(task or "image", None, family, family_grid, shape, classes, space=space)

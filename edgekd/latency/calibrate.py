@@ -56,6 +56,10 @@ def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, 
     from edgekd.runtimes import RUNTIMES, read_manifest
 
     text = MODELS.get(parse_spec(spec)[0]).task == "text"
+    if not text:  # a spec with resolution=r takes (C, r, r) whatever the data's size: export and time it there
+        from edgekd.models import spec_input_shape
+
+        input_shape = spec_input_shape(spec, tuple(input_shape))
 
     name = f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-{'x'.join(map(str, input_shape))}"
     out = Path(work_dir) / runtime / precision / f"b{batch}" / name

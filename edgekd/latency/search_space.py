@@ -101,7 +101,7 @@ CALIBRATION_SIZE_MARGIN = 1.5
 def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] | None = None,
                       families: Iterable[str] | None = None, task: str = "image",
                       input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10,
-                      vocab: int | None = None) -> list[str]:
+                      vocab: int | None = None, space: Iterable[str] | None = None) -> list[str]:
     """`count` student specs spread over the search space, round-robin over families.
 
     Within a family the variants are ordered by parameter count and picked at evenly spaced ranks
@@ -114,6 +114,9 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
     any scale: a user's family (`edgekd.models.user_family`) is sampled like a built-in, and a
     variant its builder refuses (a value one step beyond the grid that it does not take) is skipped.
     Text specs (task "text") are sized and returned with ``vocab=vocab`` (1000 when not given).
+    `space` (default: each family's registered search space) is the search space the sample must
+    enclose, per family: a deploy over a few students (`edgekd deploy --space grid.yaml`) is
+    calibrated around those, not around the family's whole registered range.
     """
     from edgekd.errors import ConfigError
     from edgekd.latency.features import spec_features
@@ -131,11 +134,16 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
     rng = random.Random(seed)
     names = [n for n in student_families(task, scale=None if families is not None else "micro")
              if families is None or n in set(families)]
-    excluded = set(student_specs(task, families=names) if exclude is None else (canonical_spec(s) for s in exclude))
+    given: dict[str, list[str]] = {}
+    for spec in space or ():
+        given.setdefault(parse_spec(spec)[0], []).append(canonical_spec(spec))
+    spaces = {n: given.get(n) or MODELS.get(n).search_space() for n in names}
+    excluded = (set(student_specs(task, families=names)) | {s for v in spaces.values() for s in v}
+                if exclude is None else {canonical_spec(s) for s in exclude})
     pools = []
     for name in names:
-        pool = [s for s in _family_variants(name, MODELS.get(name).search_space()) if s not in excluded and builds(s)]
-        space_macs = max(macs(s) for s in MODELS.get(name).search_space())
+        pool = [s for s in _family_variants(name, spaces[name]) if s not in excluded and builds(s)]
+        space_macs = max(macs(s) for s in spaces[name])
         pool = [s for s in pool if macs(s) <= CALIBRATION_SIZE_MARGIN * space_macs]
         rng.shuffle(pool)  # ties in size keep a seeded order
         pool.sort(key=lambda s: spec_features(with_vocab(s, vocab or 1000), input_shape, num_classes)["params"])
