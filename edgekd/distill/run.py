@@ -213,11 +213,8 @@ def prepare_run(
         teacher_acc = None
     logits_time = time.perf_counter() - t0
 
-    if resized:
-        from edgekd.data.resolution import resample_images
-
-        train_x = resample_images(train_x, int(student_data.input_shape[1]))
-    objective = StudentObjective(student, losses)
+    # a student at its own resolution: each train batch is resampled as it is used (StudentObjective)
+    objective = StudentObjective(student, losses, input_size=int(student_data.input_shape[1]) if resized else None)
     trainer = Trainer(
         objective,
         _as_tensors(train_x, train_y, train_logits, label_dist),
