@@ -138,8 +138,13 @@ def test_student_at_its_resolution_distills_and_exports_everywhere(tiny_teacher_
     model, info = load_model(run / "student.pt")
     assert info.input_shape == (1, 16, 16) and info.meta["input_resize"] == {
         "from": [8, 8], "to": [16, 16], "method": "bilinear", "align_corners": False}
+    # the gate at 2 points, not the default 1: this test is about the 16 px plumbing, and on the digits
+    # test split (269 images) 1 point is 3 images -- a 3-epoch student's INT8 under ONNX Runtime's
+    # reduce_range rule (x86 without VNNI) lands either side of it with a change in float rounding
+    # (measured: 1.12 points when the train batches are resampled per batch, equal to 1e-5). A broken
+    # resize or normalization costs tens of points; the gate itself is tested in test_runtimes.py.
     report = api.export(str(run / "student.pt"), str(tmp_path / "exp"), formats="onnx,openvino,tflite",
-                        precisions="int8", threads=1)
+                        precisions="int8", threads=1, max_drop=2.0)
     ran = [r for r in report["rows"] if not (r["error"] or "").startswith(("litert", "openvino")) or r["artifact"]]
     assert ran and all(r["status"] == "ok" for r in ran), [(r["format"], r["precision"], r["error"]) for r in ran]
     assert report["data"]["matches_training"], "export checks on the same 16x16 test split the student was tested on"
