@@ -210,6 +210,17 @@ def test_a_student_at_the_budgets_edge_is_measured_again_and_the_verdict_says_ho
     assert v["runs_ms"] == [1.05, 0.97] and v["iterations"] == 3000
     best, v = settle({**first, "p90_ms": 0.95}, 1.0, "p90_ms", again(0.96))
     assert v["confidence"] == "confirmed" and v["margin"] == pytest.approx(1 / 0.95 - 1)
+    # over the budget the band is wider (interference only slows): 40 % over is measured again,
+    # 60 % over is not
+    calls.clear()
+    best, v = settle({**first, "p90_ms": 1.4}, 1.0, "p90_ms", again(0.8))
+    assert calls and v["runs_ms"] == [1.4, 0.8] and best["p90_ms"] == 0.8 and v["confidence"] == "uncertain"
+    calls.clear()
+    best, v = settle({**first, "p90_ms": 1.6}, 1.0, "p90_ms", again(0.8))
+    assert not calls and v["confidence"] == "clear" and best["p90_ms"] == 1.6
+    calls.clear()
+    best, v = settle({**first, "p90_ms": 0.85}, 1.0, "p90_ms", again(0.8))  # 15 % under: clear
+    assert not calls and v["confidence"] == "clear"
     lo, hi = rank_band(1000, 0.9)
     assert lo < 900 < hi and hi - lo < 60
 

@@ -1,7 +1,12 @@
 """An honest verdict at the budget's edge: measure again before deciding, and say how sure.
 
-A student measured within `EDGE_BAND` of the budget is inside the run-to-run noise of one
-measurement on a shared CPU: the first figure alone cannot say which side it is on. So it is
+A student measured within `EDGE_BAND` under the budget or `OVER_BAND` over it is inside the
+run-to-run noise of one measurement on a shared CPU: the first figure alone cannot say which side it
+is on. The band is wider over the budget because interference only slows, and because the budget
+itself is the teacher's least-disturbed of 3 timed rounds (`deploy.budget`): a student judged on one
+fresh process against it is judged on worse terms. Measured on a 2-vCPU VM, quiet: the p90 of one
+13 µs student in 4 fresh processes 0.015, 0.015, 0.015, 0.033 ms; one such process put README command
+1's chosen student 25 % over a 0.0287 ms budget it meets in the other three. So it is
 measured again in a fresh runner process with a timed loop `REMEASURE_FACTOR` times longer, the
 least-disturbed run decides (interference only ever slows, as in calibration), and the verdict says
 whether the runs agree. Each run also reports how many iterations its percentile rests on and the
@@ -15,6 +20,7 @@ import math
 from typing import Any, Callable, Mapping
 
 EDGE_BAND = 0.10
+OVER_BAND = 0.50
 REMEASURE_FACTOR = 3.0
 
 
@@ -26,16 +32,20 @@ def rank_band(count: int, quantile: float, z: float = 1.96) -> tuple[int, int]:
     return max(1, int(math.floor(mid - half))), min(count, int(math.ceil(mid + half)))
 
 
-def near_edge(measured: float, budget: float, band: float = EDGE_BAND) -> bool:
-    return abs(measured / budget - 1.0) <= band
+def near_edge(measured: float, budget: float, band: float = EDGE_BAND, over_band: float = OVER_BAND) -> bool:
+    """True when `measured` is within `band` under the budget or `over_band` over it."""
+    return -band <= measured / budget - 1.0 <= over_band
 
 
 def settle(first: Mapping[str, Any], budget: float, metric: str,
-           remeasure: Callable[[], Mapping[str, Any]], band: float = EDGE_BAND) -> tuple[dict[str, Any], dict[str, Any]]:
+           remeasure: Callable[[], Mapping[str, Any]], band: float = EDGE_BAND,
+           over_band: float = OVER_BAND) -> tuple[dict[str, Any], dict[str, Any]]:
     """(latency dict that decides, verdict record). `first` and what `remeasure` returns are latency
-    dicts (p50_ms, p90_ms, ..., count). Remeasures only when `first` is within `band` of the budget."""
+    dicts (p50_ms, p90_ms, ..., count). Remeasures only when `first` is within `band` under the
+    budget or `over_band` over it."""
     runs = [dict(first)]
-    if near_edge(float(first[metric]), budget, band):
+    edge = f"-{band:.0%}/+{over_band:.0%}"
+    if near_edge(float(first[metric]), budget, band, over_band):
         again = remeasure()
         if again and again.get(metric):  # the same statistics as the first run, nothing more
             runs.append({k: again[k] for k in first if k in again})
@@ -47,14 +57,14 @@ def settle(first: Mapping[str, Any], budget: float, metric: str,
     lo, hi = rank_band(count, quantile) if count else (0, 0)
     if len(runs) == 1:
         confidence = "clear"
-        why = f"{values[0]:.4g} ms is {abs(values[0] / budget - 1):.0%} from the budget, outside the ±{band:.0%} noise band"
+        why = f"{values[0]:.4g} ms is {abs(values[0] / budget - 1):.0%} from the budget, outside the {edge} noise band"
     elif len(sides) == 1:
         confidence = "confirmed"
-        why = (f"within ±{band:.0%} of the budget: measured again in a fresh process ({REMEASURE_FACTOR:g}x longer); "
+        why = (f"within {edge} of the budget: measured again in a fresh process ({REMEASURE_FACTOR:g}x longer); "
                f"both runs ({', '.join(f'{v:.4g}' for v in values)} ms) on the same side")
     else:
         confidence = "uncertain"
-        why = (f"within ±{band:.0%} of the budget and the runs disagree ({', '.join(f'{v:.4g}' for v in values)} ms): "
+        why = (f"within {edge} of the budget and the runs disagree ({', '.join(f'{v:.4g}' for v in values)} ms): "
                "decided by the least-disturbed run; the student sits at the budget")
     record = {
         "confidence": confidence, "explanation": why, "runs_ms": values, "decided_by_ms": float(best[metric]),
