@@ -137,21 +137,25 @@ class Session:
         ``resolution=r`` resampled to r x r (as it was trained and tested on the host,
         `edgekd.data.resolution`)."""
         from edgekd.data.resolution import resample_images
-        from edgekd.models import spec_input_shape
 
         x = self.ds.test.x[:n] if n is not None else self.ds.test.x
-        shape = spec_input_shape(spec, self.shape) if self.task == "image" else self.shape
-        return x if tuple(shape) == tuple(self.shape) else resample_images(x, int(shape[1]))
+        shape = self.input_shape_of(spec)
+        return x if shape == tuple(self.shape) else resample_images(x, int(shape[1]))
+
+    def input_shape_of(self, spec: str) -> tuple[int, ...]:
+        """The input shape `spec` takes: its own ``resolution=r`` for images, else the data's."""
+        from edgekd.models import spec_input_shape
+
+        return tuple(spec_input_shape(spec, self.shape) if self.task == "image" else self.shape)
 
     def eval_for(self, spec: str) -> tuple[Path, str]:
         """(evaluation set, its fingerprint) for `spec` on the device: the test split as `test_x`
         gives it, written once per resolution."""
         from edgekd.bench.accuracy import write_eval_npz
-        from edgekd.models import spec_input_shape
 
         assert self.eval_npz is not None
-        shape = spec_input_shape(spec, self.shape) if self.task == "image" else self.shape
-        if tuple(shape) == tuple(self.shape):
+        shape = self.input_shape_of(spec)
+        if shape == tuple(self.shape):
             return self.eval_npz, self.data_fp
         size = int(shape[1])
         path = self.eval_npz.with_name(f"{self.eval_npz.stem}-r{size}.npz")
