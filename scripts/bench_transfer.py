@@ -9,8 +9,9 @@ to the run's anchor floor when it was clearly slowed, as `edgekd profile calibra
     (a) ort-t1 -> ort-t2        ONNX Runtime 1 intra-op thread vs 2
     (b) ort-noopt -> ort-t1     ONNX Runtime graph optimizations disabled vs enabled (1 thread)
     (c) openvino -> ort-t1      OpenVINO vs ONNX Runtime (1 thread)
-    (d) committed -> ort-t0     profiles/amd-epyc-x86_64-2c.yaml (another machine) vs this one,
-                                ONNX Runtime default threads (what `edgekd deploy --target cpu` uses)
+    (d) committed -> deploy's   profiles/amd-epyc-x86_64-2c.yaml (another machine, its model of ORT
+                                default threads) vs this one at what `edgekd deploy --target cpu`
+                                runs (ONNX Runtime, the cpu target's default threads: 1 -> ort-t1)
 
 For each pair the source model (fitted on the source's `--count` untrained students; for (d) the
 committed profile's own model) is adapted with k = 0, 1, 3, 5, 10 measurements of the target
@@ -22,7 +23,7 @@ Then `edgekd deploy --target cpu` as real subprocesses (cached teacher in runs/d
   foreign_deploy    profiles dir holding only a foreign profile built from this run: the
                     `--foreign-source` configuration's measurements of the calibration students
                     (default ort-noopt: graph optimizations off, 1 thread), fitted as the model of
-                    what deploy runs (ORT, default threads) and recorded under the identity of the
+                    what deploy runs (ORT, the cpu target's default threads) and recorded under the identity of the
                     runtime configuration that measured them -- a device that really differs here;
   committed_deploy  profiles dir holding only the committed profile (another machine's sample; it may
                     happen to predict this machine well, then the drift check rightly stays quiet);
@@ -59,8 +60,18 @@ sys.path.insert(0, str(ROOT))
 
 SHAPE, CLASSES = (1, 8, 8), 10
 KS = (0, 1, 3, 5, 10)
+
+
+def _deploy_threads() -> int:
+    from edgekd.device.targets import load_target
+
+    return int(load_target("cpu").default_threads or 0)
+
+
+DEPLOY_THREADS = _deploy_threads()  # what `edgekd deploy --target cpu` runs ONNX Runtime with (0 = its own)
+DEPLOY_CONFIG = f"ort-t{DEPLOY_THREADS}"
 PAIRS = {"a": ("ort-t1", "ort-t2"), "b": ("ort-noopt", "ort-t1"), "c": ("openvino", "ort-t1"),
-         "d": ("committed", "ort-t0")}
+         "d": ("committed", DEPLOY_CONFIG)}
 
 
 def sessions(arts_ort: dict[str, Path], config: str):
@@ -226,13 +237,13 @@ def speed_ratios(lat: dict, held: list[str]) -> dict[str, float]:
 
 
 # foreign_deploy's prior: this run's measurements of one configuration, fitted and recorded as the
-# model of the configuration deploy uses (ONNX Runtime, default threads) under the identity of the
-# runtime configuration that really produced them -- a device that differs from ort-t0 here
+# model of the configuration deploy uses (ONNX Runtime, the cpu target's default threads) under the
+# identity of the runtime configuration that really produced them -- a device that differs here
 FOREIGN_CONFIGS = {"ort-noopt": ("onnxruntime", "graph optimizations disabled, 1 thread"),
                    "openvino": ("openvino", "OpenVINO CPU plugin, 1 thread"),
                    "ort-t1": ("onnxruntime", "1 intra-op thread")}
 FOREIGN_SOURCE = "ort-noopt"
-DEPLOY_KEY = "onnxruntime/fp32/t0/b1"
+DEPLOY_KEY = f"onnxruntime/fp32/t{DEPLOY_THREADS}/b1"
 DEPLOYS = ("foreign", "committed", "demo")
 
 
@@ -256,7 +267,7 @@ def foreign_profile(path: Path, stats: dict, config: str, fit: list[str]) -> dic
     save_profile(Profile(name=path.stem, device=here, latency_model={
         "schema": SECTION_SCHEMA, "input_shape": list(SHAPE), "num_classes": CLASSES,
         "models": {DEPLOY_KEY: {**model.to_dict(), "runtime": "onnxruntime", "format": "onnx", "precision": "fp32",
-                                "threads": 0, "batch": 1}}}), path)
+                                "threads": DEPLOY_THREADS, "batch": 1}}}), path)
     return {"config": config, "how": f"{config} ({how}) measured here on {len(fit)} students, recorded as the "
             f"{DEPLOY_KEY} model of identity runtime={runtime} version={model.identity['runtime_version']}"}
 
@@ -346,7 +357,7 @@ def main() -> None:
         lat, load_measuring = saved["p50_ms"], saved.get("load_avg_measuring")
         lat_raw, anchor_figs, stats = saved.get("p50_ms_raw"), saved.get("anchor"), saved.get("latency")
     else:
-        configs = ["ort-t1", "ort-t2", "ort-noopt", "openvino", "ort-t0"]
+        configs = list(dict.fromkeys(["ort-t1", "ort-t2", "ort-noopt", "openvino", DEPLOY_CONFIG]))
         stats, lat_raw, anchor_figs = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
         lat = {c: {s: v["p50_ms"] for s, v in row.items()} for c, row in stats.items()}
         load_measuring = [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()]
