@@ -154,30 +154,6 @@ def committed_model():
     return LatencyModel.from_dict(key, latency_section(prof)["models"][key])
 
 
-def informative_specs(base, candidates: Mapping[str, Mapping[str, Any]], count: int,
-                      metric: str = "p50_ms") -> list[str]:
-    """`count` of `candidates` ({name: features}) to measure for a `kinds` transfer: greedily the one
-    that most enlarges the information about the per-kind scales (log-determinant of the sum of the
-    candidates' outer products of their per-kind shares of the prior's prediction). A study, not what
-    deploy does (it measures students predicted near the budget): the table's `informative` row."""
-    from edgekd.latency.correction import TERM_GROUPS, group_parts
-
-    def share(f: Mapping[str, Any]) -> np.ndarray:
-        parts = group_parts(base, f, metric)
-        return parts / max(float(parts.sum()), 1e-12)
-
-    rows = {n: share(f) for n, f in candidates.items()}
-    dim = len(TERM_GROUPS)
-    info = 1e-3 * np.eye(dim)
-    chosen: list[str] = []
-    for _ in range(min(count, len(rows))):
-        best = max((n for n in rows if n not in chosen),
-                   key=lambda n: (np.linalg.slogdet(info + np.outer(rows[n], rows[n]))[1], n))
-        chosen.append(best)
-        info = info + np.outer(rows[best], rows[best])
-    return chosen
-
-
 def share_within(model, feats: dict, lat: dict, held: list[str]) -> float:
     errs = [model.predict(feats[s], "p50_ms") / lat[s] - 1 for s in held]
     return float(np.mean(np.abs(errs) <= 0.10))
@@ -186,6 +162,7 @@ def share_within(model, feats: dict, lat: dict, held: list[str]) -> float:
 def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[str], draws: int) -> dict:
     from edgekd.latency.model import Sample, fit_latency_model
     from edgekd.latency.features import spec_features
+    from edgekd.latency.design import informative_students
     from edgekd.latency.transfer import METHODS, Point, transferred_model
 
     feats = {s: spec_features(s, SHAPE, CLASSES) for s in fit + held}
@@ -213,7 +190,7 @@ def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[
         # the default method on deterministic picks spread over the prior's per-kind shares (one draw)
         row = {}
         for k in KS:
-            pick = informative_specs(base, {s: feats[s] for s in fit}, k) if k else []
+            pick = informative_students(base, {s: feats[s] for s in fit}, k) if k else []
             pts = [Point(s, feats[s], {"p50_ms": lat[dst][s]}) for s in pick]
             row[k] = share_within(transferred_model(base, pts) if pts else base, feats, lat[dst], held)
         out["informative"][pair] = row

@@ -9,6 +9,7 @@ import pytest
 
 from edgekd.agent.fingerprint import device_fingerprint
 from edgekd.device.identity import differences, hardware_identity, isa_level, model_identity
+from edgekd.latency.correction import TERM_GROUPS
 from edgekd.latency.drift import adapt, assess
 from edgekd.latency.section import device_points
 from edgekd.errors import ProfileError
@@ -243,13 +244,13 @@ def test_bench_compares_each_new_measurement_with_the_profiles_prediction(tmp_pa
     assert bench_drift(tmp_path / "absent.yaml", ZEN3, [far]) == []
 
 
-def _kind_cost(f, conv=1.0, dw=1.0, lin=1.0, call=1.0) -> float:
-    """A device's p50 from its per-kind costs: dense convs / depthwise convs / matmuls each cost per
-    MMAC and per layer, times that kind's factor, plus a fixed cost per call (the synthetic prior
-    device has every factor at 1)."""
-    return (call * 0.004 + conv * (0.01 * f.get("conv_macs", 0) / 1e6 + 0.001 * f["conv"])
-            + dw * (0.01 * f.get("depthwise_macs", 0) / 1e6 + 0.001 * f["depthwise_conv"])
-            + lin * (0.01 * f.get("linear_macs", 0) / 1e6 + 0.001 * f["linear"]))
+def _kind_cost(f, conv=1.0, dw=1.0, lin=1.0, call=1.0, layer=1.0) -> float:
+    """A device's p50 from its costs: dense convs / depthwise convs / matmuls each cost per MMAC times
+    that kind's factor, every layer a dispatch cost times `layer`, plus a fixed cost per call (the
+    synthetic prior device has every factor at 1)."""
+    return (call * 0.004 + conv * 0.01 * f.get("conv_macs", 0) / 1e6 + dw * 0.01 * f.get("depthwise_macs", 0) / 1e6
+            + lin * 0.01 * f.get("linear_macs", 0) / 1e6
+            + layer * 0.001 * (f["conv"] + f["depthwise_conv"] + f["linear"]))
 
 
 KIND_SPECS = ["mlp:hidden=32", "mlp:hidden=128x2", "mlp:hidden=256x128", "cnn:depth=2,width=8", "cnn:depth=3,width=32",
@@ -269,11 +270,12 @@ def _kind_prior():
 
 
 def test_kinds_recovers_a_per_kind_speed_change_that_one_factor_cannot():
-    """The target device runs dense convs 3x slower, depthwise convs 1.5x, matmuls as before and the
-    fixed cost per call 2x (what a runtime with other kernels does): five points of it are enough for
+    """The target device runs dense convs 3x slower, depthwise convs 1.5x, matmuls as before, the
+    dispatch of every layer and the fixed cost per call 2x (what a runtime with other kernels and
+    another threading does): six points of it are enough for
     `kinds` to predict the other students within 5 %, where one global factor misses one by over 15 %."""
     base = _kind_prior()
-    target = dict(conv=3.0, dw=1.5, lin=1.0, call=2.0)
+    target = dict(conv=3.0, dw=1.5, lin=1.0, call=2.0, layer=2.0)
     pts = []
     for s in KIND_SPECS:
         f = spec_features(s, SHAPE, CLASSES)
@@ -288,6 +290,29 @@ def test_kinds_recovers_a_per_kind_speed_change_that_one_factor_cannot():
     assert max(errs["scale"]) > 0.15, errs
     scales = kinds.transfer["correction"]["metrics"]["p50_ms"]["scales"]
     assert scales["conv"] == pytest.approx(3.0, rel=0.1) and scales["linear"] < scales["call"]  # as the points show
+    assert scales["layers"] == pytest.approx(2.0, rel=0.25)
+
+
+def test_every_latency_term_is_scaled_by_exactly_one_kinds_group():
+    """A term in no group would vanish from a `kinds` prediction (the INT8 branch-conv term once did)."""
+    from edgekd.latency.terms import TERM_NAMES
+
+    grouped = [t for terms in TERM_GROUPS.values() for t in terms]
+    assert sorted(grouped) == sorted(TERM_NAMES)
+
+
+def test_a_correction_fitted_under_the_old_groups_is_read_with_them():
+    """Profiles written before the groups were recorded keep predicting what they predicted."""
+    from edgekd.latency.correction import LEGACY_TERM_GROUPS, group_parts
+
+    base = _kind_prior()
+    f = spec_features("cnn:depth=3,width=32", SHAPE, CLASSES)
+    scales = {"call": 2.0, "conv": 3.0, "depthwise": 1.0, "linear": 1.0, "memory": 1.0}
+    old = {"method": "kinds", "metrics": {"p50_ms": {"m": 0.0, "k": 3, "s0": 1.0, "scales": scales}}}
+    parts = group_parts(base, f, "p50_ms", LEGACY_TERM_GROUPS)
+    assert correction_at(base, old, f, "p50_ms") == pytest.approx(float(parts @ [2.0, 3.0, 1.0, 1.0, 1.0]))
+    new = fit_correction(base, _points(lambda s: 2.0)[:4], "kinds")["metrics"]["p50_ms"]
+    assert list(new["groups"]) == list(TERM_GROUPS)
 
 
 def test_kinds_shrinks_to_one_factor_when_the_points_cannot_tell_kinds_apart():

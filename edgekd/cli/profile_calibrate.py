@@ -14,11 +14,19 @@ def _csv(value: str | None) -> list[str] | None:
 
 def print_models(echo, models: dict) -> None:
     """One line per fitted model: samples, cross-validated error, the biggest cost terms."""
-    from edgekd.latency.model import TERMS
+    from edgekd.latency.model import TERMS, TRANSFER_KIND
 
     units = {name: unit for name, unit, _ in TERMS}
     for key, m in sorted(models.items()):
         cv = (m.get("cv") or {}).get("p50_ms", {})
+        if m.get("kind") == TRANSFER_KIND:  # a prior adapted here: its corrections, not its coefficients
+            err = (f"leave-one-out p50 error median {cv['median_abs_rel']:.1%}, within ±10 %: {cv['within_10pct']:.0%}"
+                   if cv.get("median_abs_rel") is not None else "too few points to leave one out")
+            echo(f"latency model {key}: {m.get('label')}; {err}")
+            if m.get("scales"):
+                echo("  scale of the prior's cost per group: "
+                     + ", ".join(f"{g} x{v:.3g}" for g, v in m["scales"].items()))
+            continue
         echo(f"latency model {key}: {m['n_samples']} measured students; {m.get('folds') or 5}-fold cross-validated "
              f"p50 error: median {cv.get('median_abs_rel', float('nan')):.1%}, p90 {cv.get('p90_abs_rel', float('nan')):.1%}, "
              f"within ±10 %: {cv.get('within_10pct', float('nan')):.0%}")
@@ -36,8 +44,12 @@ def print_models(echo, models: dict) -> None:
 @click.option("--target", default="cpu", show_default=True, help="Target class (`edgekd targets` lists them).")
 @click.option("--profile", default=None, help="Profile name or .yaml path (default: named after the device).")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
-@click.option("--count", type=click.IntRange(min=6), default=36, show_default=True,
-              help="How many untrained students to measure (spread over every student family).")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="How many untrained students to measure: default 36 spread over every student family "
+                   "(at least 6); with --prior default 5, the most informative for adapting it.")
+@click.option("--prior", default=None,
+              help="Few-shot: adapt another device's profile (name in --profiles-dir or .yaml path) to this "
+                   "device from --count measurements instead of fitting from scratch.")
 @click.option("--include-search-space", is_flag=True,
               help="Also measure the search-space specs themselves (otherwise they stay out-of-sample).")
 @click.option("--data", default="digits", show_default=True, help="Dataset whose input shape the students take.")
@@ -61,7 +73,7 @@ def print_models(echo, models: dict) -> None:
 def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, count: int, include_search_space: bool,
               data: str, image_size: int | None, runtimes: str | None, precisions: str | None, threads: int | None,
               seed: int, min_seconds: float, rounds: int, min_count: int, work_dir: str, key_file: str | None,
-              family: str | None, family_grid: str | None, as_json: bool) -> None:
+              family: str | None, family_grid: str | None, prior: str | None, as_json: bool) -> None:
     """Fit the device's latency model without training anything.
 
     Builds untrained students (random weights: latency does not depend on them) spread over the
@@ -70,16 +82,31 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     in the profile with their architecture features, and fits a non-negative least-squares model per
     (runtime, precision, threads, batch). Prints its k-fold cross-validated error.
 
+    With --prior, another device's model for the same configuration is the starting point: the
+    students whose prior predictions best separate its cost groups (per call, per layer, per MAC of
+    each layer kind, memory) are measured, 5 by default, and the prior is corrected on them
+    (`edgekd.latency.fewshot`). Measured: 5 such students put 85-96 % of held-out students within
+    ±10 % across three runtime changes, about what 24 measured from scratch give
+    (scripts/bench_transfer.py, README "On another machine").
+
     \b
-    Example:
+    Examples:
       edgekd profile calibrate --device local --target cpu --profile my-laptop
+      edgekd profile calibrate --device tcp://box2:7000 --prior my-laptop        # 5 measurements
     """
     from edgekd import api
+    from edgekd.errors import ConfigError
+
+    if count is None:
+        count = 5 if prior else 36
+    elif count < 6 and not prior:
+        raise ConfigError(f"--count {count}: a fit from scratch needs at least 6 students (or pass --prior "
+                          "to adapt another device's model from fewer)")
 
     kwargs = dict(device=device, target=target, profile=profile, profiles_dir=profiles_dir, count=count,
                   include_search_space=include_search_space, data=data, image_size=image_size,
                   runtimes=_csv(runtimes), precisions=_csv(precisions), threads=threads, seed=seed,
-                  work_dir=work_dir, key=agent_key(key_file), rounds=rounds, family=family, family_grid=family_grid,
+                  work_dir=work_dir, key=agent_key(key_file), rounds=rounds, family=family, family_grid=family_grid, prior=prior,
                   request={"min_s": min_seconds, "min_count": min_count, "warmup_s": min(0.3, min_seconds)})
     if as_json:
         click.echo(json.dumps(api.calibrate(**kwargs), indent=2, default=str))

@@ -196,11 +196,14 @@ def run_calibration(
     on_progress: Any = None,
     family: str | None = None,
     family_grid: Any = None,
+    prior: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark `count` untrained students spread over the search space on the device, record them
     in its profile with their features, and fit the latency model per (runtime, precision, threads,
     batch). Returns a JSON-able report (models with their cross-validated error, measured rows).
-    `family` / `family_grid`: a user's family (`edgekd.models.user_family`) sampled with the built-in ones."""
+    `family` / `family_grid`: a user's family (`edgekd.models.user_family`) sampled with the built-in ones.
+    `prior`: another device's profile whose model for this configuration is adapted from `count`
+    informative students instead (few-shot, `edgekd.latency.fewshot`)."""
     from edgekd.bench.devices import open_device
     from edgekd.data import load_dataset
     from edgekd.errors import ConfigError
@@ -215,7 +218,9 @@ def run_calibration(
 
     user = join_user_family(family, family_grid, shape, classes, getattr(ds, "task", "image"))
     families = [*student_families(), user] if user else None
-    specs = calibration_specs(count, seed=seed, families=families)
+    if prior and (len(runtimes or []) > 1 or len(precisions or []) > 1):
+        raise ConfigError("--prior adapts one configuration: pass at most one runtime and one precision")
+    specs = calibration_specs(count, seed=seed, families=families) if not prior else []
     if include_search_space:
         specs += [s for s in student_specs(families=families) if s not in specs]
     dev = open_device(device, key)
@@ -229,6 +234,12 @@ def run_calibration(
                               f"{tgt.name}; install one there (see `edgekd targets`, install)")
         precs = precisions or ["fp32" if "fp32" in tgt.precisions else tgt.precisions[0]]
         path = profile_path(profile or device_name(fingerprint), profiles_dir)
+        prior_info = None
+        if prior:
+            prior_info = _start_fewshot(prior, path, fingerprint, tgt, runtime=wanted[0], precision=precs[0],
+                                        threads=threads, batch=batch, shape=shape, classes=classes, count=count,
+                                        seed=seed, families=families, profiles_dir=profiles_dir)
+            specs = prior_info["students"] + [s for s in specs if s not in prior_info["students"]]
         rows, fitted = calibrate_device(dev, fingerprint, path, specs=specs, shape=shape, classes=classes,
                                         runtimes=wanted, precisions=precs, threads=threads, batch=batch,
                                         work_dir=work_dir, seed=seed, layout=tgt.input_layout,
@@ -236,10 +247,35 @@ def run_calibration(
                                         rounds=rounds, on_progress=on_progress)
         return {
             "profile": str(path), "device": fingerprint, "device_url": device, "target": tgt.name,
-            "input_shape": list(shape), "rows": rows,
+            "input_shape": list(shape), "rows": rows, **({"prior": prior_info} if prior_info else {}),
             "models": {k: {"n_samples": m.n_samples, "cv": m.cv, "coef": m.coef, "folds": m.folds,
-                           "pad_block": list(m.pad_block)}
+                           "pad_block": list(m.pad_block), "kind": m.kind, "label": m.label,
+                           **({"scales": _scales(m)} if m.transfer else {})}
                        for k, m in fitted.items()},
         }
     finally:
         dev.close()
+
+
+def _start_fewshot(prior: str, path: Any, fingerprint: dict[str, Any], tgt: Any, *, runtime: str, precision: str,
+                   threads: int | None, batch: int, shape: tuple[int, ...], classes: int, count: int, seed: int,
+                   families: Any, profiles_dir: str) -> dict[str, Any]:
+    """`--prior`: the prior's model for this configuration, written into `path` as a transfer with no
+    points yet, and the `count` students that inform it most (`edgekd.latency.fewshot`)."""
+    from edgekd.latency.fewshot import pick_students, prior_model, start_transfer
+    from edgekd.latency.model import model_key
+    from edgekd.runtimes.catalog import runtime_format
+
+    key = model_key(runtime, precision, threads, batch, shape, accelerator=getattr(tgt, "accelerator", None))
+    model, prior_path, prior_key = prior_model(prior, key, profiles_dir, path)
+    students = pick_students(model, key, count, shape=shape, classes=classes, seed=seed, families=families)
+    meta = {"runtime": runtime, "format": runtime_format(runtime), "precision": precision,
+            "threads": int(threads or 0), "batch": batch}
+    since = start_transfer(path, key, model, prior_path, fingerprint, meta)
+    return {"profile": str(prior_path), "key": key, "prior_key": prior_key, "since": since, "students": students}
+
+
+def _scales(model: Any) -> dict[str, float]:
+    """A transferred model's per-group scales of the prior's p50 (what the device changed), if any."""
+    entry = (((model.transfer or {}).get("correction") or {}).get("metrics") or {}).get("p50_ms") or {}
+    return {g: round(float(v), 4) for g, v in (entry.get("scales") or {}).items()}

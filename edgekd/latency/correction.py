@@ -9,7 +9,7 @@ model and transfer do not import each other. Numpy only."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -37,10 +37,22 @@ def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return GP_SIGNAL ** 2 * np.exp(-0.5 * (d ** 2).sum(axis=2))
 
 
-# the prior's terms grouped by layer kind, what a device or runtime change scales together (`kinds`):
-# each kind's cost per MAC and per layer (another kernel library / fusion changes both), the fixed
-# cost per call, and the memory traffic
+# the prior's terms grouped by what a device or runtime change scales together (`kinds`): the fixed
+# cost per call; the cost per layer (dispatch, thread hand-off: what more threads or another runtime
+# change most at micro scale, measured in scripts/bench_transfer.py, docs/ARCHITECTURE.md); the cost
+# per MAC of each kind of layer (another kernel library or fusion changes one kind); memory traffic.
+# Every term of the model is in exactly one group (tests/test_transfer.py checks it).
 TERM_GROUPS: dict[str, tuple[str, ...]] = {
+    "call": ("const", "pool"),
+    "layers": ("conv", "depthwise_conv", "linear"),
+    "conv": ("conv_macs", "conv_pad_macs", "branch_conv_macs"),
+    "depthwise": ("depthwise_macs",),
+    "linear": ("linear_macs", "matmul_macs"),
+    "memory": ("params", "activation_bytes"),
+}
+# what corrections fitted before the groups were recorded with them used (no `layers` group, and the
+# INT8 branch-conv term in none: it was dropped from the prediction; read back as fitted)
+LEGACY_TERM_GROUPS: dict[str, tuple[str, ...]] = {
     "call": ("const", "pool"),
     "conv": ("conv_macs", "conv_pad_macs", "conv"),
     "depthwise": ("depthwise_macs", "depthwise_conv"),
@@ -49,11 +61,13 @@ TERM_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def group_parts(base: Any, features: Mapping[str, Any], metric: str) -> np.ndarray:
-    """The prior's prediction of `metric` split by TERM_GROUPS (ms per group, in TERM_GROUPS order)."""
+def group_parts(base: Any, features: Mapping[str, Any], metric: str,
+                groups: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+    """The prior's prediction of `metric` split by `groups` (default TERM_GROUPS; ms per group, in order)."""
     coef = (getattr(base, "coef", None) or {}).get(metric) or {}
     row = dict(zip(TERM_NAMES, design_row(features, base.pad_block)))
-    return np.array([sum(float(coef.get(n, 0.0)) * row[n] for n in names) for names in TERM_GROUPS.values()])
+    return np.array([sum(float(coef.get(n, 0.0)) * row[n] for n in names)
+                     for names in (groups or TERM_GROUPS).values()])
 
 
 def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[str, Any],
@@ -67,8 +81,9 @@ def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[st
         row = design_row(features, base.pad_block)
         return float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
     if method in ("kinds", "kinds-local"):
-        scales = np.array([float(entry["scales"].get(g, entry["s0"])) for g in TERM_GROUPS])
-        parts = group_parts(base, features, metric)
+        groups = entry.get("groups") or LEGACY_TERM_GROUPS
+        scales = np.array([float(entry["scales"].get(g, entry["s0"])) for g in groups])
+        parts = group_parts(base, features, metric, groups)
         # a prior without these terms (the datasheet roofline) can only be scaled as a whole
         pred = float(parts @ scales) if parts.sum() > 0 else base.predict(features, metric) * float(entry["s0"])
         if "alpha" in entry:  # the `local` residual correction on top of the per-kind fit

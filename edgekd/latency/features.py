@@ -8,8 +8,9 @@ at whatever blocks `edgekd.latency.model` finds the device computes in. Host sid
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from edgekd.errors import ProfileError
 
@@ -115,6 +116,21 @@ def _graph_counter() -> Any:
     return GraphCounter()
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside (restored after). Counting features is one forward of a
+    small model with hooks on every layer: threads only add hand-offs, and on a loaded 2-vCPU machine
+    (load 10) torch's own thread pool made `calibration_specs(48)` take 125 s against 7.9 s on one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, Any]:
     """`edgekd.models.model_features` plus MACs split by layer kind (conv / depthwise / linear), the
     MACs of matmuls outside layers (`matmul_macs`: attention), `conv_shapes`, the dense convs'
@@ -126,6 +142,11 @@ def architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, A
     Upsample, a PixelShuffle, a custom module) add their output to `activation_bytes` only; convs
     and matmuls called as functions (F.conv2d, torch.matmul, einsum) land in `matmul_macs`.
     """
+    with one_torch_thread():
+        return _architecture_features(model, input_shape)
+
+
+def _architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -201,8 +222,9 @@ def _spec_features_cached(spec: str, input_shape: tuple[int, ...], num_classes: 
     from edgekd.models import create_model, spec_input_shape
 
     shape = spec_input_shape(spec, input_shape)  # a spec with resolution=r runs at r x r whatever the data's size
-    model = create_model(spec, shape, num_classes)
-    return tuple(sorted(architecture_features(model, shape).items()))
+    with one_torch_thread():
+        model = create_model(spec, shape, num_classes)
+        return tuple(sorted(architecture_features(model, shape).items()))
 
 
 def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:

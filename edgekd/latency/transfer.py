@@ -18,8 +18,8 @@ r_i = log(measured_i / prior(f_i)). Methods (`METHODS`, chosen by `scripts/bench
               and the rest of the space by the global factor only: what one device round should do.
   refit       NNLS refit of the prior's terms on the device points, with the prior's coefficients
               (scaled by `scale`) as a ridge regularizer.
-  kinds       one scale per layer kind of the prior's terms (`correction.TERM_GROUPS`: fixed cost per
-              call; dense conv, depthwise conv and matmul cost per MAC *and* per layer; memory),
+  kinds       one scale per group of the prior's terms (`correction.TERM_GROUPS`: fixed cost per
+              call; cost per layer; dense conv, depthwise conv and matmul cost per MAC; memory),
               fitted on the points' relative errors with a ridge pulling every kind toward the global
               factor; the ridge is chosen by leave-one-out on the points (k >= 3; k = 1 is `scale`).
               Graph fusion or another kernel library changes one kind of layer, not the device.
@@ -133,7 +133,8 @@ def _fit_kinds(base: LatencyModel, points: Sequence[Point], metric: str, m: floa
     ridge = KINDS_RIDGE_FEW
     loo_err = None
     if (parts.sum(axis=1) <= 0).any():  # a prior without the model's terms: one factor, as `scale`
-        return {"s0": s0, "ridge": None, "loo_log_err": None, "scales": {g: s0 for g in TERM_GROUPS}}
+        return {"s0": s0, "ridge": None, "loo_log_err": None, "scales": {g: s0 for g in TERM_GROUPS},
+                "groups": {g: list(t) for g, t in TERM_GROUPS.items()}}
     if len(y) >= KINDS_LOO_MIN:
         scores = []
         for lam in KINDS_RIDGES:
@@ -148,7 +149,8 @@ def _fit_kinds(base: LatencyModel, points: Sequence[Point], metric: str, m: floa
         ridge, loo_err = KINDS_RIDGES[best], scores[best]
     scales = _kinds_solve(parts, y, s0, ridge)
     return {"s0": s0, "ridge": ridge, "loo_log_err": loo_err,
-            "scales": {g: float(v) for g, v in zip(TERM_GROUPS, scales)}}
+            "scales": {g: float(v) for g, v in zip(TERM_GROUPS, scales)},
+            "groups": {g: list(t) for g, t in TERM_GROUPS.items()}}
 
 
 def _refit(base: LatencyModel, points: Sequence[Point], metric: str, scale: float) -> dict[str, float]:
