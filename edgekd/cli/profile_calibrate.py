@@ -85,8 +85,8 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     With --prior, another device's model for the same configuration is the starting point: the
     students whose prior predictions best separate its cost groups (per call, per layer, per MAC of
     each layer kind, memory) are measured, 5 by default, and the prior is corrected on them
-    (`edgekd.latency.fewshot`). Measured: 5 such students put 85-96 % of held-out students within
-    ±10 % across three runtime changes, about what 24 measured from scratch give
+    (`edgekd.latency.fewshot`). Measured: 5 such students put 69-96 % of held-out students within
+    ±10 % across three runtime changes (24 measured from scratch: 88-100 %)
     (scripts/bench_transfer.py, README "On another machine").
 
     \b

@@ -9,9 +9,10 @@ students are picked greedily for a D-optimal design: each next one most increase
 of sum_i s_i s_i^T, where s_i is the student's prior prediction split by group, normalised to sum 1
 (its "shares"). Deterministic: the same prior and pool give the same picks.
 
-Measured (scripts/bench_transfer.py, `informative` row, AMD EPYC AVX2 VM, quiet): at k = 5 these picks
-put 96 / 96 / 85 % of 26 held-out students within ±10 % for ORT 1 -> 2 threads / graph optimizations
-off -> on / OpenVINO -> ORT, against 65-77 / 69-77 / 59 % for 5 random students.
+Measured (scripts/bench_transfer.py, `informative` row vs the mean of 20 random draws, k = 5, 26 held-out
+students within ±10 %, AMD EPYC AVX2 VM; pairs ORT 1 -> 2 threads / graph optimizations off -> on /
+OpenVINO -> ORT): session 4's quiet measurements 96 / 96 / 85 % vs 75 / 77 / 57 %; session 5's
+(load 3-9) 69 / 92 / 77 % vs 73 / 72 / 64 %. Better on average, not on every pair.
 Numpy only."""
 from __future__ import annotations
 
