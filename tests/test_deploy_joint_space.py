@@ -113,6 +113,20 @@ def test_calibrate_space_refuses_text_and_unknown_spaces_before_any_work(tmp_pat
         assert not (tmp_path / "p").exists() and not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("extra,words", [
+    (["--space", "real"], "give --budget-ms"),
+    (["--space", "GRID", "--budget-ms", "5", "--precision", "fp16"], "target cpu runs precisions fp32, int8, not fp16"),
+    (["--space", "GRID", "--budget-ms", "5", "--data", "reviews"], "a grid of image families, and this data is text"),
+])
+def test_deploy_space_with_format_auto_refuses_what_cannot_work_before_any_work(tmp_path: Path, extra: list[str],
+                                                                               words: str) -> None:
+    (tmp_path / "grid.yaml").write_text(GRID, encoding="utf-8")
+    args = [a.replace("GRID", str(tmp_path / "grid.yaml")) for a in extra]
+    res = _edgekd(["deploy", "--format", "auto", "--epochs", "1", "-o", "bundle", "--work-dir", "work", *args], tmp_path)
+    assert words in subprocess_error(res)
+    assert not (tmp_path / "bundle").exists() and not (tmp_path / "work").exists()
+
+
 def test_deploy_space_joint_verifies_records_int8_settings_and_plots(space_profile: dict,
                                                                      tiny_teacher_ckpt: Path) -> None:
     """A joint deploy over the grid in ONNX Runtime fp32 and int8 on the profile calibrated above: each

@@ -53,7 +53,9 @@ def _one_step_beyond(values: list[Any]) -> list[Any]:
     if len(nums) < 2:
         return list(values)
     step = nums[-1] - nums[-2]
-    return [*values, type(nums[-1])(nums[-1] + step)]
+    beyond = nums[-1] + step
+    # floats rounded: 1.0 + (1.0 - 0.7) is 1.2999999999999998, which would become the spec's text
+    return [*values, round(beyond, 6) if isinstance(beyond, float) else type(nums[-1])(beyond)]
 
 
 def _family_variants(name: str, specs: list[str]) -> list[str]:
