@@ -13,7 +13,7 @@ from edgekd.errors import ConfigError
 
 
 def _ms(v: float) -> str:
-    return f"{v * 1e3:.3g} µs" if v < 1 else f"{v:.3g} ms"
+    return f"{v * 1e3:.3g} µs" if v < 1 else f"{v:.4g} ms"
 
 
 def plot_joint(report: dict[str, Any], out: str | Path) -> Path:

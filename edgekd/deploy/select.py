@@ -32,19 +32,17 @@ from edgekd.latency.model import PREDICTED_UNMEASURED, LatencyModel, metric_for,
 from edgekd.latency.features import spec_features
 
 MEASURED = "measured"
+PREDICTED = "predicted"
+PRIOR = "prior"
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+RULES = {False: "fewest parameters; tie -> higher accuracy, then faster",
+         True: "smallest weights on the device (params x bytes per weight: fp32 4, fp16 2, int8 1); "
+               "tie -> higher accuracy, then faster"}
 
 
 def size_bytes(params: int, precision: str) -> int:
     """The student's weights on the device, in bytes, at `precision`."""
     return int(params) * BYTES_PER_WEIGHT.get(precision, 4)
-
-
-RULES = {False: "fewest parameters; tie -> higher accuracy, then faster",
-         True: "smallest weights on the device (params x bytes per weight: fp32 4, fp16 2, int8 1); "
-               "tie -> higher accuracy, then faster"}
-PREDICTED = "predicted"
-PRIOR = "prior"
 
 
 @dataclass
