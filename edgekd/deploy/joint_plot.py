@@ -30,7 +30,7 @@ def plot_joint(report: dict[str, Any], out: str | Path) -> Path:
                           "within budget meeting the floor)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 5.4), dpi=120)
     markers = ["o", "s", "^", "D", "v", "P", "X", "<"]
     configs = list(dict.fromkeys(f"{v['runtime']}/{v['precision']}" for _, v in points))
     for i, config in enumerate(configs):
@@ -56,13 +56,16 @@ def plot_joint(report: dict[str, Any], out: str | Path) -> Path:
     ax.set_xlabel("weights on the device, MB (params x bytes per weight of the precision; log scale)")
     ax.set_ylabel("host val accuracy (%)")
     ax.grid(True, which="both", alpha=0.25)
-    ax.set_title(f"joint choice among {len(configs)} runtime x precision configurations "
+    everyone = list(dict.fromkeys(f"{v['runtime']}/{v['precision']}" for views in rounds for v in views))
+    ax.set_title(f"joint choice among {len(everyone)} runtime x precision configurations "
                  f"(budget {_ms(report['budget_ms'])} p{report.get('percentile', '')})", fontsize=10)
     why = f"winner: {won[-1][1]['why']}" if won else "no winner"
-    verdict = f"; verified: {report.get('status')}" if report.get("status") else ""
-    fig.text(0.01, 0.01, (why + verdict)[:160], fontsize=7, color="grey")
+    verdict = f"; deploy {report.get('status')}" if report.get("status") else ""
+    none = [f"{v['runtime']}/{v['precision']} ({v['why']})" for v in rounds[-1] if not v.get("winner")]
+    fig.text(0.01, 0.01, (why + verdict)[:160] + ("\nno candidate: " + "; ".join(none))[:170] * bool(none),
+             fontsize=7, color="grey")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for the two caption lines
     fig.savefig(out)
     plt.close(fig)
     return out
