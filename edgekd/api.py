@@ -132,9 +132,16 @@ def calibrate(**options: Any) -> dict[str, Any]:
     search space on the device (`device` = agent URL, 'local' or 'inprocess'), record them in its
     profile, fit one NNLS model per (runtime, precision, threads, batch). Options: see
     `edgekd.latency.calibrate.run_calibration`. Returns the report (profile path, rows, models with their
-    cross-validated error)."""
+    cross-validated error). `space` (`edgekd.deploy.spaces`: "micro" = the default, "real", or a grid
+    file): calibrate on untrained students around that search space, each at its own resolution."""
     from edgekd.latency.calibrate import run_calibration
 
+    space = options.pop("space", None)
+    if space is not None:
+        from edgekd.data import source_task
+        from edgekd.deploy.spaces import is_default, space_specs
+
+        options["space"] = None if is_default(space) else space_specs(space, source_task(options.get("data", "digits")))
     return run_calibration(**options)
 
 
@@ -161,19 +168,27 @@ def select(
     accuracy meets `min_accuracy`. Returns the Selection as a dict: `chosen` (or None), every
     candidate with its reasons, and `closest_miss` when nothing fits. `family` / `family_grid`: a
     user's family (`register_family`) whose students join the built-in ones as candidates. `space`:
-    the built-in students ranked (`edgekd.deploy.spaces`: "micro" by default, "real", or a grid file)."""
+    the built-in students ranked (`edgekd.deploy.spaces`: "micro" by default, "real", or a grid file;
+    any other: only its students, measured or predicted, are candidates). `formats` / `precisions`
+    ["auto"]: a joint choice among every runtime x precision the profile has (the `target`'s, when
+    given), ranked by the weights' bytes on the device (`edgekd.deploy.select.RULES`)."""
     from edgekd.device.profiles import Profile, profile_path
     from edgekd.deploy.select import select as run_select
     from edgekd.deploy.user_space import select_specs
     from edgekd.device.targets import load_target
 
-    prof = Profile.load(profile_path(profile, profiles_dir))
+    from edgekd.deploy.select import joint_choice
+    from edgekd.deploy.spaces import is_default
+
     tgt = load_target(target) if target else None
+    formats, precisions, joint = joint_choice(formats, precisions, tgt)
+    prof = Profile.load(profile_path(profile, profiles_dir))
     specs = select_specs(prof, family, family_grid, input_shape=input_shape, num_classes=num_classes, task=task,
                          space=space)
     return run_select(prof, budget_ms=budget_ms, percentile=percentile, min_accuracy=min_accuracy, formats=formats,
                       precisions=precisions, threads=threads, target=tgt, input_shape=input_shape,
-                      num_classes=num_classes, task=task, specs=specs).to_dict()
+                      num_classes=num_classes, task=task, specs=specs, only_specs=not is_default(space),
+                      joint=joint).to_dict()
 
 
 def deploy(config: Any = None, *, log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:

@@ -20,8 +20,11 @@ KEYS = ("status", "spec", "runtime", "precision", "p90_ms", "accuracy", "params"
 
 def _summary(report: dict[str, Any], resolution: int | None) -> dict[str, Any]:
     from edgekd.deploy.joint import size_bytes
+    from edgekd.models.spec import parse_spec
 
     c = report.get("chosen") or {}
+    if c.get("spec") and ":" in str(c["spec"]):  # a student of a --space carries its own resolution
+        resolution = int(float(parse_spec(c["spec"])[1].get("resolution", 0) or 0)) or resolution
     m = c.get("measured") or {}
     pct = f"p{report['percentile']}_ms"
     return {"status": report["status"], "spec": c.get("spec"), "runtime": report.get("runtime"),
@@ -35,13 +38,17 @@ def _summary(report: dict[str, Any], resolution: int | None) -> dict[str, Any]:
 def run_joint(work: Path, *, formats: str = "auto", precisions: str = "auto", threads: int = 1, epochs: int = 15,
               data: str = "digits", image_size: int | None = None, budget_ms: float | None = None,
               min_s: float = 1.0, calibrate_count: int = 12, joint_calibrate_count: int = 6,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              space: str | None = None, teacher: str | None = None, percentile: int = 90,
+              min_accuracy: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """`space` (a search space or grid file, e.g. ImageNet-scale students at >= 96 px) needs `budget_ms`:
+    the deploy refuses a default budget timed at the data's size for students at their own."""
     from edgekd import api
 
     work = Path(work)
     common = dict(target="cpu", device="local", threads=threads, data=data, image_size=image_size,
                   profiles_dir=str(work / "profiles"), work_dir=str(work / "deploy"), epochs=epochs, min_s=min_s,
-                  max_rounds=3, calibrate_count=calibrate_count, joint_calibrate_count=joint_calibrate_count)
+                  max_rounds=3, calibrate_count=calibrate_count, joint_calibrate_count=joint_calibrate_count,
+                  space=space, teacher=teacher, percentile=percentile, min_accuracy=min_accuracy)
     t0 = time.perf_counter()
     log("== pinned: ONNX Runtime fp32")
     pinned = api.deploy(format="onnx", precision="fp32", budget_ms=budget_ms, output=str(work / "bundle-pinned"),

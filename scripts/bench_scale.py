@@ -24,7 +24,9 @@ deploy fits) fitted on the OTHER students of that configuration (leave-one-out: 
 never in its fit), and `within_10pct` is the share predicted within +-10 % of its measured p50.
 Third part, with --joint (or alone with --joint-only): `edgekd deploy` on this machine pinned to ONNX
 Runtime fp32, then choosing student x runtime x precision jointly at the same budget
-(scripts/bench_joint.py says how). Prints a table, then ONE JSON line: median_p50_ms (over all fp32
+(scripts/bench_joint.py says how); --joint-space real|GRID.yaml runs both over that search space (students
+at their own resolution, e.g. >= 96 px; needs --joint-budget-ms), --joint-formats / --joint-precisions
+narrow the joint one (e.g. onnx,openvino x fp32,int8). Prints a table, then ONE JSON line: median_p50_ms (over all fp32
 rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per runtime), within_10pct, loo_errors,
 rows, load (of this run), measured_load (of the runs that measured the rows, which --store keeps with
 each row); with --joint also joint, pinned_ort_fp32, joint_rounds, joint_choice, joint_candidates.
@@ -276,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--joint-epochs", type=int, default=15, help="distillation epochs per student")
     ap.add_argument("--joint-budget-ms", type=float, default=None,
                     help="p90 budget (default: the pinned deploy's, the teacher's ORT fp32 p90 / 5)")
+    ap.add_argument("--joint-space", default=None,
+                    help="search space of both deploys (real, or a grid file: students at >= 96 px); needs --joint-budget-ms")
+    ap.add_argument("--joint-data", default="digits", help="dataset of both deploys")
+    ap.add_argument("--joint-teacher", default=None, help="teacher checkpoint (default: the deploy's default teacher)")
+    ap.add_argument("--joint-min-accuracy", type=float, default=None,
+                    help="accuracy floor of both deploys (default: the teacher's - 1.5 points)")
+    ap.add_argument("--joint-percentile", type=int, default=90, choices=(50, 90, 99), help="budget percentile")
     ap.add_argument("--joint-work", default=str(ROOT / "runs" / "bench-joint"),
                     help="teacher, students, exports and this machine's profile (reused)")
     args = ap.parse_args(argv)
@@ -384,8 +393,12 @@ def _joint(args: argparse.Namespace) -> dict[str, Any]:
     """The third part: the pinned and the joint deploy, their table, and the JSON keys they add."""
     from bench_joint import print_joint, run_joint
 
+    if args.joint_space and args.joint_budget_ms is None:
+        raise SystemExit("error: --joint-space needs --joint-budget-ms (the default budget is timed at the data's size)")
     res = run_joint(Path(args.joint_work), formats=args.joint_formats, precisions=args.joint_precisions,
-                    threads=args.joint_threads, epochs=args.joint_epochs, budget_ms=args.joint_budget_ms, log=_log)
+                    threads=args.joint_threads, epochs=args.joint_epochs, budget_ms=args.joint_budget_ms,
+                    space=args.joint_space, data=args.joint_data, teacher=args.joint_teacher,
+                    percentile=args.joint_percentile, min_accuracy=args.joint_min_accuracy, log=_log)
     print_joint(res)
     return {"joint": res["joint"], "pinned_ort_fp32": res["pinned_ort_fp32"], "joint_rounds": res["joint_rounds"],
             "joint_choice": res["choice"], "joint_candidates": res["candidates"], "joint_seconds": res["seconds"]}

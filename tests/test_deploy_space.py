@@ -133,7 +133,9 @@ def test_deploy_over_resolutions_verifies_at_the_students_size(tmp_path: Path, t
     assert sel.returncode == 0, sel.stderr
     ranked = json.loads(sel.stdout)["candidates"]
     predicted = {c["spec"] for c in ranked if c["latency_source"] == "predicted"}
-    assert set(space) - {chosen} <= predicted <= set(space)  # the grid's students, not the micro space
+    # the grid's students, measured (the chosen one; untrained ones that topped the calibration up) or
+    # predicted, and nothing else: not the micro space, the teacher or the calibration students around it
+    assert {c["spec"] for c in ranked} == set(space) and predicted <= set(space) - {chosen}
 
 
 def test_untrained_calibration_students_are_exported_at_their_resolution(tmp_path: Path) -> None:

@@ -146,3 +146,9 @@ def print_joint(r: dict) -> None:
                f"{v['latency_source']} {v['latency_ms']:.4g} ms)" if v["winner"] else "-")
         click.echo(f"    {v['runtime'] + '/' + v['precision']:20} {v['within_budget']:3d} within budget  {who}  "
                    f"{v['status']}: {v['why']}")
+    int8 = r["joint"].get("int8_settings")
+    if int8:
+        click.echo(f"  INT8 settings (manifest): {int8['rule']}"
+                   + (f" (reduce_range {int8['reduce_range']})" if "reduce_range" in int8 else ""))
+    if r["joint"].get("plot"):
+        click.echo(f"  candidates per runtime x precision plotted: {r['joint']['plot']}")

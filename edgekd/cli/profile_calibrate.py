@@ -5,7 +5,7 @@ import json
 
 import click
 
-from edgekd.cli.params import FloatRange, agent_key, family_options
+from edgekd.cli.params import FloatRange, agent_key, family_options, space_option
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -68,12 +68,14 @@ def print_models(echo, models: dict) -> None:
 @click.option("--work-dir", default="runs/calibrate", show_default=True, type=click.Path(file_okay=False),
               help="Where the untrained exports are kept (reused on the next run).")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="Agent key file (or EDGEKD_AGENT_KEY).")
+@space_option
 @family_options("its untrained students are sampled with the built-in families' (share of --count).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, count: int, include_search_space: bool,
               data: str, image_size: int | None, runtimes: str | None, precisions: str | None, threads: int | None,
               seed: int, min_seconds: float, rounds: int, min_count: int, work_dir: str, key_file: str | None,
-              family: str | None, family_grid: str | None, prior: str | None, as_json: bool) -> None:
+              space: str | None, family: str | None, family_grid: str | None, prior: str | None,
+              as_json: bool) -> None:
     """Fit the device's latency model without training anything.
 
     Builds untrained students (random weights: latency does not depend on them) spread over the
@@ -89,10 +91,16 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     ±10 % across three runtime changes (24 measured from scratch: 88-100 %)
     (scripts/bench_transfer.py, README "On another machine").
 
+    With --space (real, or a grid file), the untrained students are sampled around that search
+    space instead of the micro one, each at its own input resolution (what `edgekd deploy --space`
+    and `edgekd select --space` then predict).
+
     \b
     Examples:
       edgekd profile calibrate --device local --target cpu --profile my-laptop
       edgekd profile calibrate --device tcp://box2:7000 --prior my-laptop        # 5 measurements
+      edgekd profile calibrate --profile my-laptop --space real --count 16 --runtimes onnxruntime,openvino \\
+          --precisions fp32,int8
     """
     from edgekd import api
     from edgekd.errors import ConfigError
@@ -106,7 +114,8 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     kwargs = dict(device=device, target=target, profile=profile, profiles_dir=profiles_dir, count=count,
                   include_search_space=include_search_space, data=data, image_size=image_size,
                   runtimes=_csv(runtimes), precisions=_csv(precisions), threads=threads, seed=seed,
-                  work_dir=work_dir, key=agent_key(key_file), rounds=rounds, family=family, family_grid=family_grid, prior=prior,
+                  work_dir=work_dir, key=agent_key(key_file), rounds=rounds, family=family, family_grid=family_grid,
+                  space=space, prior=prior,
                   request={"min_s": min_seconds, "min_count": min_count, "warmup_s": min(0.3, min_seconds)})
     if as_json:
         click.echo(json.dumps(api.calibrate(**kwargs), indent=2, default=str))
@@ -125,7 +134,10 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
         report = api.calibrate(**kwargs, on_progress=on_progress)
     failed = [r for r in report["rows"] if not r["ok"]]
     click.echo(f"measured {len(report['rows']) - len(failed)} untrained students on {report['device_url']} "
-               f"(input {'x'.join(map(str, report['input_shape']))}); recorded in {report['profile']}")
+               f"(input {'x'.join(map(str, report['input_shape']))}"
+               + (f"; around the {report['space']['students']} students of --space, at their own resolutions "
+                  f"{', '.join(map(str, report['space']['resolutions']))} px" if report.get("space") else "")
+               + f"); recorded in {report['profile']}")
     for r in failed:
         click.echo(f"  ❌ {r['spec']} {r['runtime']}/{r['precision']}: {r['error']}")
     print_models(click.echo, report["models"])

@@ -22,16 +22,20 @@ def print_selection(sel: dict, echo=click.echo, limit: int | None = None) -> Non
 
     for key, m in sel["latency_models"].items():
         echo(f"latency model {key}: {m['label']}")
+    if sel.get("joint"):
+        echo(f"joint choice among {len(sel['latency_models'])} runtime x precision configurations; rule: {sel['rule']}")
     table = Table(show_lines=False)
-    for col in ("", "student", "format", "params", f"p{sel['percentile']} ms", "source", "accuracy", "why"):
+    for col in ("", "student", "format", "params", *(["MB"] if sel.get("joint") else []), f"p{sel['percentile']} ms",
+                "source", "accuracy", "why"):
         table.add_column(col, overflow="fold")
     rows = sel["candidates"] if limit is None else sel["candidates"][:limit]
     for c in rows:
         mark = {"chosen": "✅", "fits": "·", "rejected": "❌"}[c["status"]]
         lat = "—" if c["latency_ms"] is None else f"{c['latency_ms']:.4g}"
         acc = "—" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f}%"
-        table.add_row(mark, c["spec"], f"{c['format']}/{c['precision']}", f"{c['params']:,}", lat, c["latency_label"],
-                      acc, "; ".join(c["reasons"]))
+        size = [f"{c['size_bytes'] / 1e6:.4g}"] if sel.get("joint") else []
+        table.add_row(mark, c["spec"], f"{c['format']}/{c['precision']}", f"{c['params']:,}", *size, lat,
+                      c["latency_label"], acc, "; ".join(c["reasons"]))
     console = Console(width=200) if not sys.stdout.isatty() else Console()
     console.print(table)
     if sel["chosen"]:
@@ -53,8 +57,12 @@ def print_selection(sel: dict, echo=click.echo, limit: int | None = None) -> Non
 @click.option("--percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
 @click.option("--min-accuracy", type=FloatRange(0, 1), default=None,
               help="Accuracy floor as a fraction (0.97); only measured accuracy counts.")
-@click.option("--format", "formats", default=None, help="Comma-separated formats (onnx, openvino, tflite, tensorrt).")
-@click.option("--precision", "precisions", default=None, help="Comma-separated precisions (fp32, fp16, int8).")
+@click.option("--format", "formats", default=None,
+              help="Comma-separated formats (onnx, openvino, tflite, tensorrt), or 'auto': choose the runtime jointly "
+                   "with the student among every one the profile has (the --target's, when given).")
+@click.option("--precision", "precisions", default=None,
+              help="Comma-separated precisions (fp32, fp16, int8), or 'auto'. 'auto' on either, or more than one "
+                   "precision, ranks by the weights' size on the device (params x bytes per weight), not params.")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="Only this thread setting (0 = default).")
 @click.option("--target", default=None, help="Target whose datasheet prior is used when nothing is fitted.")
 @click.option("--task", type=click.Choice(["image", "text"]), default=None,
@@ -76,6 +84,8 @@ def command(profile: str, budget_ms: float, percentile: str, min_accuracy: float
     Example:
       edgekd select --profile amd-epyc-x86_64-2c --budget-ms 0.01 --percentile 90
       edgekd select --profile mybox --budget-ms 5 --space real     ImageNet-scale students, resolution too
+      edgekd select --profile mybox --budget-ms 5 --space real --format auto --precision auto
+                                          ... and the runtime x precision with them
     """
     from edgekd import api
 

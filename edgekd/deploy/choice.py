@@ -110,9 +110,11 @@ def frontier_search(
             result.skipped_families.append(fam)
         # every member from the boundary up passes (monotone in params); of those whose accuracy was
         # measured (the boundary always is), take the one with the smallest key: a winner is never
-        # only inferred, so whatever names it (the choice, the failure report) has its accuracy
+        # only inferred, so whatever names it (the choice, the failure report) has its accuracy; a tie
+        # (same params: one architecture at two resolutions) goes to the more accurate, not to the
+        # spec's spelling ("resolution=128" sorts before "resolution=96")
         passing = [s for s in pool[hi:] if s in result.asked]
-        winner = min(passing, key=lambda s: (key(s), params(s), s))
+        winner = min(passing, key=lambda s: (key(s), params(s), -result.asked[s], s))
         if result.best is None or key(winner) < key(result.best):
             result.best = winner
     return result

@@ -32,17 +32,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from edgekd.deploy.select import BYTES_PER_WEIGHT, size_bytes  # noqa: F401  (re-exported: the joint rule's size)
 from edgekd.deploy.session import Session
 
-BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 RULE = ("within budget (measured, else predicted) and host val accuracy >= the choosing floor; per "
         "configuration the smallest such student; across configurations the best val accuracy per MB of "
         "weights (params x bytes per weight: fp32 4, fp16 2, int8 1), ties to the faster")
-
-
-def size_bytes(params: int, precision: str) -> int:
-    """The student's weights on the device, in bytes, at `precision`."""
-    return int(params) * BYTES_PER_WEIGHT.get(precision, 4)
 
 
 @dataclass
@@ -166,3 +161,25 @@ def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable
               + "; ".join(f"{v.runtime}/{v.precision}: {v.winner or '-'} ({v.status})" for v in views))
     s.use(config)
     return config, spec, lat, views
+
+
+def int8_record(artifact: str | None) -> dict[str, Any] | None:
+    """The INT8 settings the chosen artifact was quantized with, as its manifest records them: ONNX
+    Runtime's follow the device's ISA (`options.int8_settings`, with the rule that chose them); the
+    other runtimes' quantizers take no device-dependent setting, so their record says so and lists
+    the options the manifest holds. None for an fp32/fp16 artifact or none at all."""
+    from pathlib import Path
+
+    from edgekd.runtimes import read_manifest
+
+    if not artifact or not Path(artifact).is_dir():
+        return None
+    man = read_manifest(artifact)
+    if man.get("precision") != "int8":
+        return None
+    options = dict(man.get("options") or {})
+    if isinstance(options.get("int8_settings"), dict):
+        return {"runtime": man.get("runtime"), **options["int8_settings"]}
+    return {"runtime": man.get("runtime"), "rule": f"{man.get('runtime')}: no INT8 setting depends on the device's "
+                                                   "ISA; the quantizer's options as recorded",
+            "options": options}

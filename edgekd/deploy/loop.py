@@ -50,7 +50,7 @@ Log = Callable[[str], None]
 def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
     """Run the loop and write the bundle; returns the report (see the module docstring)."""
     from edgekd.deploy.budget import set_goal
-    from edgekd.deploy.joint import RULE, ensure_config_models
+    from edgekd.deploy.joint import RULE, ensure_config_models, int8_record
     from edgekd.deploy.report import latency_model_line, latency_model_summary
     from edgekd.deploy.rounds import run_rounds
     from edgekd.deploy.session import open_session
@@ -79,9 +79,16 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         report["joint"] = ({"configurations": [{"format": f, "precision": p} for f, p in s.configs],
                             "rule": RULE, "reference": {"format": s.configs[0][0], "precision": s.configs[0][1],
                                                         "latency_model": latency_model},
-                            "latency_models": joint_models} if s.joint else None)
+                            "latency_models": joint_models,
+                            # the chosen INT8 artifact's quantizer settings (ONNX Runtime's follow the ISA)
+                            "int8_settings": int8_record(outcome.chosen.artifact if outcome.chosen else None)}
+                           if s.joint else None)
         report["candidates"] = outcome.choices  # per round, each configuration's winner and why it won or lost
         ship(s, report, outcome, goal)
+        if s.joint and any(report["candidates"] or ()):
+            from edgekd.deploy.joint_plot import plot_joint
+
+            report["joint"]["plot"] = str(plot_joint(report, s.work / "joint-candidates.png"))
         report["wall_s"] = round(time.perf_counter() - start, 1)
         return report
     finally:

@@ -6,13 +6,20 @@ The rule, applied to every candidate:
      target's datasheet prior when nothing was measured (flagged "predicted, unmeasured");
   2. accuracy >= the floor, when a floor is given (measured accuracy only: an unmeasured one is not
      assumed, unless the caller — `edgekd deploy`, which measures it next — allows it);
-  3. among those that pass, the fewest parameters wins; a tie goes to the higher accuracy.
+  3. among those that pass, the fewest parameters wins; a tie goes to the higher accuracy. A joint
+     choice (`edgekd select --format auto` / `--precision auto`: every runtime x precision the
+     profile has) ranks by the weights' size on the device instead (params x bytes per weight of the
+     candidate's precision: an INT8 student is a quarter of its fp32 self), so runtime and precision
+     are chosen with the student; `edgekd deploy --format auto` goes further (val accuracy per MB,
+     `edgekd.deploy.joint`), which needs the trained students select does not have.
 Every candidate carries its reasons (why taken, why rejected). When none passes, the closest miss is
 named: the rejected candidate with the smallest relative shortfall (latency over budget plus
 accuracy under floor).
 
 Candidates are (a) every model measured in the profile, as measured, and (b) every spec of every
-student family's search space not yet measured in that configuration, predicted. Host side.
+student family's search space not yet measured in that configuration, predicted. With `only_specs`
+(`edgekd select --space`), (a) keeps only the measured models of the given specs: the space's
+students, not the teacher or the calibration students measured around them. Host side.
 """
 from __future__ import annotations
 
@@ -27,6 +34,15 @@ from edgekd.latency.features import spec_features
 MEASURED = "measured"
 PREDICTED = "predicted"
 PRIOR = "prior"
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+RULES = {False: "fewest parameters; tie -> higher accuracy, then faster",
+         True: "smallest weights on the device (params x bytes per weight: fp32 4, fp16 2, int8 1); "
+               "tie -> higher accuracy, then faster"}
+
+
+def size_bytes(params: int, precision: str) -> int:
+    """The student's weights on the device, in bytes, at `precision`."""
+    return int(params) * BYTES_PER_WEIGHT.get(precision, 4)
 
 
 @dataclass
@@ -53,12 +69,17 @@ class Candidate:
     miss: float = math.inf  # relative shortfall, for the closest miss
 
     @property
+    def size_bytes(self) -> int:
+        return size_bytes(self.params, self.precision)
+
+    @property
     def latency_label(self) -> str:
         return {MEASURED: "measured", PREDICTED: "predicted", PRIOR: PREDICTED_UNMEASURED}[self.latency_source]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["latency_label"] = self.latency_label
+        d["size_bytes"] = self.size_bytes
         d["miss"] = None if math.isinf(self.miss) else self.miss
         return d
 
@@ -76,10 +97,12 @@ class Selection:
     models: dict[str, dict[str, Any]]
     profile: str | None = None
     input_shape: list[int] | None = None
+    joint: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "profile": self.profile, "budget_ms": self.budget_ms, "percentile": self.percentile,
+            "joint": self.joint, "rule": RULES[self.joint],
             "min_accuracy": self.min_accuracy, "input_shape": self.input_shape,
             "chosen": self.chosen.to_dict() if self.chosen else None,
             "closest_miss": self.closest_miss.to_dict() if self.closest_miss else None,
@@ -152,6 +175,7 @@ def gather_candidates(
     specs: Iterable[str] | None = None,
     vocab: int | None = None,
     accelerator: str | None = None,
+    only_specs: bool = False,
 ) -> tuple[list[Candidate], dict[str, LatencyModel]]:
     """Candidates (measured ones and predicted search-space specs) and the latency models used.
 
@@ -160,7 +184,8 @@ def gather_candidates(
 
     Only measurements and latency models of the same kind of input count: image inputs (C x H x W)
     or text inputs of `input_shape` = (seq_len,) (then the text student family's specs, sized with
-    `vocab`, are the search space)."""
+    `vocab`, are the search space). `only_specs`: measured models count only when their spec is in
+    `specs` (`select --space`: the space's students, not whatever else the profile measured)."""
     from edgekd.latency.calibrate import student_specs
     from edgekd.latency.section import latency_section, measurement_features, measurement_runtime, measurement_shape
 
@@ -187,10 +212,14 @@ def gather_candidates(
 
     candidates: list[Candidate] = []
     measured_keys: set[tuple[str, str]] = set()
+    specs = list(specs) if specs is not None else None  # iterated twice
+    keep = set(specs or ())
     for m in (profile.measurements.values() if profile is not None else ()):
         runtime = measurement_runtime(m)
         if not m.latency or not wanted(m.format, m.precision, m.threads, m.batch) or not m.spec:
             continue
+        if only_specs and m.spec not in keep:
+            continue  # measured, but not a student of the asked space
         if section is not None and shape_tag(measurement_shape(m, section)) != tag:
             continue  # another kind of input (text vs image, another sequence length)
         if dataset_fingerprint and m.dataset_fingerprint and not str(m.dataset_fingerprint).startswith(dataset_fingerprint):
@@ -264,6 +293,24 @@ def gather_candidates(
     return candidates, {k: models[k] for k in configs if k in models}
 
 
+def joint_choice(formats: list[str] | None, precisions: list[str] | None,
+                 target: Any | None = None) -> tuple[list[str] | None, list[str] | None, bool]:
+    """`select --format` / `--precision` as given -> (formats, precisions, joint). "auto" (alone) means
+    every one the profile has, or the `target`'s when one is given, and makes the choice joint; so does
+    a list of more than one precision (sizes in bytes then differ for the same student)."""
+    joint = False
+    out = []
+    for name, values, offered in (("format", formats, "formats"), ("precision", precisions, "precisions")):
+        if values and "auto" in values:
+            if len(values) > 1:
+                raise ConfigError(f"--{name} auto chooses among every {name} the profile has; give it alone, "
+                                  f"or a comma list without auto")
+            values, joint = (list(getattr(target, offered)) if target is not None else None), True
+        out.append(values)
+    joint = joint or len(set(out[1] or ())) > 1
+    return out[0], out[1], joint
+
+
 def _check_budget(budget_ms: Any) -> None:
     if not isinstance(budget_ms, (int, float)) or isinstance(budget_ms, bool) or not math.isfinite(budget_ms) \
             or budget_ms <= 0:
@@ -271,9 +318,11 @@ def _check_budget(budget_ms: Any) -> None:
 
 
 def apply_rule(
-    candidates: list[Candidate], *, budget_ms: float, min_accuracy: float | None, allow_unmeasured_accuracy: bool = False
+    candidates: list[Candidate], *, budget_ms: float, min_accuracy: float | None, allow_unmeasured_accuracy: bool = False,
+    joint: bool = False,
 ) -> tuple[Candidate | None, Candidate | None]:
-    """Mark every candidate (status, reasons, miss) and return (chosen, closest miss)."""
+    """Mark every candidate (status, reasons, miss) and return (chosen, closest miss). `joint`: rank by
+    the weights' bytes on the device (`RULES`) instead of the parameter count."""
     _check_budget(budget_ms)
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise ConfigError(f"min accuracy {min_accuracy!r} must be a fraction in 0..1 (e.g. 0.97)")
@@ -309,17 +358,25 @@ def apply_rule(
             c.miss = lat_excess + 1.0  # unknown accuracy: a miss, but never "closer" than a measured one
         else:
             c.miss = lat_excess + acc_short
-    # rule order: fewest params; tie -> higher accuracy (unknown last); then lower latency
-    candidates.sort(key=lambda c: (c.params, -(c.accuracy if c.accuracy is not None else -1.0),
+    # rule order: fewest params (joint: fewest weight bytes); tie -> higher accuracy (unknown last); then lower latency
+    def size(c: Candidate) -> int:
+        return c.size_bytes if joint else c.params
+
+    candidates.sort(key=lambda c: (size(c), -(c.accuracy if c.accuracy is not None else -1.0),
                                    c.latency_ms if c.latency_ms is not None else math.inf, c.spec, c.format, c.precision))
     chosen = next((c for c in candidates if c.status == "fits"), None)
     if chosen is not None:
         chosen.status = "chosen"
-        chosen.reasons.insert(0, "smallest that fits")
+        chosen.reasons.insert(0, f"smallest that fits ({chosen.size_bytes / 1e6:.4g} MB as {chosen.precision})" if joint
+                              else "smallest that fits")
         for c in candidates:
-            if c.status == "fits":
-                c.reasons.insert(0, f"fits, but {c.params:,} params > {chosen.params:,}" if c.params > chosen.params
-                                 else "fits; tie on params, lower accuracy or slower")
+            if c.status != "fits":
+                continue
+            if size(c) > size(chosen):
+                c.reasons.insert(0, f"fits, but {c.size_bytes / 1e6:.4g} MB as {c.precision} > {chosen.size_bytes / 1e6:.4g} MB"
+                                 if joint else f"fits, but {c.params:,} params > {chosen.params:,}")
+            else:
+                c.reasons.insert(0, f"fits; tie on {'size' if joint else 'params'}, lower accuracy or slower")
         return chosen, None
     rejected = [c for c in candidates if not math.isinf(c.miss)]
     closest = min(rejected, key=lambda c: (c.miss, c.params)) if rejected else None
@@ -344,11 +401,14 @@ def select(
     specs: Iterable[str] | None = None,
     task: str | None = None,
     accelerator: str | None = None,
+    only_specs: bool = False,
+    joint: bool = False,
 ) -> Selection:
     """Apply the budget rule to a profile's measurements and predictions (see the module docstring).
 
     `task` "text" chooses among text models at the input recorded under the profile's `text` entry
-    (sequence length, classes, vocabulary); None means image, or text when the profile holds only text."""
+    (sequence length, classes, vocabulary); None means image, or text when the profile holds only text.
+    `only_specs`: only the `specs` are candidates, measured or predicted; `joint`: the joint rule (`RULES`)."""
     from edgekd.latency.section import latency_section
 
     _check_budget(budget_ms)  # before any work: NaN compares false with everything
@@ -370,17 +430,17 @@ def select(
     candidates, models = gather_candidates(
         profile, input_shape=shape, num_classes=classes, formats=formats, precisions=precisions, threads=threads,
         batch=batch, target=target, dataset_fingerprint=dataset_fingerprint, percentile=percentile, specs=specs,
-        vocab=text.get("vocab") if task == "text" else None, accelerator=accelerator)
+        vocab=text.get("vocab") if task == "text" else None, accelerator=accelerator, only_specs=only_specs)
     if not candidates:
         where = f"profile {getattr(profile, 'path', None) or getattr(profile, 'name', '')}" if profile is not None else "no profile"
         raise ProfileError(f"{where} has no measurement and no latency model for the requested formats/precisions; "
                            "run `edgekd profile calibrate` (or `edgekd bench`) on the device first")
     chosen, closest = apply_rule(candidates, budget_ms=budget_ms, min_accuracy=min_accuracy,
-                                 allow_unmeasured_accuracy=allow_unmeasured_accuracy)
+                                 allow_unmeasured_accuracy=allow_unmeasured_accuracy, joint=joint)
     return Selection(
         budget_ms=budget_ms, percentile=int(percentile), min_accuracy=min_accuracy, chosen=chosen,
         candidates=candidates, closest_miss=closest,
         models={k: {"label": m.label, "kind": m.kind, "n_samples": m.n_samples, "cv": m.cv} for k, m in models.items()},
         profile=str(getattr(profile, "path", None) or getattr(profile, "name", "")) if profile is not None else None,
-        input_shape=list(shape),
+        input_shape=list(shape), joint=joint,
     )

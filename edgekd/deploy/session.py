@@ -120,17 +120,13 @@ class Session:
                          on_progress=lambda label, i, n: say(f"  calibrate {i}/{n} {label}") if i in (1, n) else None)
 
     def calibration_specs(self, count: int | None = None) -> list[str]:
-        from edgekd.latency.search_space import calibration_specs
+        from edgekd.latency.search_space import space_calibration_specs
 
         from edgekd.deploy.user_space import deploy_families
 
-        count = count or self.cfg.calibrate_count
-        specs = calibration_specs(count, seed=self.cfg.seed, task=self.task, input_shape=self.shape,
-                                  num_classes=self.classes, vocab=self.vocab,
-                                  families=deploy_families(self.task, self.space), space=self.space)
-        # a small grid (`--space grid.yaml`) has few variants around it: its own students, untrained,
-        # fill the sample up (in-sample points, but a fit on too few points predicts nothing)
-        return specs + [s for s in self.space if s not in specs][:max(0, count - len(specs))]
+        return space_calibration_specs(count or self.cfg.calibrate_count, self.space, seed=self.cfg.seed,
+                                       families=deploy_families(self.task, self.space), task=self.task,
+                                       input_shape=self.shape, num_classes=self.classes, vocab=self.vocab)
 
     def test_x(self, spec: str, n: int | None = None) -> Any:
         """The (first `n`) test samples as `spec` takes them: as loaded, or for a student with
@@ -168,13 +164,17 @@ class Session:
         configuration (format, precision, threads). A model fitted only on other families (say micro
         students at µs, for a deploy over `--space real` at ms) would extrapolate to them: the deploy
         calibrates on the space's sample first, so their points join the fit."""
-        prof = self.load_profile()
-        if prof is None:
+        if self.load_profile() is None:
             return []
-        seen = {str(m.spec).split(":")[0] for m in prof.measurements.values()
+        seen = self.measured_families()
+        return [n for n in dict.fromkeys(s.split(":")[0] for s in self.space) if n not in seen]
+
+    def measured_families(self) -> set[str]:
+        """The model families of the students the profile measured in the current configuration."""
+        prof = self.load_profile()
+        return {str(m.spec).split(":")[0] for m in (prof.measurements.values() if prof is not None else ())
                 if m.spec and m.format == self.fmt and m.precision == self.precision
                 and int(m.threads or 0) == int(self.threads or 0)}
-        return [n for n in dict.fromkeys(s.split(":")[0] for s in self.space) if n not in seen]
 
     # -- the students
     def latency_table(self) -> dict[str, tuple[float, str]]:

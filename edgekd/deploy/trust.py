@@ -31,6 +31,7 @@ class TeacherCheck:
 
 def teacher_on_device(s: Session) -> TeacherCheck:
     from edgekd.deploy.budget import ROUNDS, measure_teacher, recorded_teacher, reused_timing
+    from edgekd.deploy.spaces import is_default
     from edgekd.deploy.stages import export_for
     from edgekd.device.profiles import now_iso
     from edgekd.latency.drift import assess, describe
@@ -61,10 +62,16 @@ def teacher_on_device(s: Session) -> TeacherCheck:
     else:  # a reused figure: the drift check and any transfer start from when it was taken
         check.since = str(m.measured_at)
     # the drift check runs before a new teacher measurement joins any fit: an out-of-sample check
+    model, info = load_model(s.teacher_path)
+    family = str(getattr(info, "spec", "") or "").split(":")[0]
+    outside = not is_default(cfg.space) and family not in s.measured_families()
+    if outside:  # a model fitted on the space's families only says nothing about the teacher's
+        s.say(f"drift check: the teacher ({family or 'no family'}) is of none of the families this configuration's "
+              "model was measured on (--space); it is not a drift point here")
     check.trust = assess(s.path, s.fingerprint, s.model_key, s.runtime,
-                         teacher_features=architecture_features(load_model(s.teacher_path)[0], s.shape),
-                         teacher_latency=m.latency, metric=metric, profiles_dir=cfg.profiles_dir,
-                         tolerance=cfg.drift_tolerance)
+                         teacher_features=None if outside else architecture_features(model, s.shape),
+                         teacher_latency=None if outside else m.latency, metric=metric,
+                         profiles_dir=cfg.profiles_dir, tolerance=cfg.drift_tolerance)
     s.say(describe(check.trust, metric))
     if measured_now:
         s.remember(m, s.teacher_path, s.teacher_spec)

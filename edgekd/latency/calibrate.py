@@ -18,7 +18,8 @@ from typing import Any
 from edgekd.latency.section import fit_profile, latency_section, note_inputs, update_profile_section
 from edgekd.models.spec import MODELS, parse_spec
 # the sample of the search space a calibration measures (importable from here as before)
-from edgekd.latency.search_space import calibration_specs, student_families, student_specs, with_vocab  # noqa: F401
+from edgekd.latency.search_space import (calibration_specs, space_calibration_specs, student_families,  # noqa: F401
+                                         student_specs, with_vocab)
 
 
 def accelerator_request(target: Any) -> dict[str, Any]:
@@ -174,6 +175,11 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     return rows, fitted
 
 
+def _resolution(spec: str) -> int:
+    """A spec's own input resolution (``resolution=r``), 0 when it takes the data's size."""
+    return int(float(parse_spec(spec)[1].get("resolution", 0) or 0))
+
+
 def run_calibration(
     *,
     device: str = "local",
@@ -197,13 +203,17 @@ def run_calibration(
     family: str | None = None,
     family_grid: Any = None,
     prior: str | None = None,
+    space: list[str] | None = None,
 ) -> dict[str, Any]:
     """Benchmark `count` untrained students spread over the search space on the device, record them
     in its profile with their features, and fit the latency model per (runtime, precision, threads,
     batch). Returns a JSON-able report (models with their cross-validated error, measured rows).
     `family` / `family_grid`: a user's family (`edgekd.models.user_family`) sampled with the built-in ones.
     `prior`: another device's profile whose model for this configuration is adapted from `count`
-    informative students instead (few-shot, `edgekd.latency.fewshot`)."""
+    informative students instead (few-shot, `edgekd.latency.fewshot`).
+    `space`: the specs of a search space (`edgekd.deploy.spaces`, e.g. the ImageNet-scale students at
+    96-260 px) to calibrate for instead of the micro families: `count` untrained students around it, each
+    at its own resolution (`space_calibration_specs`); `include_search_space` adds the space's own."""
     from edgekd.bench.devices import open_device
     from edgekd.data import load_dataset
     from edgekd.errors import ConfigError
@@ -217,12 +227,22 @@ def run_calibration(
     from edgekd.models.user_family import join_user_family
 
     user = join_user_family(family, family_grid, shape, classes, getattr(ds, "task", "image"))
-    families = [*student_families(), user] if user else None
     if prior and (len(runtimes or []) > 1 or len(precisions or []) > 1):
         raise ConfigError("--prior adapts one configuration: pass at most one runtime and one precision")
-    specs = calibration_specs(count, seed=seed, families=families) if not prior else []
+    if prior and space:
+        raise ConfigError("--prior picks its students from the micro search space; calibrate a --space "
+                          "without --prior (or adapt the micro model with --prior alone)")
+    families = [*student_families(), user] if user else None
+    if space:
+        names = [*dict.fromkeys(s.split(":")[0] for s in space), *([user] if user else [])]
+        specs = space_calibration_specs(count, list(space), seed=seed, families=names, input_shape=shape,
+                                        num_classes=classes)
+        own = list(space) + (student_specs(families=[user]) if user else [])
+    else:
+        specs = calibration_specs(count, seed=seed, families=families) if not prior else []
+        own = student_specs(families=families)
     if include_search_space:
-        specs += [s for s in student_specs(families=families) if s not in specs]
+        specs += [s for s in own if s not in specs]
     dev = open_device(device, key)
     try:
         fingerprint = dev.fingerprint()
@@ -248,6 +268,8 @@ def run_calibration(
         return {
             "profile": str(path), "device": fingerprint, "device_url": device, "target": tgt.name,
             "input_shape": list(shape), "rows": rows, **({"prior": prior_info} if prior_info else {}),
+            "space": {"students": len(space), "resolutions": sorted({_resolution(s) for s in specs} - {0})}
+            if space else None,
             "models": {k: {"n_samples": m.n_samples, "cv": m.cv, "coef": m.coef, "folds": m.folds,
                            "pad_block": list(m.pad_block), "kind": m.kind, "label": m.label,
                            **({"scales": _scales(m)} if m.transfer else {})}

@@ -53,7 +53,9 @@ def _one_step_beyond(values: list[Any]) -> list[Any]:
     if len(nums) < 2:
         return list(values)
     step = nums[-1] - nums[-2]
-    return [*values, type(nums[-1])(nums[-1] + step)]
+    beyond = nums[-1] + step
+    # floats rounded: 1.0 + (1.0 - 0.7) is 1.2999999999999998, which would become the spec's text
+    return [*values, round(beyond, 6) if isinstance(beyond, float) else type(nums[-1])(beyond)]
 
 
 def _family_variants(name: str, specs: list[str]) -> list[str]:
@@ -173,3 +175,17 @@ def calibration_specs(count: int = 36, *, seed: int = 0, exclude: Iterable[str] 
             if i < len(p):
                 picked.append(p[i])
     return [with_vocab(s, vocab) for s in picked]
+
+
+def space_calibration_specs(count: int, space: list[str], *, seed: int = 0, families: Iterable[str] | None = None,
+                            task: str = "image", input_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10,
+                            vocab: int | None = None) -> list[str]:
+    """The untrained students that calibrate a latency model for the search space `space` (the specs
+    `edgekd deploy --space` / `edgekd profile calibrate --space` search): `count` around it
+    (`calibration_specs(space=...)`: each key's values plus one step, resolution included), and, where
+    a small grid has fewer variants around it than `count`, its own students fill the sample up (in
+    sample, but a fit on too few points predicts nothing). `families` (default: those in `space`)."""
+    names = list(families) if families is not None else list(dict.fromkeys(parse_spec(s)[0] for s in space))
+    specs = calibration_specs(count, seed=seed, task=task, input_shape=input_shape, num_classes=num_classes,
+                              vocab=vocab, families=names, space=space)
+    return specs + [s for s in space if s not in specs][:max(0, count - len(specs))]
