@@ -151,7 +151,8 @@ class DistillConfig:
 # image side (2 px at 28 and 32, where the recipes were measured; none at digits' native 8x8, where a
 # 2-px shift is a quarter of the frame: deploy's mlp:hidden=128x128, 15 epochs, KD alpha 0.9, val 94.80 %
 # with it, 97.40 % with 1 px; plain kd without views 97.03 %)
-_VIEWS = {"shift_fraction": 0.075, "draws": 8}
+VIEW_SHIFT_FRACTION = 0.075  # also what `edgekd teacher --views N` shifts by
+_VIEWS = {"shift_fraction": VIEW_SHIFT_FRACTION, "draws": 8}
 RECIPES: dict[str, dict[str, Any]] = {
     # Hinton KD on the clean images (edgekd's default before issue 13)
     "kd": {"losses": [{"key": "kd", "kwargs": {"temperature": 4.0, "alpha": 0.5}}], "augment": {}},

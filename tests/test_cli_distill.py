@@ -34,6 +34,23 @@ def test_teacher_command_json(tmp_path: Path):
     summary = json.loads(res.output)
     assert summary["role"] == "teacher" and summary["losses"] == ["ce"]
     assert Path(summary["student_path"]).is_file()
+    assert summary["augment"] is None  # the default teacher trains on the clean images
+
+
+def test_teacher_views_train_on_the_students_shifted_views(tmp_path: Path):
+    """--views N: the teacher sees the default recipe's per-epoch shifted views (2 px at 28-32 px)."""
+    from edgekd.config import DEFAULT_RECIPE, recipe
+
+    res = invoke("teacher", "--arch", "mlp:hidden=32", "--image-size", "32", "--epochs", "2", "--views", "8",
+                 "--threads", "1", "-o", str(tmp_path / "t"), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    views = recipe(DEFAULT_RECIPE)["augment"]
+    assert summary["augment"]["draws"] == views["draws"] == 8
+    assert summary["augment"]["shift_fraction"] == views["shift_fraction"]
+    assert summary["augment"]["shift_px"] == 2
+    bad = CliRunner().invoke(main, ["teacher", "--views", "-1", "-o", str(tmp_path / "u")])
+    assert bad.exit_code == 2 and "--views" in bad.output
 
 
 def test_distill_from_yaml_with_cli_overrides(tmp_path: Path, tiny_teacher_ckpt: Path):

@@ -26,12 +26,15 @@ from edgekd.cli.distill_cmd import echo_log, print_summary
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of init and data order.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch CPU threads (0: one per core; 1 is often faster for small models on a busy machine).")
+@click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Train on N per-epoch shifted views of the train split (each image shifted by up to 0.075 of its side: "
+              "the views the default distillation recipe shows the student); 0: the clean images.")
 @click.option("-o", "--output", required=True, help="Run directory to create; the teacher is saved as RUN/student.pt.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (no progress output).")
 def command(data: str, image_size: int | None, max_len: int | None, tokenizer: str | None, from_hf: str | None,
             arch: str | None, epochs: int, patience: int, lr: float,
-            batch_size: int, seed: int, threads: int, output: str, resume: bool, as_json: bool) -> None:
+            batch_size: int, seed: int, threads: int, views: int, output: str, resume: bool, as_json: bool) -> None:
     """Train a teacher on labels (cross-entropy), keep the best-on-val weights.
 
     The checkpoint RUN/student.pt is what `edgekd distill --teacher` takes. Any ONNX classifier
@@ -52,6 +55,6 @@ def command(data: str, image_size: int | None, max_len: int | None, tokenizer: s
         return
     cfg = api.teacher_config(data=data, image_size=image_size, arch=arch, epochs=epochs, patience=patience,
                              seed=seed, lr=lr, batch_size=batch_size, threads=threads,
-                             output=output, max_len=max_len, tokenizer=tokenizer)
+                             output=output, max_len=max_len, tokenizer=tokenizer, views=views)
     summary = api.train_teacher(cfg, resume=resume, progress=False if as_json else None, log=echo_log(as_json))
     print_summary(summary, as_json)

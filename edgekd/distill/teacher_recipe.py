@@ -1,11 +1,13 @@
 """The teacher recipe: the DistillConfig `edgekd teacher`, `edgekd.api.train_teacher` and deploy's
-default teacher run — cross-entropy on labels, no augmentation, early stop on val accuracy, keep the
-best-on-val weights. The default family is `edgekd.models.DEFAULT_TEACHER` (images) or the default
-BERT-style text teacher for text data. No torch at import.
+default teacher run — cross-entropy on labels, early stop on val accuracy, keep the best-on-val
+weights; no augmentation unless `views` > 1 asks for the students' per-epoch shifted views. The
+default family is `edgekd.models.DEFAULT_TEACHER` (images) or the default BERT-style text teacher for
+text data. No torch at import.
 """
 from __future__ import annotations
 
-from edgekd.config import DistillConfig, config_from_dict
+from edgekd.config import VIEW_SHIFT_FRACTION, DistillConfig, config_from_dict
+from edgekd.errors import ConfigError
 
 
 def teacher_config(
@@ -22,8 +24,14 @@ def teacher_config(
     output: str = "runs/teacher",
     max_len: int | None = None,
     tokenizer: str | None = None,
+    views: int = 0,
 ) -> DistillConfig:
-    """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy."""
+    """The config `edgekd teacher` runs: cross-entropy on labels, early stop on val accuracy.
+    `views` > 1: epoch e trains on shifted view (e − 1) mod views of the train split, each image shifted
+    by up to VIEW_SHIFT_FRACTION of its side — the views the default distillation recipe shows the
+    student, so the teacher has seen what it will label. 0 or 1: the clean images."""
+    if views < 0:
+        raise ConfigError(f"teacher views must be >= 0 (got {views}): 0 trains on the clean images")
     from edgekd.data import source_task
     from edgekd.models import default_specs
 
@@ -35,7 +43,8 @@ def teacher_config(
         "teacher": None,
         "data": {"source": data, "image_size": image_size, "max_len": max_len, "tokenizer": tokenizer},
         "losses": [{"key": "ce"}],
-        "augment": {"shift": 0, "copies": 0, "draws": 0},  # the teacher recipe: no augmentation
+        "augment": ({"shift_fraction": VIEW_SHIFT_FRACTION, "draws": views, "copies": 0} if views > 1
+                    else {"shift": 0, "copies": 0, "draws": 0}),
         "train": {"epochs": epochs, "patience": patience, "seed": seed, "lr": lr, "batch_size": batch_size,
                   "keep": "best", "threads": threads},
         "output": output,
