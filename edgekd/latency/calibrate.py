@@ -284,12 +284,12 @@ def _start_fewshot(prior: str, path: Any, fingerprint: dict[str, Any], tgt: Any,
                    families: Any, profiles_dir: str) -> dict[str, Any]:
     """`--prior`: the prior's model for this configuration, written into `path` as a transfer with no
     points yet, and the `count` students that inform it most (`edgekd.latency.fewshot`)."""
-    from edgekd.latency.fewshot import pick_students, prior_model, start_transfer
+    from edgekd.latency.fewshot import pick_students, prior_from_profile, start_transfer
     from edgekd.latency.model import model_key
     from edgekd.runtimes.catalog import runtime_format
 
     key = model_key(runtime, precision, threads, batch, shape, accelerator=getattr(tgt, "accelerator", None))
-    model, prior_path, prior_key = prior_model(prior, key, profiles_dir, path)
+    model, prior_path, prior_key = prior_from_profile(prior, key, profiles_dir, path)
     students = pick_students(model, key, count, shape=shape, classes=classes, seed=seed, families=families)
     meta = {"runtime": runtime, "format": runtime_format(runtime), "precision": precision,
             "threads": int(threads or 0), "batch": batch}

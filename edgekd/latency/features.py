@@ -222,9 +222,9 @@ def _spec_features_cached(spec: str, input_shape: tuple[int, ...], num_classes: 
     from edgekd.models import create_model, spec_input_shape
 
     shape = spec_input_shape(spec, input_shape)  # a spec with resolution=r runs at r x r whatever the data's size
-    with one_torch_thread():
+    with one_torch_thread():  # the model's init and its one forward
         model = create_model(spec, shape, num_classes)
-        return tuple(sorted(architecture_features(model, shape).items()))
+        return tuple(sorted(_architecture_features(model, shape).items()))
 
 
 def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def _other_threads(key: str, models: Mapping[str, Any]) -> str | None:
     return None
 
 
-def prior_model(prior: str, key: str, profiles_dir: str | Path, own: Path) -> tuple[dict[str, Any], Path, str]:
+def prior_from_profile(prior: str, key: str, profiles_dir: str | Path, own: Path) -> tuple[dict[str, Any], Path, str]:
     """The model dict for `key` in the profile `prior` (a name in `profiles_dir` or a .yaml path) — or,
     when it has none, its model of the same configuration at another thread count (a prior like any
     other: the transfer corrects the per-layer and per-MAC costs that threads change) — that

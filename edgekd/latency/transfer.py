@@ -134,7 +134,7 @@ def _fit_kinds(base: LatencyModel, points: Sequence[Point], metric: str, m: floa
     loo_err = None
     if (parts.sum(axis=1) <= 0).any():  # a prior without the model's terms: one factor, as `scale`
         return {"s0": s0, "ridge": None, "loo_log_err": None, "scales": {g: s0 for g in TERM_GROUPS},
-                "groups": {g: list(t) for g, t in TERM_GROUPS.items()}}
+                "groups": _groups()}
     if len(y) >= KINDS_LOO_MIN:
         scores = []
         for lam in KINDS_RIDGES:
@@ -149,8 +149,12 @@ def _fit_kinds(base: LatencyModel, points: Sequence[Point], metric: str, m: floa
         ridge, loo_err = KINDS_RIDGES[best], scores[best]
     scales = _kinds_solve(parts, y, s0, ridge)
     return {"s0": s0, "ridge": ridge, "loo_log_err": loo_err,
-            "scales": {g: float(v) for g, v in zip(TERM_GROUPS, scales)},
-            "groups": {g: list(t) for g, t in TERM_GROUPS.items()}}
+            "scales": {g: float(v) for g, v in zip(TERM_GROUPS, scales)}, "groups": _groups()}
+
+
+def _groups() -> dict[str, list[str]]:
+    """The term groups a `kinds` correction was fitted with, stored with it (read back by `correction_at`)."""
+    return {g: list(t) for g, t in TERM_GROUPS.items()}
 
 
 def _refit(base: LatencyModel, points: Sequence[Point], metric: str, scale: float) -> dict[str, float]:
