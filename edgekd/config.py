@@ -3,7 +3,7 @@
 A distillation run in YAML (every key optional except `student`; CLI options override the file):
 
     teacher: runs/teacher/student.pt     # edgekd checkpoint (.pt) or any ONNX classifier (.onnx)
-    student: "cnn:width=8,depth=3"
+    student: "cnn:width=6,depth=4"
     data: {source: digits, image_size: 32, seed: 0}
     losses:
       - {key: kd, weight: 1.0, kwargs: {temperature: 4.0, alpha: 0.5}}

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-BIG_STUDENT = "cnn:width=16,depth=3"  # ~4x the default student's parameters
+BIG_STUDENT = "cnn:width=12,depth=4"  # ~4x the default student's parameters (34.6k vs 8.9k)
 TRAIN = {"lr": 0.01, "batch_size": 64, "threads": 1, "keep": "last"}
 
 
