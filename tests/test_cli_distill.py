@@ -34,21 +34,26 @@ def test_teacher_command_json(tmp_path: Path):
     summary = json.loads(res.output)
     assert summary["role"] == "teacher" and summary["losses"] == ["ce"]
     assert Path(summary["student_path"]).is_file()
-    assert summary["augment"] is None  # the default teacher trains on the clean images
+    assert summary["augment"] is None  # digits at its native 8x8: the default views shift 0 px, nothing augmented
 
 
-def test_teacher_views_train_on_the_students_shifted_views(tmp_path: Path):
-    """--views N: the teacher sees the default recipe's per-epoch shifted views (2 px at 28-32 px)."""
+def test_teacher_trains_on_the_students_shifted_views_by_default(tmp_path: Path):
+    """The teacher sees the default recipe's per-epoch shifted views without being asked (2 px at 28-32
+    px); --views 0 trains on the clean images; at 8x8 the views round to 0 px and nothing is augmented."""
     from edgekd.config import DEFAULT_RECIPE, recipe
 
-    res = invoke("teacher", "--arch", "mlp:hidden=32", "--image-size", "32", "--epochs", "2", "--views", "8",
-                 "--threads", "1", "-o", str(tmp_path / "t"), "--json")
+    common = ["--arch", "mlp:hidden=32", "--epochs", "1", "--threads", "1", "--json"]
+    res = invoke("teacher", "--image-size", "32", *common, "-o", str(tmp_path / "t"))
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     views = recipe(DEFAULT_RECIPE)["augment"]
     assert summary["augment"]["draws"] == views["draws"] == 8
     assert summary["augment"]["shift_fraction"] == views["shift_fraction"]
     assert summary["augment"]["shift_px"] == 2
+    clean = json.loads(invoke("teacher", "--image-size", "32", "--views", "0", *common, "-o", str(tmp_path / "c")).output)
+    assert clean["augment"] is None  # not augmented
+    native = json.loads(invoke("teacher", *common, "-o", str(tmp_path / "n")).output)  # digits at 8x8
+    assert native["augment"] is None
     bad = CliRunner().invoke(main, ["teacher", "--views", "-1", "-o", str(tmp_path / "u")])
     assert bad.exit_code == 2 and "--views" in bad.output
 

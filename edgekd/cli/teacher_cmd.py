@@ -6,6 +6,7 @@ import click
 from edgekd.cli.params import FloatRange
 
 from edgekd.cli.distill_cmd import echo_log, print_summary
+from edgekd.distill.teacher_recipe import TEACHER_EPOCHS, TEACHER_VIEWS
 
 
 @click.command("teacher")
@@ -18,17 +19,20 @@ from edgekd.cli.distill_cmd import echo_log, print_summary
 @click.option("--from-hf", "from_hf", default=None, type=click.Path(exists=True, file_okay=False),
               help="Import a local Hugging Face BERT sequence classifier (save_pretrained dir) as RUN/student.pt instead of training.")
 @click.option("--arch", default=None, help="Teacher model spec (see `edgekd models`). [default: the default teacher family]")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Maximum epochs.")
-@click.option("--patience", type=click.IntRange(min=0), default=6, show_default=True,
-              help="Stop after this many epochs without a better val accuracy (0: never stop early).")
+@click.option("--epochs", type=click.IntRange(min=1), default=TEACHER_EPOCHS, show_default=True,
+              help="Epochs (the cosine learning-rate schedule spans them).")
+@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Stop after this many epochs without a better val accuracy (0: never stop early; the best-on-val "
+              "weights are kept either way).")
 @click.option("--lr", type=FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of init and data order.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch CPU threads (0: one per core; 1 is often faster for small models on a busy machine).")
-@click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Train on N per-epoch shifted views of the train split (each image shifted by up to 0.075 of its side: "
-              "the views the default distillation recipe shows the student); 0: the clean images.")
+@click.option("--views", type=click.IntRange(min=0), default=TEACHER_VIEWS, show_default=True,
+              help="Train on N per-epoch shifted views of the train split, one per epoch (each image shifted by up to "
+              "0.075 of its side, whole pixels: none at 8x8): the views the default distillation recipe shows the "
+              "student, so the teacher has seen what it labels; 0: the clean images.")
 @click.option("-o", "--output", required=True, help="Run directory to create; the teacher is saved as RUN/student.pt.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (no progress output).")

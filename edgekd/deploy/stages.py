@@ -57,6 +57,7 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
     import numpy as np
 
     from edgekd import __version__
+    from edgekd.distill.teacher_recipe import TEACHER_VIEWS
     from edgekd.distill.teachers import load_teacher
     from edgekd.models import default_specs
 
@@ -72,7 +73,7 @@ def ensure_teacher(cfg: Any, ds: Any, log: Log) -> tuple[Path, HostAccuracy, str
         acc = HostAccuracy(val=float(np.mean(teacher.logits(ds.val.x).argmax(axis=1) == ds.val.y)),
                            test=float(np.mean(teacher.logits(ds.test.x).argmax(axis=1) == ds.test.y)))
         return path, acc, getattr(teacher, "spec", None) or path.name
-    run = Path(cfg.work_dir) / f"teacher-{_key(ds.fingerprint, DEFAULT_TEACHER, cfg.seed, cfg.teacher_epochs, __version__)}"
+    run = Path(cfg.work_dir) / f"teacher-{_key(ds.fingerprint, DEFAULT_TEACHER, cfg.seed, cfg.teacher_epochs, __version__, TEACHER_VIEWS)}"
     summary_path = run / "summary.json"
     if summary_path.is_file() and (run / "student.pt").is_file():
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
