@@ -92,7 +92,8 @@ def _recipe_help() -> str:
 @click.option("--max-len", type=click.IntRange(min=3), default=None, help="Text data: token sequence length (must match the teacher). [default: 32]")
 @click.option("--tokenizer", default=None, help="Text data: local tokenizer dir/file, or the text teacher's .pt to reuse its tokenizer. "
               "[default: WordPiece learned from the train split]")
-@click.option("--student", default=None, help="Student model spec, e.g. cnn:width=8,depth=2 (see `edgekd models`). [default: the default student]")
+@click.option("--student", default=None, help="Student model spec, e.g. cnn:width=8,depth=2 (see `edgekd models`). [default: the task's default "
+              "student, printed by `edgekd models`]")
 @click.option("--family", default=None, help="Your own model family: a builder module:function (e.g. my_pkg.my_models:build) "
               "returning an nn.Module; --student then names it (default: its smallest spec). See `edgekd models --help`.")
 @click.option("--family-grid", type=click.Path(dir_okay=False), default=None,
@@ -143,15 +144,14 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
       - loss: Hinton KD, T=4, alpha=0.5 (half hard labels, half T^2-scaled soft targets).
       - 40 epochs, AdamW lr 0.01, cosine decay; -o RUN/student.pt keeps the best-on-val epoch.
     What it bought over plain kd (val, mean of 3 seeds / 1 seed): mnist10k 97.40 vs 96.80 %,
-    digits 32x32 97.77 vs 96.28 %. What it did not: on mnist10k the 6.3k default student
-    recovers only ~0.25 of the teacher-student gap over CE on the same views (test 97.71 vs
-    97.24 %, teacher 99.20 %) -- it cannot fit the views (train accuracy ~97 %), so the teacher
-    has little room to add; the ~4x cnn:width=16,depth=3 recovers 0.20 (3 seeds: 0.53, 0.16,
-    -0.25). Students with a full-resolution first conv get most of the way on CE alone (3 seeds,
-    test: cnn:width=4,depth=4, 4.0k params, 98.07 %; cnn:width=6,depth=4, 8.9k, 98.71 %, KD
-    98.84 %): pick one of those with --student if accuracy per parameter matters more to you
-    than what KD adds. DKD, DIST, T 1/2, mixup views and a teacher assistant did not beat the
-    default recipe; see README.
+    digits 32x32 97.77 vs 96.28 %.
+    The defaults around it: the student is cnn:width=6,depth=4 (8.9k params, its first conv at
+    full resolution), the teacher (`edgekd teacher`) trains 20 epochs on the same 8 views. On
+    mnist10k (3 seeds, test): KD 99.11 % vs CE 98.71 % on the same views, teacher 99.47 %:
+    gap recovered 0.53, KD ahead on every seed; an epoch costs 1.05x a CE epoch
+    (scripts/bench_distill.py, README "Distillation"). A student that cannot fit the views gains
+    little: the earlier default cnn:width=8,depth=3 (strided stem) recovered 0.24.
+    DKD, DIST, T 1/2, mixup views and a teacher assistant did not beat this recipe; see README.
     Other recipes: kd (the same loss on the clean images only), kd-consistent (alpha 0.9),
     kd-consistent-t2 (temperature 2), kd-fm (function matching: the views also mixed by mixup,
     the teacher labels each mixed image, the hard term reads the mixed label), dkd-consistent,
