@@ -1,9 +1,8 @@
 """The teacher recipe: the DistillConfig `edgekd teacher`, `edgekd.api.train_teacher` and deploy's
 default teacher run — cross-entropy on labels over a whole cosine schedule (early stop only when asked),
 keep the best-on-val weights, on the students' per-epoch shifted views (`TEACHER_VIEWS`; `views` 0: the
-clean images). The
-default family is `edgekd.models.DEFAULT_TEACHER` (images) or the default BERT-style text teacher for
-text data. No torch at import.
+clean images). The default family is `edgekd.models.DEFAULT_TEACHER` (images) or the default BERT-style
+text teacher for text data. No torch at import.
 """
 from __future__ import annotations
 
