@@ -12,7 +12,9 @@ of sum_i s_i s_i^T, where s_i is the student's prior prediction split by group, 
 Measured (scripts/bench_transfer.py, `informative` row vs the mean of 20 random draws, k = 5, 26 held-out
 students within ±10 %, AMD EPYC AVX2 VM; pairs ORT 1 -> 2 threads / graph optimizations off -> on /
 OpenVINO -> ORT): session 4's quiet measurements 96 / 96 / 85 % vs 75 / 77 / 57 %; session 5's
-(load 3-9) 69 / 92 / 77 % vs 73 / 72 / 64 %. Better on average, not on every pair.
+(load 3-9) 69 / 92 / 77 % vs 73 / 72 / 64 %; session 6's (load 2-3), picked from 20 random pools of 16,
+86 / 89 / 83 % (worst pool 62 / 77 / 58 %) vs 83 / 74 / 61 %. Better on average, not on every pair; an
+I-optimal design (least average prediction variance) did worse offline (docs/ARCHITECTURE.md).
 Numpy only."""
 from __future__ import annotations
 
