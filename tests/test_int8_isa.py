@@ -1,13 +1,16 @@
-"""ONNX Runtime INT8 settings follow the device's ISA: 7-bit weights (reduce_range) on x86 without
-VNNI, where U8S8 kernels sum in saturating int16; full 8-bit weights with VNNI and on ARM. Both
-branches are exported for real by passing identities (this machine's own ISA does not matter)."""
+"""INT8 settings follow the device's ISA: ONNX Runtime 7-bit weights (reduce_range) on x86 without VNNI,
+where U8S8 kernels sum in saturating int16, full 8-bit weights with VNNI and on ARM; OpenVINO (NNCF)
+the overflow fix on the first layer without VNNI, none with it. Every runtime records its settings
+with the same keys. Both branches are exported for real by passing identities (this machine's own
+ISA does not matter)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from edgekd.runtimes import RUNTIMES, read_manifest
-from edgekd.runtimes.int8_settings import ort_int8_settings
+from edgekd.runtimes.int8_settings import (RULES, SETTINGS_KEYS, int8_settings, litert_int8_settings,
+                                           openvino_int8_settings, ort_int8_settings)
 
 AVX2_ONLY = {"arch": "x86_64", "isa": ["avx", "avx2", "fma", "sse4_2"]}
 AVX512_VNNI = {"arch": "x86_64", "isa": ["avx2", "avx512f", "avx512bw", "avx512_vnni"]}
@@ -113,3 +116,72 @@ def test_calibration_exports_follow_the_device_fingerprint(tmp_path):
     assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is True
     art = export_untrained(spec, shape, 10, "onnxruntime", "int8", tmp_path, device_identity=VNNI_FINGERPRINT)
     assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is False
+
+
+@pytest.mark.parametrize("identity", [None, AVX2_ONLY, AVX512_VNNI, ARM_DOT, {"isa": ["avx2"]}],
+                         ids=["none", "avx2", "vnni", "arm", "no-arch"])
+def test_every_runtime_records_the_same_keys(identity) -> None:
+    for runtime in RULES:
+        record = int8_settings(runtime, identity)
+        assert set(SETTINGS_KEYS) <= set(record), (runtime, record)
+        assert record["per_channel"] is True and record["rule"]
+    assert int8_settings("tensorrt", identity) is None  # INT8 built on the device: no rule here
+
+
+def test_openvino_rules_follow_vnni() -> None:
+    assert openvino_int8_settings(AVX2_ONLY)["overflow_fix"] == "first_layer_only"
+    assert "VPMADDUBSW" in openvino_int8_settings(AVX2_ONLY)["rule"]
+    assert openvino_int8_settings(AVX512_VNNI)["overflow_fix"] == "disable"
+    assert openvino_int8_settings(AVX512_VNNI)["weight_range"] == "8-bit"
+    assert openvino_int8_settings(ARM_DOT)["overflow_fix"] == "disable"
+    assert openvino_int8_settings(None)["overflow_fix"] == "first_layer_only"  # NNCF's own default
+    # LiteRT's quantizer takes nothing from the device: the same record for any identity
+    assert litert_int8_settings(AVX2_ONLY) == litert_int8_settings(AVX512_VNNI) == int8_settings("litert", None)
+
+
+def _first_ir_weight_range(xml) -> int:
+    """The largest |value| of the first INT8 weight constant of an OpenVINO IR (the first conv's)."""
+    import openvino as ov
+
+    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+        if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8":
+            return int(np.abs(op.get_data().astype(np.int32)).max())
+    raise AssertionError("the IR holds no INT8 weights")
+
+
+@pytest.mark.parametrize("identity,fix", [(AVX2_ONLY, "first_layer_only"), (AVX512_VNNI, "disable")],
+                         ids=["avx2", "vnni"])
+def test_openvino_export_applies_and_records_the_overflow_fix(identity, fix, tiny_teacher_ckpt, digits_small,
+                                                              tmp_path):
+    adapter = RUNTIMES.get("openvino")
+    if adapter.unavailable_reason():
+        pytest.skip(adapter.unavailable_reason())
+    from edgekd.models import load_model
+
+    model, info = load_model(tiny_teacher_ckpt)
+    calib = [{"input": digits_small.train.x[i:i + 1]} for i in range(64)]
+    out = adapter.export(model, info, tmp_path / "int8", precision="int8", calibration=calib, device_identity=identity)
+    manifest = read_manifest(out)
+    assert manifest["options"]["int8_settings"] == openvino_int8_settings(identity)
+    assert manifest["options"]["int8_settings"]["overflow_fix"] == fix
+    # the setting reached NNCF: the first conv's weights use half the range (|w| <= 64) with the fix
+    widest = _first_ir_weight_range(out / manifest["model_file"])
+    assert (widest <= 64) if fix == "first_layer_only" else (widest == 127)
+    # a cached artifact is reused for a device with the same settings only
+    assert adapter.fits_device(manifest, identity)
+    assert not adapter.fits_device(manifest, AVX512_VNNI if fix == "first_layer_only" else AVX2_ONLY)
+
+
+def test_joint_int8_record_reads_any_runtimes_settings(runtime_artifacts) -> None:
+    """`deploy.joint.int8_record` (what the joint deploy reports for its chosen artifact) gives the
+    manifest's settings with the runtime named, for OpenVINO and LiteRT as for ONNX Runtime."""
+    from edgekd.deploy.joint import int8_record
+
+    for runtime in ("onnxruntime", "openvino", "litert"):
+        if RUNTIMES.get(runtime).unavailable_reason():
+            continue
+        art = runtime_artifacts(runtime, "int8")
+        record = int8_record(str(art))
+        assert record == {"runtime": runtime, **int8_settings(runtime, None)}
+        assert set(SETTINGS_KEYS) <= set(record)
+    assert int8_record(str(runtime_artifacts("onnxruntime"))) is None  # fp32: nothing quantized

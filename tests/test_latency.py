@@ -183,6 +183,17 @@ def test_features_count_elementwise_work_by_kind():
     # stage's first projection writes one (what ONNX Runtime's INT8 graph kept float, see the feature)
     mnv2 = spec_features("mobilenetv2:resolution=32,width=0.35", (3, 32, 32), CLASSES)
     assert 0 < mnv2["branch_conv_macs"] < mnv2["conv_macs"]
+    # the model's `unfused_elements` term: the activations, gates and reductions no runtime folds into
+    # a conv (not the clamps, not the residual add), in M elements
+    from edgekd.latency.terms import TERM_NAMES, design_row
+
+    unfused = TERM_NAMES.index("unfused_elements")
+    assert design_row(f)[unfused] * 1e6 == (per_map + 4) + per_map + 2 * per_map
+    # MobileNetV3 (hard-swish, squeeze-excite) carries far more of it per MAC than MobileNetV2 (ReLU6,
+    # its only unfused op the final pool)
+    mnv3 = spec_features("mobilenetv3:layout=small,resolution=32,width=0.75", (3, 32, 32), CLASSES)
+    per_mac = {name: design_row(x)[unfused] / x["macs"] for name, x in (("v2", mnv2), ("v3", mnv3))}
+    assert per_mac["v3"] > 10 * per_mac["v2"] > 0
 
 
 def test_prior_from_target_datasheet_is_labelled_unmeasured():

@@ -68,6 +68,13 @@ def test_int8_export_is_calibrated_and_gated(runtime, runtime_artifacts):
     manifest = read_manifest(runtime_artifacts(runtime, "int8"))
     parity = manifest["parity"]
     assert manifest["precision"] == "int8" and parity["n"] > 200
+    # the quantizer's settings are in the manifest, the same keys whichever runtime wrote them (an export
+    # for no particular device: each quantizer's defaults, said so in the rule)
+    from edgekd.runtimes.int8_settings import SETTINGS_KEYS, int8_settings
+
+    wanted = int8_settings(runtime, None)
+    if wanted is not None:
+        assert manifest["options"]["int8_settings"] == wanted and set(SETTINGS_KEYS) <= set(wanted)
     assert parity["passed"] == (manifest["status"] == "ok")
     if parity["proxy"] is None:  # a real int8 run: close to torch, not identical
         assert 0 < parity["max_abs"] and parity["top1_agreement"] > 0.9 and parity["accuracy"] > 50

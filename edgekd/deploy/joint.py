@@ -164,10 +164,10 @@ def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable
 
 
 def int8_record(artifact: str | None) -> dict[str, Any] | None:
-    """The INT8 settings the chosen artifact was quantized with, as its manifest records them: ONNX
-    Runtime's follow the device's ISA (`options.int8_settings`, with the rule that chose them); the
-    other runtimes' quantizers take no device-dependent setting, so their record says so and lists
-    the options the manifest holds. None for an fp32/fp16 artifact or none at all."""
+    """The INT8 settings the chosen artifact was quantized with, as its manifest records them
+    (`options.int8_settings`, the same keys for every runtime: `runtimes.int8_settings.SETTINGS_KEYS`,
+    with the rule that chose them from the device's ISA). An artifact exported before its runtime
+    recorded them: what its manifest holds, said so. None for an fp32/fp16 artifact or none at all."""
     from pathlib import Path
 
     from edgekd.runtimes import read_manifest
@@ -180,6 +180,6 @@ def int8_record(artifact: str | None) -> dict[str, Any] | None:
     options = dict(man.get("options") or {})
     if isinstance(options.get("int8_settings"), dict):
         return {"runtime": man.get("runtime"), **options["int8_settings"]}
-    return {"runtime": man.get("runtime"), "rule": f"{man.get('runtime')}: no INT8 setting depends on the device's "
-                                                   "ISA; the quantizer's options as recorded",
+    return {"runtime": man.get("runtime"), "rule": f"{man.get('runtime')}: exported before INT8 settings were "
+                                                   "recorded; the quantizer's options as recorded",
             "options": options}

@@ -25,8 +25,7 @@ FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", 
 # and an INT8 runtime may run one in float behind a dequantize/quantize pair (ONNX Runtime's optimized
 # INT8 graphs of our exports keep HardSigmoid, the SE Mul, ReduceMean and residual Adds float);
 # adds are residual joins, muls squeeze-excite gates, reductions global pools. Recorded with every
-# measurement, not yet terms of the model: on the 16 ONNX Runtime INT8 students of
-# scripts/bench_scale.py (AVX2 EPYC, 2026-11-30) adding them did not raise the leave-one-out share.
+# measurement; act + mul + reduce together are the model's `unfused_elements` term (edgekd.latency.terms).
 ELEMENTWISE_KINDS = {
     "clamp_elements": ("relu", "relu6", "hardtanh", "clamp", "clamp_min", "clamp_max"),
     "act_elements": ("hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "tanh", "elu", "leaky_relu", "mish",

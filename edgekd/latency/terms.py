@@ -28,6 +28,15 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     # fit prices their MACs extra; an fp32 fit, where they cost what any conv does, keeps this at ~0
     ("branch_conv_macs", "extra per MMAC in convs at a graph fan-out (INT8 float islands)",
      lambda f, pad: f.get("branch_conv_macs", 0) / 1e6),
+    # elementwise ops no runtime folds into the conv before them: non-clamp activations (hard-swish,
+    # hard-sigmoid, SiLU, ...), gate multiplies (squeeze-excite) and reductions / pools (`features.
+    # ELEMENTWISE_KINDS`). Their own memory-bound kernels in fp32; in INT8 graphs float islands behind a
+    # dequantize / quantize pair. Leave-one-out on the 16 real-scale students of scripts/bench_scale.py
+    # (AVX2 EPYC, 1 thread, 2026-11-30, the run whose halves repeated 0.81-0.94): ONNX Runtime INT8
+    # 0.56 -> 0.94, OpenVINO fp32 0.75 -> 0.88, INT8 0.69 -> 0.94, LiteRT fp32 0.88 either way; on the
+    # micro space's 50-student sets of that day equal or better (0.86-1.00)
+    ("unfused_elements", "per M elements of unfused elementwise ops (non-clamp activations, gates, pools)",
+     lambda f, pad: (f.get("act_elements", 0) + f.get("mul_elements", 0) + f.get("reduce_elements", 0)) / 1e6),
     ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
     # matmuls outside layers: a transformer's attention (QK^T, probs x V) grows with the square of the
     # sequence length, which no layer count or layer MAC sees

@@ -10,20 +10,33 @@ quantization guide says the same and recommends `reduce_range` (7-bit weights) o
 the kernels use VPDPBUSD, which accumulates in int32, and ARM's kernels (SDOT/UDOT, I8MM, or NEON
 widening multiplies) do not saturate either: those keep the full 8-bit weight range.
 
-`ort_int8_settings(identity)` picks the settings from a device identity (an agent fingerprint or its
-`device_identity.hardware_identity`); the ONNX Runtime adapter applies them and records them, with the
-rule that chose them, in the artifact manifest (`options.int8_settings`). No identity (an export for no
-particular device): ONNX Runtime's defaults, recorded as such. Stdlib only.
+OpenVINO's CPU plugin (oneDNN) has the same int16 saturation on x86 without VNNI; NNCF's `overflow_fix`
+quantizes weights to half the 8-bit range where it matters, and NNCF recommends its FIRST_LAYER mode
+there (the first convolution reads the unnormalised-range image; ENABLE, every layer, if accuracy still
+drops). With VNNI or on ARM nothing saturates, so the full range (DISABLE). litert-torch's PT2E quantizer
+takes no setting that depends on the device: one full-integer model (symmetric per-channel int8 weights,
+int8 activations) for every device; LiteRT picks its kernels per ISA when it loads the model.
+
+`int8_settings(runtime, identity)` gives each runtime's record (`RULES`), every one with the keys of
+`SETTINGS_KEYS` (what quantized it, the types, per-channel, the weight range, the rule that chose them
+and the ISA facts it read) plus the runtime's own API argument (ONNX Runtime `reduce_range`, NNCF
+`overflow_fix` / `preset`). Each adapter applies its record and writes it, as it is, to the artifact
+manifest (`options.int8_settings`). No identity (an export for no particular device): the quantizer's
+defaults, recorded as such. Stdlib only.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from edgekd.device.identity import hardware_identity
 
 # any of these means the x86 integer dot product accumulates in int32 (no int16 saturation)
 X86_INT32_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 X86_ARCHES = frozenset({"x86_64", "amd64", "x86", "i686", "i386"})
+ARM_DOT_FLAGS = frozenset({"asimddp", "dotprod", "i8mm"})
+# what every runtime's record holds (the manifest's options.int8_settings), whichever runtime wrote it
+SETTINGS_KEYS = ("quantizer", "activation_type", "weight_type", "per_channel", "weight_range", "rule", "arch",
+                 "int32_dot")
 
 
 def _hardware(identity: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -40,27 +53,91 @@ def _hardware(identity: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return None
 
 
-def ort_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The quantize_static settings for the device `identity` describes, as a JSON-able record:
-    ``activation_type``, ``weight_type`` (ONNX Runtime QuantType names), ``reduce_range``, ``rule``
-    (why), ``arch`` and ``int32_dot`` (the ISA flags that decided, or None when unknown)."""
-    base = {"activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False}
+def _isa_facts(identity: Mapping[str, Any] | None) -> tuple[str | None, str | None, list[str] | None]:
+    """(kind, arch, int32_dot flags) of a device identity: kind is "x86-no-vnni", "x86-vnni", "other"
+    (a known non-x86 architecture), "unknown-arch" or None (no identity)."""
     hw = _hardware(identity)
     if hw is None:
-        return {**base, "rule": "no device identity: ONNX Runtime defaults (full 8-bit weights)",
-                "arch": None, "int32_dot": None}
+        return None, None, None
     arch = str(hw.get("arch") or "").lower()
     isa = {str(f).lower() for f in (hw.get("isa") or []) if isinstance(f, str)}
     if arch in X86_ARCHES:
         dot = sorted(isa & X86_INT32_DOT_FLAGS)
-        if not dot:
-            return {**base, "reduce_range": True, "arch": arch, "int32_dot": [],
-                    "rule": "x86 without VNNI: U8S8 kernels use VPMADDUBSW (saturating int16 sums); "
-                            "7-bit weights (reduce_range) cannot saturate"}
-        return {**base, "arch": arch, "int32_dot": dot,
-                "rule": f"x86 with {', '.join(dot)}: int32 dot products, full 8-bit weights"}
+        return ("x86-vnni" if dot else "x86-no-vnni"), arch, dot
     if not arch:
-        return {**base, "rule": "device architecture unknown: ONNX Runtime defaults (full 8-bit weights)",
-                "arch": None, "int32_dot": None}
-    return {**base, "arch": arch, "int32_dot": sorted(isa & {"asimddp", "dotprod", "i8mm"}),
-            "rule": f"{arch}: integer kernels do not saturate, full 8-bit weights"}
+        return "unknown-arch", None, None
+    return "other", arch, sorted(isa & ARM_DOT_FLAGS)
+
+
+def ort_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The quantize_static settings for the device `identity` describes, as a JSON-able record:
+    SETTINGS_KEYS (``activation_type`` / ``weight_type`` as ONNX Runtime QuantType names) and
+    ``reduce_range``; ``rule`` says why, ``arch`` and ``int32_dot`` (the ISA flags that decided, or
+    None when unknown)."""
+    record = _ort_rule(identity)
+    record.update(quantizer="onnxruntime quantize_static (QDQ)", per_channel=True,
+                  weight_range="7-bit" if record["reduce_range"] else "8-bit")
+    return record
+
+
+def _ort_rule(identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    kind, arch, dot = _isa_facts(identity)
+    full = {"activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False, "arch": arch, "int32_dot": dot}
+    rules = {
+        None: "no device identity: ONNX Runtime defaults (full 8-bit weights)",
+        "unknown-arch": "device architecture unknown: ONNX Runtime defaults (full 8-bit weights)",
+        "x86-vnni": f"x86 with {', '.join(dot or [])}: int32 dot products, full 8-bit weights",
+        "other": f"{arch}: integer kernels do not saturate, full 8-bit weights",
+    }
+    if kind == "x86-no-vnni":
+        return {**full, "reduce_range": True,
+                "rule": "x86 without VNNI: U8S8 kernels use VPMADDUBSW (saturating int16 sums); "
+                        "7-bit weights (reduce_range) cannot saturate"}
+    return {**full, "rule": rules[kind]}
+
+
+# NNCF's OverflowFix values (nncf.OverflowFix(value)) and the weight range each leaves
+OVERFLOW_FIX_RANGE = {"disable": "8-bit", "first_layer_only": "7-bit first layer, 8-bit elsewhere", "enable": "7-bit"}
+
+
+def openvino_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    """NNCF's quantize settings for the device `identity` describes (SETTINGS_KEYS plus ``overflow_fix``
+    and ``preset``, NNCF's own names): x86 without VNNI, the overflow fix on the first layer (NNCF's
+    recommendation for AVX2 / AVX-512 without VNNI); x86 with VNNI and other architectures, none;
+    unknown device, NNCF's default (first layer)."""
+    kind, arch, dot = _isa_facts(identity)
+    rules = {
+        None: ("first_layer_only", "no device identity: NNCF's default overflow fix (first layer's weights 7-bit)"),
+        "unknown-arch": ("first_layer_only", "device architecture unknown: NNCF's default overflow fix (first layer)"),
+        "x86-no-vnni": ("first_layer_only", "x86 without VNNI: oneDNN's u8s8 kernels (VPMADDUBSW) sum in saturating "
+                                            "int16; NNCF's overflow fix on the first layer, as NNCF recommends there"),
+        "x86-vnni": ("disable", f"x86 with {', '.join(dot or [])}: int32 dot products, full 8-bit weights"),
+        "other": ("disable", f"{arch}: integer kernels do not saturate, full 8-bit weights"),
+    }
+    fix, rule = rules[kind]
+    return {"quantizer": "nncf.quantize", "preset": "performance", "activation_type": "int8 (u8 where non-negative)",
+            "weight_type": "int8 symmetric", "per_channel": True, "overflow_fix": fix,
+            "weight_range": OVERFLOW_FIX_RANGE[fix], "rule": rule, "arch": arch, "int32_dot": dot}
+
+
+def litert_int8_settings(identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """litert-torch PT2E's settings: the same for every device (`identity` is not read; ``arch`` and
+    ``int32_dot`` are None: the artifact was made for none in particular)."""
+    return {"quantizer": "litert-torch PT2E (symmetric config)", "activation_type": "int8 per-tensor affine",
+            "weight_type": "int8 symmetric",
+            "per_channel": True, "full_integer": True, "weight_range": "8-bit",
+            "rule": "no litert-torch quantizer setting depends on the device: one full-integer model for every ISA "
+                    "(LiteRT picks its kernels when it loads the model)",
+            "arch": None, "int32_dot": None}
+
+
+# runtime -> its INT8 settings for a device identity (the adapters apply and record these)
+RULES: dict[str, Callable[[Mapping[str, Any] | None], dict[str, Any]]] = {
+    "onnxruntime": ort_int8_settings, "openvino": openvino_int8_settings, "litert": litert_int8_settings}
+
+
+def int8_settings(runtime: str, identity: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The INT8 settings `runtime` would export with for the device `identity` (None: a runtime without
+    a rule here, e.g. TensorRT, whose INT8 is built on the device)."""
+    rule = RULES.get(runtime)
+    return rule(identity) if rule else None

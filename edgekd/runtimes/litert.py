@@ -226,8 +226,11 @@ class LiteRTAdapter(AdapterBase):
             shape = [batch, shape[2], shape[3], shape[1]]
         options: dict[str, Any] = {"layout": layout, "batch": batch}
         if precision == "int8":
+            from edgekd.runtimes.int8_settings import litert_int8_settings
+
+            # the same for every device, so not a `device_options`: a cached artifact fits them all
             options.update(quantizer="pt2e", per_channel=True, full_integer=True,
-                           calibration_samples=calibration_samples)
+                           calibration_samples=calibration_samples, int8_settings=litert_int8_settings())
         manifest = build_manifest(torch_model, info, out_dir, fmt=self.format, runtime=self.name,
                                   precision=precision, model_file=MODEL_FILE, files=[MODEL_FILE], shape=shape,
                                   layout=layout,

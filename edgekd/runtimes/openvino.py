@@ -1,6 +1,7 @@
 """OpenVINO: IR (model.xml + model.bin) converted from the ONNX export; fp32 or NNCF INT8.
 
-INT8 is `nncf.quantize` on real training samples, or with `accuracy_control=True`
+INT8 is `nncf.quantize` on real training samples (its overflow fix following the device's ISA:
+`int8_settings.openvino_int8_settings`, recorded in the manifest's ``options.int8_settings``), or with `accuracy_control=True`
 `nncf.quantize_with_accuracy_control`, which keeps layers in fp32 until the drop on the labelled
 validation split is at most `max_drop` points. The runner compiles for the accelerator it is given
 (cpu -> "CPU", gpu -> "GPU", npu -> "NPU"; the thread count applies to the CPU only) and ALWAYS sets
@@ -98,24 +99,32 @@ def _accuracy_fn(input_name: str):  # type: ignore[no-untyped-def]
 
 
 def quantize_ir_int8(ov_model: Any, calibration: Calibration | None, *, batch: int, calibration_samples: int,
-                     accuracy_control: bool, max_drop: float, validation: tuple[np.ndarray, np.ndarray] | None) -> Any:
-    """NNCF post-training INT8 (optionally accuracy-bounded) of an OpenVINO model."""
+                     accuracy_control: bool, max_drop: float, validation: tuple[np.ndarray, np.ndarray] | None,
+                     settings: Mapping[str, Any] | None = None) -> Any:
+    """NNCF post-training INT8 (optionally accuracy-bounded) of an OpenVINO model. `settings`: the
+    device's `int8_settings.openvino_int8_settings` (preset, overflow fix); NNCF's defaults when None."""
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     from edgekd.runtimes.host import INPUT_NAME, calibration_arrays, export_step, quiet, split_rows
+    from edgekd.runtimes.int8_settings import openvino_int8_settings
 
+    chosen = dict(settings or openvino_int8_settings(None))
+    preset = nncf.QuantizationPreset(chosen["preset"])
+    advanced = AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(chosen["overflow_fix"]))
     rows = split_rows(calibration_arrays(calibration, INPUT_NAME, calibration_samples), batch)
     calib = nncf.Dataset(rows)
     with export_step("nncf quantization"), quiet():
         if not accuracy_control:
-            return nncf.quantize(ov_model, calib, subset_size=len(rows))
+            return nncf.quantize(ov_model, calib, subset_size=len(rows), preset=preset, advanced_parameters=advanced)
         if validation is None:
             raise ExportError("accuracy-controlled int8 needs a labelled validation split; pass --data")
         xv, yv = validation
         pairs = [(xv[i:i + batch], yv[i:i + batch]) for i in range(0, (len(xv) // batch) * batch, batch)]
         return nncf.quantize_with_accuracy_control(
             ov_model, calib, nncf.Dataset(pairs), validation_fn=_accuracy_fn(INPUT_NAME),
-            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(rows))
+            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(rows), preset=preset,
+            advanced_quantization_parameters=advanced)
 
 
 STANDALONE_LOADER = r'''
@@ -139,6 +148,16 @@ class OpenVINOAdapter(AdapterBase):
     listing_order = 20
     standalone_loader = STANDALONE_LOADER
 
+    def device_options(self, precision: str, device_identity: Mapping[str, Any] | None, *,
+                       task: str = "image") -> dict[str, Any]:
+        """INT8 image models: NNCF's settings for the device (`int8_settings.openvino_int8_settings`:
+        the overflow fix follows VNNI), what `export` applies and records as ``options.int8_settings``."""
+        if precision == "int8" and task != "text":
+            from edgekd.runtimes.int8_settings import openvino_int8_settings
+
+            return {"int8_settings": openvino_int8_settings(device_identity)}
+        return {}
+
     def unavailable_reason(self) -> str | None:
         try:
             _import_ov()
@@ -149,8 +168,10 @@ class OpenVINOAdapter(AdapterBase):
     def export(self, model: Any, info: Any, out_dir: Path, *, precision: str, calibration: Calibration | None,
                opset: int | None = None, batch: int = 1, dynamic_batch: bool = False,
                calibration_samples: int = 300, accuracy_control: bool = False, max_drop: float = 1.0,
-               validation: tuple[np.ndarray, np.ndarray] | None = None, **_: Any) -> Path:
-        """Export ONNX, convert to IR with fp32 weights, optionally NNCF-quantize, save."""
+               validation: tuple[np.ndarray, np.ndarray] | None = None,
+               device_identity: Mapping[str, Any] | None = None, **_: Any) -> Path:
+        """Export ONNX, convert to IR with fp32 weights, optionally NNCF-quantize, save. INT8 follows
+        `device_identity` (`device_options`), recorded in the manifest's ``options.int8_settings``."""
         from edgekd.runtimes.host import DEFAULT_OPSET, build_manifest, export_onnx, export_step, host_versions, quiet
 
         if precision not in self.precisions:
@@ -167,10 +188,11 @@ class OpenVINOAdapter(AdapterBase):
             export_onnx(model, info, onnx_path, opset=opset, batch=batch, dynamic_batch=dynamic_batch)
             with quiet():
                 ov_model = ov.convert_model(str(onnx_path))
+            int8 = self.device_options(precision, device_identity).get("int8_settings")
             if precision == "int8":
                 ov_model = quantize_ir_int8(ov_model, calibration, batch=batch, calibration_samples=calibration_samples,
                                             accuracy_control=accuracy_control, max_drop=max_drop,
-                                            validation=validation)
+                                            validation=validation, settings=int8)
             # compress_to_fp16 defaults to True in save_model: that would halve weights precision of an
             # "fp32" artifact, so it is off
             ov.save_model(ov_model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
@@ -179,7 +201,7 @@ class OpenVINOAdapter(AdapterBase):
                                    "precision_hint": HINTS[precision]}
         if precision == "int8":
             options.update(calibration_samples=calibration_samples, accuracy_control=accuracy_control,
-                           max_drop=max_drop if accuracy_control else None)
+                           max_drop=max_drop if accuracy_control else None, int8_settings=int8)
         manifest = build_manifest(model, info, out_dir, fmt=self.format, runtime=self.name, precision=precision,
                                   model_file=MODEL_FILE, files=[MODEL_FILE, WEIGHTS_FILE], shape=shape,
                                   versions=host_versions("openvino", "nncf"), options=options)
