@@ -194,6 +194,13 @@ def test_features_count_elementwise_work_by_kind():
     mnv3 = spec_features("mobilenetv3:layout=small,resolution=32,width=0.75", (3, 32, 32), CLASSES)
     per_mac = {name: design_row(x)[unfused] / x["macs"] for name, x in (("v2", mnv2), ("v3", mnv3))}
     assert per_mac["v3"] > 10 * per_mac["v2"] > 0
+    # `reduce_elements`, the pools and reductions on their own (LiteRT INT8 prices them apart): a
+    # ResNet's stem max pool reads the whole stem output (8 channels x 16 x 16 at 32 px), then the
+    # global pool reads the last map
+    reduce = TERM_NAMES.index("reduce_elements")
+    assert design_row(f)[reduce] * 1e6 == f["reduce_elements"] == 2 * per_map
+    rn = spec_features("resnet_basic:depth=10,resolution=32,width=8", (3, 32, 32), CLASSES)
+    assert design_row(rn)[reduce] * 1e6 == rn["reduce_elements"] > 8 * 16 * 16
 
 
 def test_prior_from_target_datasheet_is_labelled_unmeasured():
