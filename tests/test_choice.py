@@ -115,3 +115,19 @@ def test_a_tie_in_params_goes_to_the_more_accurate_resolution_not_the_spelling()
     assert best == specs[0]
     acc[specs[0]], acc[specs[1]] = 0.8848, 0.9219  # and the other way round
     assert frontier_search(specs, acc.__getitem__, 0.85, params=params.__getitem__).best == specs[1]
+
+
+def test_equal_size_and_accuracy_goes_to_the_faster_not_the_spelling():
+    """The joint bench at >= 10 M MACs (2026-12-01): ResNet-10 width 16 at 96 and 128 px, both 96.28 %
+    val (259 of 269), and the deploy took the 128 px one, slower, because "resolution=128" sorts
+    first. With the predicted latency as tiebreak the faster wins; without one, the old order."""
+    specs = ["resnet_basic:depth=10,resolution=128,width=16", "resnet_basic:depth=10,resolution=96,width=16"]
+    params = dict.fromkeys(specs, 309178)
+    acc = dict.fromkeys(specs, 0.9628)
+    latency = {specs[0]: 0.54, specs[1]: 0.31}
+    assert frontier_search(specs, acc.__getitem__, 0.85, params=params.__getitem__,
+                           tiebreak=latency.__getitem__).best == specs[1]
+    latency[specs[0]] = 0.2  # the tiebreak decides, whichever way
+    assert frontier_search(specs, acc.__getitem__, 0.85, params=params.__getitem__,
+                           tiebreak=latency.__getitem__).best == specs[0]
+    assert frontier_search(specs, acc.__getitem__, 0.85, params=params.__getitem__).best == specs[0]

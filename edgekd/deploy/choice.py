@@ -50,6 +50,7 @@ def frontier_search(
     *,
     params: Callable[[str], int],
     key: Callable[[str], float] | None = None,
+    tiebreak: Callable[[str], float] | None = None,
     rejected: Iterable[str] = (),
     max_distills: int | None = None,
 ) -> FrontierResult:
@@ -58,16 +59,19 @@ def frontier_search(
     `specs`: the candidates (any families, any order); `rejected`: specs already refused (over budget
     or under the floor on the device), never returned; `accuracy_of(spec)` distills (or reads a
     cached run) and returns the choosing accuracy; `params(spec)` orders specs inside a family.
+    `tiebreak(spec)` (deploy: the predicted latency) decides between specs equal in key, params and
+    accuracy, the smaller wins; without it, the spec's spelling.
     `max_distills` caps how many *new* specs are asked (already asked ones are free): when it runs
     out the result names the families left unexplored."""
     rejected = set(rejected)
     key = key or (lambda s: float(params(s)))
+    tiebreak = tiebreak or (lambda s: 0.0)
     by_family: dict[str, list[str]] = {}
     for s in dict.fromkeys(specs):
         if s not in rejected:
             by_family.setdefault(family_of(s), []).append(s)
     for fam in by_family.values():
-        fam.sort(key=lambda s: (params(s), key(s), s))
+        fam.sort(key=lambda s: (params(s), key(s), tiebreak(s), s))
     result = FrontierResult(best=None)
     budget = [max_distills if max_distills is not None else 10**9]
 
@@ -112,9 +116,10 @@ def frontier_search(
         # measured (the boundary always is), take the one with the smallest key: a winner is never
         # only inferred, so whatever names it (the choice, the failure report) has its accuracy; a tie
         # (same params: one architecture at two resolutions) goes to the more accurate, not to the
-        # spec's spelling ("resolution=128" sorts before "resolution=96")
+        # spec's spelling ("resolution=128" sorts before "resolution=96"); equally accurate too, to the
+        # faster (`tiebreak`)
         passing = [s for s in pool[hi:] if s in result.asked]
-        winner = min(passing, key=lambda s: (key(s), params(s), -result.asked[s], s))
+        winner = min(passing, key=lambda s: (key(s), params(s), -result.asked[s], tiebreak(s), s))
         if result.best is None or key(winner) < key(result.best):
             result.best = winner
     return result

@@ -127,14 +127,17 @@ def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable
                        students=len(table))
         views.append(v)
         rejected = under_floor.get(s.precision, set())
+        predicted = {spec: lat for spec, (lat, _) in table.items()}  # equal size and accuracy: the faster
         safe = [spec for spec in fast if table[spec][0] <= budget_ms / (1.0 + margin)] if margin > 0 else fast
-        spec = frontier_search(safe, accuracy_of, floor, params=s.params, rejected=rejected).best
+        spec = frontier_search(safe, accuracy_of, floor, params=s.params, rejected=rejected,
+                               tiebreak=predicted.__getitem__).best
         if margin > 0:
             s.say(f"round {round_no}: {where}{len(safe)} of them within budget / {1 + margin:.2f} (the largest "
                   f"under-prediction so far, {margin:.0%}) searched first: "
                   + (f"{spec} meets the floor" if spec else "none meets the floor; searching all within budget"))
         if spec is None and len(safe) < len(fast):
-            spec = frontier_search(fast, accuracy_of, floor, params=s.params, rejected=rejected).best
+            spec = frontier_search(fast, accuracy_of, floor, params=s.params, rejected=rejected,
+                                   tiebreak=predicted.__getitem__).best
         if spec is None:
             v.why = "no student within budget meets the floor" if fast else "no student predicted within budget"
             continue
