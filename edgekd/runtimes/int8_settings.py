@@ -69,31 +69,30 @@ def _isa_facts(identity: Mapping[str, Any] | None) -> tuple[str | None, str | No
     return "other", arch, sorted(isa & ARM_DOT_FLAGS)
 
 
+def _full_range_rule(arch: str | None, dot: list[str] | None) -> str:
+    """Why a device whose integer kernels do not saturate keeps full 8-bit weights (x86 with VNNI /
+    AMX, or another architecture): the same reason for every runtime."""
+    if arch in X86_ARCHES:
+        return f"x86 with {', '.join(dot or [])}: int32 dot products, full 8-bit weights"
+    return f"{arch}: integer kernels do not saturate, full 8-bit weights"
+
+
 def ort_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
     """The quantize_static settings for the device `identity` describes, as a JSON-able record:
     SETTINGS_KEYS (``activation_type`` / ``weight_type`` as ONNX Runtime QuantType names) and
     ``reduce_range``; ``rule`` says why, ``arch`` and ``int32_dot`` (the ISA flags that decided, or
     None when unknown)."""
-    record = _ort_rule(identity)
-    record.update(quantizer="onnxruntime quantize_static (QDQ)", per_channel=True,
-                  weight_range="7-bit" if record["reduce_range"] else "8-bit")
-    return record
-
-
-def _ort_rule(identity: Mapping[str, Any] | None) -> dict[str, Any]:
     kind, arch, dot = _isa_facts(identity)
-    full = {"activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False, "arch": arch, "int32_dot": dot}
-    rules = {
+    rule = {
         None: "no device identity: ONNX Runtime defaults (full 8-bit weights)",
         "unknown-arch": "device architecture unknown: ONNX Runtime defaults (full 8-bit weights)",
-        "x86-vnni": f"x86 with {', '.join(dot or [])}: int32 dot products, full 8-bit weights",
-        "other": f"{arch}: integer kernels do not saturate, full 8-bit weights",
-    }
-    if kind == "x86-no-vnni":
-        return {**full, "reduce_range": True,
-                "rule": "x86 without VNNI: U8S8 kernels use VPMADDUBSW (saturating int16 sums); "
-                        "7-bit weights (reduce_range) cannot saturate"}
-    return {**full, "rule": rules[kind]}
+        "x86-no-vnni": "x86 without VNNI: U8S8 kernels use VPMADDUBSW (saturating int16 sums); "
+                       "7-bit weights (reduce_range) cannot saturate",
+    }.get(kind) or _full_range_rule(arch, dot)
+    reduce_range = kind == "x86-no-vnni"
+    return {"quantizer": "onnxruntime quantize_static (QDQ)", "activation_type": "QInt8", "weight_type": "QInt8",
+            "per_channel": True, "reduce_range": reduce_range, "weight_range": "7-bit" if reduce_range else "8-bit",
+            "rule": rule, "arch": arch, "int32_dot": dot}
 
 
 # NNCF's OverflowFix values (nncf.OverflowFix(value)) and the weight range each leaves
@@ -106,15 +105,12 @@ def openvino_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]
     recommendation for AVX2 / AVX-512 without VNNI); x86 with VNNI and other architectures, none;
     unknown device, NNCF's default (first layer)."""
     kind, arch, dot = _isa_facts(identity)
-    rules = {
+    fix, rule = {
         None: ("first_layer_only", "no device identity: NNCF's default overflow fix (first layer's weights 7-bit)"),
         "unknown-arch": ("first_layer_only", "device architecture unknown: NNCF's default overflow fix (first layer)"),
         "x86-no-vnni": ("first_layer_only", "x86 without VNNI: oneDNN's u8s8 kernels (VPMADDUBSW) sum in saturating "
                                             "int16; NNCF's overflow fix on the first layer, as NNCF recommends there"),
-        "x86-vnni": ("disable", f"x86 with {', '.join(dot or [])}: int32 dot products, full 8-bit weights"),
-        "other": ("disable", f"{arch}: integer kernels do not saturate, full 8-bit weights"),
-    }
-    fix, rule = rules[kind]
+    }.get(kind) or ("disable", _full_range_rule(arch, dot))
     return {"quantizer": "nncf.quantize", "preset": "performance", "activation_type": "int8 (u8 where non-negative)",
             "weight_type": "int8 symmetric", "per_channel": True, "overflow_fix": fix,
             "weight_range": OVERFLOW_FIX_RANGE[fix], "rule": rule, "arch": arch, "int32_dot": dot}
