@@ -91,3 +91,29 @@ def test_joint_deploy_subprocess_lists_candidates_per_configuration_and_verifies
     assert manifest["precision"] == report["precision"]
     assert "chosen among 2 configurations" in subprocess.run(
         [c for c in cmd if c != "--json"], capture_output=True, text=True, timeout=900).stdout
+
+
+@pytest.mark.slow
+def test_joint_deploy_where_no_configuration_meets_the_floor_fails_with_its_report(tiny_teacher_ckpt, tmp_path,
+                                                                                  tmp_path_factory):
+    """No student of any configuration reaches the floor (99.9 % after one epoch of the tiny teacher):
+    the deploy ends `failed` with its report and the no-candidate exit code, every configuration's
+    view saying so, and no plot (there is nothing to draw). It used to die on the plot's error."""
+    from edgekd.cli.deploy_cmd import NO_CANDIDATE_EXIT
+
+    calibrated = calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
+    profile = copy_profile(calibrated["path"], tmp_path)
+    cmd = [sys.executable, "-m", "edgekd", "deploy", "--target", "cpu", "--device", "inprocess",
+           "--teacher", str(tiny_teacher_ckpt), "--threads", "1", "--format", "onnx", "--precision", "fp32,int8",
+           "--budget-ms", "1", "--min-accuracy", "0.999", "--epochs", "1", "--max-rounds", "1",
+           "--profile", str(profile), "--profiles-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+           "-o", str(tmp_path / "bundle"), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == NO_CANDIDATE_EXIT, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "failed" and report["chosen"] is None
+    views = [v for views in report["candidates"] for v in views]
+    assert {(v["runtime"], v["precision"]) for v in views} == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+    assert not any(v["winner"] for v in views) and "plot" not in report["joint"]
+    assert not (tmp_path / "w" / "joint-candidates.png").exists()

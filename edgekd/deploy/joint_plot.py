@@ -16,6 +16,18 @@ def _ms(v: float) -> str:
     return f"{v * 1e3:.3g} µs" if v < 1 else f"{v:.4g} ms"
 
 
+def _points(report: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(round number, view) of every configuration's winner in `report`'s rounds."""
+    rounds = [r for r in report.get("candidates") or [] if r]
+    return [(i + 1, v) for i, views in enumerate(rounds) for v in views if v.get("winner")]
+
+
+def has_candidates(report: dict[str, Any]) -> bool:
+    """True when some configuration of some round had a student within budget meeting the floor (a
+    deploy where none had ends `failed` with nothing to draw)."""
+    return bool(_points(report))
+
+
 def plot_joint(report: dict[str, Any], out: str | Path) -> Path:
     """Write the plot of a joint deploy `report` (its `candidates`) to `out` (.png / .svg / .pdf)."""
     import matplotlib
@@ -24,7 +36,7 @@ def plot_joint(report: dict[str, Any], out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rounds = [r for r in report.get("candidates") or [] if r]
-    points = [(i + 1, v) for i, views in enumerate(rounds) for v in views if v.get("winner")]
+    points = _points(report)
     if not points:
         raise ConfigError("the deploy report has no joint candidate to plot (no configuration had a student "
                           "within budget meeting the floor)")

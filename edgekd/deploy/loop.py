@@ -85,10 +85,13 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
                            if s.joint else None)
         report["candidates"] = outcome.choices  # per round, each configuration's winner and why it won or lost
         ship(s, report, outcome, goal)
-        if s.joint and any(report["candidates"] or ()):
-            from edgekd.deploy.joint_plot import plot_joint
+        if s.joint:
+            from edgekd.deploy.joint_plot import has_candidates, plot_joint
 
-            report["joint"]["plot"] = str(plot_joint(report, s.work / "joint-candidates.png"))
+            # nothing to draw when no configuration had a student within budget meeting the floor:
+            # the deploy then ends `failed` with its report, not on the plot's error
+            if has_candidates(report):
+                report["joint"]["plot"] = str(plot_joint(report, s.work / "joint-candidates.png"))
         report["wall_s"] = round(time.perf_counter() - start, 1)
         return report
     finally:
