@@ -47,7 +47,7 @@ TERM_GROUPS: dict[str, tuple[str, ...]] = {
     "layers": ("conv", "depthwise_conv", "linear"),
     "conv": ("conv_macs", "conv_pad_macs", "branch_conv_macs"),
     "depthwise": ("depthwise_macs",),
-    "linear": ("linear_macs", "matmul_macs"),
+    "linear": ("linear_macs", "matmul_macs", "matvec_conv_macs"),  # matrix products, not convolutions
     "memory": ("params", "activation_bytes", "unfused_elements", "reduce_elements"),  # elementwise: memory-bound
 }
 # what corrections fitted before the groups were recorded with them used (no `layers` group, and the

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgekd.errors import ProfileError
-from edgekd.latency.features import LEGACY_PAD_BLOCK, padded_conv_macs
+from edgekd.latency.features import LEGACY_PAD_BLOCK, matvec_conv_macs, padded_conv_macs
 
 # Terms of the model, in order: (name, unit label, function of (raw feature dict, channel pad blocks)).
 TERMS: tuple[tuple[str, str, Any], ...] = (
@@ -46,6 +46,16 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     ("reduce_elements", "extra per M elements entering pools and reductions",
      lambda f, pad: f.get("reduce_elements", 0) / 1e6),
     ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
+    # dense convs that are matrix-vector products (1x1 conv on a 1x1 map: squeeze-excite's FCs), on top
+    # of their conv MACs: memory-bound, the same time at every input resolution, which a cost per conv
+    # MAC cannot say (it made MobileNetV3 at low resolution too fast and at high resolution too slow).
+    # Found by OpenVINO's per-node profile (FullyConnected: 0.50 ms of MobileNetV3-large's 4.2 ms at
+    # 160 px and of 7.0 ms at 224 px). Leave-one-out on the real-scale students of scripts/bench_scale.py
+    # (AVX2 EPYC, 1 thread): OpenVINO fp32 0.88 -> 1.00 (run F, 24 students) and 0.69 -> 0.94 (run D,
+    # 16), ONNX Runtime INT8 0.88 -> 1.00 on D; OpenVINO INT8 on D and LiteRT fp32 on C lose one student
+    # (0.94 -> 0.88); the rest and the micro space's committed set unchanged
+    ("matvec_conv_macs", "extra per MMAC in convs that are matrix-vector products (1x1 conv on a 1x1 map)",
+     lambda f, pad: matvec_conv_macs(f) / 1e6),
     # matmuls outside layers: a transformer's attention (QK^T, probs x V) grows with the square of the
     # sequence length, which no layer count or layer MAC sees
     ("matmul_macs", "per MMAC in matmuls outside layers (attention)", lambda f, pad: f.get("matmul_macs", 0) / 1e6),
