@@ -201,6 +201,19 @@ def test_features_count_elementwise_work_by_kind():
     assert design_row(f)[reduce] * 1e6 == f["reduce_elements"] == 2 * per_map
     rn = spec_features("resnet_basic:depth=10,resolution=32,width=8", (3, 32, 32), CLASSES)
     assert design_row(rn)[reduce] * 1e6 == rn["reduce_elements"] > 8 * 16 * 16
+    # `matvec_conv_macs`, the convs that are matrix-vector products (1x1 conv on a 1x1 map): the SE's
+    # two FCs (4 -> 2 -> 4 channels), not the 3x3 conv; the same at any resolution (OpenVINO runs them as
+    # FullyConnected, memory-bound), none in a ResNet
+    from edgekd.latency.features import matvec_conv_macs
+
+    matvec = TERM_NAMES.index("matvec_conv_macs")
+    assert matvec_conv_macs(f) == 4 * 2 + 2 * 4 == design_row(f)[matvec] * 1e6
+    # (at 64 px and up: at 32 px the last stage's map is 1x1 too, and its pointwise convs are matvecs)
+    v3_at = [spec_features(f"mobilenetv3:layout=small,resolution={r},width=0.75", (3, r, r), CLASSES) for r in (64, 128)]
+    assert matvec_conv_macs(v3_at[0]) == matvec_conv_macs(v3_at[1]) > 0
+    assert v3_at[1]["conv_macs"] > 3 * v3_at[0]["conv_macs"]  # while the conv MACs grow with the pixels
+    rn64 = spec_features("resnet_basic:depth=10,resolution=64,width=8", (3, 64, 64), CLASSES)
+    assert matvec_conv_macs(rn64) == 0 and matvec_conv_macs({"macs": 1}) == 0  # features without conv shapes
 
 
 def test_prior_from_target_datasheet_is_labelled_unmeasured():
