@@ -109,13 +109,14 @@ def test_calibrate_select_deploy_and_reload(tmp_path: Path, tiny_teacher_ckpt: P
     measured = [r["spec"] for r in report["rows"] if r["ok"]]
     # the user family is sampled like a built-in (about a quarter of --count), off its own grid
     mixers = [s for s in measured if s.startswith("mixer:")]
-    assert mixers and not set(mixers) & set(_space(tmp_path))
+    space = set(_space(tmp_path))
+    assert mixers and not set(mixers) & space
 
     sel = _edgekd(["select", "--profile", profile, "--budget-ms", "1000", "--json", *FAMILY], tmp_path)
     assert sel.returncode == 0, sel.stderr
     ranked = json.loads(sel.stdout)["candidates"]
     mine = [c for c in ranked if c["spec"].startswith("mixer:") and c["latency_source"] == "predicted"]
-    assert {c["spec"] for c in mine} == set(_space(tmp_path))  # every student of the family, predicted
+    assert {c["spec"] for c in mine} == space  # every student of the family, predicted
     assert all(c["latency_ms"] > 0 for c in mine)
     # (the calibration's own mixers, off the grid, are candidates too: measured, as any profiled model)
     assert {c["spec"] for c in ranked if c["spec"].startswith("mixer:") and c["latency_source"] == "measured"} \
