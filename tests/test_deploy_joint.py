@@ -53,6 +53,18 @@ def test_a_bad_joint_format_list_is_one_line_exit_2(tmp_path):
     one_line_error(out, "tensorrt")
 
 
+def _joint_deploy(teacher, tmp_path, tmp_path_factory, *, floor: str, epochs: str, rounds: str) -> list[str]:
+    """`edgekd deploy` choosing among ONNX Runtime fp32 and int8 at a 1 ms budget, on a private copy of
+    the shared calibrated profile (its fp32 model; int8 is calibrated by the deploy)."""
+    calibrated = calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
+    profile = copy_profile(calibrated["path"], tmp_path)
+    return [sys.executable, "-m", "edgekd", "deploy", "--target", "cpu", "--device", "inprocess",
+            "--teacher", str(teacher), "--threads", "1", "--format", "onnx", "--precision", "fp32,int8",
+            "--budget-ms", "1", "--min-accuracy", floor, "--epochs", epochs, "--max-rounds", rounds,
+            "--profile", str(profile), "--profiles-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
+            "-o", str(tmp_path / "bundle"), "--json"]
+
+
 @pytest.mark.slow
 def test_joint_deploy_subprocess_lists_candidates_per_configuration_and_verifies(tiny_teacher_ckpt, tmp_path,
                                                                                tmp_path_factory):
@@ -60,13 +72,7 @@ def test_joint_deploy_subprocess_lists_candidates_per_configuration_and_verifies
     budget (1 ms) holds every micro student in both, and the floor is 50 %, so the choice is made
     by the rule, not by what fits: each configuration's smallest student meeting the floor, then the
     best val accuracy per MB. The winner must be verified on the device in its own configuration."""
-    calibrated = calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
-    profile = copy_profile(calibrated["path"], tmp_path)
-    cmd = [sys.executable, "-m", "edgekd", "deploy", "--target", "cpu", "--device", "inprocess",
-           "--teacher", str(tiny_teacher_ckpt), "--threads", "1", "--format", "onnx", "--precision", "fp32,int8",
-           "--budget-ms", "1", "--min-accuracy", "0.5", "--epochs", "2", "--max-rounds", "2",
-           "--profile", str(profile), "--profiles-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
-           "-o", str(tmp_path / "bundle"), "--json"]
+    cmd = _joint_deploy(tiny_teacher_ckpt, tmp_path, tmp_path_factory, floor="0.5", epochs="2", rounds="2")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -101,13 +107,7 @@ def test_joint_deploy_where_no_configuration_meets_the_floor_fails_with_its_repo
     view saying so, and no plot (there is nothing to draw). It used to die on the plot's error."""
     from edgekd.cli.deploy_cmd import NO_CANDIDATE_EXIT
 
-    calibrated = calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
-    profile = copy_profile(calibrated["path"], tmp_path)
-    cmd = [sys.executable, "-m", "edgekd", "deploy", "--target", "cpu", "--device", "inprocess",
-           "--teacher", str(tiny_teacher_ckpt), "--threads", "1", "--format", "onnx", "--precision", "fp32,int8",
-           "--budget-ms", "1", "--min-accuracy", "0.999", "--epochs", "1", "--max-rounds", "1",
-           "--profile", str(profile), "--profiles-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
-           "-o", str(tmp_path / "bundle"), "--json"]
+    cmd = _joint_deploy(tiny_teacher_ckpt, tmp_path, tmp_path_factory, floor="0.999", epochs="1", rounds="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == NO_CANDIDATE_EXIT, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
