@@ -210,8 +210,7 @@ def padded_conv_macs(features: Mapping[str, Any], cin_block: int, cout_block: in
         return -(-n // block) * block
 
     extra = 0.0
-    for i, item in enumerate(str(shapes).split()):
-        cin, cout, macs = (int(v) for v in item.split(":"))
+    for i, (cin, cout, macs) in enumerate(conv_shape_items(shapes)):
         per_pair = macs / max(1, cin * cout)
         extra += per_pair * up(cout, cout_block) * (cin if i == 0 else up(cin, cin_block)) - macs
     return extra
@@ -224,11 +223,14 @@ def matvec_conv_macs(features: Mapping[str, Any]) -> float:
     resolution; OpenVINO runs it as FullyConnected (profiled on the AVX2 EPYC, MobileNetV3-large at
     160 and 224 px: 0.50 ms of 4.2 and 7.0 ms in FullyConnected either way). Reads `conv_shapes`
     (0 for features recorded before it)."""
-    total = 0
-    for item in str(features.get("conv_shapes") or "").split():
+    return float(sum(macs for cin, cout, macs in conv_shape_items(features.get("conv_shapes")) if macs == cin * cout))
+
+
+def conv_shape_items(shapes: str | None) -> Iterator[tuple[int, int, int]]:
+    """(cin, cout, macs) per dense conv of a `conv_shapes` string ("cin:cout:macs ..."; none for None)."""
+    for item in str(shapes or "").split():
         cin, cout, macs = (int(v) for v in item.split(":"))
-        total += macs if macs == cin * cout else 0
-    return float(total)
+        yield cin, cout, macs
 
 
 @functools.lru_cache(maxsize=512)
