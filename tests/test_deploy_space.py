@@ -83,6 +83,25 @@ def test_calibration_encloses_the_grid_not_the_family_range() -> None:
     assert min(int(parse_spec(s)[1]["resolution"]) for s in wide) >= 96
 
 
+def test_calibration_of_a_resolution_grid_spans_its_macs_not_only_its_params() -> None:
+    """A student's params do not change with its resolution, so the sample is ranked by MACs where specs
+    take one: the smallest and the largest student around the grid by MACs are both in it. (Ranked by
+    params, the smallest pick was width 0.35 at 20 px, and the smallest real-scale students were
+    over-predicted 10-25 % by a full calibration that had nothing their size.)"""
+    from edgekd.deploy.spaces import grid_specs
+    from edgekd.latency.features import spec_features
+    from edgekd.latency.search_space import CALIBRATION_SIZE_MARGIN, _family_variants, calibration_specs
+
+    def size(spec: str) -> int:
+        return spec_features(spec, (1, 8, 8), 10)["macs"]
+
+    space = grid_specs({"mobilenetv2": {"width": [0.35, 0.5], "resolution": [12, 16]}})
+    cap = CALIBRATION_SIZE_MARGIN * max(size(s) for s in space)
+    macs = {s: size(s) for s in _family_variants("mobilenetv2", space) if s not in set(space) and size(s) <= cap}
+    sample = calibration_specs(2, families=["mobilenetv2"], space=space, input_shape=(1, 8, 8))
+    assert {min(macs[s] for s in sample), max(macs[s] for s in sample)} == {min(macs.values()), max(macs.values())}
+
+
 @pytest.mark.parametrize("extra,words", [
     (["--space", "bogus"], "is neither a search space (micro, real) nor a YAML grid file"),
     (["--space", "real"], "students run at 96-260 px and the teacher at the data's 8x8"),
