@@ -16,8 +16,14 @@ to the run's anchor floor when it was clearly slowed, as `edgekd profile calibra
 For each pair the source model (fitted on the source's `--count` untrained students; for (d) the
 committed profile's own model) is adapted with k = 0, 1, 3, 5, 10 measurements of the target
 (random calibration students, `--draws` draws) by each method of `edgekd.latency.transfer`, and
-predicts the 26 held-out search-space students measured on the target: the share within ±10 % of
+predicts the held-out search-space students measured on the target: the share within ±10 % of
 their measured p50. The target's own full calibration (fitted on all `--count`) is the reference.
+
+`--space micro` (default): the 26 students the default deploy searches (8x8 digits, 6-200 us), where
+a runtime's per-call overhead is most of the time and a shared VM's noise caps what any model can
+predict. `--space real`: the 30 students of `edgekd deploy --space real` (MobileNetV2/V3,
+EfficientNet-lite, ResNet-10/18/34 at 96-260 px, ms), calibrated on `--count` untrained students
+around them; pairs (a)-(c) only (the committed profile models the micro space) and no deploys.
 
 Then `edgekd deploy --target cpu` as real subprocesses (cached teacher in runs/deploy):
   foreign_deploy    profiles dir holding only a foreign profile built from this run: the
@@ -50,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,7 +65,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHAPE, CLASSES = (1, 8, 8), 10
+SHAPE, CLASSES = (1, 8, 8), 10  # the micro space's input; see `Space` for the real one
 KS = (0, 1, 3, 5, 10)
 
 
@@ -74,13 +81,45 @@ PAIRS = {"a": ("ort-t1", "ort-t2"), "b": ("ort-noopt", "ort-t1"), "c": ("openvin
          "d": ("committed", DEPLOY_CONFIG)}
 
 
-def sessions(arts_ort: dict[str, Path], config: str):
+@dataclass(frozen=True)
+class Space:
+    """Which students a run calibrates on and holds out, at which input, with which pairs."""
+
+    name: str
+    shape: tuple[int, ...]  # the data's input; a spec's own resolution= overrides H x W
+    classes: int
+    pairs: dict[str, tuple[str, str]]
+    min_count: int  # timed runs per model per round, at least
+
+    def fit_and_held(self, count: int) -> tuple[list[str], list[str]]:
+        from edgekd.latency.search_space import calibration_specs, student_families, student_specs
+
+        if self.name == "micro":
+            return calibration_specs(count, seed=0), student_specs()
+        families = student_families(scale="real")
+        return (calibration_specs(count, seed=0, families=families, input_shape=self.shape, num_classes=self.classes),
+                student_specs(scale="real", families=families))
+
+    def input_of(self, spec: str) -> tuple[int, ...]:
+        from edgekd.models import spec_input_shape
+
+        return tuple(spec_input_shape(spec, self.shape))
+
+
+# micro: what the default deploy searches (8x8 digits, 6-200 us); real: the ImageNet-scale families at
+# 96-260 px (`--space real`, ms), where compute, not the per-call overhead, is the time. Pair (d) needs
+# the committed profile's model, which covers the micro space only.
+SPACES = {"micro": Space("micro", SHAPE, CLASSES, PAIRS, 200),
+          "real": Space("real", (3, 224, 224), 1000, {p: PAIRS[p] for p in "abc"}, 20)}
+
+
+def sessions(arts_ort: dict[str, Path], config: str, space: Space):
     """{spec: step()} running each model once with random input in `config`."""
     import onnxruntime as ort
 
-    x = np.random.default_rng(0).standard_normal((1, *SHAPE)).astype(np.float32)
     steps = {}
     for spec in arts_ort:
+        x = np.random.default_rng(0).standard_normal((1, *space.input_of(spec))).astype(np.float32)
         man = json.loads((arts_ort[spec] / "manifest.json").read_text())
         onnx_file = arts_ort[spec] / man["model_file"]
         if config == "openvino":  # OpenVINO compiles the very same ONNX file: same model, other runtime
@@ -90,7 +129,7 @@ def sessions(arts_ort: dict[str, Path], config: str):
                                                                      "PERFORMANCE_HINT": "LATENCY",
                                                                      "INFERENCE_PRECISION_HINT": "f32"})
             request = compiled.create_infer_request()
-            steps[spec] = (lambda r=request: r.infer({0: x}))
+            steps[spec] = (lambda r=request, x=x: r.infer({0: x}))
             continue
         opts = ort.SessionOptions()
         opts.inter_op_num_threads = 1
@@ -101,11 +140,11 @@ def sessions(arts_ort: dict[str, Path], config: str):
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         sess = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        steps[spec] = (lambda s=sess, n=name: s.run(None, {n: x}))
+        steps[spec] = (lambda s=sess, n=name, x=x: s.run(None, {n: x}))
     return steps
 
 
-def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, work: Path
+def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, work: Path, space: Space
             ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, float]]:
     """Interleaved rounds over every (config, spec), each timed with the speed anchor alongside
     (`edgekd.bench.anchor`). Returns ({config: {spec: steady {p50_ms, p90_ms, p99_ms}}}, {config: {spec: raw p50 ms}},
@@ -115,9 +154,9 @@ def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, wor
     from edgekd.latency.calibrate import export_untrained
     from edgekd.latency.anchor import anchor_floor, pick_round, steady_latency
 
-    arts_ort = {s: export_untrained(s, SHAPE, CLASSES, "onnxruntime", "fp32", work) for s in specs}
+    arts_ort = {s: export_untrained(s, space.shape, space.classes, "onnxruntime", "fp32", work) for s in specs}
     print(f"exported {len(specs)} untrained students to ONNX", flush=True)
-    steps = {c: sessions(arts_ort, c) for c in configs}
+    steps = {c: sessions(arts_ort, c, space) for c in configs}
     anchor = SpeedAnchor()
     raw: dict[str, dict[str, float]] = {c: {} for c in configs}
     rounds_of: dict[str, dict[str, list[dict[str, float]]]] = {c: {s: [] for s in specs} for c in configs}
@@ -127,7 +166,7 @@ def measure(configs: list[str], specs: list[str], rounds: int, min_s: float, wor
         t0 = time.perf_counter()
         for c, s in (jobs if r % 2 == 0 else list(reversed(jobs))):
             _, times, anchor_times = anchored_timing_loop(steps[c][s], anchor, warmup_count=10, warmup_s=0.05,
-                                                          min_count=200, min_s=min_s, max_s=10.0)
+                                                          min_count=space.min_count, min_s=min_s, max_s=10.0)
             summary = anchor_summary(times, anchor_times)
             anchors.append(summary["p50_ms"])
             raw[c][s] = min(float(np.median(times)) / 1e6, raw[c].get(s, float("inf")))
@@ -160,20 +199,20 @@ def share_within(model, feats: dict, lat: dict, held: list[str]) -> float:
 
 
 def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[str], draws: int,
-                   pool: int = 16) -> dict:
+                   pool: int = 16, space: Space = SPACES["micro"]) -> dict:
     from edgekd.latency.model import Sample, fit_latency_model
     from edgekd.latency.features import spec_features
     from edgekd.latency.design import informative_students
     from edgekd.latency.transfer import METHODS, Point, transferred_model
 
-    feats = {s: spec_features(s, SHAPE, CLASSES) for s in fit + held}
+    feats = {s: spec_features(s, space.shape, space.classes) for s in fit + held}
 
     def native(config: str):
         return fit_latency_model([Sample(s, feats[s], {"p50_ms": lat[config][s]}) for s in fit], config)
 
     out: dict = {"within": {}, "full": {}, "median_err": {}, "informative": {}, "pools": {}}
     rng = np.random.default_rng(0)
-    for pair, (src, dst) in PAIRS.items():
+    for pair, (src, dst) in space.pairs.items():
         base = committed_model() if src == "committed" else native(src)
         out["full"][pair] = share_within(native(dst), feats, lat[dst], held)
         out["within"][pair] = {}
@@ -211,13 +250,13 @@ def transfer_table(lat: dict[str, dict[str, float]], fit: list[str], held: list[
     return out
 
 
-def speed_ratios(lat: dict, held: list[str]) -> dict[str, float]:
+def speed_ratios(lat: dict, held: list[str], space: Space = SPACES["micro"]) -> dict[str, float]:
     """Median over the held-out students of target p50 / source p50 (the committed model's prediction
     stands in for the other machine's measurements)."""
     from edgekd.latency.features import spec_features
 
     out = {}
-    for pair, (src, dst) in PAIRS.items():
+    for pair, (src, dst) in space.pairs.items():
         if src == "committed":
             model = committed_model()
             source = {s: model.predict(spec_features(s, SHAPE, CLASSES), "p50_ms") for s in held}
@@ -342,35 +381,44 @@ def main() -> None:
     ap.add_argument("--save-measurements", default=None, metavar="PATH")
     ap.add_argument("--log-dir", default=None, metavar="DIR", help="write each deploy's whole log (stderr) there")
     ap.add_argument("--load-measurements", default=None, metavar="PATH", help="reuse a saved measurement file")
+    ap.add_argument("--space", default="micro", choices=sorted(SPACES),
+                    help="micro: the default deploy's students (8x8 digits, us; pairs a-d and the deploys); "
+                         "real: the ImageNet-scale families at 96-260 px (ms; pairs a-c, no deploys)")
     args = ap.parse_args()
 
     from edgekd.agent.fingerprint import cpu_model
-    from edgekd.latency.search_space import calibration_specs, student_specs
 
-    fit, held = calibration_specs(args.count, seed=0), student_specs()
+    space = SPACES[args.space]
     load_before = os.getloadavg()
     if args.load_measurements:
         saved = json.loads(Path(args.load_measurements).read_text())
+        if saved.get("space", "micro") != space.name:
+            print(f"error: {args.load_measurements} holds measurements of the {saved.get('space', 'micro')!r} "
+                  f"space; pass --space {saved.get('space', 'micro')}", file=sys.stderr)
+            sys.exit(2)
         lat, load_measuring = saved["p50_ms"], saved.get("load_avg_measuring")
         lat_raw, anchor_figs, stats = saved.get("p50_ms_raw"), saved.get("anchor"), saved.get("latency")
+        fit, held = (saved["fit"], saved["held"]) if "fit" in saved else space.fit_and_held(args.count)
     else:
+        fit, held = space.fit_and_held(args.count)
         configs = list(dict.fromkeys(["ort-t1", "ort-t2", "ort-noopt", "openvino", DEPLOY_CONFIG]))
-        stats, lat_raw, anchor_figs = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate")
+        stats, lat_raw, anchor_figs = measure(configs, fit + held, args.rounds, args.min_s, ROOT / "runs" / "calibrate",
+                                              space)
         lat = {c: {s: v["p50_ms"] for s, v in row.items()} for c, row in stats.items()}
         load_measuring = [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()]
     if args.save_measurements:
-        Path(args.save_measurements).write_text(json.dumps({"p50_ms": lat, "latency": stats, "p50_ms_raw": lat_raw,
+        Path(args.save_measurements).write_text(json.dumps({"space": space.name, "p50_ms": lat, "latency": stats, "p50_ms_raw": lat_raw,
                                                             "anchor": anchor_figs,
                                                             "fit": fit, "held": held,
                                                             "load_avg_measuring": load_measuring}))
-    res = transfer_table(lat, fit, held, args.draws, args.pool)
+    res = transfer_table(lat, fit, held, args.draws, args.pool, space)
     # the same table from the raw p50s (lowest of the rounds, no anchor): what the anchor changes
-    res_raw = transfer_table(lat_raw, fit, held, args.draws) if lat_raw else None
-    ratios = speed_ratios(lat, held)
+    res_raw = transfer_table(lat_raw, fit, held, args.draws, space=space) if lat_raw else None
+    ratios = speed_ratios(lat, held, space)
     print(f"\nheld-out search-space students within ±10 % of measured p50 (target device), mean over {args.draws} "
           f"draws of k random target points; fitted on {len(fit)} per device; held out {len(held)}")
     print(f"{'pair':30s} {'method':11s} " + " ".join(f"{'k=' + str(k):>6s}" for k in KS) + f" {'full cal':>9s} {'tgt/src':>8s}")
-    for pair, (src, dst) in PAIRS.items():
+    for pair, (src, dst) in space.pairs.items():
         for method, row in res["within"][pair].items():
             print(f"({pair}) {src + ' -> ' + dst:25s} {method:11s} " + " ".join(f"{row[k]:6.0%}" for k in KS)
                   + f" {res['full'][pair]:9.0%} {ratios[pair]:7.2f}x")
@@ -378,25 +426,25 @@ def main() -> None:
 
     print(f"\nthe same, {DEFAULT_METHOD}, on the k calibration students that most inform its per-kind scales "
           "(deterministic, one draw; deploy measures students near the budget instead)")
-    for pair, (src, dst) in PAIRS.items():
+    for pair, (src, dst) in space.pairs.items():
         row = res["informative"][pair]
         print(f"({pair}) {src + ' -> ' + dst:25s} {'informative':11s} " + " ".join(f"{row[k]:6.0%}" for k in KS))
     print(f"\nthe same picks from {args.draws} random pools of {args.pool} of the {len(fit)} calibration students: "
           "mean (worst pool)")
-    for pair, (src, dst) in PAIRS.items():
+    for pair, (src, dst) in space.pairs.items():
         row = res["pools"][pair]
         print(f"({pair}) {src + ' -> ' + dst:25s} {'pools':11s} "
               + " ".join(f"{row[k][0]:4.0%} ({row[k][1]:3.0%})" for k in KS))
     if res_raw:
         print(f"\nthe same, {DEFAULT_METHOD}, from raw p50s (lowest of {args.rounds} rounds, machine state not divided out)")
-        for pair, (src, dst) in PAIRS.items():
+        for pair, (src, dst) in space.pairs.items():
             row = res_raw["within"][pair][DEFAULT_METHOD]
             print(f"({pair}) {src + ' -> ' + dst:25s} {'raw':11s} " + " ".join(f"{row[k]:6.0%}" for k in KS)
                   + f" {res_raw['full'][pair]:9.0%}")
     out: dict = {
-        "within_10pct": {p: {str(k): round(v, 3) for k, v in res["within"][p][DEFAULT_METHOD].items()} for p in PAIRS},
+        "within_10pct": {p: {str(k): round(v, 3) for k, v in res["within"][p][DEFAULT_METHOD].items()} for p in space.pairs},
         "within_10pct_by_method": {p: {m: {str(k): round(v, 3) for k, v in row.items()}
-                                       for m, row in res["within"][p].items()} for p in PAIRS},
+                                       for m, row in res["within"][p].items()} for p in space.pairs},
         "full_calibration_within_10pct": {p: round(v, 3) for p, v in res["full"].items()},
         "within_10pct_informative_picks": {p: {str(k): round(v, 3) for k, v in row.items()}
                                            for p, row in res["informative"].items()},
@@ -406,11 +454,11 @@ def main() -> None:
         "measurement": "steady p50: edgekd.latency.anchor.pick_round + steady_latency, as calibration keeps",
         "anchor": anchor_figs,
         **({"within_10pct_raw": {p: {str(k): round(v, 3) for k, v in res_raw["within"][p][DEFAULT_METHOD].items()}
-                                 for p in PAIRS},
+                                 for p in space.pairs},
             "full_calibration_within_10pct_raw": {p: round(v, 3) for p, v in res_raw["full"].items()}}
            if res_raw else {}),
         "method": DEFAULT_METHOD, "median_speed_ratio_target_over_source": {p: round(v, 3) for p, v in ratios.items()},
-        "fit_on": len(fit), "held_out": len(held), "draws": args.draws, "rounds": args.rounds,
+        "space": space.name, "fit_on": len(fit), "held_out": len(held), "draws": args.draws, "rounds": args.rounds,
         "load_avg_measuring": load_measuring,  # 1/5/15-min load averages before and after the measurements
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
     }
@@ -422,9 +470,12 @@ def main() -> None:
             print(f"  {c:10s} {r['within_10pct']:5.0%} of {r['students']}  (held out: {r['held_within_10pct']:.0%}; "
                   f"ratio {r['min']:.2f}-{r['max']:.2f})")
         out["repeatability_within_10pct"] = rep
-    best = {p: min((k for k in KS if res["within"][p][DEFAULT_METHOD][k] >= 0.9), default=None) for p in PAIRS}
+    best = {p: min((k for k in KS if res["within"][p][DEFAULT_METHOD][k] >= 0.9), default=None) for p in space.pairs}
     out["smallest_k_reaching_90pct"] = best
     deploys = [] if args.skip_deploy else [d.strip() for d in args.deploys.split(",") if d.strip()]
+    if deploys and space.name != "micro":  # the deploys are README command 1 and its variants: the micro space
+        print(f"\n(no deploy subprocesses with --space {space.name}: they deploy the default micro space)")
+        deploys = []
     unknown = sorted(set(deploys) - set(DEPLOYS))
     if unknown:
         sys.exit(f"error: unknown --deploys {', '.join(unknown)}; use some of {', '.join(DEPLOYS)}")

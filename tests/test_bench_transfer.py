@@ -3,6 +3,9 @@ measurement runs, the ceiling its within-10 % tables are read against."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def bench():
     spec = importlib.util.spec_from_file_location("bench_transfer", ROOT / "scripts" / "bench_transfer.py")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    sys.modules["bench_transfer"] = mod  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.modules.pop("bench_transfer", None)
 
 
 def test_repeatability_divides_out_the_runs_speed_ratio_and_scores_the_held_out_students(bench):
@@ -28,3 +35,19 @@ def test_repeatability_divides_out_the_runs_speed_ratio_and_scores_the_held_out_
     assert r["students"] == 5 and r["within_10pct"] == 0.8  # median ratio 2: ratios 1, 1, 1.05, 1, 1.5
     assert r["held_within_10pct"] == 0.5  # h1 agrees, h2 does not
     assert r["min"] == 1.0 and r["max"] == 1.5
+
+
+def test_the_real_space_runs_each_student_at_its_resolution_with_the_pairs_it_can_score(bench):
+    real = bench.SPACES["real"]
+    assert real.input_of("mobilenetv2:resolution=96,width=0.35") == (3, 96, 96)
+    assert set(real.pairs) == {"a", "b", "c"}  # (d) is the committed profile's micro-space model
+    assert set(bench.SPACES["micro"].pairs) == {"a", "b", "c", "d"}
+
+
+def test_measurements_of_another_space_are_refused_in_one_line(tmp_path):
+    saved = tmp_path / "m.json"
+    saved.write_text(json.dumps({"space": "real", "p50_ms": {}, "fit": [], "held": []}))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_transfer.py"), "--load-measurements",
+                           str(saved), "--skip-deploy"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"error: {saved} holds measurements of the 'real' space; pass --space real"]
