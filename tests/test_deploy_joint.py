@@ -53,26 +53,41 @@ def test_a_bad_joint_format_list_is_one_line_exit_2(tmp_path):
     one_line_error(out, "tensorrt")
 
 
-def _joint_deploy(teacher, tmp_path, tmp_path_factory, *, floor: str, epochs: str, rounds: str) -> list[str]:
-    """`edgekd deploy` choosing among ONNX Runtime fp32 and int8 at a 1 ms budget, on a private copy of
-    the shared calibrated profile (its fp32 model; int8 is calibrated by the deploy)."""
-    calibrated = calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
-    profile = copy_profile(calibrated["path"], tmp_path)
+def test_a_calibration_count_too_small_to_fit_is_refused(tmp_path):
+    out = CliRunner().invoke(main, ["deploy", "--calibrate-count", "5", "--work-dir", str(tmp_path)])
+    assert out.exit_code == 2 and "'--calibrate-count': 5 is not in the range x>=6" in out.output
+    assert not any(tmp_path.iterdir())
+
+
+def _joint_deploy(teacher, profile, out, *, floor: str, epochs: str, rounds: str) -> list[str]:
+    """`edgekd deploy` choosing among ONNX Runtime fp32 and int8 at a 1 ms budget, on `profile`, writing
+    under `out` (work dir, bundle)."""
     return [sys.executable, "-m", "edgekd", "deploy", "--target", "cpu", "--device", "inprocess",
             "--teacher", str(teacher), "--threads", "1", "--format", "onnx", "--precision", "fp32,int8",
             "--budget-ms", "1", "--min-accuracy", floor, "--epochs", epochs, "--max-rounds", rounds,
-            "--profile", str(profile), "--profiles-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"),
-            "-o", str(tmp_path / "bundle"), "--json"]
+            "--profile", str(profile), "--profiles-dir", str(profile.parent), "--calibrate-count", "6",
+            "--work-dir", str(out / "w"),
+            "-o", str(out / "bundle"), "--json"]
 
 
 @pytest.mark.slow
-def test_joint_deploy_subprocess_lists_candidates_per_configuration_and_verifies(tiny_teacher_ckpt, tmp_path,
-                                                                               tmp_path_factory):
-    """A real `edgekd deploy` process choosing among ONNX Runtime fp32 and int8 on this machine. The
-    budget (1 ms) holds every micro student in both, and the floor is 50 %, so the choice is made
-    by the rule, not by what fits: each configuration's smallest student meeting the floor, then the
-    best val accuracy per MB. The winner must be verified on the device in its own configuration."""
-    cmd = _joint_deploy(tiny_teacher_ckpt, tmp_path, tmp_path_factory, floor="0.5", epochs="2", rounds="2")
+def test_joint_deploy_subprocess_verifies_then_fails_with_its_report_where_nothing_meets_the_floor(
+        tiny_teacher_ckpt, tmp_path, tmp_path_factory, capsys):
+    """Real `edgekd deploy` processes choosing among ONNX Runtime fp32 and int8 on this machine, on a
+    private copy of the shared calibrated profile (its fp32 model; int8 is calibrated by the deploy).
+
+    First the budget (1 ms) holds every micro student in both, and the floor is 50 %, so the choice is
+    made by the rule, not by what fits: each configuration's smallest student meeting the floor, then
+    the best val accuracy per MB. The winner must be verified on the device in its own configuration.
+    Then, on the profile that deploy wrote, no student of any configuration reaches the floor (99.9 %
+    after one epoch of the tiny teacher): the deploy ends `failed` with its report and the
+    no-candidate exit code, every configuration's view saying so, and no plot (there is nothing to
+    draw). It used to die on the plot's error."""
+    from edgekd.cli.deploy_cmd import NO_CANDIDATE_EXIT, print_report
+
+    calibrated = calibrated_profile(tmp_path_factory.getbasetemp() / "latency-profile")
+    profile = copy_profile(calibrated["path"], tmp_path)
+    cmd = _joint_deploy(tiny_teacher_ckpt, profile, tmp_path / "ok", floor="0.5", epochs="2", rounds="2")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -93,21 +108,15 @@ def test_joint_deploy_subprocess_lists_candidates_per_configuration_and_verifies
     assert (final["spec"], final["precision"]) == (won["winner"], won["precision"]) == \
         (report["chosen"]["spec"], report["precision"])
     assert final["measured_ms"] <= report["budget_ms"] and final["accuracy"] >= 0.5
-    manifest = json.loads((tmp_path / "bundle" / "artifact" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "ok" / "bundle" / "artifact" / "manifest.json").read_text())
     assert manifest["precision"] == report["precision"]
-    assert "chosen among 2 configurations" in subprocess.run(
-        [c for c in cmd if c != "--json"], capture_output=True, text=True, timeout=900).stdout
+    assert (tmp_path / "ok" / "w" / "joint-candidates.png").is_file()
+    print_report(report)  # what the command prints without --json
+    assert "chosen among 2 configurations" in capsys.readouterr().out
+    action = report["latency_trust"]["action"]  # the reference's model: kept, adapted or recalibrated
+    assert "fell back" not in action or "fell back to calibration on 6 students" in action
 
-
-@pytest.mark.slow
-def test_joint_deploy_where_no_configuration_meets_the_floor_fails_with_its_report(tiny_teacher_ckpt, tmp_path,
-                                                                                  tmp_path_factory):
-    """No student of any configuration reaches the floor (99.9 % after one epoch of the tiny teacher):
-    the deploy ends `failed` with its report and the no-candidate exit code, every configuration's
-    view saying so, and no plot (there is nothing to draw). It used to die on the plot's error."""
-    from edgekd.cli.deploy_cmd import NO_CANDIDATE_EXIT
-
-    cmd = _joint_deploy(tiny_teacher_ckpt, tmp_path, tmp_path_factory, floor="0.999", epochs="1", rounds="1")
+    cmd = _joint_deploy(tiny_teacher_ckpt, profile, tmp_path / "none", floor="0.999", epochs="1", rounds="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == NO_CANDIDATE_EXIT, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -116,4 +125,4 @@ def test_joint_deploy_where_no_configuration_meets_the_floor_fails_with_its_repo
     views = [v for views in report["candidates"] for v in views]
     assert {(v["runtime"], v["precision"]) for v in views} == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     assert not any(v["winner"] for v in views) and "plot" not in report["joint"]
-    assert not (tmp_path / "w" / "joint-candidates.png").exists()
+    assert not (tmp_path / "none" / "w" / "joint-candidates.png").exists()

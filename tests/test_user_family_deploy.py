@@ -124,6 +124,7 @@ def test_calibrate_select_deploy_and_reload(tmp_path: Path, tiny_teacher_ckpt: P
     assert any(not c["spec"].startswith("mixer:") for c in ranked)  # with the built-in ones
 
     dep = _edgekd(["deploy", *_digits_run(tmp_path, tiny_teacher_ckpt), "--profile", profile, "--family-only",
+                   "--calibrate-count", "6",
                    "--json", *FAMILY], tmp_path)
     assert dep.returncode == 0, dep.stderr[-3000:]
     out = json.loads(dep.stdout)

@@ -8,6 +8,7 @@ import time
 import click
 
 from edgekd.cli.params import FloatRange, PassHelpCommand, agent_key, family_options, space_option
+from edgekd.deploy.config import DeployConfig
 
 
 NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answer, not a usage error
@@ -50,6 +51,9 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
               help="Shorthand for --compress prune:ratio=R: also prune this fraction of channels before export.")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True, help="Distillation epochs per student.")
 @click.option("--profile", default=None, help="Device profile name or path (default: named after the device).")
+@click.option("--calibrate-count", type=click.IntRange(min=6), default=DeployConfig.calibrate_count, show_default=True,
+              help="Untrained students a calibration of this device measures when it has no latency model to use "
+                   "or adapt (at least 6). Fewer is quicker on a slow device; more predicts better.")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--work-dir", default="runs/deploy", show_default=True, type=click.Path(file_okay=False),
               help="Cache of the teacher, distilled students and exports (a second run reuses them).")
@@ -62,7 +66,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
             tokenizer: str | None, output: str | None,
             fmt: str | None, precision: str | None, threads: int | None, max_rounds: int, compress: tuple[str, ...],
             prune: float | None, epochs: int,
-            profile: str | None, profiles_dir: str, work_dir: str, space: str | None, family: str | None,
+            profile: str | None, calibrate_count: int, profiles_dir: str, work_dir: str, space: str | None, family: str | None,
             family_grid: str | None,
             family_only: bool, as_json: bool) -> None:
     """Pick the smallest student that meets the latency budget on the device, build it, prove it.
@@ -93,7 +97,8 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
                         percentile=int(percentile), min_accuracy=min_accuracy, teacher=teacher, data=data,
                         image_size=image_size, max_len=max_len, tokenizer=tokenizer, output=output, format=fmt, precision=precision, threads=threads,
                         max_rounds=max_rounds, compress=[parse_pass_spec(spec, "--compress") for spec in compress] or None,
-                        prune=prune, epochs=epochs, profile=profile, profiles_dir=profiles_dir, work_dir=work_dir,
+                        prune=prune, epochs=epochs, profile=profile, calibrate_count=calibrate_count,
+                        profiles_dir=profiles_dir, work_dir=work_dir,
                         space=space, family=family, family_grid=family_grid, family_only=family_only, log=log)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
