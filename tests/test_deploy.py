@@ -224,3 +224,14 @@ def test_deploy_bad_input_exits_2(tiny_teacher_ckpt, tmp_path):
         out = CliRunner().invoke(main, ["deploy", *args, "--work-dir", str(tmp_path / "w")])
         assert out.exit_code == 2, (args, out.output)
         assert needle in out.output
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--calibrate-count", "5"], "'--calibrate-count': 5 is not in the range x>=6"),
+    (["--min-seconds", "0"], "'--min-seconds': 0.0 is not in the range x>=0.05"),
+    (["--min-seconds", "nan"], "'--min-seconds'"),
+])
+def test_timing_and_calibration_flags_out_of_range_are_refused_before_any_work(args, words, tmp_path):
+    out = CliRunner().invoke(main, ["deploy", *args, "--work-dir", str(tmp_path / "w")])
+    assert out.exit_code == 2 and words in out.output, out.output
+    assert not any(tmp_path.iterdir())

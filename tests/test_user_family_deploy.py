@@ -19,6 +19,7 @@ EXAMPLES = ROOT / "examples"
 GRID = str(EXAMPLES / "my_grid.yaml")
 FAMILY = ["--family", "my_models:build", "--family-grid", GRID]
 FAST_TIMING = ["--threads", "1"]
+FAST_VERIFY = ["--min-seconds", "0.2"]  # deploy's timed loops (the test checks the loop, not a figure)
 
 
 def _edgekd(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -73,7 +74,7 @@ def test_unknown_layer_kinds_get_latency_features() -> None:
 
 def _digits_run(tmp_path: Path, tiny_teacher_ckpt: Path) -> list[str]:
     return ["--target", "cpu", "--teacher", str(tiny_teacher_ckpt), "--budget-ms", "5", "--min-accuracy", "0.5",
-            "--epochs", "2", "--max-rounds", "2", *FAST_TIMING, "-o", "bundle", "--work-dir", "work"]
+            "--epochs", "2", "--max-rounds", "2", *FAST_TIMING, *FAST_VERIFY, "-o", "bundle", "--work-dir", "work"]
 
 
 @pytest.mark.parametrize("family,grid,words", [

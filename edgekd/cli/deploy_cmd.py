@@ -53,7 +53,12 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 @click.option("--profile", default=None, help="Device profile name or path (default: named after the device).")
 @click.option("--calibrate-count", type=click.IntRange(min=6), default=DeployConfig.calibrate_count, show_default=True,
               help="Untrained students a calibration of this device measures when it has no latency model to use "
-                   "or adapt (at least 6). Fewer is quicker on a slow device; more predicts better.")
+                   "or adapt (at least 6; an extra configuration of a joint choice measures at most "
+                   f"{DeployConfig.joint_calibrate_count}). Fewer is quicker on a slow device; more predicts better.")
+@click.option("--min-seconds", "min_s", type=FloatRange(min=0.05), default=DeployConfig.min_s, show_default=True,
+              help="Length of each timed loop on the device: the teacher is timed in 3 such rounds, each student "
+                   "verified in one (longer again when its figure is within noise of the budget). Shorter is "
+                   "quicker and noisier.")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--work-dir", default="runs/deploy", show_default=True, type=click.Path(file_okay=False),
               help="Cache of the teacher, distilled students and exports (a second run reuses them).")
@@ -66,7 +71,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
             tokenizer: str | None, output: str | None,
             fmt: str | None, precision: str | None, threads: int | None, max_rounds: int, compress: tuple[str, ...],
             prune: float | None, epochs: int,
-            profile: str | None, calibrate_count: int, profiles_dir: str, work_dir: str, space: str | None, family: str | None,
+            profile: str | None, calibrate_count: int, min_s: float, profiles_dir: str, work_dir: str, space: str | None, family: str | None,
             family_grid: str | None,
             family_only: bool, as_json: bool) -> None:
     """Pick the smallest student that meets the latency budget on the device, build it, prove it.
@@ -97,7 +102,7 @@ def command(target: str, device: str | None, key_file: str | None, budget_ms: fl
                         percentile=int(percentile), min_accuracy=min_accuracy, teacher=teacher, data=data,
                         image_size=image_size, max_len=max_len, tokenizer=tokenizer, output=output, format=fmt, precision=precision, threads=threads,
                         max_rounds=max_rounds, compress=[parse_pass_spec(spec, "--compress") for spec in compress] or None,
-                        prune=prune, epochs=epochs, profile=profile, calibrate_count=calibrate_count,
+                        prune=prune, epochs=epochs, profile=profile, calibrate_count=calibrate_count, min_s=min_s,
                         profiles_dir=profiles_dir, work_dir=work_dir,
                         space=space, family=family, family_grid=family_grid, family_only=family_only, log=log)
     if as_json:

@@ -25,7 +25,8 @@ Latency models (`ensure_config_models`): the reference configuration (the first:
 the budget are measured there) goes through the drift check and transfer of `edgekd.deploy.trust`;
 each other configuration uses this device's own model when the profile has one fitted on this
 identity, else is calibrated on `joint_calibrate_count` untrained students (fewer than the
-reference's `calibrate_count`: every round's measurement joins and corrects its model). Host side.
+reference's `calibrate_count`, and never more: every round's measurement joins and corrects its
+model). Host side.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
                 if a.status == "trusted" and not s.unmeasured_families():
                     entry["action"] = "this device's model, used as it is"
                 else:
-                    specs = s.calibration_specs(s.cfg.joint_calibrate_count)
+                    specs = s.calibration_specs(min(s.cfg.joint_calibrate_count, s.cfg.calibrate_count))
                     n = len(specs)
                     s.say(f"latency model: none of this device for {s.model_key}"
                           + (" (or none measured on this search space's families)" if a.status == "trusted" else "")
