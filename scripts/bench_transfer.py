@@ -328,6 +328,8 @@ def repeatability(lat: dict[str, dict[str, float]], other: dict[str, dict[str, f
     out = {}
     for c in sorted(set(lat) & set(other)):
         specs = sorted(set(lat[c]) & set(other[c]))
+        if not specs:  # both runs measured the configuration, on no student in common
+            continue
         r = np.array([other[c][s] / lat[c][s] for s in specs])
         r = r / np.median(r)
         on_held = np.array([x for s, x in zip(specs, r) if s in set(held)])
@@ -363,6 +365,28 @@ def deploy(args: list[str], label: str, log: Path | None = None) -> dict:
                         "verdict": r["verdict"]} for r in report.get("rounds") or []]}
 
 
+def fail(message: str) -> None:
+    """A bad argument or file: one line on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def saved_measurements(path: str, space: Space, flag: str) -> dict[str, Any]:
+    """A file written by --save-measurements, of `space`; anything else is a one-line error (exit 2)."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"{flag} {path}: cannot read it ({exc.strerror or exc}); pass a file written by --save-measurements")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        fail(f"{flag} {path} is not JSON; pass a file written by --save-measurements")
+    if not isinstance(saved, dict) or not isinstance(saved.get("p50_ms"), dict):
+        fail(f"{flag} {path} holds no p50_ms table; pass a file written by --save-measurements")
+    if saved.get("space", "micro") != space.name:
+        fail(f"{flag} {path} holds measurements of the {saved.get('space', 'micro')!r} space; "
+             f"pass --space {saved.get('space', 'micro')}")
+    return saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=24, help="untrained calibration students per device")
@@ -389,13 +413,15 @@ def main() -> None:
     from edgekd.agent.fingerprint import cpu_model
 
     space = SPACES[args.space]
+    # every argument and file is checked before anything is measured (minutes) or written
+    deploys = [] if args.skip_deploy else [d.strip() for d in args.deploys.split(",") if d.strip()]
+    unknown = sorted(set(deploys) - set(DEPLOYS))
+    if unknown:
+        fail(f"unknown --deploys {', '.join(unknown)}; use some of {', '.join(DEPLOYS)}")
+    other = saved_measurements(args.repeat_of, space, "--repeat-of") if args.repeat_of else None
     load_before = os.getloadavg()
     if args.load_measurements:
-        saved = json.loads(Path(args.load_measurements).read_text())
-        if saved.get("space", "micro") != space.name:
-            print(f"error: {args.load_measurements} holds measurements of the {saved.get('space', 'micro')!r} "
-                  f"space; pass --space {saved.get('space', 'micro')}", file=sys.stderr)
-            sys.exit(2)
+        saved = saved_measurements(args.load_measurements, space, "--load-measurements")
         lat, load_measuring = saved["p50_ms"], saved.get("load_avg_measuring")
         lat_raw, anchor_figs, stats = saved.get("p50_ms_raw"), saved.get("anchor"), saved.get("latency")
         fit, held = (saved["fit"], saved["held"]) if "fit" in saved else space.fit_and_held(args.count)
@@ -463,7 +489,7 @@ def main() -> None:
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
     }
     if args.repeat_of:
-        rep = repeatability(lat, json.loads(Path(args.repeat_of).read_text())["p50_ms"], held)
+        rep = repeatability(lat, other["p50_ms"], held)
         print(f"\nthe same students in two measurement runs ({args.repeat_of}): p50s within ±10 % of each other "
               "(global speed ratio divided out)")
         for c, r in rep.items():
@@ -472,16 +498,12 @@ def main() -> None:
         out["repeatability_within_10pct"] = rep
     best = {p: min((k for k in KS if res["within"][p][DEFAULT_METHOD][k] >= 0.9), default=None) for p in space.pairs}
     out["smallest_k_reaching_90pct"] = best
-    deploys = [] if args.skip_deploy else [d.strip() for d in args.deploys.split(",") if d.strip()]
     if deploys and space.name != "micro":  # the deploys are README command 1 and its variants: the micro space
         print(f"\n(no deploy subprocesses with --space {space.name}: they deploy the default micro space)")
         deploys = []
-    unknown = sorted(set(deploys) - set(DEPLOYS))
-    if unknown:
-        sys.exit(f"error: unknown --deploys {', '.join(unknown)}; use some of {', '.join(DEPLOYS)}")
     if "foreign" in deploys and (not stats or args.foreign_source not in stats):
-        sys.exit(f"error: the measurements lack full latency figures of {args.foreign_source!r} (p90 for the "
-                 "foreign profile); re-measure without --load-measurements")
+        fail(f"the measurements lack full latency figures of {args.foreign_source!r} (p90 for the "
+             "foreign profile); re-measure without --load-measurements")
     exe = str(ROOT / ".venv" / "bin" / "edgekd")
 
     def log_of(name: str) -> Path | None:

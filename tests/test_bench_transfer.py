@@ -44,10 +44,30 @@ def test_the_real_space_runs_each_student_at_its_resolution_with_the_pairs_it_ca
     assert set(bench.SPACES["micro"].pairs) == {"a", "b", "c", "d"}
 
 
-def test_measurements_of_another_space_are_refused_in_one_line(tmp_path):
-    saved = tmp_path / "m.json"
-    saved.write_text(json.dumps({"space": "real", "p50_ms": {}, "fit": [], "held": []}))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_transfer.py"), "--load-measurements",
-                           str(saved), "--skip-deploy"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"error: {saved} holds measurements of the 'real' space; pass --space real"]
+@pytest.mark.parametrize("args,words", [
+    (["--load-measurements", "REAL"], "--load-measurements REAL holds measurements of the 'real' space; pass --space real"),
+    (["--repeat-of", "REAL"], "--repeat-of REAL holds measurements of the 'real' space; pass --space real"),
+    (["--space", "real", "--repeat-of", "MICRO"], "--repeat-of MICRO holds measurements of the 'micro' space; "
+                                                  "pass --space micro"),
+    (["--load-measurements", "MISSING"], "--load-measurements MISSING: cannot read it (No such file or directory)"),
+    (["--load-measurements", "GARBLED"], "--load-measurements GARBLED is not JSON"),
+    (["--space", "real", "--deploys", "foriegn"], "unknown --deploys foriegn; use some of foreign, committed, demo"),
+])
+def test_bad_arguments_and_files_are_refused_in_one_line_before_measuring(args, words, tmp_path):
+    """Each refused in one line with exit code 2, before anything is measured (minutes) or written:
+    a store of the other space (it used to crash on an empty comparison after the whole measurement),
+    a missing or garbled file, a misspelt deploy (it was dropped silently with --space real)."""
+    files = {"REAL": tmp_path / "real.json", "MICRO": tmp_path / "micro.json", "MISSING": tmp_path / "missing.json",
+             "GARBLED": tmp_path / "garbled.json"}
+    files["REAL"].write_text(json.dumps({"space": "real", "p50_ms": {}, "fit": [], "held": []}))
+    files["MICRO"].write_text(json.dumps({"p50_ms": {}, "fit": [], "held": []}))  # before spaces: micro
+    files["GARBLED"].write_text("{not json")
+    argv = [str(files.get(a, a)) for a in args] + ["--save-measurements", str(tmp_path / "out.json")]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_transfer.py"), *argv],
+                          capture_output=True, text=True, timeout=120)
+    for name, path in files.items():
+        words = words.replace(name, str(path))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {words}" + ("; pass a file written by --save-measurements"
+                                                                     if "MISSING" in args or "GARBLED" in args else "")]
+    assert not (tmp_path / "out.json").exists()
