@@ -90,7 +90,8 @@ def test_joint_deploy_subprocess_verifies_then_fails_with_its_report_where_nothi
                                                  {"format": "onnx", "precision": "int8"}]
     # the int8 configuration had no model of this device: it was calibrated, and its model reported
     (int8_model,) = report["joint"]["latency_models"].values()
-    assert int8_model["precision"] == "int8" and int8_model["action"].startswith("calibrated")
+    # an extra configuration calibrates at most --calibrate-count students (6 here, below its own 8)
+    assert int8_model["precision"] == "int8" and int8_model["action"] == "calibrated on 6 untrained students"
     last = report["candidates"][-1]
     assert {(v["runtime"], v["precision"]) for v in last} == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     assert all(v["winner"] for v in last)  # 1 ms holds every micro student in both
@@ -107,8 +108,6 @@ def test_joint_deploy_subprocess_verifies_then_fails_with_its_report_where_nothi
     assert (tmp_path / "ok" / "w" / "joint-candidates.png").is_file()
     print_report(report)  # what the command prints without --json
     assert "chosen among 2 configurations" in capsys.readouterr().out
-    action = report["latency_trust"]["action"]  # the reference's model: kept, adapted or recalibrated
-    assert "fell back" not in action or "fell back to calibration on 6 students" in action
 
     cmd = _joint_deploy(tiny_teacher_ckpt, profile, tmp_path / "none", floor="0.999", epochs="1", rounds="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -328,3 +328,41 @@ def test_kinds_shrinks_to_one_factor_when_the_points_cannot_tell_kinds_apart():
     p = pts[0]
     assert correction_at(base, {"method": "kinds", "metrics": {"p50_ms": one}}, p.features, "p50_ms") == pytest.approx(
         p.latency["p50_ms"], rel=0.02)
+
+
+def test_a_transfer_that_mispredicts_its_own_points_falls_back_to_a_full_calibration(tmp_path):
+    """settle_transfer: probes near the budget first, then the transfer's leave-one-out error on its
+    points decides. Points that disagree with the prior in every direction (0.3x to 4x, no scale or
+    per-kind factor explains them) leave it far above 25 %: the device is calibrated on the fallback
+    specs, and the report says how many students that was (what deploy's `latency_trust` prints)."""
+    from edgekd.latency.drift import FALLBACK_LOO_ERROR, settle_transfer
+    from edgekd.latency.section import latency_section, update_profile_section
+
+    prior = _prior(model_identity(ZEN4, "onnxruntime"))
+    base = LatencyModel.from_dict(KEY, prior)
+    factors = [0.3, 4.0, 1.0, 0.5, 3.0, 0.25]
+    points = [Point(s, spec_features(s, SHAPE, CLASSES), {m: base.predict(spec_features(s, SHAPE, CLASSES), m) * k
+                                                          for m in ("p50_ms", "p90_ms", "p99_ms")})
+              for s, k in zip(SPECS, factors)]
+    model = transferred_model(base, points, identity=model_identity(ZEN3, "onnxruntime"), prior={"source": "zen4"})
+    assert model.cv["p50_ms"]["median_abs_rel"] > FALLBACK_LOO_ERROR
+    path = tmp_path / "zen3.yaml"
+    save_profile(Profile(name="zen3", device=ZEN3), path)
+
+    def write(prof):
+        sec = latency_section(prof)
+        sec["models"][KEY] = {**model.to_dict(), "runtime": "onnxruntime", "format": "onnx", "precision": "fp32",
+                              "threads": 1, "batch": 1}
+        prof.latency_model = sec
+
+    update_profile_section(path, write)
+    measured: list[list[str]] = []  # what the device was asked to measure, in order
+    table = {s: (model.predict(spec_features(s, SHAPE, CLASSES), "p90_ms"), "predicted") for s in SPECS}
+    fallback = SPECS[:6]
+    lines: list[str] = []
+    out = settle_transfer(path, KEY, table=lambda: table, budget=max(v for v, _ in table.values()), probes=2,
+                          params_of=lambda s: spec_features(s, SHAPE, CLASSES)["params"], calibrate_on=measured.append,
+                          fallback_specs=lambda: list(fallback), say=lines.append)
+    assert len(measured) == 2 and len(measured[0]) == 2 and measured[1] == fallback  # probes, then the fallback
+    assert out["fallback"] and out["fallback_students"] == 6
+    assert out["loo_median_abs_rel"] > FALLBACK_LOO_ERROR and "falling back to full calibration" in lines[-1]

@@ -53,12 +53,13 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 @click.option("--profile", default=None, help="Device profile name or path (default: named after the device).")
 @click.option("--calibrate-count", type=click.IntRange(min=6), default=DeployConfig.calibrate_count, show_default=True,
               help="Untrained students a calibration of this device measures when it has no latency model to use "
-                   "or adapt (at least 6; an extra configuration of a joint choice measures at most "
+                   "or adapt, or when an adapted one still mispredicts (at least 6; an extra configuration of a "
+                   "joint choice measures at most "
                    f"{DeployConfig.joint_calibrate_count}). Fewer is quicker on a slow device; more predicts better.")
 @click.option("--min-seconds", "min_s", type=FloatRange(min=0.05), default=DeployConfig.min_s, show_default=True,
-              help="Length of each timed loop on the device: the teacher is timed in 3 such rounds, each student "
-                   "verified in one (longer again when its figure is within noise of the budget). Shorter is "
-                   "quicker and noisier.")
+              help="Minimum length of each timed loop of the teacher (3 rounds) and of each verified student (one; "
+                   "3x longer again when its figure is within noise of the budget); each loop also runs at "
+                   "least 200 times, and calibration loops are not affected. Shorter is quicker and noisier.")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--work-dir", default="runs/deploy", show_default=True, type=click.Path(file_okay=False),
               help="Cache of the teacher, distilled students and exports (a second run reuses them).")

@@ -66,8 +66,8 @@ class ConfigView:
 
 def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
     """A latency model for every non-reference configuration: this device's own when the profile has
-    one fitted on this identity, else a calibration on `joint_calibrate_count` untrained students.
-    Leaves the reference configuration current; {model key: {format, runtime, precision, action}}."""
+    one fitted on this identity, else a calibration on `joint_calibrate_count` untrained students (at
+    most `calibrate_count`). Leaves the reference configuration current; {model key: {format, runtime, precision, action}}."""
     from edgekd.latency.drift import assess
 
     out: dict[str, dict[str, Any]] = {}

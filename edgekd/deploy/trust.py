@@ -154,6 +154,6 @@ def settle_transfer(s: Session, check: TeacherCheck, budget: float) -> None:
     extra = settle(s.path, s.model_key, budget=budget, probes=s.cfg.transfer_probes, table=s.latency_table,
                    params_of=s.params, calibrate_on=s.calibrate_on, say=s.say, fallback_specs=s.calibration_specs)
     if extra.get("fallback"):
-        trust.action += (f"; leave-one-out error too high: fell back to calibration on {s.cfg.calibrate_count} "
+        trust.action += (f"; leave-one-out error too high: fell back to calibration on {extra['fallback_students']} "
                          "students")
     check.extra.update(extra)

@@ -232,8 +232,9 @@ def settle_transfer(path: Path, key: str, *, table: Callable[[], Mapping[str, tu
         if loo is not None and loo > FALLBACK_LOO_ERROR:
             say(f"transfer: leave-one-out median error {loo:.0%} on {model.n_samples} points > {FALLBACK_LOO_ERROR:.0%}: "
                 "falling back to full calibration")
-            calibrate_on(fallback_specs())
-            out["fallback"] = True
+            fallback = fallback_specs()
+            calibrate_on(fallback)
+            out["fallback"], out["fallback_students"] = True, len(fallback)
         elif loo is not None:
             say(f"transfer: leave-one-out median error {loo:.1%} on {model.n_samples} device points "
                 f"(<= {FALLBACK_LOO_ERROR:.0%}: no full calibration needed)")
