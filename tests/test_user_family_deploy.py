@@ -103,7 +103,7 @@ def test_family_only_needs_a_family(tmp_path, tiny_teacher_ckpt):
 @pytest.mark.slow
 def test_calibrate_select_deploy_and_reload(tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
     profile = str(tmp_path / "cpu.yaml")
-    cal = _edgekd(["profile", "calibrate", "--device", "local", "--profile", profile, "--count", "8", *FAST_TIMING,
+    cal = _edgekd(["profile", "calibrate", "--device", "local", "--profile", profile, "--count", "6", *FAST_TIMING,
                    "--min-seconds", "0.15", "--rounds", "1", "--min-count", "50", "--json", *FAMILY], tmp_path)
     assert cal.returncode == 0, cal.stderr
     report = json.loads(cal.stdout)
