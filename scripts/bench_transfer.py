@@ -58,7 +58,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NoReturn
 
 import numpy as np
 
@@ -365,7 +365,7 @@ def deploy(args: list[str], label: str, log: Path | None = None) -> dict:
                         "verdict": r["verdict"]} for r in report.get("rounds") or []]}
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """A bad argument or file: one line on stderr, exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)

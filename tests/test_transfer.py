@@ -340,9 +340,9 @@ def test_a_transfer_that_mispredicts_its_own_points_falls_back_to_a_full_calibra
 
     prior = _prior(model_identity(ZEN4, "onnxruntime"))
     base = LatencyModel.from_dict(KEY, prior)
+    feats = {s: spec_features(s, SHAPE, CLASSES) for s in SPECS}
     factors = [0.3, 4.0, 1.0, 0.5, 3.0, 0.25]
-    points = [Point(s, spec_features(s, SHAPE, CLASSES), {m: base.predict(spec_features(s, SHAPE, CLASSES), m) * k
-                                                          for m in ("p50_ms", "p90_ms", "p99_ms")})
+    points = [Point(s, feats[s], {m: base.predict(feats[s], m) * k for m in ("p50_ms", "p90_ms", "p99_ms")})
               for s, k in zip(SPECS, factors)]
     model = transferred_model(base, points, identity=model_identity(ZEN3, "onnxruntime"), prior={"source": "zen4"})
     assert model.cv["p50_ms"]["median_abs_rel"] > FALLBACK_LOO_ERROR
@@ -357,11 +357,11 @@ def test_a_transfer_that_mispredicts_its_own_points_falls_back_to_a_full_calibra
 
     update_profile_section(path, write)
     measured: list[list[str]] = []  # what the device was asked to measure, in order
-    table = {s: (model.predict(spec_features(s, SHAPE, CLASSES), "p90_ms"), "predicted") for s in SPECS}
+    table = {s: (model.predict(feats[s], "p90_ms"), "predicted") for s in SPECS}
     fallback = SPECS[:6]
     lines: list[str] = []
     out = settle_transfer(path, KEY, table=lambda: table, budget=max(v for v, _ in table.values()), probes=2,
-                          params_of=lambda s: spec_features(s, SHAPE, CLASSES)["params"], calibrate_on=measured.append,
+                          params_of=lambda s: feats[s]["params"], calibrate_on=measured.append,
                           fallback_specs=lambda: list(fallback), say=lines.append)
     assert len(measured) == 2 and len(measured[0]) == 2 and measured[1] == fallback  # probes, then the fallback
     assert out["fallback"] and out["fallback_students"] == 6
