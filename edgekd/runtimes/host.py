@@ -114,10 +114,12 @@ def export_onnx(model: Any, info: Any, path: Path, *, opset: int = DEFAULT_OPSET
     """
     import torch
 
+    from edgekd.runtimes.onnx_registry import reused_registry
+
     model = model.eval()
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     try:
-        with quiet(), torch.no_grad():
+        with quiet(), torch.no_grad(), reused_registry():
             # a traced batch of 1 would specialize a dynamic batch dimension to the constant 1
             example = example_input(info, max(batch, 2) if dynamic_batch else batch)
             torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,

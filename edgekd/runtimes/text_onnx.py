@@ -63,6 +63,7 @@ def export_text_onnx(model: Any, path: Path, *, max_len: int, opset: int = 18, b
     import torch
 
     from edgekd.runtimes.host import quiet
+    from edgekd.runtimes.onnx_registry import reused_registry
     from edgekd.models.bert import example_ids
 
     model = model.eval()
@@ -75,7 +76,7 @@ def export_text_onnx(model: Any, path: Path, *, max_len: int, opset: int = 18, b
         s = torch.export.Dim("seq", min=2, max=int(max_len))
         dynamic_shapes = ({0: b, 1: s}, {0: b, 1: s})
     try:
-        with quiet(), torch.no_grad():
+        with quiet(), torch.no_grad(), reused_registry():
             torch.onnx.export(_Wrapped(model), (ids, mask), str(path), dynamo=True, opset_version=opset,
                               input_names=list(TEXT_INPUTS), output_names=[OUTPUT_NAME], external_data=False,
                               dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
