@@ -59,7 +59,7 @@ NO_CANDIDATE_EXIT = 1  # the loop ran but nothing met budget and floor: an answe
 @click.option("--min-seconds", "min_s", type=FloatRange(min=0.05), default=DeployConfig.min_s, show_default=True,
               help="Minimum length of each timed loop of the teacher (3 rounds) and of each verified student (one; "
                    "3x longer again when its figure is within noise of the budget); each loop also runs at "
-                   "least 200 times, and calibration loops are not affected. Shorter is quicker and noisier.")
+                   "least 200 times. A calibration loop is a quarter of it, 0.1-0.25 s. Shorter is quicker and noisier.")
 @click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--work-dir", default="runs/deploy", show_default=True, type=click.Path(file_okay=False),
               help="Cache of the teacher, distilled students and exports (a second run reuses them).")

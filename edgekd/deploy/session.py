@@ -15,6 +15,15 @@ from edgekd.errors import ConfigError, EdgeKDError
 Log = Callable[[str], None]
 
 
+def calibration_request(min_s: float) -> dict[str, Any]:
+    """The timed loop of each calibration measurement a deploy makes, from its `--min-seconds`: two
+    interleaved rounds (the least disturbed kept: as long as one 0.5 s round at the default 2 s,
+    steadier on a shared machine) of a quarter of it, 0.1-0.25 s, after a warm-up of the same
+    quarter, 0.05-0.2 s; at least 200 runs either way."""
+    quarter = float(min_s) / 4
+    return {"min_s": min(max(quarter, 0.1), 0.25), "warmup_s": min(max(quarter, 0.05), 0.2), "min_count": 200}
+
+
 @dataclass
 class Session:
     """The state a deploy's steps share. `dev` is None without a reachable device (`device_note` says
@@ -114,9 +123,7 @@ class Session:
         calibrate_device(self.dev, self.fingerprint, self.path, specs=specs, shape=self.shape, classes=self.classes,
                          runtimes=[self.runtime], precisions=[self.precision], threads=self.threads,
                          work_dir=self.work / "calibrate", seed=self.cfg.seed, layout=self.tgt.input_layout,
-                         # two interleaved rounds of 0.25 s, the least disturbed kept: as long as one
-                         # 0.5 s round, steadier on a shared machine
-                         request={"min_s": 0.25, "warmup_s": 0.2, "min_count": 200}, rounds=2,
+                         request=calibration_request(self.cfg.min_s), rounds=2,
                          on_progress=lambda label, i, n: say(f"  calibrate {i}/{n} {label}") if i in (1, n) else None)
 
     def calibration_specs(self, count: int | None = None) -> list[str]:
