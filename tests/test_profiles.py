@@ -64,6 +64,18 @@ def test_corrupt_profile_names_the_file(tmp_path, content):
     assert path.read_text() == content  # nothing written over a file we could not read
 
 
+def test_a_profile_cannot_run_code_when_read(tmp_path):
+    """A profile comes from another machine: YAML tags that would build Python objects are refused,
+    whichever safe loader (libyaml's or PyYAML's) reads it."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "hostile.yaml"
+    content = (f"schema: {SCHEMA}\nmeasurements: !!python/object/apply:os.system [\"touch {marker}\"]\n")
+    path.write_text(content)
+    with pytest.raises(ProfileError, match="hostile.yaml is not valid YAML"):
+        Profile.load(path)
+    assert not marker.exists() and path.read_text() == content
+
+
 def test_missing_profile(tmp_path):
     with pytest.raises(ProfileError, match="nope.yaml"):
         Profile.load(tmp_path / "nope.yaml")

