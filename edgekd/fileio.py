@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+def cache_root() -> Path:
+    """Where edgekd keeps what it can recompute (soft targets, students' architecture features):
+    `$EDGEKD_CACHE`, else `.edgekd-cache/` under the working directory."""
+    env = os.environ.get("EDGEKD_CACHE")
+    return Path(env).expanduser() if env else Path.cwd() / ".edgekd-cache"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success it replaces `path`, on error it is removed."""

@@ -31,14 +31,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekd.fileio import atomic_write_with, sha256_bytes
+from edgekd.fileio import atomic_write_with, cache_root, sha256_bytes
 
 CACHE_FORMAT = "edgekd.softtargets/1"
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("EDGEKD_CACHE")
-    return Path(env).expanduser() if env else Path.cwd() / ".edgekd-cache"
+    return cache_root()
 
 
 @dataclass(frozen=True)

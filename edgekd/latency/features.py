@@ -235,18 +235,25 @@ def conv_shape_items(shapes: str | None) -> Iterator[tuple[int, int, int]]:
 
 @functools.lru_cache(maxsize=512)
 def _spec_features_cached(spec: str, input_shape: tuple[int, ...], num_classes: int) -> tuple[tuple[str, Any], ...]:
+    from edgekd.latency import features_store
     from edgekd.models import create_model, spec_input_shape
 
+    stored = features_store.load(spec, input_shape, num_classes)  # built once on this machine, by this code
+    if stored is not None:
+        return tuple(sorted(stored.items()))
     shape = spec_input_shape(spec, input_shape)  # a spec with resolution=r runs at r x r whatever the data's size
     with one_torch_thread():  # the model's init and its one forward
         model = create_model(spec, shape, num_classes)
-        return tuple(sorted(_architecture_features(model, shape).items()))
+        feats = _architecture_features(model, shape)
+    features_store.save(spec, input_shape, num_classes, feats)
+    return tuple(sorted(feats.items()))
 
 
 def spec_features(spec: str, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
     """Architecture features of the model a spec builds (macs, params, activation bytes, layer counts).
 
-    Computed on the host from one zero-input forward of an untrained model (cached per spec/shape);
+    Computed on the host from one zero-input forward of an untrained model (cached per spec/shape,
+    and on disk for edgekd's own families: `edgekd.latency.features_store`);
     nothing is timed, so this works for students that were never trained or measured. `input_shape`
     is the data's; a spec that fixes its own resolution is counted at that resolution.
     """
