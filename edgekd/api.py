@@ -56,6 +56,14 @@ def register_family(builder: str, grid: Any = None, *, name: str | None = None) 
     return register_user_family(builder, grid, name)
 
 
+def unregister_family(name: str) -> None:
+    """Remove a family registered with `register_family` (to register an edited builder or grid under
+    the same name). ConfigError for an unknown name or a built-in family."""
+    from edgekd.models.user_family import unregister_user_family
+
+    unregister_user_family(name)
+
+
 def check_family(name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
     """Build family `name`'s smallest spec, check its logits' shape and export it to ONNX once
     (ConfigError naming what failed)."""

@@ -35,6 +35,12 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
 
+    def remove(self, name: str) -> T:
+        """Take `name` out of the registry and return its entry (ConfigError when it is not there)."""
+        entry = self.get(name)
+        del self._items[name]
+        return entry
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

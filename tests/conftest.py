@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,24 @@ def _isolated_soft_target_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("EDGEKD_CACHE", None)
     else:
         os.environ["EDGEKD_CACHE"] = old
+
+
+def _user_families() -> set[str]:
+    spec = sys.modules.get("edgekd.models.spec")  # not imported yet: nothing can be registered
+    if spec is None:
+        return set()
+    return {name for name, family in spec.MODELS.items() if getattr(family, "user_family", None) is not None}
+
+
+@pytest.fixture(autouse=True)
+def _user_families_do_not_outlive_their_test():
+    """The model registry is process-wide: a family one test registers in process (api.register_family)
+    would join every later listing in the same pytest worker, and which tests share a worker changes
+    from run to run (pytest-xdist). So each test's own user families are removed after it."""
+    before = _user_families()
+    yield
+    for name in _user_families() - before:
+        sys.modules["edgekd.models.spec"].MODELS.remove(name)
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,26 @@ def test_bad_builders_and_grids_in_process(builder, grid, words, user_pkg: Path,
         api.check_family(name, (1, 8, 8), 10)
 
 
+def test_a_family_is_unregistered_to_register_an_edited_grid(user_pkg: Path, monkeypatch) -> None:
+    from edgekd import api
+    from edgekd.errors import ConfigError
+    from edgekd.models import MODELS
+
+    monkeypatch.syspath_prepend(str(user_pkg))
+    name = api.register_family("my_models:build", {"width": [8]}, name="t_edited")
+    with pytest.raises(ConfigError, match="is taken"):
+        api.register_family("my_models:build", {"width": [16]}, name="t_edited")
+    api.unregister_family(name)
+    assert name not in MODELS
+    assert api.register_family("my_models:build", {"width": [16]}, name="t_edited") == name
+    assert MODELS.get(name).space == (f"{name}:resolution=0,width=16",)  # the edited grid, not the first
+    with pytest.raises(ConfigError, match="'cnn' is a built-in family"):
+        api.unregister_family("cnn")
+    assert "cnn" in MODELS
+    with pytest.raises(ConfigError, match="unknown model family 'nope'"):
+        api.unregister_family("nope")
+
+
 def test_distilled_and_exported(user_pkg: Path, tmp_path: Path, tiny_teacher_ckpt: Path) -> None:
     grid = str(user_pkg / "grid.yaml")
     res = _edgekd(["distill", "--family", "my_models:build", "--family-grid", grid, "--student", "mynet:width=16",

@@ -186,6 +186,16 @@ def register_user_family(ref: str, grid: str | Path | Mapping[str, Any] | None =
     return name
 
 
+def unregister_user_family(name: str) -> None:
+    """Remove the user family `name` (registered by `register_user_family`), e.g. to register an edited
+    builder under the same name again. Built-in families cannot be removed (ConfigError)."""
+    family = MODELS.get(name)
+    if getattr(family, "user_family", None) is None:
+        raise ConfigError(f"{name!r} is a built-in family; only families registered with --family / "
+                          "register_family can be unregistered")
+    MODELS.remove(name)
+
+
 def _source_sha256(fn: Callable[..., Any]) -> str | None:
     """sha256 of the file that defines the builder (None when it has none): a deploy's cache of
     distilled students is keyed by it, so an edited builder is distilled anew."""
