@@ -131,3 +131,54 @@ def test_equal_size_and_accuracy_goes_to_the_faster_not_the_spelling():
     assert frontier_search(specs, acc.__getitem__, 0.85, params=params.__getitem__,
                            tiebreak=latency.__getitem__).best == specs[0]
     assert frontier_search(specs, acc.__getitem__, 0.85, params=params.__getitem__).best == specs[0]
+
+
+def _view(runtime: str, precision: str, spec: str, params: int, val: float, latency: float):
+    from edgekd.deploy.joint import ConfigView, size_bytes
+
+    v = ConfigView(format={"onnxruntime": "onnx", "openvino": "openvino"}[runtime], runtime=runtime,
+                   precision=precision, within_budget=3, students=5, winner=spec, params=params,
+                   val_accuracy=val, latency_ms=latency, latency_source="predicted",
+                   val_source="fp32 student" if precision == "fp32" else f"{precision} artifact on {runtime} (host)")
+    v.size_bytes = size_bytes(params, precision)
+    v.accuracy_per_mb = val / (v.size_bytes / 1e6)
+    return ((v.format, precision), spec, (latency, "predicted"), v)
+
+
+CONFIGS = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "int8")]
+
+
+def test_joint_choice_is_never_less_accurate_than_the_reference_configuration():
+    """Session 7's case: the reference's winner and the same net in INT8. With the INT8 artifact's own
+    val accuracy below the reference's, accuracy per MB alone would still take it (a quarter of the
+    bytes); the rule keeps the reference's, and says why the INT8 one lost."""
+    from edgekd.deploy.joint import choose_across
+
+    ref = _view("onnxruntime", "fp32", "cnn:width=16", 10_000, 0.9700, 0.30)
+    int8 = _view("openvino", "int8", "cnn:width=16", 10_000, 0.9663, 0.25)
+    config, spec, _, best = choose_across([ref, int8], CONFIGS)
+    assert config == ("onnx", "fp32") and best is ref[3] and best.status == "chosen"
+    assert int8[3].status == "lost" and "96.63% (int8 artifact on openvino (host)) < 97.00%" in int8[3].why
+    assert "reference configuration" in int8[3].why and "at least as accurate" in best.why
+    # as accurate on val: the smaller bytes win, as before
+    ref = _view("onnxruntime", "fp32", "cnn:width=16", 10_000, 0.9700, 0.30)
+    same = _view("openvino", "int8", "cnn:width=16", 10_000, 0.9700, 0.25)
+    config, _, _, best = choose_across([ref, same], CONFIGS)
+    assert config == ("openvino", "int8") and ref[3].status == "lost" and "per MB" in ref[3].why
+    # more accurate and smaller on another configuration wins; a less accurate one loses even if tinier
+    ref = _view("onnxruntime", "fp32", "cnn:width=16", 10_000, 0.95, 0.30)
+    better = _view("onnxruntime", "int8", "cnn:width=24", 20_000, 0.96, 0.28)
+    tiny = _view("openvino", "int8", "cnn:width=8", 3_000, 0.94, 0.10)
+    config, spec, _, best = choose_across([ref, better, tiny], CONFIGS)
+    assert (config, spec) == (("onnx", "int8"), "cnn:width=24")
+    assert "< 95.00%" in tiny[3].why and "per MB" in ref[3].why
+
+
+def test_without_a_reference_winner_every_configuration_competes_on_accuracy_per_mb():
+    from edgekd.deploy.joint import choose_across
+
+    a = _view("onnxruntime", "int8", "cnn:width=24", 20_000, 0.96, 0.28)
+    b = _view("openvino", "int8", "cnn:width=8", 3_000, 0.94, 0.10)
+    config, spec, _, best = choose_across([a, b], CONFIGS)
+    assert (config, spec) == (("openvino", "int8"), "cnn:width=8") and a[3].status == "lost"
+    assert "reference" not in best.why

@@ -82,3 +82,18 @@ def test_reference_file_is_stored_and_hashed(runtime_artifacts):
     assert "reference.npz" in manifest["files"] and manifest["reference"]["count"] == 8
     with np.load(path / "reference.npz", allow_pickle=False) as ref:
         assert ref["x"].shape == (8, 1, 8, 8) and ref["logits"].shape == (8, 10) and ref["y"].shape == (8,)
+
+
+@pytest.mark.parametrize("runtime,precision", [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "fp32")])
+def test_artifact_accuracy_is_what_the_gate_measured(runtime, precision, runtime_artifacts, digits_small):
+    """The joint choice's val figure for an INT8 student is its artifact's own accuracy on the host
+    runtime: on the test split it equals what the gate recorded there, and it follows the labels."""
+    from edgekd.runtimes.parity import artifact_accuracy
+
+    art = runtime_artifacts(runtime, precision)
+    x, y = digits_small.test.x, digits_small.test.y
+    acc = artifact_accuracy(art, x, y, threads=1)
+    assert acc == pytest.approx(read_manifest(art)["parity"]["accuracy"] / 100.0, abs=1e-9)
+    assert 0.5 < acc <= 1.0
+    wrong = (np.asarray(y) + 1) % 10  # every label moved: what was right is now wrong
+    assert artifact_accuracy(art, x, wrong, threads=1) <= 1.0 - acc + 1e-9

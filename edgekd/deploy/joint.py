@@ -10,16 +10,23 @@ How (`pick_round`), in each device round:
      host val accuracy meets the choosing floor (the same per-family frontier search as a single
      configuration, `edgekd.deploy.choice.frontier_search`; distills are shared, since one trained
      student serves every configuration);
-  2. across the configurations' winners: the best **accuracy per size**, val accuracy per MB of
-     weights on the device (parameters x bytes per weight: fp32 4, fp16 2, int8 1); ties go to the
-     faster one, then to the reference configuration;
-  3. the winner is exported (an INT8 one through its accuracy gate on the host runtime: a failed gate
-     drops that (student, configuration) without a device round) and verified on the device like
-     any round: its latency there, and TEST accuracy on the deployed runtime against the floor, so
-     an INT8 candidate passes its accuracy gate on the runtime it will run on.
+  2. an INT8 (fp16) configuration's winner is exported there and then (through its accuracy gate on
+     the host runtime: a failed gate drops that (student, configuration) without a device round),
+     and its val accuracy is **measured on the exported artifact** on the host runtime: what
+     quantization costs is measured, not assumed to be nothing (the search of step 1 uses the fp32
+     student's val accuracy: one trained student serves every configuration);
+  3. across the configurations' winners whose val accuracy is at least the reference configuration's
+     winner's (so the joint choice is never less accurate on val than pinning the reference would
+     be; without a reference winner, every winner): the best **accuracy per size**, val accuracy per
+     MB of weights on the device (parameters x bytes per weight: fp32 4, fp16 2, int8 1); ties go to
+     the faster one, then to the reference configuration;
+  4. the winner is verified on the device like any round: its latency there, and TEST accuracy on the
+     deployed runtime against the floor, so an INT8 candidate passes its accuracy gate on the runtime
+     it will run on.
 
-INT8 students take the fp32 student's val accuracy into step 1-2 (the same trained weights); what
-quantization costs is checked by the two gates of step 3, not assumed.
+Why step 3 has a floor of its own: by accuracy per MB alone, an INT8 export of the reference's winner
+always wins (a quarter of the bytes), however many images quantization costs; session 7 measured
+exactly that (the same net on OpenVINO INT8, one test image behind the pinned fp32 choice).
 
 Latency models (`ensure_config_models`): the reference configuration (the first: the teacher and
 the budget are measured there) goes through the drift check and transfer of `edgekd.deploy.trust`;
@@ -37,8 +44,10 @@ from edgekd.deploy.select import BYTES_PER_WEIGHT, size_bytes  # noqa: F401  (re
 from edgekd.deploy.session import Session
 
 RULE = ("within budget (measured, else predicted) and host val accuracy >= the choosing floor; per "
-        "configuration the smallest such student; across configurations the best val accuracy per MB of "
-        "weights (params x bytes per weight: fp32 4, fp16 2, int8 1), ties to the faster")
+        "configuration the smallest such student (an INT8/fp16 one's val accuracy measured on its exported "
+        "artifact); across configurations, among those at least as accurate on val as the reference "
+        "configuration's, the best val accuracy per MB of weights (params x bytes per weight: fp32 4, "
+        "fp16 2, int8 1), ties to the faster")
 
 
 @dataclass
@@ -54,6 +63,7 @@ class ConfigView:
     params: int | None = None
     size_bytes: int | None = None
     val_accuracy: float | None = None
+    val_source: str = ""  # "fp32 student" or "<precision> artifact on <runtime> (host)"
     latency_ms: float | None = None
     latency_source: str = ""
     accuracy_per_mb: float | None = None
@@ -102,10 +112,13 @@ def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
 
 def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable[[str], float], *,
                over_budget: set[tuple[str, str, str]], refused: dict[tuple[str, str, str], str],
-               under_floor: dict[str, set[str]], round_no: int, margin: float = 0.0) -> tuple[tuple[str, str] | None, str | None,
+               under_floor: dict[str, set[str]], round_no: int, margin: float = 0.0,
+               reduced_accuracy_of: Callable[[str], float] | None = None) -> tuple[tuple[str, str] | None, str | None,
                                                                           tuple[float, str] | None, list[ConfigView]]:
-    """One round's choice over every configuration (module docstring). `over_budget` / `refused`:
-    (spec, format, precision) the device measured over budget / whose export gate failed;
+    """One round's choice over every configuration (module docstring). `accuracy_of(spec)`: the fp32
+    student's host val accuracy; `reduced_accuracy_of(spec)`: in a joint choice, the val accuracy of
+    `spec` exported in the current INT8/fp16 configuration (ExportError when its gate refuses it).
+    `over_budget` / `refused`: (spec, format, precision) the device measured over budget / whose export gate failed;
     `under_floor`: {precision: specs under the floor on the device} (fp32 runtimes agree to 1e-4, so
     one fp32 runtime's miss is every fp32 runtime's). `margin` (`rounds.choice_margin`): the students
     predicted within budget / (1 + margin) are searched first, the rest of those within budget only
@@ -142,7 +155,23 @@ def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable
         if spec is None:
             v.why = "no student within budget meets the floor" if fast else "no student predicted within budget"
             continue
-        v.winner, v.params, v.val_accuracy = spec, s.params(spec), accuracy_of(spec)
+        val, v.val_source = accuracy_of(spec), "fp32 student"
+        if s.joint and s.precision != "fp32" and reduced_accuracy_of is not None:
+            from edgekd.errors import ExportError
+
+            try:
+                val, v.val_source = reduced_accuracy_of(spec), f"{s.precision} artifact on {s.runtime} (host)"
+            except ExportError as err:
+                refused[(spec, *config)] = str(err)
+                v.why = f"{spec} refused by the {s.precision} export gate ({err})"
+                s.say(f"round {round_no}: {where}{v.why}")
+                continue
+            s.say(f"round {round_no}: {where}{spec} exported: val accuracy {val:.2%} on the artifact "
+                  f"(the fp32 student: {accuracy_of(spec):.2%})")
+            if val < floor:
+                v.why = f"{spec}'s {s.precision} artifact has val accuracy {val:.2%} < the floor {floor:.2%}"
+                continue
+        v.winner, v.params, v.val_accuracy = spec, s.params(spec), val
         v.latency_ms, v.latency_source = table[spec]
         v.size_bytes = size_bytes(v.params, s.precision)
         v.accuracy_per_mb = v.val_accuracy / (v.size_bytes / 1e6)
@@ -150,21 +179,42 @@ def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable
     if not found:
         s.use(s.configs[0])
         return None, None, None, views
-    order = {c: i for i, c in enumerate(s.configs)}
-    config, spec, lat, best = max(found, key=lambda f: (f[3].accuracy_per_mb, -f[2][0], -order[f[0]]))
-    best.status, best.why = "chosen", (f"best val accuracy per MB: {best.accuracy_per_mb:.4g} "
-                                       f"({best.val_accuracy:.2%} / {best.size_bytes / 1e6:.4g} MB)")
-    for _, _, _, v in found:
-        if v is not best:
-            v.status = "lost"
-            v.why = (f"{v.accuracy_per_mb:.4g} val accuracy per MB ({v.val_accuracy:.2%} / {v.size_bytes / 1e6:.4g} MB)"
-                     f" < {best.accuracy_per_mb:.4g} of {best.winner} on {best.runtime}/{best.precision}"
-                     if v.accuracy_per_mb < best.accuracy_per_mb else "tie on accuracy per MB; slower or later in order")
+    config, spec, lat, best = choose_across(found, s.configs)
     if s.joint:
         s.say(f"round {round_no}: joint choice: {spec} on {best.runtime}/{best.precision} — {best.why}; "
               + "; ".join(f"{v.runtime}/{v.precision}: {v.winner or '-'} ({v.status})" for v in views))
     s.use(config)
     return config, spec, lat, views
+
+
+Found = tuple[tuple[str, str], str, tuple[float, str], ConfigView]
+
+
+def choose_across(found: list[Found], configs: list[tuple[str, str]]) -> Found:
+    """Step 3 of the module docstring over each configuration's (configuration, winner, (latency,
+    source), view), `configs` in order, the reference first. Marks every view chosen or lost, with why."""
+    order = {c: i for i, c in enumerate(configs)}
+    ref = next((f[3] for f in found if f[0] == configs[0]), None)
+    least = ref.val_accuracy if ref is not None else float("-inf")
+    eligible = [f for f in found if f[3].val_accuracy >= least]
+    config, spec, lat, best = max(eligible, key=lambda f: (f[3].accuracy_per_mb, -f[2][0], -order[f[0]]))
+    best.status, best.why = "chosen", (f"best val accuracy per MB: {best.accuracy_per_mb:.4g} "
+                                       f"({best.val_accuracy:.2%} / {best.size_bytes / 1e6:.4g} MB)"
+                                       + (" among those at least as accurate as the reference configuration's"
+                                          if len(eligible) < len(found) else ""))
+    for _, _, _, v in found:
+        if v is best:
+            continue
+        v.status = "lost"
+        if v.val_accuracy < least:
+            v.why = (f"val accuracy {v.val_accuracy:.2%} ({v.val_source}) < {least:.2%} of {ref.winner} on "
+                     f"{ref.runtime}/{ref.precision}, the reference configuration: never less accurate than it")
+        elif v.accuracy_per_mb < best.accuracy_per_mb:
+            v.why = (f"{v.accuracy_per_mb:.4g} val accuracy per MB ({v.val_accuracy:.2%} / {v.size_bytes / 1e6:.4g} MB)"
+                     f" < {best.accuracy_per_mb:.4g} of {best.winner} on {best.runtime}/{best.precision}")
+        else:
+            v.why = "tie on accuracy per MB; slower or later in order"
+    return config, spec, lat, best
 
 
 def int8_record(artifact: str | None) -> dict[str, Any] | None:

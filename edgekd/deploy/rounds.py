@@ -29,6 +29,8 @@ class Outcome:
     round_drifts: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: dict[str, tuple[Path, Any]] = field(default_factory=dict)
     choices: list[list[dict[str, Any]]] = field(default_factory=list)  # per round: each configuration's view
+    # (spec, format, precision) -> val accuracy of that INT8/fp16 export on the host runtime (joint choice)
+    reduced_val: dict[tuple[str, str, str], float] = field(default_factory=dict)
     chosen: Round | None = None
     failure: dict[str, Any] | None = None
 
@@ -68,9 +70,24 @@ def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str |
                                                     floor=goal.choice_floor)
         return out.checkpoints[spec][1].val
 
+    def reduced_accuracy_of(spec: str) -> float:
+        """Host val accuracy of `spec` exported in the current (INT8/fp16) configuration, through its
+        gate (ExportError when refused); the round that verifies it reuses the export."""
+        from edgekd.deploy.stages import export_for
+        from edgekd.runtimes.parity import artifact_accuracy
+
+        key = (spec, s.fmt, s.precision)
+        if key not in out.reduced_val:
+            ckpt = out.checkpoints[spec][0]
+            art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.precision,
+                             device_identity=s.fingerprint or None)
+            out.reduced_val[key] = artifact_accuracy(art, s.val_x(spec), s.ds.val.y, threads=s.threads)
+        return out.reduced_val[key]
+
     while True:
         config, spec, predicted, views = pick_round(s, goal.choice_floor, goal.budget_ms, accuracy_of,
                                                     margin=choice_margin(out.rounds),
+                                                    reduced_accuracy_of=reduced_accuracy_of,
                                                     over_budget=over_budget, refused=refused,
                                                     under_floor=under_floor, round_no=len(out.rounds) + 1)
         out.choices.append([v.to_dict() for v in views])
@@ -132,12 +149,13 @@ def _verify_round(s: Session, goal: Goal, spec: str, predicted: tuple[float, str
     cfg, metric, n = s.cfg, s.metric, len(out.rounds) + 1
     t0 = time.perf_counter()
     ckpt, host_acc = out.checkpoints[spec]
-    s.say(f"round {n}: chose {spec} on host val accuracy {host_acc.val:.2%} >= {goal.choice_floor:.2%} "
+    val = out.reduced_val.get((spec, s.fmt, s.precision), host_acc.val)  # an INT8 export's own, when measured
+    s.say(f"round {n}: chose {spec} on host val accuracy {val:.2%} >= {goal.choice_floor:.2%} "
           f"(host test {host_acc.test:.2%}, not used to choose)")
     art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.precision,
                      device_identity=s.fingerprint or None)
     lat, source = predicted
-    r = Round(spec=spec, params=s.params(spec), host_val_accuracy=host_acc.val, host_test_accuracy=host_acc.test,
+    r = Round(spec=spec, params=s.params(spec), host_val_accuracy=val, host_test_accuracy=host_acc.test,
               predicted_ms=lat, latency_source=source, artifact=str(art), format=s.fmt, runtime=s.runtime,
               precision=s.precision)
     out.rounds.append(r)

@@ -139,9 +139,15 @@ class Session:
         """The (first `n`) test samples as `spec` takes them: as loaded, or for a student with
         ``resolution=r`` resampled to r x r (as it was trained and tested on the host,
         `edgekd.data.resolution`)."""
+        return self._as_taken(self.ds.test.x[:n] if n is not None else self.ds.test.x, spec)
+
+    def val_x(self, spec: str) -> Any:
+        """The val samples as `spec` takes them (see `test_x`)."""
+        return self._as_taken(self.ds.val.x, spec)
+
+    def _as_taken(self, x: Any, spec: str) -> Any:
         from edgekd.data.resolution import resample_images
 
-        x = self.ds.test.x[:n] if n is not None else self.ds.test.x
         shape = self.input_shape_of(spec)
         return x if shape == tuple(self.shape) else resample_images(x, int(shape[1]))
 

@@ -92,6 +92,21 @@ def _runner_for_gate(adapter: Any, artifact_dir: Path, manifest: dict[str, Any],
     raise RuntimeMissingError(f"{manifest['runtime']}: {adapter.unavailable_reason()}")
 
 
+def artifact_accuracy(artifact_dir: str | Path, x: np.ndarray, y: np.ndarray, *,
+                      threads: int | None = None) -> float:
+    """Top-1 accuracy (a fraction) of an exported artifact on labelled data, run on this host by the
+    artifact's own runtime (a TensorRT graph by ONNX Runtime, as the gate runs it). What a reduced-
+    precision student really scores: the joint choice compares configurations on it (on the val
+    split) instead of assuming the fp32 student's figure."""
+    from edgekd.runtimes import RUNTIMES
+
+    artifact_dir = Path(artifact_dir)
+    manifest = read_manifest(artifact_dir)
+    runner, _ = _runner_for_gate(RUNTIMES.get(manifest["runtime"]), artifact_dir, manifest, threads)
+    got = np.asarray(runner.run(feeds_from_nchw(manifest, np.ascontiguousarray(x, dtype=np.float32))))
+    return float((got.argmax(axis=1) == np.asarray(y)).mean())
+
+
 def check_parity(model: Any, artifact_dir: str | Path, x: np.ndarray, y: np.ndarray | None, *,
                  threads: int | None = None, fp32_tol: float = DEFAULT_FP32_TOL,
                  max_drop: float = DEFAULT_MAX_DROP_PTS, reference: np.ndarray | None = None) -> dict[str, Any]:
