@@ -73,14 +73,11 @@ def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str |
     def reduced_accuracy_of(spec: str) -> float:
         """Host val accuracy of `spec` exported in the current (INT8/fp16) configuration, through its
         gate (ExportError when refused); the round that verifies it reuses the export."""
-        from edgekd.deploy.stages import export_for
         from edgekd.runtimes.parity import artifact_accuracy
 
         key = (spec, s.fmt, s.precision)
         if key not in out.reduced_val:
-            ckpt = out.checkpoints[spec][0]
-            art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.precision,
-                             device_identity=s.fingerprint or None)
+            art = _export_current(s, out.checkpoints[spec][0])
             out.reduced_val[key] = artifact_accuracy(art, s.val_x(spec), s.ds.val.y, threads=s.threads)
         return out.reduced_val[key]
 
@@ -138,11 +135,20 @@ def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str |
             return out
 
 
+def _export_current(s: Session, ckpt: Path) -> Path:
+    """`ckpt` exported in the current configuration under the deploy's work dir, through its gate
+    (ExportError when refused); one place, so the choice's INT8 export is the one its round reuses."""
+    from edgekd.deploy.stages import export_for
+
+    return export_for(s.cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.precision,
+                      device_identity=s.fingerprint or None)
+
+
 def _verify_round(s: Session, goal: Goal, spec: str, predicted: tuple[float, str], out: Outcome,
                   since: str | None) -> Round:
     """Export `spec`, measure it on the device (again if the verdict is within noise of the budget),
     record the point and learn from the miss; returns the round with its verdict."""
-    from edgekd.deploy.stages import export_for, verify
+    from edgekd.deploy.stages import verify
     from edgekd.deploy.verdict import REMEASURE_FACTOR, settle
     from edgekd.latency.drift import adapt, describe, round_drift
 
@@ -152,8 +158,7 @@ def _verify_round(s: Session, goal: Goal, spec: str, predicted: tuple[float, str
     val = out.reduced_val.get((spec, s.fmt, s.precision), host_acc.val)  # an INT8 export's own, when measured
     s.say(f"round {n}: chose {spec} on host val accuracy {val:.2%} >= {goal.choice_floor:.2%} "
           f"(host test {host_acc.test:.2%}, not used to choose)")
-    art = export_for(cfg, ckpt, s.work / "artifacts" / ckpt.parent.name, s.fmt, s.threads, s.precision,
-                     device_identity=s.fingerprint or None)
+    art = _export_current(s, ckpt)
     lat, source = predicted
     r = Round(spec=spec, params=s.params(spec), host_val_accuracy=val, host_test_accuracy=host_acc.test,
               predicted_ms=lat, latency_source=source, artifact=str(art), format=s.fmt, runtime=s.runtime,
