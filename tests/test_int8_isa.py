@@ -1,5 +1,6 @@
 """INT8 settings follow the device's ISA: ONNX Runtime 7-bit weights (reduce_range) on x86 without VNNI,
-where U8S8 kernels sum in saturating int16, full 8-bit weights with VNNI and on ARM; OpenVINO (NNCF)
+where U8S8 kernels sum in saturating int16, full 8-bit weights with VNNI and on ARM; U8 activations on
+x86, where S8 ones leave a residual input's convs in fp32, S8 elsewhere; OpenVINO (NNCF)
 the overflow fix on the first layer without VNNI, none with it. Every runtime records its settings
 with the same keys. Both branches are exported for real by passing identities (this machine's own
 ISA does not matter)."""
@@ -26,6 +27,11 @@ def test_rules_per_identity() -> None:
     assert ort_int8_settings(ARM_DOT)["reduce_range"] is False
     unknown = ort_int8_settings(None)
     assert unknown["reduce_range"] is False and "no device identity" in unknown["rule"]
+    # activations: U8 on any x86 (ORT's x86 QLinearConv takes U8), ORT's default S8 elsewhere
+    assert ort_int8_settings(AVX2_ONLY)["activation_type"] == "QUInt8"
+    assert ort_int8_settings(AVX512_VNNI)["activation_type"] == "QUInt8"
+    assert ort_int8_settings(ARM_DOT)["activation_type"] == "QInt8"
+    assert unknown["activation_type"] == "QInt8" and "default" in unknown["activation_rule"]
     # an agent fingerprint works as well as a hardware identity, and a model identity too
     fingerprint = {"arch": "x86_64", "cpu": {"vendor": "AuthenticAMD", "flags": ["avx2", "fma", "sse4_2"]}}
     assert ort_int8_settings(fingerprint)["reduce_range"] is True
@@ -116,6 +122,39 @@ def test_calibration_exports_follow_the_device_fingerprint(tmp_path):
     assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is True
     art = export_untrained(spec, shape, 10, "onnxruntime", "int8", tmp_path, device_identity=VNNI_FINGERPRINT)
     assert read_manifest(art)["options"]["int8_settings"]["reduce_range"] is False
+
+
+def _activation_zero_point_types(path) -> set[int]:
+    """ONNX element types of the zero points of a QDQ model's activation QuantizeLinear nodes."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    return {inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2
+            and n.input[2] in inits}
+
+
+def test_x86_int8_runs_every_conv_of_a_residual_net_in_integer_kernels(tmp_path):
+    """The x86 rule's U8 activations reach the quantizer, and this host's ONNX Runtime then fuses every
+    conv of a residual net, the block inputs that two nodes read included (with S8 activations ORT
+    1.31 leaves those in fp32: `scripts/bench_ort_int8.py` measures what that costs). The count is
+    recorded in the manifest, so an export that stays partly fp32 shows it."""
+    if RUNTIMES.get("onnxruntime").unavailable_reason():
+        pytest.skip(RUNTIMES.get("onnxruntime").unavailable_reason())
+    import onnx
+
+    from edgekd.latency.calibrate import export_untrained
+
+    spec, shape = "resnet_basic:depth=10,resolution=32,width=8", (3, 32, 32)
+    art = export_untrained(spec, shape, 10, "onnxruntime", "int8", tmp_path / "x86", device_identity=AVX512_VNNI)
+    manifest = read_manifest(art)
+    assert manifest["options"]["int8_settings"]["activation_type"] == "QUInt8"
+    assert _activation_zero_point_types(art / "model.onnx") == {onnx.TensorProto.UINT8}
+    fused = manifest["options"]["fused_convs"]
+    assert fused["convs"] == 12 and fused["quantized"] == 12, fused  # 1 stem + 8 block convs + 3 downsamples
+    arm = export_untrained(spec, shape, 10, "onnxruntime", "int8", tmp_path / "arm", device_identity=ARM_DOT)
+    assert _activation_zero_point_types(arm / "model.onnx") == {onnx.TensorProto.INT8}
+    assert read_manifest(arm)["options"]["fused_convs"]["convs"] == 12
 
 
 @pytest.mark.parametrize("identity", [None, AVX2_ONLY, AVX512_VNNI, ARM_DOT, {"isa": ["avx2"]}],

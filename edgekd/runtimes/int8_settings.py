@@ -1,14 +1,29 @@
 """ONNX Runtime INT8 settings that follow the device's instruction set.
 
-ONNX Runtime runs a static QDQ model with S8 weights on x86 through U8S8 integer kernels (its
-QDQS8ToU8 transform turns signed activations into unsigned ones). Without VNNI those kernels use
-VPMADDUBSW: two u8 x s8 products are summed into a *saturating* int16, and 255 * 127 * 2 = 64770 does
-not fit in 32767, so large activations times large weights are clipped and accuracy can fall by
-points (measured on an AVX2-only VM: -3.7 points, the parity gate failed it). ONNX Runtime's
+Weights. ONNX Runtime runs a static QDQ model on x86 through U8S8 integer kernels. Without VNNI those
+kernels use VPMADDUBSW: two u8 x s8 products are summed into a *saturating* int16, and 255 * 127 * 2 =
+64770 does not fit in 32767, so large activations times large weights are clipped and accuracy can
+fall by points (measured on an AVX2-only VM: -3.7 points, the parity gate failed it). ONNX Runtime's
 quantization guide says the same and recommends `reduce_range` (7-bit weights) or U8U8 there. With
 7-bit weights 255 * 63 * 2 = 32130 fits, so nothing saturates. With VNNI (AVX512-VNNI, AVX-VNNI, AMX)
 the kernels use VPDPBUSD, which accumulates in int32, and ARM's kernels (SDOT/UDOT, I8MM, or NEON
 widening multiplies) do not saturate either: those keep the full 8-bit weight range.
+
+Activations. On x86 the activations are quantized as U8 (QUInt8), not S8. ONNX Runtime's QDQ fusion
+takes S8 activations only in its ARM builds (`QDQIsInt8Allowed()` in its qdq_selector_action_transformer
+is false elsewhere), and on x86 its QDQS8ToU8 rewrite turns an S8 QuantizeLinear into a U8 one only
+when a single DequantizeLinear reads it. A tensor that two nodes read (a residual block's input:
+its first conv and the skip Add or downsample conv; MobileNet's residual inputs) keeps its S8 pair,
+and the convs reading it run in fp32 between a DequantizeLinear and a QuantizeLinear. Measured on the
+Xeon VM (ORT 1.31.1, one thread, bench_scale's 16 untrained students at 96-224 px, 2026-12-01,
+`scripts/bench_ort_int8.py`): S8 activations fused 62 % of the convs (a ResNet-10 5 of 12, a
+MobileNetV2 37 of 52) and INT8 took 0.81-1.29x fp32's time (MobileNetV3 2.4-4.0x); U8 activations
+fused every conv and took 0.39-0.98x (MobileNetV3, whose hard-swish and SE stay float, 0.92-1.30x);
+median 0.68x against 1.09x. Both are asymmetric 8-bit activations: four trained students scored the
+same test accuracy under both, and the parity gate measures it. ARM keeps ORT's default S8
+activations (`ARM_ACTIVATIONS`): ORT 1.31.1's aarch64 build, run under emulation here
+(`../shared/tools/arm64`; op counts only, emulated timings mean nothing), fused all 12 convs of the
+ResNet-10 and all 52 of the MobileNetV2 with S8 activations as with U8.
 
 OpenVINO's CPU plugin (oneDNN) has the same int16 saturation on x86 without VNNI; NNCF's `overflow_fix`
 quantizes weights to half the 8-bit range where it matters, and NNCF recommends its FIRST_LAYER mode
@@ -90,9 +105,25 @@ def ort_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
                        "7-bit weights (reduce_range) cannot saturate",
     }.get(kind) or _full_range_rule(arch, dot)
     reduce_range = kind == "x86-no-vnni"
-    return {"quantizer": "onnxruntime quantize_static (QDQ)", "activation_type": "QInt8", "weight_type": "QInt8",
+    activations, activation_rule = _ort_activations(kind)
+    return {"quantizer": "onnxruntime quantize_static (QDQ)", "activation_type": activations, "weight_type": "QInt8",
             "per_channel": True, "reduce_range": reduce_range, "weight_range": "7-bit" if reduce_range else "8-bit",
-            "rule": rule, "arch": arch, "int32_dot": dot}
+            "rule": rule, "activation_rule": activation_rule, "arch": arch, "int32_dot": dot}
+
+
+#: why ARM keeps ONNX Runtime's default S8 activations (see the module docstring for x86)
+ARM_ACTIVATIONS = ("not x86: ONNX Runtime's default S8 activations (its ARM builds fuse S8 QDQ convs; "
+                   "leaving a shared tensor's convs in fp32 is its x86 builds')")
+
+
+def _ort_activations(kind: str | None) -> tuple[str, str]:
+    """(QuantType name of the activations, why) for a device kind of `_isa_facts`."""
+    if kind in ("x86-vnni", "x86-no-vnni"):
+        return "QUInt8", ("x86: U8 activations; ONNX Runtime's x86 QLinearConv takes U8, and its S8->U8 rewrite "
+                          "skips a tensor two nodes read (a residual's input), leaving those convs in fp32")
+    if kind == "other":
+        return "QInt8", ARM_ACTIVATIONS
+    return "QInt8", "no known architecture: ONNX Runtime's default S8 activations"
 
 
 # NNCF's OverflowFix values (nncf.OverflowFix(value)) and the weight range each leaves

@@ -5,8 +5,9 @@ INT8 is `onnxruntime.quantization.quantize_static` in QDQ format with per-channe
 on real training samples. Measured on x86: QOperator and dynamic quantization make conv nets 5-10x
 *slower*; QDQ per-channel is the variant ONNX Runtime fuses into integer kernels, so it is the only
 one offered. Its settings follow the target device's ISA (`int8_settings`: 7-bit weights on x86
-without VNNI, where U8S8 kernels saturate) and are recorded in the manifest. Device side: numpy +
-onnxruntime, imported lazily.
+without VNNI, where U8S8 kernels saturate; U8 activations on x86, where S8 ones leave shared tensors'
+convs in fp32) and are recorded in the manifest, with how many convs this host's ONNX Runtime fuses
+into integer kernels (`fused_convs`). Device side: numpy + onnxruntime, imported lazily.
 """
 from __future__ import annotations
 
@@ -125,6 +126,38 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
                         weight_type=getattr(QuantType, str(chosen["weight_type"])),
                         reduce_range=bool(chosen["reduce_range"]), calibrate_method=methods[method],
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+
+
+def fused_convs(model_path: Path) -> dict[str, int]:
+    """How many of a model's convs this host's ONNX Runtime (CPU provider, full optimization) runs as
+    integer QLinearConv: ``{"quantized": n, "convs": all}``. A conv left in fp32 between a
+    DequantizeLinear and a QuantizeLinear costs more than its fp32 twin, so ``quantized < convs`` is an
+    INT8 model that is partly slower, not faster (`int8_settings`: why S8 activations did that on x86)."""
+    import tempfile
+
+    import onnx
+
+    ort = _import_ort()
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    quantized = ops.count("QLinearConv")
+    return {"quantized": quantized,
+            "convs": quantized + sum(ops.count(op) for op in ("Conv", "FusedConv", "NhwcFusedConv"))}
+
+
+def _fused_record(model_path: Path) -> dict[str, Any]:
+    """`fused_convs` for the manifest, with the ORT version that fused them; a diagnostic, so a failure
+    to build the optimized graph is recorded, never fatal to the export."""
+    try:
+        got: dict[str, Any] = fused_convs(model_path)
+    except Exception as err:  # noqa: BLE001 - ORT's own errors have no common base class
+        got = {"error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
+    return {**got, "onnxruntime": _import_ort().__version__, "where": "this host's ONNX Runtime (CPU provider)"}
 
 
 #: INT8 of text (transformer) models: `dynamic` (weights int8 offline, activations quantized per call by
@@ -247,7 +280,8 @@ class OnnxRuntimeAdapter(AdapterBase):
         options = {"opset": opset, "batch": batch, "dynamic_batch": dynamic_batch}
         if precision == "int8":
             options.update(quant_format="QDQ", per_channel=True, calibration_samples=calibration_samples,
-                           calibration_method=calibration_method, int8_settings=int8)
+                           calibration_method=calibration_method, int8_settings=int8,
+                           fused_convs=_fused_record(dst))
         manifest = build_manifest(model, info, out_dir, fmt=self.format, runtime=self.name, precision=precision,
                                   model_file=MODEL_FILE, files=[MODEL_FILE], shape=shape,
                                   versions=host_versions("onnxruntime"), options=options)
