@@ -97,3 +97,5 @@ def print_joint(res: dict[str, Any]) -> None:
                f"{v['latency_ms']:.4g} ms)" if v["winner"] else "-")
         print(f"  {v['runtime'] + '/' + v['precision']:<20} {v['within_budget']:>3} within budget  {who}  "
               f"{v['status']}: {v['why']}")
+        for miss in v.get("missed") or []:
+            print(f"      tried first: {miss}")

@@ -182,3 +182,66 @@ def test_without_a_reference_winner_every_configuration_competes_on_accuracy_per
     config, spec, _, best = choose_across([a, b], CONFIGS)
     assert (config, spec) == (("openvino", "int8"), "cnn:width=8") and a[3].status == "lost"
     assert "reference" not in best.why
+
+
+def test_an_int8_artifact_under_the_floor_moves_the_search_to_the_next_student_within_a_bound():
+    """The smallest student meeting the floor on fp32 val sits at its edge, so its INT8 artifact often
+    misses it: that student is out of the configuration (for later rounds too) and the frontier search
+    goes on to the next one, at most 1 + REDUCED_RETRIES students per round; a refused export counts as
+    a miss and is recorded as refused."""
+    from edgekd.deploy.joint import REDUCED_RETRIES, first_that_holds
+    from edgekd.errors import ExportError
+
+    # accuracy that grows with size in every family, crossing the floor part-way up
+    specs = sorted(student_specs(), key=_params)
+    acc = {spec: 0.90 + 0.08 * min(1.0, _params(spec) / 250_000) for spec in specs}
+    floor = 0.95
+    first = frontier_search(specs, acc.__getitem__, floor, params=_params).best
+
+    def search(exclude: set[str], narrate: bool) -> str | None:
+        return frontier_search(specs, acc.__getitem__, floor, params=_params, rejected=exclude).best
+
+    # quantization costs a little more than the edge student's margin over the floor: it misses, and so
+    # does any other within that cost of the floor; the first one with enough margin holds
+    cost = acc[first] - floor + 0.001
+    measured: list[str] = []
+
+    def int8_val(spec: str) -> float:
+        measured.append(spec)
+        return acc[spec] - cost
+
+    missed: set[str] = set()
+    said: list[str] = []
+    spec, val, misses = first_that_holds(search, int8_val, floor, missed=missed, refuse=lambda s, w: None,
+                                         say=said.append, retries=10)
+    assert spec is not None and val is not None and val >= floor and acc[spec] - cost == val
+    assert measured[0] == first and first in missed and spec not in missed
+    assert _params(spec) > _params(first) and len(misses) == len(measured) - 1 >= 1
+    assert f"{first}'s int8 artifact has val accuracy" in misses[0] and "trying the next student" in said[0]
+    # every student the search found before it was measured and missed: nothing smaller that holds was skipped
+    assert all(acc[m] - cost < floor for m in measured[:-1])
+
+    # the bound: quantization costs 10 points, nothing holds; 1 + REDUCED_RETRIES are measured, then
+    # the round gives up on the configuration and a later round starts past them
+    measured.clear()
+    missed = set()
+    spec, val, misses = first_that_holds(search, lambda s: (measured.append(s), acc[s] - 0.1)[1], floor,
+                                         missed=missed, refuse=lambda s, w: None, say=said.append)
+    assert (spec, val) == (None, None) and len(measured) == len(misses) == 1 + REDUCED_RETRIES
+    assert missed == set(measured) and "REDUCED_RETRIES" in said[-1]
+    again: list[str] = []
+    first_that_holds(search, lambda s: (again.append(s), acc[s] - 0.1)[1], floor, missed=missed,
+                     refuse=lambda s, w: None)
+    assert not set(again) & set(measured)
+
+    # a refused export: recorded through `refuse`, and the next student is tried
+    refused: dict[str, str] = {}
+
+    def gate(spec: str) -> float:
+        if spec == first:
+            raise ExportError("int8 accuracy drop 3.1 points > 1.0")
+        return acc[spec]
+
+    spec, val, misses = first_that_holds(search, gate, floor, missed=set(), refuse=refused.__setitem__)
+    assert spec is not None and spec != first and refused == {first: "int8 accuracy drop 3.1 points > 1.0"}
+    assert "refused by the int8 export gate" in misses[0]

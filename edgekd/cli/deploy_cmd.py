@@ -157,6 +157,8 @@ def print_joint(r: dict) -> None:
                f"{v['latency_source']} {v['latency_ms']:.4g} ms)" if v["winner"] else "-")
         click.echo(f"    {v['runtime'] + '/' + v['precision']:20} {v['within_budget']:3d} within budget  {who}  "
                    f"{v['status']}: {v['why']}")
+        for miss in v.get("missed") or []:
+            click.echo(f"      tried first: {miss}")
     int8 = r["joint"].get("int8_settings")
     if int8:
         click.echo(f"  INT8 settings (manifest): {int8['rule']}"

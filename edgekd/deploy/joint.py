@@ -14,7 +14,10 @@ How (`pick_round`), in each device round:
      the host runtime: a failed gate drops that (student, configuration) without a device round),
      and its val accuracy is **measured on the exported artifact** on the host runtime: what
      quantization costs is measured, not assumed to be nothing (the search of step 1 uses the fp32
-     student's val accuracy: one trained student serves every configuration);
+     student's val accuracy: one trained student serves every configuration). The smallest student
+     meeting the floor sits at its edge, so quantization often pushes it under: that student is out
+     of that configuration (for the whole deploy) and the search goes on to the next one, at most
+     `REDUCED_RETRIES` more per configuration per round (each may cost a distill and an export);
   3. across the configurations' winners whose val accuracy is at least the reference configuration's
      winner's (so the joint choice is never less accurate on val than pinning the reference would
      be; without a reference winner, every winner): the best **accuracy per size**, val accuracy per
@@ -37,11 +40,15 @@ model). Host side.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from edgekd.deploy.select import BYTES_PER_WEIGHT, size_bytes  # noqa: F401  (re-exported: the joint rule's size)
 from edgekd.deploy.session import Session
+
+#: after an INT8/fp16 winner misses the floor on its artifact (or its gate refuses it), how many more
+#: students one configuration tries in one round
+REDUCED_RETRIES = 2
 
 RULE = ("within budget (measured, else predicted) and host val accuracy >= the choosing floor; per "
         "configuration the smallest such student (an INT8/fp16 one's val accuracy measured on its exported "
@@ -69,6 +76,7 @@ class ConfigView:
     accuracy_per_mb: float | None = None
     status: str = "no candidate"  # chosen / lost / no candidate
     why: str = ""
+    missed: list[str] = field(default_factory=list)  # INT8/fp16 students tried first whose artifact missed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,64 +121,66 @@ def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
 def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable[[str], float], *,
                over_budget: set[tuple[str, str, str]], refused: dict[tuple[str, str, str], str],
                under_floor: dict[str, set[str]], round_no: int, margin: float = 0.0,
-               reduced_accuracy_of: Callable[[str], float] | None = None) -> tuple[tuple[str, str] | None, str | None,
-                                                                          tuple[float, str] | None, list[ConfigView]]:
+               reduced_accuracy_of: Callable[[str], float] | None = None,
+               reduced_under_floor: dict[tuple[str, str], set[str]] | None = None,
+               ) -> tuple[tuple[str, str] | None, str | None, tuple[float, str] | None, list[ConfigView]]:
     """One round's choice over every configuration (module docstring). `accuracy_of(spec)`: the fp32
     student's host val accuracy; `reduced_accuracy_of(spec)`: in a joint choice, the val accuracy of
     `spec` exported in the current INT8/fp16 configuration (ExportError when its gate refuses it).
     `over_budget` / `refused`: (spec, format, precision) the device measured over budget / whose export gate failed;
     `under_floor`: {precision: specs under the floor on the device} (fp32 runtimes agree to 1e-4, so
-    one fp32 runtime's miss is every fp32 runtime's). `margin` (`rounds.choice_margin`): the students
+    one fp32 runtime's miss is every fp32 runtime's); `reduced_under_floor`: {(format, precision):
+    specs whose artifact there missed the floor on host val}, filled here and kept by the caller
+    across rounds. `margin` (`rounds.choice_margin`): the students
     predicted within budget / (1 + margin) are searched first, the rest of those within budget only
     when none of them meets the floor. Returns (configuration, spec, (latency, source),
     the per-configuration views) and leaves the chosen configuration current (the reference when none)."""
-    from edgekd.deploy.choice import frontier_search
-
     views: list[ConfigView] = []
     found: list[tuple[tuple[str, str], str, tuple[float, str], ConfigView]] = []
+    reduced_under_floor = {} if reduced_under_floor is None else reduced_under_floor
     for config in s.configs:
         s.use(config)
         table = s.latency_table()
-        gone = {spec for spec, f, p in (*over_budget, *refused) if (f, p) == config}
-        fast = sorted((spec for spec, (lat, _) in table.items() if lat <= budget_ms and spec not in gone),
-                      key=lambda spec: (s.params(spec), table[spec][0]))
         where = f"{s.runtime}/{s.precision}: " if s.joint else ""
-        s.say(f"round {round_no}: {where}{len(fast)} of {len(table)} students predicted within budget; "
-              f"distilling each family's frontier to find the smallest whose val accuracy meets {floor:.2%}")
-        v = ConfigView(format=s.fmt, runtime=s.runtime, precision=s.precision, within_budget=len(fast),
+        v = ConfigView(format=s.fmt, runtime=s.runtime, precision=s.precision, within_budget=0,
                        students=len(table))
         views.append(v)
-        rejected = under_floor.get(s.precision, set())
-        predicted = {spec: lat for spec, (lat, _) in table.items()}  # equal size and accuracy: the faster
-        safe = [spec for spec in fast if table[spec][0] <= budget_ms / (1.0 + margin)] if margin > 0 else fast
-        spec = frontier_search(safe, accuracy_of, floor, params=s.params, rejected=rejected,
-                               tiebreak=predicted.__getitem__).best
-        if margin > 0:
-            s.say(f"round {round_no}: {where}{len(safe)} of them within budget / {1 + margin:.2f} (the largest "
-                  f"under-prediction so far, {margin:.0%}) searched first: "
-                  + (f"{spec} meets the floor" if spec else "none meets the floor; searching all within budget"))
-        if spec is None and len(safe) < len(fast):
-            spec = frontier_search(fast, accuracy_of, floor, params=s.params, rejected=rejected,
-                                   tiebreak=predicted.__getitem__).best
-        if spec is None:
-            v.why = "no student within budget meets the floor" if fast else "no student predicted within budget"
-            continue
-        val, v.val_source = accuracy_of(spec), "fp32 student"
-        if s.joint and s.precision != "fp32" and reduced_accuracy_of is not None:
-            from edgekd.errors import ExportError
+        reduced = s.joint and s.precision != "fp32" and reduced_accuracy_of is not None
+        missed = reduced_under_floor.setdefault(config, set())
+        counted: list[int] = []
 
-            try:
-                val, v.val_source = reduced_accuracy_of(spec), f"{s.precision} artifact on {s.runtime} (host)"
-            except ExportError as err:
-                refused[(spec, *config)] = str(err)
-                v.why = f"{spec} refused by the {s.precision} export gate ({err})"
-                s.say(f"round {round_no}: {where}{v.why}")
-                continue
-            s.say(f"round {round_no}: {where}{spec} exported: val accuracy {val:.2%} on the artifact "
-                  f"(the fp32 student: {accuracy_of(spec):.2%})")
-            if val < floor:
-                v.why = f"{spec}'s {s.precision} artifact has val accuracy {val:.2%} < the floor {floor:.2%}"
-                continue
+        def search(exclude: set[str], say: bool) -> str | None:
+            spec, fast = _search(s, config, table, budget_ms, floor, accuracy_of, margin=margin,
+                                 over_budget=over_budget, refused=refused,
+                                 rejected=under_floor.get(s.precision, set()) | exclude,
+                                 say=(lambda m: s.say(f"round {round_no}: {where}{m}")) if say else None)
+            counted.append(len(fast))
+            return spec
+
+        def refuse(spec: str, why: str) -> None:
+            refused[(spec, *config)] = why
+
+        if reduced:
+            def measure(spec: str) -> float:
+                val = reduced_accuracy_of(spec)
+                s.say(f"round {round_no}: {where}{spec} exported: val accuracy {val:.2%} on the artifact "
+                      f"(the fp32 student: {accuracy_of(spec):.2%})")
+                return val
+
+            spec, val, misses = first_that_holds(search, measure, floor, missed=missed, refuse=refuse,
+                                                 say=lambda m: s.say(f"round {round_no}: {where}{m}"),
+                                                 precision=s.precision)
+            v.val_source = f"{s.precision} artifact on {s.runtime} (host)"
+        else:
+            spec, misses = search(set(), True), []
+            val = accuracy_of(spec) if spec is not None else None
+            v.val_source = "fp32 student"
+        v.within_budget, v.missed = counted[0], misses
+        if spec is None or val is None:
+            exhausted = reduced and len(misses) > REDUCED_RETRIES  # stopped by the bound, not by the search
+            v.why = "; ".join(misses + ([] if exhausted else ["no student within budget meets the floor"
+                                                              if counted[-1] else "no student predicted within budget"]))
+            continue
         v.winner, v.params, v.val_accuracy = spec, s.params(spec), val
         v.latency_ms, v.latency_source = table[spec]
         v.size_bytes = size_bytes(v.params, s.precision)
@@ -185,6 +195,70 @@ def pick_round(s: Session, floor: float, budget_ms: float, accuracy_of: Callable
               + "; ".join(f"{v.runtime}/{v.precision}: {v.winner or '-'} ({v.status})" for v in views))
     s.use(config)
     return config, spec, lat, views
+
+
+def first_that_holds(search: Callable[[set[str], bool], str | None], measure: Callable[[str], float],
+                     floor: float, *, missed: set[str], refuse: Callable[[str, str], None],
+                     say: Callable[[str], None] = lambda m: None, precision: str = "int8",
+                     retries: int | None = None) -> tuple[str | None, float | None, list[str]]:
+    """Step 2 with its bounded retry: the first student `search(exclude, narrate)` finds (the smallest
+    meeting the floor on fp32 val, none of `exclude`) whose reduced-precision artifact holds the floor,
+    `measure(spec)` giving that artifact's val accuracy (ExportError: its gate refused it, and
+    `refuse(spec, why)` records it). A student under the floor joins `missed` (the caller keeps it
+    across rounds), so no later round tries it again. At most 1 + `retries` (default REDUCED_RETRIES)
+    students are measured. Returns (spec, its artifact's val accuracy, what each miss was) or
+    (None, None, misses)."""
+    from edgekd.errors import ExportError
+
+    retries = REDUCED_RETRIES if retries is None else retries
+    misses: list[str] = []
+    for attempt in range(1 + retries):
+        spec = search(set(missed), attempt == 0)
+        if spec is None:
+            return None, None, misses
+        try:
+            val = measure(spec)
+        except ExportError as err:
+            refuse(spec, str(err))
+            missed.add(spec)
+            misses.append(f"{spec} refused by the {precision} export gate ({err})")
+        else:
+            if val >= floor:
+                return spec, val, misses
+            missed.add(spec)
+            misses.append(f"{spec}'s {precision} artifact has val accuracy {val:.2%} < the floor {floor:.2%}")
+        say(misses[-1] + ("; trying the next student" if attempt < retries else
+                          f"; {1 + retries} tried this round (REDUCED_RETRIES), the next round goes on"))
+    return None, None, misses
+
+
+def _search(s: Session, config: tuple[str, str], table: dict[str, tuple[float, str]], budget_ms: float,
+            floor: float, accuracy_of: Callable[[str], float], *, margin: float,
+            over_budget: set[tuple[str, str, str]], refused: dict[tuple[str, str, str], str], rejected: set[str],
+            say: Callable[[str], None] | None) -> tuple[str | None, list[str]]:
+    """Step 1 in the current configuration: (the smallest student predicted within budget whose val
+    accuracy meets `floor`, not `rejected`, or None; the students within budget). `say` (the first
+    search of a round only) narrates it."""
+    from edgekd.deploy.choice import frontier_search
+
+    gone = {spec for spec, f, p in (*over_budget, *refused) if (f, p) == config}
+    fast = sorted((spec for spec, (lat, _) in table.items() if lat <= budget_ms and spec not in gone),
+                  key=lambda spec: (s.params(spec), table[spec][0]))
+    if say:
+        say(f"{len(fast)} of {len(table)} students predicted within budget; distilling each family's frontier "
+            f"to find the smallest whose val accuracy meets {floor:.2%}")
+    predicted = {spec: lat for spec, (lat, _) in table.items()}  # equal size and accuracy: the faster
+    safe = [spec for spec in fast if table[spec][0] <= budget_ms / (1.0 + margin)] if margin > 0 else fast
+    spec = frontier_search(safe, accuracy_of, floor, params=s.params, rejected=rejected,
+                           tiebreak=predicted.__getitem__).best
+    if margin > 0 and say:
+        say(f"{len(safe)} of them within budget / {1 + margin:.2f} (the largest under-prediction so far, "
+            f"{margin:.0%}) searched first: " + (f"{spec} meets the floor" if spec else
+                                                 "none meets the floor; searching all within budget"))
+    if spec is None and len(safe) < len(fast):
+        spec = frontier_search(fast, accuracy_of, floor, params=s.params, rejected=rejected,
+                               tiebreak=predicted.__getitem__).best
+    return spec, fast
 
 
 Found = tuple[tuple[str, str], str, tuple[float, str], ConfigView]

@@ -62,6 +62,7 @@ def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str |
     over_budget: set[tuple[str, str, str]] = set()  # (spec, format, precision) measured over budget
     refused: dict[tuple[str, str, str], str] = {}  # (spec, format, precision) whose export gate failed
     under_floor: dict[str, set[str]] = {}  # precision -> specs under the floor on the device
+    reduced_under_floor: dict[tuple[str, str], set[str]] = {}  # (format, precision) -> artifact under floor on host
 
     def accuracy_of(spec: str) -> float:
         """Host val accuracy: the only figure the choice looks at."""
@@ -85,6 +86,7 @@ def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str |
         config, spec, predicted, views = pick_round(s, goal.choice_floor, goal.budget_ms, accuracy_of,
                                                     margin=choice_margin(out.rounds),
                                                     reduced_accuracy_of=reduced_accuracy_of,
+                                                    reduced_under_floor=reduced_under_floor,
                                                     over_budget=over_budget, refused=refused,
                                                     under_floor=under_floor, round_no=len(out.rounds) + 1)
         out.choices.append([v.to_dict() for v in views])
