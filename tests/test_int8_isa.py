@@ -27,11 +27,13 @@ def test_rules_per_identity() -> None:
     assert ort_int8_settings(ARM_DOT)["reduce_range"] is False
     unknown = ort_int8_settings(None)
     assert unknown["reduce_range"] is False and "no device identity" in unknown["rule"]
-    # activations: U8 on any x86 (ORT's x86 QLinearConv takes U8), ORT's default S8 elsewhere
+    # activations: U8 on any x86 (ORT's x86 QLinearConv takes U8), ORT's default S8 on ARM
     assert ort_int8_settings(AVX2_ONLY)["activation_type"] == "QUInt8"
     assert ort_int8_settings(AVX512_VNNI)["activation_type"] == "QUInt8"
     assert ort_int8_settings(ARM_DOT)["activation_type"] == "QInt8"
-    assert unknown["activation_type"] == "QInt8" and "default" in unknown["activation_rule"]
+    # no identity: U8, the activations every ONNX Runtime build fuses (x86 needs them, ARM takes both)
+    assert unknown["activation_type"] == "QUInt8" and "every ONNX Runtime build" in unknown["activation_rule"]
+    assert ort_int8_settings({"isa": ["avx2"]})["activation_type"] == "QUInt8"  # architecture unknown
     # an agent fingerprint works as well as a hardware identity, and a model identity too
     fingerprint = {"arch": "x86_64", "cpu": {"vendor": "AuthenticAMD", "flags": ["avx2", "fma", "sse4_2"]}}
     assert ort_int8_settings(fingerprint)["reduce_range"] is True

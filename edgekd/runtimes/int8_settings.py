@@ -23,7 +23,9 @@ median 0.68x against 1.09x. Both are asymmetric 8-bit activations: four trained 
 same test accuracy under both, and the parity gate measures it. ARM keeps ORT's default S8
 activations (`ARM_ACTIVATIONS`): ORT 1.31.1's aarch64 build, run under emulation here
 (`../shared/tools/arm64`; op counts only, emulated timings mean nothing), fused all 12 convs of the
-ResNet-10 and all 52 of the MobileNetV2 with S8 activations as with U8.
+ResNet-10 and all 52 of the MobileNetV2 with S8 activations as with U8. An export for no known
+architecture (no identity: `edgekd export` without a device) takes U8 too, the one choice every ORT
+build fuses.
 
 OpenVINO's CPU plugin (oneDNN) has the same int16 saturation on x86 without VNNI; NNCF's `overflow_fix`
 quantizes weights to half the 8-bit range where it matters, and NNCF recommends its FIRST_LAYER mode
@@ -99,8 +101,8 @@ def ort_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
     None when unknown)."""
     kind, arch, dot = _isa_facts(identity)
     rule = {
-        None: "no device identity: ONNX Runtime defaults (full 8-bit weights)",
-        "unknown-arch": "device architecture unknown: ONNX Runtime defaults (full 8-bit weights)",
+        None: "no device identity: ONNX Runtime's default full 8-bit weights",
+        "unknown-arch": "device architecture unknown: ONNX Runtime's default full 8-bit weights",
         "x86-no-vnni": "x86 without VNNI: U8S8 kernels use VPMADDUBSW (saturating int16 sums); "
                        "7-bit weights (reduce_range) cannot saturate",
     }.get(kind) or _full_range_rule(arch, dot)
@@ -123,7 +125,8 @@ def _ort_activations(kind: str | None) -> tuple[str, str]:
                           "skips a tensor two nodes read (a residual's input), leaving those convs in fp32")
     if kind == "other":
         return "QInt8", ARM_ACTIVATIONS
-    return "QInt8", "no known architecture: ONNX Runtime's default S8 activations"
+    return "QUInt8", ("device architecture unknown: U8 activations, which every ONNX Runtime build fuses "
+                      "(S8 only its ARM builds)")
 
 
 # NNCF's OverflowFix values (nncf.OverflowFix(value)) and the weight range each leaves

@@ -103,7 +103,7 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: Calibration | None, *,
                        calibration_samples: int = 256, method: str = "minmax",
                        settings: Mapping[str, Any] | None = None) -> None:
     """Static QDQ per-channel INT8 of `src` into `dst`, calibrated on real samples. `settings`: the
-    device's `int8_settings.ort_int8_settings` (quant types, reduce_range); ORT defaults when None."""
+    device's `int8_settings.ort_int8_settings` (quant types, reduce_range); when None, the record for no identity."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
