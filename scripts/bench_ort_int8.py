@@ -144,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.min_s <= 0:
         ap.error("--rounds must be >= 1 and --min-s > 0")
-    for ckpt in args.checkpoint:
-        if not Path(ckpt).exists():
-            print(f"error: --checkpoint {ckpt} does not exist; pass a student.pt or its run directory",
-                  file=sys.stderr)
+    from edgekd.errors import EdgeKDError
+    from edgekd.models import load_model
+    from edgekd.runtimes.export import resolve_checkpoint
+
+    for ckpt in args.checkpoint:  # every checkpoint loads before minutes of measuring
+        try:
+            load_model(resolve_checkpoint(ckpt))
+        except EdgeKDError as err:
+            print(f"error: --checkpoint {ckpt}: {err}", file=sys.stderr)
             return 2
 
     import onnxruntime
@@ -159,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench_scale import DEFAULT_SPECS
 
     specs = args.specs or (QUICK_SPECS if args.quick else DEFAULT_SPECS)
+    from edgekd.models import spec_input_shape
+
+    for spec in specs:
+        try:
+            spec_input_shape(spec, (3, 224, 224))
+        except EdgeKDError as err:
+            print(f"error: --specs {spec}: {err}", file=sys.stderr)
+            return 2
     rounds = 1 if args.quick else args.rounds
     args.rounds = rounds
     host = hardware_identity(local_fingerprint()) or {}
