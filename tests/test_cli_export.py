@@ -31,6 +31,10 @@ def test_export_onnx_table_and_json(tiny_teacher_ckpt, tmp_path):
     for name in ("onnx-fp32", "onnx-int8"):
         manifest = read_manifest(out / name)
         assert manifest["status"] == "ok" and manifest["source"]["checkpoint_sha256"]
+    # the INT8 row says how many convs run in integer kernels here (all of them: U8 activations)
+    fused = read_manifest(out / "onnx-int8")["options"]["fused_convs"]
+    assert fused["convs"] >= 1 and fused["quantized"] == fused["convs"], fused
+    assert f"{fused['convs']} of {fused['convs']} convs in integer kernels" in res.output
     res = CliRunner().invoke(main, ["export", str(tiny_teacher_ckpt), "-f", "onnx", "-p", "fp32", "-o", str(out),
                                     "--json"])
     assert res.exit_code == 0, res.output

@@ -39,6 +39,13 @@ def print_table(report: dict[str, Any]) -> None:
                    f"{_parity(row):34} {_accuracy(row):22}")
         if row.get("error"):
             click.echo(f"   └ {row['error']}")
+        kernels = row.get("int8_kernels") or {}
+        if isinstance(kernels.get("convs"), int) and kernels["convs"] > 0:
+            fused, convs = kernels.get("quantized"), kernels["convs"]
+            click.echo(f"   └ {fused} of {convs} convs in integer kernels (this host's ONNX Runtime "
+                       f"{kernels.get('onnxruntime')})" + ("" if fused == convs else
+                                                           "; the rest run in fp32 between dequantize and quantize, "
+                                                           "so this INT8 model may be slower than fp32"))
     torch_acc = next((r["torch_accuracy"] for r in report["rows"] if r.get("torch_accuracy") is not None), None)
     if torch_acc is not None:
         click.echo(f"torch accuracy on the {report['data']['parity_samples']}-sample test split: {torch_acc:.2f}%")

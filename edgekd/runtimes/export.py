@@ -42,6 +42,7 @@ class ExportRow:
     torch_accuracy: float | None = None
     accuracy_drop_pts: float | None = None
     parity_proxy: str | None = None
+    int8_kernels: dict[str, Any] | None = None  # ONNX Runtime INT8: convs this host fuses (manifest fused_convs)
     seconds: float = 0.0
 
     @property
@@ -289,6 +290,7 @@ def _export_row(model: Any, info: Any, fmt: str, precision: str, artifact: Path,
                               max_drop=max_drop)
         manifest = read_manifest(artifact)
         row.status, row.error = manifest["status"], manifest["error"]
+        row.int8_kernels = (manifest.get("options") or {}).get("fused_convs")
         row.size_bytes = artifact_size(artifact, manifest)
         row.max_abs, row.top1_agreement = parity.get("max_abs"), parity.get("top1_agreement")
         row.accuracy, row.torch_accuracy = parity.get("accuracy"), parity.get("torch_accuracy")
