@@ -39,8 +39,8 @@ def print_table(report: dict[str, Any]) -> None:
                    f"{_parity(row):34} {_accuracy(row):22}")
         if row.get("error"):
             click.echo(f"   └ {row['error']}")
-        kernels = row.get("int8_kernels") or {}
-        if isinstance(kernels.get("convs"), int) and kernels["convs"] > 0:
+        kernels = row.get("int8_kernels")
+        if isinstance(kernels, dict) and isinstance(kernels.get("convs"), int) and kernels["convs"] > 0:
             fused, convs = kernels.get("quantized"), kernels["convs"]
             click.echo(f"   └ {fused} of {convs} convs in integer kernels (this host's ONNX Runtime "
                        f"{kernels.get('onnxruntime')})" + ("" if fused == convs else
