@@ -344,6 +344,8 @@ def _eval_data(cfg: BenchConfig, jobs: list[_Job], settings: dict[str, Any] | No
 
 def _bench_one(device: Device, job: _Job, cfg: BenchConfig, data: Path | None,
                data_fp: str | None) -> tuple[BenchRow, Measurement]:
+    from edgekd.latency.recipe import artifact_recipe
+
     assert job.artifact is not None
     manifest = read_manifest(job.artifact)
     if manifest.get("status", "ok") != "ok":
@@ -365,7 +367,8 @@ def _bench_one(device: Device, job: _Job, cfg: BenchConfig, data: Path | None,
     src = manifest.get("source") or {}
     job.model = src.get("spec") or job.model
     m = Measurement.from_result(result, model_sha256=src.get("checkpoint_sha256"), spec=job.model,
-                                params=src.get("params"), macs=src.get("macs"), dataset_fingerprint=data_fp)
+                                params=src.get("params"), macs=src.get("macs"), dataset_fingerprint=data_fp,
+                                recipe=artifact_recipe(manifest))
     lat = result.get("latency") or {}
     reasons = [r for r in (acc_error, *warnings) if r]
     row = BenchRow(job.model, job.format, job.precision, acc_error is None, "; ".join(reasons) or None,

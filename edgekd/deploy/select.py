@@ -188,6 +188,7 @@ def gather_candidates(
     `specs` (`select --space`: the space's students, not whatever else the profile measured)."""
     from edgekd.latency.calibrate import student_specs
     from edgekd.latency.section import latency_section, measurement_features, measurement_runtime, measurement_shape
+    from edgekd.latency.recipe import is_current
 
     tag = shape_tag(input_shape)
 
@@ -218,6 +219,8 @@ def gather_candidates(
         runtime = measurement_runtime(m)
         if not m.latency or not wanted(m.format, m.precision, m.threads, m.batch) or not m.spec:
             continue
+        if not is_current(m, profile.device, runtime):
+            continue  # an INT8 figure of another quantization recipe is not this export's latency
         if only_specs and m.spec not in keep:
             continue  # measured, but not a student of the asked space
         if section is not None and shape_tag(measurement_shape(m, section)) != tag:

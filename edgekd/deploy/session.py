@@ -184,10 +184,12 @@ class Session:
 
     def measured_families(self) -> set[str]:
         """The model families of the students the profile measured in the current configuration."""
+        from edgekd.latency.recipe import is_current
+
         prof = self.load_profile()
         return {str(m.spec).split(":")[0] for m in (prof.measurements.values() if prof is not None else ())
                 if m.spec and m.format == self.fmt and m.precision == self.precision
-                and int(m.threads or 0) == int(self.threads or 0)}
+                and int(m.threads or 0) == int(self.threads or 0) and is_current(m, prof.device)}
 
     # -- the students
     def latency_table(self) -> dict[str, tuple[float, str]]:

@@ -202,9 +202,12 @@ def verify(dev: Any, art: Path, *, spec: str, ckpt: Path, eval_npz: Path, data_f
     result = dev.bench(art, {"threads": threads, "batch": 1, "warmup_s": 0.5, "min_s": min_s, "min_count": 200})
     acc = dev.eval(art, eval_npz, {"threads": threads, "latency": False, "accuracy": True})
     result["accuracy"] = acc.get("accuracy")
-    src = read_manifest(art).get("source") or {}
+    from edgekd.latency.recipe import artifact_recipe
+
+    manifest = read_manifest(art)
+    src = manifest.get("source") or {}
     m = Measurement.from_result(result, model_sha256=sha256_file(ckpt), spec=spec, params=src.get("params"),
-                                macs=src.get("macs"), dataset_fingerprint=data_fp)
+                                macs=src.get("macs"), dataset_fingerprint=data_fp, recipe=artifact_recipe(manifest))
     return result, m
 
 

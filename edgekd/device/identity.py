@@ -8,6 +8,8 @@ model is tied to the *identity* it was fitted on, built from what changes speed:
               the speed-relevant ISA flags (SPEED_FLAGS), logical cores, memory (GiB), cache sizes,
               GPUs (name, compute capability, driver), Jetson power mode
     runtime:  the runtime that ran the model and its version
+    recipe:   for an INT8 model, the quantization recipe this device's exports use
+              (`edgekd.runtimes.int8_settings.device_recipe`: S8 and U8 activations run at different speeds)
 
 A model whose identity differs from this device's in any of these fields is *foreign*: it is never
 used as this device's; `edgekd.latency.drift` adapts it (`edgekd.latency.transfer`) or calibrates instead.
@@ -70,11 +72,16 @@ def hardware_identity(fingerprint: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def model_identity(fingerprint: Mapping[str, Any], runtime: str) -> dict[str, Any]:
-    """The identity a latency model of `runtime` on this device records: hardware + runtime version."""
+def model_identity(fingerprint: Mapping[str, Any], runtime: str, recipe: str | None = None) -> dict[str, Any]:
+    """The identity a latency model of `runtime` on this device records: hardware + runtime version,
+    and for an INT8 model its quantization `recipe` (absent otherwise, so an fp32 identity is what it
+    always was)."""
     versions = fingerprint.get("runtimes") if isinstance(fingerprint.get("runtimes"), Mapping) else {}
-    return {"hardware": hardware_identity(fingerprint), "runtime": runtime,
-            "runtime_version": (versions or {}).get(runtime)}
+    out = {"hardware": hardware_identity(fingerprint), "runtime": runtime,
+           "runtime_version": (versions or {}).get(runtime)}
+    if recipe is not None:
+        out["recipe"] = recipe
+    return out
 
 
 def digest(identity: Any) -> str:
@@ -97,7 +104,7 @@ def differences(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) 
                 out.append("isa: " + ", ".join([f"-{x}" for x in gone] + [f"+{x}" for x in new]))
             else:
                 out.append(f"{f}: {a} -> {b}")
-    for f in ("runtime", "runtime_version"):
+    for f in ("runtime", "runtime_version", "recipe"):
         if recorded.get(f) != current.get(f):
             out.append(f"{f}: {recorded.get(f)} -> {current.get(f)}")
     return out

@@ -78,6 +78,7 @@ MEASUREMENT_FIELDS: dict[str, tuple[Check, str]] = {
     "versions": (_optional(_str_map), "a mapping"),
     "warnings": (_optional(_str_list), "a list of strings"),
     "count": (_int(1), "an integer >= 1"),
+    "recipe": (_optional(_str), "a string (an INT8 quantization recipe)"),
 }
 REQUIRED = ("model_sha256", "format", "precision", "threads", "batch")
 TOP_FIELDS: dict[str, tuple[Check, str]] = {

@@ -82,6 +82,7 @@ class Measurement:
     versions: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     count: int = 1
+    recipe: str | None = None  # INT8: the artifact's quantization recipe (edgekd.latency.recipe); None otherwise
 
     @property
     def key(self) -> str:
@@ -116,6 +117,8 @@ class Measurement:
         out = asdict(self)
         if out["accelerator"] is None:
             del out["accelerator"]  # a row from before accelerators stays as it was written
+        if out["recipe"] is None:
+            del out["recipe"]  # fp32 rows, and rows from before recipes, stay as they were written
         return out
 
     @classmethod
@@ -126,9 +129,11 @@ class Measurement:
     @classmethod
     def from_result(cls, result: dict[str, Any], *, model_sha256: str | None = None, spec: str | None = None,
                     params: int | None = None, macs: int | None = None,
-                    dataset_fingerprint: str | None = None) -> "Measurement":
+                    dataset_fingerprint: str | None = None, recipe: str | None = None) -> "Measurement":
         """Build from what `edgekd.bench.measure` returns (in-process, isolated, or from the agent).
-        Missing model facts fall back to the artifact's own (its file hash stands in for the model)."""
+        Missing model facts fall back to the artifact's own (its file hash stands in for the model).
+        `recipe`: the INT8 recipe of the artifact, read by the host from its own manifest
+        (`edgekd.latency.recipe.artifact_recipe`), never from the device's answer."""
         art = result.get("artifact") or {}
         settings = result.get("settings") or {}
         acc = result.get("accuracy") or {}
@@ -166,6 +171,7 @@ class Measurement:
             artifact_sha256=artifact_sha,
             versions=dict(result.get("versions") or {}),
             warnings=list(result.get("warnings") or []),
+            recipe=recipe,
         )
 
 

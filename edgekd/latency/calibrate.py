@@ -109,6 +109,8 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     from edgekd.device.profiles import Measurement, record_measurements
     from edgekd.latency.anchor import anchor_floor, round_rank
     from edgekd.latency.features import spec_features
+    from edgekd.latency.recipe import artifact_recipe
+    from edgekd.runtimes import read_manifest
 
     req = {**CALIBRATION_REQUEST, **(request or {}), "threads": threads, "batch": batch}
     jobs = [(s, r, p) for r in runtimes for p in precisions for s in specs]
@@ -136,7 +138,8 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
                                                batch=batch, layout=layout, device_identity=fingerprint or None)
                 result = dev.bench(arts[j], req)
                 feats = spec_features(spec, shape, classes)
-                m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"])
+                m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"],
+                                            recipe=artifact_recipe(read_manifest(arts[j])))
             except EdgeKDError as err:
                 failed[j] = {**row, "ok": False, "error": str(err)}
                 continue

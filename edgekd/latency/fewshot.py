@@ -64,11 +64,12 @@ def start_transfer(path: Path, key: str, model: Mapping[str, Any], prior_path: P
                    meta: Mapping[str, Any]) -> str:
     """Write the prior's transfer, with no points yet, as this device's model for `key`; returns `since`
     (the points measured from now on adapt it)."""
-    from edgekd.device.identity import differences, model_identity
+    from edgekd.device.identity import differences
     from edgekd.device.profiles import now_iso
     from edgekd.latency.drift import Assessment, adapt
+    from edgekd.latency.recipe import config_identity
 
-    current = model_identity(fingerprint, str(meta.get("runtime")))
+    current = config_identity(fingerprint, str(meta.get("runtime")), str(meta.get("precision")))
     diff = differences(model.get("identity"), current)
     since = now_iso()
     a = Assessment(key=key, status="foreign", source=str(prior_path), differences=list(diff), prior=dict(model))

@@ -101,6 +101,7 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
     from edgekd.latency.model import MIN_SAMPLES, Sample, fit_latency_model, model_key
 
     from edgekd.latency.anchor import anchor_floor, steady_latency
+    from edgekd.latency.recipe import is_current
 
     section = latency_section(profile)
     groups: dict[str, list[Sample]] = {}
@@ -110,6 +111,8 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
     for m in profile.measurements.values():
         if not m.latency or not m.latency.get("p50_ms"):
             continue
+        if not is_current(m, profile.device, measurement_runtime(m)):
+            continue  # an INT8 point of another quantization recipe: not what this device's exports are now
         feats = measurement_features(m, section)
         if feats is None:
             continue
@@ -121,8 +124,9 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
                      "threads": m.threads, "batch": m.batch}
         if m.on_accelerator:
             meta[key]["accelerator"] = m.on_accelerator
-    from edgekd.device.identity import hardware_identity, model_identity
+    from edgekd.device.identity import hardware_identity
     from edgekd.latency.model import TRANSFER_KIND
+    from edgekd.latency.recipe import config_identity
 
     fitted = {}
     for key, samples in sorted(groups.items()):
@@ -131,7 +135,7 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
         if len(samples) >= MIN_SAMPLES:
             native = fit_latency_model(samples, key, folds=folds, seed=seed, source=f"profile {profile.name}")
             if hardware_identity(profile.device or {}) is not None:  # the device these points were measured on
-                native.identity = model_identity(profile.device, meta[key]["runtime"])
+                native.identity = config_identity(profile.device, meta[key]["runtime"], meta[key]["precision"])
         if isinstance(stored, dict) and stored.get("kind") == TRANSFER_KIND:
             model = readapt(profile, key, stored)  # every new point corrects the transfer at once
         elif native is not None:
@@ -166,12 +170,15 @@ def update_profile_section(path: Any, change: Any) -> Any:
 def device_points(profile: Any, key: str, since: str = "") -> list[Any]:
     """This device's measurements of configuration `key` (measured at or after `since`) as transfer points."""
     from edgekd.latency.model import model_key
+    from edgekd.latency.recipe import is_current
     from edgekd.latency.transfer import Point
 
     section = latency_section(profile)
     out = []
     for m in profile.measurements.values():
         if not m.latency or not m.latency.get("p50_ms") or (since and str(m.measured_at) < since):
+            continue
+        if not is_current(m, profile.device, measurement_runtime(m)):
             continue
         if model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section)) != key:
             continue

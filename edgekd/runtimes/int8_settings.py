@@ -166,6 +166,43 @@ RULES: dict[str, Callable[[Mapping[str, Any] | None], dict[str, Any]]] = {
     "onnxruntime": ort_int8_settings, "openvino": openvino_int8_settings, "litert": litert_int8_settings}
 
 
+#: per runtime, the record's keys that change the artifact's speed (its recipe); the rest says why
+RECIPE_KEYS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("activation_type", "weight_type", "reduce_range", "per_channel"),
+    "openvino": ("preset", "overflow_fix"),
+    "litert": ("activation_type", "weight_type"),
+}
+RECIPE_VALUE_MAX = 64  # a value longer than this is not one of ours (the record may come from a peer)
+
+
+def recipe_of(runtime: str, settings: Any) -> str | None:
+    """The recipe (``key=value;...`` over RECIPE_KEYS[runtime]) of an INT8 settings record, e.g.
+    ``activation_type=QUInt8;weight_type=QInt8;reduce_range=False;per_channel=True``; None for a
+    runtime without a rule or a record that is not one (missing keys, values that are not short
+    strings / booleans / integers: the record can come from a device, which is not trusted)."""
+    keys = RECIPE_KEYS.get(runtime)
+    if not keys or not isinstance(settings, Mapping):
+        return None
+    parts = []
+    for k in keys:
+        v = settings.get(k)
+        if not isinstance(v, (str, bool, int)) or isinstance(v, float) or len(str(v)) > RECIPE_VALUE_MAX:
+            return None
+        if any(c in str(v) for c in ";=\n"):
+            return None
+        parts.append(f"{k}={v}")
+    return ";".join(parts)
+
+
+def device_recipe(runtime: str, precision: str, identity: Mapping[str, Any] | None) -> str | None:
+    """The recipe `runtime` exports `precision` with for the device `identity` describes (None for any
+    precision but int8, and for a runtime without a rule here, e.g. TensorRT)."""
+    if precision != "int8":
+        return None
+    settings = int8_settings(runtime, identity)
+    return recipe_of(runtime, settings) if settings else None
+
+
 def int8_settings(runtime: str, identity: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The INT8 settings `runtime` would export with for the device `identity` (None: a runtime without
     a rule here, e.g. TensorRT, whose INT8 is built on the device)."""

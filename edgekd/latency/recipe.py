@@ -1,0 +1,64 @@
+"""Which latency points and models describe what this device's exports are *now*: the INT8 recipe.
+
+An INT8 artifact's speed depends on how it was quantized as much as on the device: on the Xeon VM
+the same 16 students took 1.09x their fp32 time as ONNX Runtime INT8 with S8 activations and 0.68x
+with U8 (`scripts/bench_ort_int8.py`). The exporters choose those settings from the device identity
+(`edgekd.runtimes.int8_settings`), so when that rule changes, the profile's older INT8 points and the
+model fitted on them describe artifacts the device no longer gets. So:
+
+  * every INT8 measurement records its artifact's recipe (`Measurement.recipe`, from the manifest's
+    ``options.int8_settings``: `int8_settings.recipe_of`);
+  * an INT8 latency model records in its identity the recipe this device exports with now
+    (`config_identity`), so a model fitted under another recipe (or before recipes were recorded)
+    is *foreign*: adapted as a prior (`edgekd.latency.drift`), never used as it is;
+  * a point of another recipe, or of none recorded, joins no fit and is no "measured" latency
+    (`is_current`): fit, transfer points, the deploy's latency table and the reused teacher figure.
+
+fp32 / fp16 points and TensorRT (which builds its INT8 on the device) have no recipe: nothing changes
+for them. Host side, stdlib only.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from edgekd.device.identity import model_identity
+from edgekd.runtimes.int8_settings import device_recipe
+
+
+def current_recipe(device: Mapping[str, Any] | None, runtime: str, precision: str) -> str | None:
+    """The recipe `runtime` exports `precision` with for the device whose fingerprint is `device`
+    (a fingerprint from before identities: the recipe for no identity, which is what its exports got)."""
+    return device_recipe(runtime, precision, device or None)
+
+
+def config_identity(fingerprint: Mapping[str, Any], runtime: str, precision: str) -> dict[str, Any]:
+    """The identity a latency model of (runtime, precision) on this device records: the hardware, the
+    runtime version and, for INT8, the recipe its exports use now."""
+    return model_identity(fingerprint, runtime, current_recipe(fingerprint, runtime, precision))
+
+
+def artifact_recipe(manifest: Mapping[str, Any]) -> str | None:
+    """The recipe of an exported artifact, from its manifest (``options.int8_settings``); None when it
+    is not INT8 or records no settings (a runtime without a rule, or an export from before them)."""
+    from edgekd.runtimes.int8_settings import recipe_of
+
+    if str(manifest.get("precision")) != "int8":
+        return None
+    options = manifest.get("options") if isinstance(manifest.get("options"), Mapping) else {}
+    return recipe_of(str(manifest.get("runtime")), (options or {}).get("int8_settings"))
+
+
+def key_precision(key: str) -> str:
+    """The precision of a latency model key (``runtime/precision/tN/bN...``)."""
+    parts = str(key).split("/")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def is_current(m: Any, device: Mapping[str, Any] | None, runtime: str | None = None) -> bool:
+    """Whether measurement `m` describes what this device's export of its configuration is now: always
+    for a precision without a recipe; for INT8, only when its recorded recipe is the device's."""
+    from edgekd.runtimes.catalog import FORMAT_RUNTIME
+
+    rt = str(runtime or m.runtime or FORMAT_RUNTIME.get(m.format, m.format))
+    want = current_recipe(device, rt, str(m.precision))
+    return want is None or getattr(m, "recipe", None) == want
