@@ -64,6 +64,26 @@ def _joint_deploy(teacher, profile, out, *, floor: str, epochs: str, rounds: str
             "-o", str(out / "bundle"), "--json"]
 
 
+def _stale_native_model(profile, key: str, factor: float) -> None:
+    """Replace the profile's model for `key` by a native fit of its own points with every cost
+    multiplied by `factor`: this device's model, of this identity, that the device no longer matches."""
+    from edgekd.device.profiles import Profile
+    from edgekd.latency.model import fit_latency_model
+    from edgekd.latency.recipe import config_identity
+    from edgekd.latency.section import device_points, latency_section, update_profile_section
+
+    prof = Profile.load(profile)
+    model = fit_latency_model(device_points(prof, key), key, source="stale copy")
+    model.coef = {m: {t: v * factor for t, v in c.items()} for m, c in model.coef.items()}
+    model.identity = config_identity(prof.device, "onnxruntime", "int8")
+
+    def change(p):
+        sec = latency_section(p)
+        sec["models"][key] = {**sec["models"][key], **model.to_dict()}
+        p.latency_model = sec
+    update_profile_section(profile, change)
+
+
 @pytest.mark.slow
 def test_joint_deploy_subprocess_verifies_then_fails_with_its_report_where_nothing_meets_the_floor(
         tiny_teacher_ckpt, tmp_path, tmp_path_factory, capsys):
@@ -117,11 +137,19 @@ def test_joint_deploy_subprocess_verifies_then_fails_with_its_report_where_nothi
     print_report(report)  # what the command prints without --json
     assert "chosen among 2 configurations" in capsys.readouterr().out
 
+    # the int8 model is this device's now; make it stale (4x too fast: the machine slowed since) and
+    # the next deploy's probe must catch it before the configuration's winner is chosen on it
+    _stale_native_model(profile, "onnxruntime/int8/t1/b1", 0.25)
     cmd = _joint_deploy(tiny_teacher_ckpt, profile, tmp_path / "none", floor="0.999", epochs="1", rounds="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == NO_CANDIDATE_EXIT, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     report = json.loads(proc.stdout)
+    (int8_model,) = report["joint"]["latency_models"].values()
+    probe = int8_model["probe"]
+    assert probe["spec"] and probe["drift_detected"] and probe["ratio"] > 1.25, probe
+    assert int8_model["action"].startswith("this device's model, adapted on the probe"), int8_model
+    assert int8_model["latency_model"]["kind"] == "transfer/1"  # adapted on the probe, the stale fit its prior
     assert report["status"] == "failed" and report["chosen"] is None
     views = [v for views in report["candidates"] for v in views]
     assert {(v["runtime"], v["precision"]) for v in views} == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}

@@ -33,10 +33,14 @@ exactly that (the same net on OpenVINO INT8, one test image behind the pinned fp
 
 Latency models (`ensure_config_models`): the reference configuration (the first: the teacher and
 the budget are measured there) goes through the drift check and transfer of `edgekd.deploy.trust`;
-each other configuration uses this device's own model when the profile has one fitted on this
-identity, else is calibrated on `joint_calibrate_count` untrained students (fewer than the
-reference's `calibrate_count`, and never more: every round's measurement joins and corrects its
-model). Host side.
+each other configuration has no teacher measurement to check its model with, so it gets a probe of
+its own: one untrained student predicted just within the budget (where the choice is made) is
+measured there and compared with this device's model *before* it joins the fit; within the drift
+tolerance the model is used, beyond it the model is adapted on the probe (`edgekd.latency.drift`), so
+a stale model (another runtime version, another INT8 recipe, a machine that changed) never picks a
+configuration's winner unchecked. A configuration without a model of this identity is calibrated on
+`joint_calibrate_count` untrained students (fewer than the reference's `calibrate_count`, and never
+more: every round's measurement joins and corrects its model). Host side.
 """
 from __future__ import annotations
 
@@ -82,10 +86,11 @@ class ConfigView:
         return asdict(self)
 
 
-def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
+def ensure_config_models(s: Session, budget_ms: float | None = None) -> dict[str, dict[str, Any]]:
     """A latency model for every non-reference configuration: this device's own when the profile has
-    one fitted on this identity, else a calibration on `joint_calibrate_count` untrained students (at
-    most `calibrate_count`). Leaves the reference configuration current; {model key: {format, runtime, precision, action}}."""
+    one fitted on this identity and a probe near `budget_ms` agrees with it (`probe_config`), else a
+    calibration on `joint_calibrate_count` untrained students (at most `calibrate_count`). Leaves the
+    reference configuration current; {model key: {format, runtime, precision, action[, probe]}}."""
     from edgekd.latency.drift import assess
 
     out: dict[str, dict[str, Any]] = {}
@@ -104,6 +109,9 @@ def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
                            tolerance=s.cfg.drift_tolerance)
                 if a.status == "trusted" and not s.unmeasured_families():
                     entry["action"] = "this device's model, used as it is"
+                    if budget_ms is not None:
+                        entry["probe"] = probe_config(s, budget_ms)
+                        entry["action"] = entry["probe"]["action"]
                 else:
                     specs = s.calibration_specs(min(s.cfg.joint_calibrate_count, s.cfg.calibrate_count))
                     n = len(specs)
@@ -115,6 +123,53 @@ def ensure_config_models(s: Session) -> dict[str, dict[str, Any]]:
             out[s.model_key] = entry
     finally:
         s.use(ref)
+    return out
+
+
+def probe_config(s: Session, budget_ms: float) -> dict[str, Any]:
+    """The drift check of a non-reference configuration (current in `s`): measure one untrained student
+    its model predicts just within the budget, compare out of sample, adapt the model on it when it is
+    beyond the drift tolerance. Returns {spec, predicted_ms, measured_ms, ratio, drift_detected, action}."""
+    from edgekd.device.profiles import now_iso
+    from edgekd.latency.drift import adapt, describe, probe_specs, round_drift
+    from edgekd.latency.section import device_points
+
+    table = s.latency_table()
+    specs = probe_specs(table, budget_ms, 1, s.params)
+    if not specs:
+        s.say(f"drift check: {s.model_key}: no unmeasured student predicted within the budget to probe; "
+              "this device's model is used, every round's measurement corrects it")
+        return {"spec": None, "drift_detected": False, "action": "this device's model, unprobed (nothing to probe)"}
+    spec, predicted = specs[0], float(table[specs[0]][0])
+    since = now_iso()
+    s.say(f"drift check: {s.model_key}: measuring the untrained {spec} (predicted p{s.cfg.percentile} "
+          f"{predicted:.4g} ms) before trusting this configuration's model")
+    s.calibrate_on([spec])
+    # the probe's own row: measured since the probe started, of this spec (the fit already includes
+    # it; `round_drift` reads that fit only to take it as the prior of an adaptation)
+    prof = s.load_profile()
+    mine = [p for p in device_points(prof, s.model_key, since) if p.name.split("@")[0] == spec]
+    if not mine or not mine[-1].latency.get(s.metric):
+        return {"spec": spec, "predicted_ms": predicted, "drift_detected": False,
+                "action": "this device's model, unprobed (the probe gave no figure)"}
+    measured = float(mine[-1].latency[s.metric])
+    out: dict[str, Any] = {"spec": spec, "predicted_ms": predicted, "measured_ms": measured,
+                           "ratio": measured / predicted if predicted > 0 else None}
+    drifted = round_drift(s.path, s.model_key, predicted, measured, s.cfg.drift_tolerance)
+    out["drift_detected"] = drifted is not None or not (
+        1 / (1 + s.cfg.drift_tolerance) <= (out["ratio"] or 0) <= 1 + s.cfg.drift_tolerance)
+    if drifted is not None:
+        adapted = adapt(s.path, drifted, s.fingerprint, s.measurement_meta, since=since)
+        s.say(f"drift check: {describe(drifted, s.metric, spec).split(': ', 1)[1]} ({adapted.label})")
+        out["action"] = f"this device's model, adapted on the probe {spec} (x{out['ratio']:.2f})"
+    elif out["drift_detected"]:  # already a transfer: the probe's point has re-adapted it
+        s.say(f"drift check: {spec} measured x{out['ratio']:.2f} its prediction; this configuration's transfer "
+              "model has re-adapted on it")
+        out["action"] = f"this device's transfer model, re-adapted on the probe {spec} (x{out['ratio']:.2f})"
+    else:
+        s.say(f"drift check: {spec} predicted {predicted:.4g} ms, measured {measured:.4g} ms (x{out['ratio']:.2f}; "
+              f"tolerance ±{s.cfg.drift_tolerance:.0%}) -> this configuration's model is used")
+        out["action"] = f"this device's model, checked on the probe {spec} (x{out['ratio']:.2f})"
     return out
 
 

@@ -68,7 +68,7 @@ def run_deploy(cfg: DeployConfig, log: Log | None = None) -> dict[str, Any]:
         goal = set_goal(cfg, check.fig, teacher_val=s.teacher_host.val, teacher_test=s.teacher_host.test)
         s.say(goal.line(cfg.percentile))
         settle_transfer(s, check, goal.budget_ms)
-        joint_models = ensure_config_models(s)  # joint choice: a model for every other configuration
+        joint_models = ensure_config_models(s, goal.budget_ms)  # joint: a checked model for every other configuration
         for key in joint_models:
             joint_models[key]["latency_model"] = latency_model_summary(s.load_profile(), key, s.metric)
             s.say(latency_model_line(joint_models[key]["latency_model"], s.metric))
