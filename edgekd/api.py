@@ -126,13 +126,45 @@ def export(
     """Export a checkpoint (or run directory) for `target`: one artifact per (format, precision) under
     `output/<format>-<precision>/`, each through the parity gate (fp32: max |diff| <= 1e-4; int8:
     accuracy drop <= 1 point). Returns the report dict (`ok`, `rows` with status/reason/size/parity/
-    accuracy); a failing row never aborts the others. `options`: fp32_tol, max_drop,
-    calibration_samples, image_size, format_options={"tflite": {"layout": "NHWC"}, ...}."""
+    accuracy, `device`); a failing row never aborts the others. `options`: fp32_tol, max_drop,
+    calibration_samples, image_size, format_options={"tflite": {"layout": "NHWC"}, ...}; and the
+    device the artifacts are for, whose ISA picks the INT8 settings: `device` (an agent URL, 'local'
+    or 'inprocess' = this machine; its fingerprint is asked, nothing is measured) with `key`, or
+    `profile` (a profile path or name in `profiles_dir`: the device it was measured on)."""
     from edgekd.runtimes.export import export_checkpoint
 
+    identity, source = _export_device(options.pop("device", None), options.pop("key", None),
+                                      options.pop("profile", None), options.pop("profiles_dir", "profiles"))
     report = export_checkpoint(checkpoint, output, target=target, formats=formats, precisions=precisions, data=data,
-                               threads=threads, targets_dir=targets_dir, log=log, **options)
+                               threads=threads, targets_dir=targets_dir, log=log, device_identity=identity,
+                               device_source=source, **options)
     return report.to_dict()
+
+
+def _export_device(device: str | None, key: Any, profile: str | None,
+                   profiles_dir: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(fingerprint, where it came from) of the device an export is for; (None, None) for none."""
+    from edgekd.errors import ConfigError
+
+    if device and profile:
+        raise ConfigError("pass --device or --profile, not both: each names the device the export is for")
+    if device:
+        from edgekd.bench.devices import fingerprint_of
+
+        return fingerprint_of(device, key), f"device {device}"
+    if profile:
+        from edgekd.device.identity import hardware_identity
+        from edgekd.device.profiles import Profile, profile_path
+
+        path = profile_path(profile, profiles_dir)
+        if not path.is_file():
+            raise ConfigError(f"profile {path} does not exist; pass a profile .yaml written by a deploy or `edgekd profile calibrate`, or --device")
+        fp = Profile.load(path).device or {}
+        if hardware_identity(fp) is None:
+            raise ConfigError(f"profile {path} records no device identity (written before identities); "
+                              "pass --device URL to ask the device itself")
+        return dict(fp), f"profile {path}"
+    return None, None
 
 
 def calibrate(**options: Any) -> dict[str, Any]:

@@ -81,3 +81,69 @@ def test_bad_inputs_are_one_line_errors(tiny_teacher_ckpt, tmp_path):
     assert res.exit_code == 2 and "corrupt.pt" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["export", str(tmp_path), "-o", out])
     assert res.exit_code == 2 and "no student.pt" in res.output
+
+
+def _profile_of(path, fingerprint) -> None:
+    """A profile file recording `fingerprint` as its device (what a deploy or calibration writes)."""
+    from edgekd.device.profiles import Profile, save_profile
+
+    save_profile(Profile(name=path.stem, device=fingerprint, path=path), path)
+
+
+def test_export_for_a_device_follows_its_isa(tiny_teacher_ckpt, tmp_path):
+    """`--device` asks the device for its fingerprint; `--profile` reads the one a profile recorded. An
+    AVX2-only x86 profile (no VNNI: saturating int16 sums) gets ONNX Runtime 7-bit weights although this
+    host exports it, and the table says for which device and why; without a device, a hint."""
+    from edgekd.agent.fingerprint import device_fingerprint
+    from edgekd.device.profiles import device_name
+
+    here = device_fingerprint()
+    res = CliRunner().invoke(main, ["export", str(tiny_teacher_ckpt), "-f", "onnx", "-p", "int8", "-o",
+                                    str(tmp_path / "here"), "--device", "inprocess", "--calibration-samples", "64"])
+    assert res.exit_code == 0, res.output
+    assert f"and device {device_name(here)} (device inprocess)" in res.output
+    assert read_manifest(tmp_path / "here" / "onnx-int8")["options"]["int8_settings"]["arch"] == here["arch"]
+    assert "no particular device" not in res.output
+
+    avx2 = {**here, "arch": "x86_64", "cpu_model": "AVX2 box",
+            "cpu": {**here["cpu"], "flags": ["sse4_2", "avx", "avx2", "fma", "f16c"]}}
+    _profile_of(tmp_path / "avx2-box.yaml", avx2)
+    res = CliRunner().invoke(main, ["export", str(tiny_teacher_ckpt), "-f", "onnx", "-p", "int8", "-o",
+                                    str(tmp_path / "avx2"), "--profile", str(tmp_path / "avx2-box.yaml"),
+                                    "--calibration-samples", "64", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["device"]["source"] == f"profile {tmp_path / 'avx2-box.yaml'}"
+    assert report["device"]["isa_level"] == "avx2" and report["device"]["name"] == device_name(avx2)
+    settings = report["rows"][0]["int8_settings"]
+    assert settings["reduce_range"] is True and "without VNNI" in settings["rule"]
+    assert read_manifest(tmp_path / "avx2" / "onnx-int8")["options"]["int8_settings"] == settings
+
+    res = CliRunner().invoke(main, ["export", str(tiny_teacher_ckpt), "-f", "onnx", "-p", "int8", "-o",
+                                    str(tmp_path / "none"), "--calibration-samples", "64"])
+    assert res.exit_code == 0, res.output
+    assert "INT8 QUInt8 activations, 8-bit weights: no device identity" in res.output
+    assert "chosen for no particular device" in res.output
+
+
+def test_bad_device_for_an_export_is_one_line_exit_2_and_writes_nothing(tiny_teacher_ckpt, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    old = tmp_path / "old.yaml"
+    _profile_of(old, {"cpu_model": "some cpu", "arch": "x86_64"})  # written before identities
+    out = tmp_path / "out"
+    cases = [
+        (["--device", f"tcp://127.0.0.1:{port}"], f"127.0.0.1:{port}"),
+        (["--profile", str(tmp_path / "missing.yaml")], "does not exist"),
+        (["--profile", str(old)], "records no device identity"),
+        (["--device", "inprocess", "--profile", str(old)], "not both"),
+    ]
+    for extra, message in cases:
+        res = CliRunner().invoke(main, ["export", str(tiny_teacher_ckpt), "-f", "onnx", "-p", "int8", "-o", str(out),
+                                        *extra])
+        assert res.exit_code == 2 and message in res.output, (extra, res.output)
+        assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+        assert not out.exists()  # refused before anything was written

@@ -201,6 +201,16 @@ def open_device(url: str, key: str | None = None) -> Device:
                          "use --device inprocess") from None
 
 
+def fingerprint_of(url: str, key: Any = None) -> dict[str, Any]:
+    """The fingerprint of the device at `url` (an agent URL, 'local' or 'inprocess'), asked once and
+    the connection closed: what an export for that device needs (its ISA picks the INT8 settings)."""
+    dev = open_device(url, key)
+    try:
+        return dev.fingerprint()
+    finally:
+        dev.close()
+
+
 class OnAccelerator:
     """A Device whose every bench / eval request runs on one accelerator (a target's), unless the
     request names its own. Everything else is the wrapped device's."""

@@ -31,7 +31,10 @@ def _accuracy(row: dict[str, Any]) -> str:
 def print_table(report: dict[str, Any]) -> None:
     """One line per (format, precision): status, size, parity, accuracy vs torch, and the reason."""
     header = f"{'':2} {'format':9} {'prec':5} {'runtime':12} {'size':>10}  {'parity':34} {'accuracy':22}"
-    click.echo(f"export {report['checkpoint']} for target {report['target']} -> {report['out_dir']}")
+    device = report.get("device")
+    made_for = (f" and device {device.get('name') or device.get('arch')} ({device.get('source')})" if device
+                else "")
+    click.echo(f"export {report['checkpoint']} for target {report['target']}{made_for} -> {report['out_dir']}")
     click.echo(header)
     for row in report["rows"]:
         mark = "✅" if row["status"] == "ok" else "❌"
@@ -39,6 +42,10 @@ def print_table(report: dict[str, Any]) -> None:
                    f"{_parity(row):34} {_accuracy(row):22}")
         if row.get("error"):
             click.echo(f"   └ {row['error']}")
+        settings = row.get("int8_settings")
+        if isinstance(settings, dict) and settings.get("rule"):
+            click.echo(f"   └ INT8 {settings.get('activation_type')} activations, {settings.get('weight_range')} "
+                       f"weights: {settings['rule']}")
         kernels = row.get("int8_kernels")
         if isinstance(kernels, dict) and isinstance(kernels.get("convs"), int) and kernels["convs"] > 0:
             fused, convs = kernels.get("quantized"), kernels["convs"]
@@ -46,6 +53,10 @@ def print_table(report: dict[str, Any]) -> None:
                        f"{kernels.get('onnxruntime')})" + ("" if fused == convs else
                                                            "; the rest run in fp32 between dequantize and quantize, "
                                                            "so this INT8 model may be slower than fp32"))
+    int8 = [r for r in report["rows"] if r.get("int8_settings") and r["status"] == "ok"]
+    if int8 and not device and any(r["runtime"] in ("onnxruntime", "openvino") for r in int8):
+        click.echo("INT8 settings were chosen for no particular device; on an x86 CPU without VNNI their 8-bit "
+                   "weights can saturate: pass --device (or --profile) for the device that will run them")
     torch_acc = next((r["torch_accuracy"] for r in report["rows"] if r.get("torch_accuracy") is not None), None)
     if torch_acc is not None:
         click.echo(f"torch accuracy on the {report['data']['parity_samples']}-sample test split: {torch_acc:.2f}%")
@@ -76,19 +87,29 @@ def print_table(report: dict[str, Any]) -> None:
 @click.option("--family", default=None, help="the user family (module:function) the checkpoint was built with; "
               "edgekd never imports code a checkpoint names, so register it here")
 @click.option("--family-grid", type=click.Path(dir_okay=False), default=None, help="that family's grid YAML")
+@click.option("--device", default=None, help="the device the artifacts are for: an agent URL (tcp://HOST:PORT, "
+              "serial path/URL), 'local' or 'inprocess' (this machine). Only its fingerprint is asked: its ISA picks "
+              "the INT8 settings (e.g. ONNX Runtime 7-bit weights on x86 without VNNI). Default: no particular device")
+@click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="agent key file (or EDGEKD_AGENT_KEY)")
+@click.option("--profile", default=None, help="instead of --device: a device profile (.yaml path, or a name in "
+              "--profiles-dir) whose device the artifacts are for")
+@click.option("--profiles-dir", default="profiles", show_default=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 def command(checkpoint: str, target: str, formats: str | None, precisions: str | None, output: str, data: str | None,
             image_size: int | None, threads: int | None, targets_dir: str | None, max_drop: float, fp32_tol: float,
             calibration_samples: int, layout: str | None, accuracy_control: bool, dynamic_batch: bool,
-            int8_mode: str | None, family: str | None, family_grid: str | None, as_json: bool) -> None:
+            int8_mode: str | None, family: str | None, family_grid: str | None, device: str | None,
+            key_file: str | None, profile: str | None, profiles_dir: str, as_json: bool) -> None:
     """Export RUN_OR_CHECKPOINT for a target: one artifact per (format, precision), each checked
     against torch (fp32: max |diff| <= --fp32-tol; int8: accuracy drop <= --max-drop points).
 
     \b
     Example:
       edgekd export runs/s1 --target cpu --format onnx,openvino,tflite --precision fp32,int8 -o out/s1
+      edgekd export runs/s1 --format onnx --precision int8 --device tcp://pi.local:7000 --key-file agent.key -o out/pi
     """
     from edgekd import api
+    from edgekd.cli.params import agent_key
 
     if family:
         api.register_family(family, family_grid)
@@ -106,7 +127,8 @@ def command(checkpoint: str, target: str, formats: str | None, precisions: str |
     report = api.export(checkpoint, output, target=target, formats=formats, precisions=precisions, data=data,
                         threads=threads, targets_dir=targets_dir, log=log, max_drop=max_drop, fp32_tol=fp32_tol,
                         calibration_samples=calibration_samples, image_size=image_size,
-                        format_options=format_options)
+                        format_options=format_options, device=device,
+                        key=agent_key(key_file) if device else None, profile=profile, profiles_dir=profiles_dir)
     if as_json:
         click.echo(json.dumps(report, sort_keys=True, default=str))
     else:

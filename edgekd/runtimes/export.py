@@ -43,6 +43,7 @@ class ExportRow:
     accuracy_drop_pts: float | None = None
     parity_proxy: str | None = None
     int8_kernels: dict[str, Any] | None = None  # ONNX Runtime INT8: convs this host fuses (manifest fused_convs)
+    int8_settings: dict[str, Any] | None = None  # INT8: the quantizer settings and the rule that chose them
     seconds: float = 0.0
 
     @property
@@ -59,6 +60,7 @@ class ExportReport:
     out_dir: str
     data: dict[str, Any]
     rows: list[ExportRow]
+    device: dict[str, Any] | None = None  # the device the artifacts were made for (None: no particular one)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +68,7 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "target": self.target, "out_dir": self.out_dir, "data": self.data,
-                "ok": self.ok, "rows": [dataclasses.asdict(r) for r in self.rows]}
+                "device": self.device, "ok": self.ok, "rows": [dataclasses.asdict(r) for r in self.rows]}
 
 
 def parse_names(value: str | Iterable[str] | None, valid: Iterable[str], kind: str) -> list[str] | None:
@@ -218,12 +220,14 @@ def export_checkpoint(
     format_options: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
     device_identity: dict[str, Any] | None = None,
+    device_source: str | None = None,
 ) -> ExportReport:
     """Export `checkpoint` (file or run dir) for `target`: one artifact per (format, precision) under
     `out_dir/<format>-<precision>/`, each parity-checked on the labelled test split, and a summary
     `out_dir/export.json`. Rows never raise: a failure is a row with its reason. `device_identity`
     (the device's agent fingerprint or hardware identity) lets adapters pick ISA-dependent settings
-    (ONNX Runtime INT8: `int8_settings.ort_int8_settings`), recorded in each manifest."""
+    (ONNX Runtime INT8: `int8_settings.ort_int8_settings`), recorded in each manifest; `device_source`
+    says where it came from (an agent URL, a profile) for the report."""
     from edgekd.models import load_model
 
     tgt = load_target(target, targets_dir)
@@ -252,9 +256,24 @@ def export_checkpoint(
                           data={**settings, "fingerprint": ds.fingerprint,
                                 "matches_training": info.meta.get("dataset_fingerprint") in (None, ds.fingerprint),
                                 "parity_split": "test", "parity_samples": int(ds.test.x.shape[0]),
-                                "calibration_samples": len(calibration)})
+                                "calibration_samples": len(calibration)},
+                          device=_device_record(device_identity, device_source))
     atomic_write_json(out / SUMMARY_FILE, report.to_dict())
     return report
+
+
+def _device_record(identity: dict[str, Any] | None, source: str | None) -> dict[str, Any] | None:
+    """What the report says of the device the artifacts were made for: where its fingerprint came
+    from, its profile name and its speed identity (None: made for no particular device)."""
+    if identity is None:
+        return None
+    from edgekd.device.identity import hardware_identity, isa_level
+    from edgekd.device.profiles import device_name
+
+    fingerprint = isinstance(identity.get("cpu"), dict)  # else a hardware identity ({arch, isa, ...})
+    hw = hardware_identity(identity) if fingerprint else identity
+    return {"source": source, "name": device_name(identity) if fingerprint else None,
+            "arch": (hw or {}).get("arch"), "isa_level": isa_level(hw)}
 
 
 def _export_row(model: Any, info: Any, fmt: str, precision: str, artifact: Path, *, ds: Any, calibration: list,
@@ -291,6 +310,7 @@ def _export_row(model: Any, info: Any, fmt: str, precision: str, artifact: Path,
         manifest = read_manifest(artifact)
         row.status, row.error = manifest["status"], manifest["error"]
         row.int8_kernels = (manifest.get("options") or {}).get("fused_convs")
+        row.int8_settings = (manifest.get("options") or {}).get("int8_settings")
         row.size_bytes = artifact_size(artifact, manifest)
         row.max_abs, row.top1_agreement = parity.get("max_abs"), parity.get("top1_agreement")
         row.accuracy, row.torch_accuracy = parity.get("accuracy"), parity.get("torch_accuracy")
