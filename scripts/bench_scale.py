@@ -164,6 +164,15 @@ def fastest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _current_recipe(row: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether a stored row measured the artifact this machine's export makes now: always for fp32; for
+    INT8 when its recorded recipe is this device's (`edgekd.latency.recipe`)."""
+    from edgekd.runtimes.int8_settings import device_recipe
+
+    want = device_recipe(str(row.get("runtime")), str(row.get("precision")), identity)
+    return want is None or row.get("recipe") == want
+
+
 def read_store(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Stored rows by (spec, runtime, precision); {} when the file does not exist yet."""
     if not path.is_file():
@@ -194,6 +203,8 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
     from edgekd.latency.calibrate import export_untrained
     from edgekd.models import spec_input_shape
     from edgekd.runtimes import RUNTIMES
+    from edgekd.latency.recipe import artifact_recipe
+    from edgekd.runtimes import read_manifest
     from edgekd.runtimes.int8_settings import ort_int8_settings
 
     jobs: list[tuple[str, str, str]] = []
@@ -266,6 +277,8 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
         row["threads"] = args.threads
         if runtime == "onnxruntime" and precision == "int8":
             row["int8_rule"] = ort_int8_settings(identity)["rule"]
+        if job in arts:  # INT8: the artifact's quantization recipe (a stored row of another one is not reused)
+            row["recipe"] = artifact_recipe(read_manifest(arts[job]))
         if job in best or job in errors:
             rows[job] = row
     return rows
@@ -343,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    stale = [job for job, row in stored.items() if not _current_recipe(row, identity)]
+    if stale:  # INT8 rows of another quantization recipe (or none recorded) describe other artifacts
+        _log(f"--store: {len(stale)} INT8 rows of another quantization recipe than this machine's exports are "
+             "not reused (measure them again)")
+        stored = {job: row for job, row in stored.items() if job not in stale}
     measured: dict[tuple[str, str, str], dict[str, Any]] = {}
     if not args.offline:
         measured = measure(specs, runtimes, precisions, sizes, identity, Path(args.work), args)

@@ -63,3 +63,31 @@ def test_offline_reports_the_repeatability_of_stored_rounds(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["repeat_within_10pct"] == {"onnxruntime/fp32": 0.5}
     assert out["repeat_raw_within_10pct"] == {"onnxruntime/fp32": 1.0}
+
+
+def test_offline_does_not_reuse_int8_rows_of_another_quantization_recipe(tmp_path):
+    """A stored INT8 row measured another recipe's artifact (e.g. ONNX Runtime S8 activations, as every
+    x86 export before U8 was) or records none: not this machine's export now, so it is not reported."""
+    from edgekd.agent.fingerprint import device_fingerprint
+    from edgekd.device.identity import hardware_identity
+    from edgekd.runtimes.int8_settings import device_recipe
+
+    here = device_recipe("onnxruntime", "int8", hardware_identity(device_fingerprint()))
+    other = SPEC.replace("width=32", "width=16")
+    third = SPEC.replace("width=32", "width=8")
+
+    def row(spec: str, recipe: str | None) -> dict:
+        out = {"spec": spec, "runtime": "onnxruntime", "precision": "int8", "resolution": 96, "params": 1, "macs": 1,
+               "p50_ms": 0.5, "p90_ms": 0.6, "error": None}
+        return {**out, "recipe": recipe} if recipe else out
+
+    store = tmp_path / "store.json"
+    store.write_text(json.dumps({"rows": [row(SPEC, here), row(other, here.replace("QUInt8", "QInt8")),
+                                          row(third, None)]}), encoding="utf-8")
+    res = _run("--offline", "--store", str(store), "--specs", SPEC, other, third, "--runtimes", "onnxruntime",
+               "--precisions", "int8")
+    assert res.returncode == 0, res.stderr
+    rows = {r["spec"]: r for r in json.loads(res.stdout.strip().splitlines()[-1])["rows"]}
+    assert rows[SPEC]["p50_ms"] == 0.5
+    assert rows[other]["p50_ms"] is None and rows[third]["p50_ms"] is None
+    assert "2 INT8 rows of another quantization recipe" in res.stderr
