@@ -154,10 +154,11 @@ def probe_config(s: Session, budget_ms: float) -> dict[str, Any]:
                 "action": "this device's model, unprobed (the probe gave no figure)"}
     measured = float(mine[-1].latency[s.metric])
     out: dict[str, Any] = {"spec": spec, "predicted_ms": predicted, "measured_ms": measured,
-                           "ratio": measured / predicted if predicted > 0 else None}
-    drifted = round_drift(s.path, s.model_key, predicted, measured, s.cfg.drift_tolerance)
-    out["drift_detected"] = drifted is not None or not (
-        1 / (1 + s.cfg.drift_tolerance) <= (out["ratio"] or 0) <= 1 + s.cfg.drift_tolerance)
+                           "ratio": measured / max(predicted, 1e-9)}
+    tol = s.cfg.drift_tolerance
+    out["drift_detected"] = not 1 / (1 + tol) <= out["ratio"] <= 1 + tol
+    # beyond the tolerance, a native model becomes the prior of a transfer (None: within it, or already one)
+    drifted = round_drift(s.path, s.model_key, predicted, measured, tol)
     if drifted is not None:
         adapted = adapt(s.path, drifted, s.fingerprint, s.measurement_meta, since=since)
         s.say(f"drift check: {describe(drifted, s.metric, spec).split(': ', 1)[1]} ({adapted.label})")
@@ -168,7 +169,7 @@ def probe_config(s: Session, budget_ms: float) -> dict[str, Any]:
         out["action"] = f"this device's transfer model, re-adapted on the probe {spec} (x{out['ratio']:.2f})"
     else:
         s.say(f"drift check: {spec} predicted {predicted:.4g} ms, measured {measured:.4g} ms (x{out['ratio']:.2f}; "
-              f"tolerance ±{s.cfg.drift_tolerance:.0%}) -> this configuration's model is used")
+              f"tolerance ±{tol:.0%}) -> this configuration's model is used")
         out["action"] = f"this device's model, checked on the probe {spec} (x{out['ratio']:.2f})"
     return out
 
