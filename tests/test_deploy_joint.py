@@ -64,24 +64,28 @@ def _joint_deploy(teacher, profile, out, *, floor: str, epochs: str, rounds: str
             "-o", str(out / "bundle"), "--json"]
 
 
-def _stale_native_model(profile, key: str, factor: float) -> None:
-    """Replace the profile's model for `key` by a native fit of its own points with every cost
-    multiplied by `factor`: this device's model, of this identity, that the device no longer matches."""
+def _stale_rows(profile, key: str, factor: float) -> None:
+    """Multiply every latency figure of the profile's rows of configuration `key` by `factor` and refit:
+    what the profile holds when the machine ran `1 / factor` times faster while those rows were
+    measured (another governor, a neighbour that left). Its model is this device's own native fit (same
+    identity), of rows the device no longer matches."""
     from edgekd.device.profiles import Profile
-    from edgekd.latency.model import fit_latency_model
-    from edgekd.latency.recipe import config_identity
-    from edgekd.latency.section import device_points, latency_section, update_profile_section
-
-    prof = Profile.load(profile)
-    model = fit_latency_model(device_points(prof, key), key, source="stale copy")
-    model.coef = {m: {t: v * factor for t, v in c.items()} for m, c in model.coef.items()}
-    model.identity = config_identity(prof.device, "onnxruntime", "int8")
+    from edgekd.latency.model import MODEL_KIND, model_key
+    from edgekd.latency.section import (fit_profile, latency_section, measurement_runtime, measurement_shape,
+                                        update_profile_section)
 
     def change(p):
         sec = latency_section(p)
-        sec["models"][key] = {**sec["models"][key], **model.to_dict()}
+        for m in Profile.load(profile).measurements.values():
+            if m.latency and model_key(measurement_runtime(m), m.precision, m.threads, m.batch,
+                                       measurement_shape(m, sec)) == key:
+                p.measurements[m.key].latency = {k: (v * factor if k.endswith("_ms") and not k.startswith("anchor")
+                                                     else v) for k, v in m.latency.items()}
+        sec["models"].pop(key, None)  # a transfer would re-adapt on its prior; the device's own fit is wanted
         p.latency_model = sec
+        fit_profile(p)
     update_profile_section(profile, change)
+    assert latency_section(Profile.load(profile))["models"][key]["kind"] == MODEL_KIND
 
 
 @pytest.mark.slow
@@ -137,9 +141,9 @@ def test_joint_deploy_subprocess_verifies_then_fails_with_its_report_where_nothi
     print_report(report)  # what the command prints without --json
     assert "chosen among 2 configurations" in capsys.readouterr().out
 
-    # the int8 model is this device's now; make it stale (4x too fast: the machine slowed since) and
-    # the next deploy's probe must catch it before the configuration's winner is chosen on it
-    _stale_native_model(profile, "onnxruntime/int8/t1/b1", 0.25)
+    # the int8 rows are this device's now; make them stale (4x too fast: the machine slowed since) and
+    # the next deploy's probe must catch its model's error before the configuration's winner is chosen on it
+    _stale_rows(profile, "onnxruntime/int8/t1/b1", 0.25)
     cmd = _joint_deploy(tiny_teacher_ckpt, profile, tmp_path / "none", floor="0.999", epochs="1", rounds="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == NO_CANDIDATE_EXIT, proc.stderr[-3000:]

@@ -115,9 +115,11 @@ def ensure_config_models(s: Session, budget_ms: float | None = None) -> dict[str
                 else:
                     specs = s.calibration_specs(min(s.cfg.joint_calibrate_count, s.cfg.calibrate_count))
                     n = len(specs)
-                    s.say(f"latency model: none of this device for {s.model_key}"
-                          + (" (or none measured on this search space's families)" if a.status == "trusted" else "")
-                          + f"; calibrating on {n} untrained students")
+                    why = {"trusted": " (or none measured on this search space's families)",
+                           "foreign": f" (the profile's model was fitted under another identity: "
+                                      f"{'; '.join(a.differences[:2])})"}.get(a.status, "")
+                    s.say(f"latency model: none of this device for {s.model_key}{why}; calibrating on {n} untrained "
+                          "students")
                     s.calibrate_on(specs)
                     entry["action"] = f"calibrated on {n} untrained students"
             out[s.model_key] = entry
