@@ -129,3 +129,38 @@ def test_arm64_agent_benches_onnx_and_tflite_like_x86(arm64_agent, runtime_artif
         report[fmt]["max_abs_logit_diff"] = diff
         np.testing.assert_allclose(got[d], x86_logits[fmt], atol=ATOL, rtol=0, err_msg=fmt)
     print("\narm64 vs x86:", json.dumps(report, indent=1))
+
+
+@pytest.mark.timeout(1800)
+def test_export_for_the_arm64_agent_takes_its_int8_rule_and_runs_there(arm64_agent, tiny_teacher_ckpt, digits_small,
+                                                                         tmp_path):
+    """`edgekd export --device <the aarch64 agent>` on this x86 host: the agent's fingerprint picks the
+    ARM rule (ONNX Runtime's S8 activations, full 8-bit weights), the table names the aarch64 device, and
+    the artifact gives the same predictions on the device as on this host."""
+    from click.testing import CliRunner
+
+    from edgekd.agent.client import AgentClient
+    from edgekd.bench.accuracy import write_eval_npz
+    from edgekd.cli import main
+    from edgekd.runtimes import feeds_from_nchw, load_artifact, read_manifest
+
+    url, key = arm64_agent
+    keyfile = tmp_path / "agent.key"
+    keyfile.write_text(key)
+    res = CliRunner().invoke(main, ["export", str(tiny_teacher_ckpt), "-f", "onnx", "-p", "int8", "-o",
+                                    str(tmp_path / "out"), "--device", url, "--key-file", str(keyfile),
+                                    "--calibration-samples", "64", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["device"]["arch"] == "aarch64" and report["device"]["source"] == f"device {url}"
+    art = tmp_path / "out" / "onnx-int8"
+    settings = read_manifest(art)["options"]["int8_settings"]
+    assert settings["arch"] == "aarch64" and settings["activation_type"] == "QInt8" and not settings["reduce_range"]
+    x = digits_small.test.x.astype(np.float32)
+    here = np.asarray(load_artifact(art, threads=1).run(feeds_from_nchw(read_manifest(art), x))).argmax(axis=1)
+    with AgentClient.connect(url, key=key, timeout=600) as agent:
+        same = agent.put_file(write_eval_npz(tmp_path / "x86-int8.npz", x, here))
+        agree = agent.eval(agent.put_artifact(art), same, {**FAST, "latency": False}, timeout=900)
+    assert agree["accuracy"]["top1"] >= 0.99, agree["accuracy"]  # integer kernels may round a tie differently
+    print("\nexport for arm64:", json.dumps({"device": report["device"], "int8_settings": settings,
+                                             "predictions_agree": agree["accuracy"]["top1"]}, indent=1))
