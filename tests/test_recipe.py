@@ -126,6 +126,14 @@ def test_points_of_another_recipe_join_no_fit_and_are_no_measured_latency(recipe
     cands, _ = gather_candidates(prof, input_shape=r["shape"], num_classes=10, formats=["onnx"], precisions=["int8"],
                                  threads=1, target=None, percentile=90, specs=r["specs"])
     assert [c for c in cands if c.latency_source == "measured"] == []
+    # `edgekd profile show` marks them, and says why
+    from click.testing import CliRunner
+
+    from edgekd.cli import main
+
+    res = CliRunner().invoke(main, ["profile", "show", str(r["path"])], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("int8 †") == len(r["old_rows"]) and "another quantization recipe" in res.output
 
 
 def test_a_model_fitted_on_another_recipe_is_foreign_and_adapted_on_current_points(recipe_profiles):

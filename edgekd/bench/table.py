@@ -79,17 +79,32 @@ def bench_table(rows: Iterable[BenchRow], title: str | None = None) -> Any:
     return table
 
 
+STALE_RECIPE_MARK = "†"
+STALE_RECIPE_NOTE = (f"{STALE_RECIPE_MARK} an INT8 row of another quantization recipe than this device's exports now "
+                     "(or none recorded): kept, but no fit, transfer or deploy uses it")
+
+
+def stale_recipe_rows(profile: Any) -> set[str]:
+    """Keys of the profile's INT8 rows whose recipe is not what this device's exports use now."""
+    from edgekd.latency.recipe import is_current
+
+    return {k for k, m in profile.measurements.items() if not is_current(m, profile.device)}
+
+
 def profile_table(profile: Any) -> Any:
-    """A rich table of every measurement in a Profile."""
+    """A rich table of every measurement in a Profile; INT8 rows of another recipe are marked
+    (STALE_RECIPE_MARK)."""
     from rich.table import Table
 
-    table = Table(title=f"profile {profile.name}")
+    stale = stale_recipe_rows(profile)
+    table = Table(title=f"profile {profile.name}", caption=STALE_RECIPE_NOTE if stale else None)
     for col in ("model", "format", "precision", "threads", "batch", "size", "accuracy", "p50 ms", "p90 ms",
                 "p99 ms", "peak mem", "n", "measured"):
         table.add_column(col, justify="left" if col in ("model", "format", "precision", "measured") else "right")
     for m in profile.rows():
         lat = m.latency or {}
-        table.add_row(m.spec or m.model_sha256[:12], m.format, m.precision, str(m.threads or "default"),
+        precision = m.precision + (f" {STALE_RECIPE_MARK}" if m.key in stale else "")
+        table.add_row(m.spec or m.model_sha256[:12], m.format, precision, str(m.threads or "default"),
                       str(m.batch), fmt_bytes(m.size_bytes), fmt_pct(m.accuracy), fmt_ms(lat.get("p50_ms")),
                       fmt_ms(lat.get("p90_ms")), fmt_ms(lat.get("p99_ms")), fmt_bytes(m.peak_rss_bytes),
                       str(m.count), m.measured_at)
