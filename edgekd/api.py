@@ -150,8 +150,13 @@ def _export_device(device: str | None, key: Any, profile: str | None,
         raise ConfigError("pass --device or --profile, not both: each names the device the export is for")
     if device:
         from edgekd.bench.devices import fingerprint_of
+        from edgekd.device.identity import hardware_identity
 
-        return fingerprint_of(device, key), f"device {device}"
+        fp = fingerprint_of(device, key)
+        if hardware_identity(fp) is None:
+            raise ConfigError(f"the agent at {device} reports no CPU identity (an edgekd agent from before identities); "
+                              "update edgekd on the device, or pass --profile")
+        return fp, f"device {device}"
     if profile:
         from edgekd.device.identity import hardware_identity
         from edgekd.device.profiles import Profile, profile_path

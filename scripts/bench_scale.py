@@ -359,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = [job for job, row in stored.items() if not _current_recipe(row, identity)]
     if stale:  # INT8 rows of another quantization recipe (or none recorded) describe other artifacts
         _log(f"--store: {len(stale)} INT8 rows of another quantization recipe than this machine's exports are "
-             "not reused (measure them again)")
-        stored = {job: row for job, row in stored.items() if job not in stale}
+             "not reused (kept in the file; measure them again)")
+    usable = {job: row for job, row in stored.items() if job not in stale}
     measured: dict[tuple[str, str, str], dict[str, Any]] = {}
     if not args.offline:
         measured = measure(specs, runtimes, precisions, sizes, identity, Path(args.work), args)
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         write_store(store_path, stored, {"isa": identity.get("isa"), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     rows = []
     for job in [(s, r, p) for r in runtimes for p in precisions for s in specs]:
-        row = measured.get(job) or stored.get(job)
+        row = measured.get(job) or usable.get(job)
         if row is None:
             row = {"spec": job[0], "runtime": job[1], "precision": job[2], **sizes[job[0]], "p50_ms": None,
                    "p90_ms": None, "error": "not measured" + (" (not in --store)" if args.offline else "")}

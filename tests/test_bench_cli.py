@@ -103,13 +103,23 @@ def test_bench_exports_what_is_missing_from_a_run(tiny_teacher_ckpt, tmp_path):
     shutil.copy(tiny_teacher_ckpt, run / "student.pt")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "edgekd", "bench", str(run), "--device", "inprocess", "--formats", "onnx",
-           "--precisions", "fp32", "--profiles-dir", str(tmp_path / "profiles"), "--profile", "cpu", *QUICK, "--json"]
+           "--precisions", "fp32,int8", "--profiles-dir", str(tmp_path / "profiles"), "--profile", "cpu", *QUICK,
+           "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (row,) = json.loads(proc.stdout)["rows"]
-    assert row["status"] == "ok", row
+    row, int8_row = sorted(json.loads(proc.stdout)["rows"], key=lambda r: r["precision"] != "fp32")
+    assert row["status"] == "ok" and int8_row["status"] == "ok", (row, int8_row)
     assert row["model"] == "cnn:depth=2,width=16" or row["model"].startswith("cnn:")
     assert row["accuracy"] > 0.5  # the run's own test split, on ONNX Runtime
     assert (run / "artifacts" / "onnx-fp32" / "manifest.json").is_file()
-    (m,) = Profile.load(tmp_path / "profiles" / "cpu.yaml").measurements.values()
+    prof = Profile.load(tmp_path / "profiles" / "cpu.yaml")
+    m = next(m for m in prof.measurements.values() if m.precision == "fp32")
     assert m.spec == row["model"] and m.params and m.dataset_fingerprint.endswith(":test")
+    # the INT8 export was made for the device measured (its ISA's rule), so its row is this device's
+    from edgekd.latency.recipe import is_current
+    from edgekd.runtimes import read_manifest
+
+    settings = read_manifest(run / "artifacts" / "onnx-int8")["options"]["int8_settings"]
+    assert settings["arch"] == prof.device["arch"]
+    (q,) = [m for m in prof.measurements.values() if m.precision == "int8"]
+    assert q.recipe and is_current(q, prof.device)

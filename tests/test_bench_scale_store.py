@@ -73,6 +73,9 @@ def test_offline_does_not_reuse_int8_rows_of_another_quantization_recipe(tmp_pat
     from edgekd.runtimes.int8_settings import device_recipe
 
     here = device_recipe("onnxruntime", "int8", hardware_identity(device_fingerprint()))
+    x86 = device_recipe("onnxruntime", "int8", {"arch": "x86_64", "isa": ["avx2", "avx512_vnni"]})
+    arm = device_recipe("onnxruntime", "int8", {"arch": "aarch64", "isa": ["asimd", "asimddp"]})
+    another = arm if here == x86 else x86
     other = SPEC.replace("width=32", "width=16")
     third = SPEC.replace("width=32", "width=8")
 
@@ -82,7 +85,7 @@ def test_offline_does_not_reuse_int8_rows_of_another_quantization_recipe(tmp_pat
         return {**out, "recipe": recipe} if recipe else out
 
     store = tmp_path / "store.json"
-    store.write_text(json.dumps({"rows": [row(SPEC, here), row(other, here.replace("QUInt8", "QInt8")),
+    store.write_text(json.dumps({"rows": [row(SPEC, here), row(other, another),
                                           row(third, None)]}), encoding="utf-8")
     res = _run("--offline", "--store", str(store), "--specs", SPEC, other, third, "--runtimes", "onnxruntime",
                "--precisions", "int8")
@@ -91,3 +94,4 @@ def test_offline_does_not_reuse_int8_rows_of_another_quantization_recipe(tmp_pat
     assert rows[SPEC]["p50_ms"] == 0.5
     assert rows[other]["p50_ms"] is None and rows[third]["p50_ms"] is None
     assert "2 INT8 rows of another quantization recipe" in res.stderr
+    assert len(json.loads(store.read_text())["rows"]) == 3  # reported as unmeasured, kept in the file

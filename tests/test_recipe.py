@@ -123,9 +123,13 @@ def test_points_of_another_recipe_join_no_fit_and_are_no_measured_latency(recipe
     assert device_points(prof, KEY) == []
     fitted = fit_profile(prof)
     assert KEY not in fitted  # six points, all of another recipe: nothing to fit
-    cands, _ = gather_candidates(prof, input_shape=r["shape"], num_classes=10, formats=["onnx"], precisions=["int8"],
-                                 threads=1, target=None, percentile=90, specs=r["specs"])
-    assert [c for c in cands if c.latency_source == "measured"] == []
+    cands, models = gather_candidates(prof, input_shape=r["shape"], num_classes=10, formats=["onnx"],
+                                      precisions=["int8"], threads=1, target=None, percentile=90, specs=r["specs"])
+    # neither its points nor the model fitted on them predict anything here
+    assert cands == [] and KEY not in models
+    from edgekd.deploy.select import stale_models
+
+    assert stale_models(prof) == [KEY]
     # `edgekd profile show` marks them, and says why
     from click.testing import CliRunner
 
@@ -167,3 +171,35 @@ def test_a_model_fitted_on_another_recipe_is_foreign_and_adapted_on_current_poin
     prof = Profile.load(r["path"])
     assert fit_profile(prof)[KEY].n_samples == 3
     assert latency_section(prof)["models"][KEY]["identity"]["recipe"] == current
+
+
+def test_text_int8_points_have_no_recipe_and_count():
+    """Text models' INT8 is dynamic quantization, chosen by no device rule: their rows record no recipe
+    and are this device's all the same (an image INT8 row without one is not)."""
+    from edgekd.device.profiles import Measurement
+    from edgekd.latency.recipe import is_current, key_recipe
+
+    m = Measurement(model_sha256="a" * 64, format="onnx", precision="int8", threads=1, batch=1, runtime="onnxruntime",
+                    latency={"p50_ms": 1.0})
+    assert is_current(m, {"arch": "x86_64"}, shape=[16])
+    assert not is_current(m, {"arch": "x86_64"}, shape=[1, 8, 8])
+    assert key_recipe({"arch": "x86_64"}, "onnxruntime/int8/t1/b1/seq16") is None
+    assert key_recipe({"arch": "x86_64"}, "onnxruntime/int8/t1/b1") is not None
+    assert key_recipe({"arch": "x86_64"}, "onnxruntime/fp32/t1/b1") is None
+
+
+def test_device_points_of_an_accelerator_configuration():
+    """A configuration on a non-default accelerator (`@npu`) gets its own points, as its fit does."""
+    from edgekd.device.profiles import Measurement, Profile
+    from edgekd.latency.features import spec_features
+    from edgekd.latency.section import device_points
+
+    spec = "cnn:width=4,depth=1"
+    feats = spec_features(spec, (1, 8, 8), 10)
+    prof = Profile(name="p", device={})
+    prof.latency_model = {"schema": "edgekd.latency/1", "input_shape": [1, 8, 8], "num_classes": 10}
+    prof.record(Measurement(model_sha256="a" * 64, format="openvino", precision="fp32", threads=1, batch=1,
+                            accelerator="npu", runtime="openvino", spec=spec, params=feats["params"],
+                            latency={"p50_ms": 1.0}))
+    assert len(device_points(prof, "openvino/fp32/t1/b1@npu")) == 1
+    assert device_points(prof, "openvino/fp32/t1/b1") == []

@@ -208,7 +208,7 @@ def run_bench(cfg: BenchConfig, on_progress: Callable[[str, int, int], None] | N
         total = len(jobs) + 1
         if on_progress:
             on_progress("exporting what is missing", 0, total)
-        data_settings = export_missing(jobs, cfg)
+        data_settings = export_missing(jobs, cfg, fingerprint)
         _name_rows_by_spec(jobs)
         rows: list[BenchRow] = []
         measurements: list[Measurement] = []
@@ -257,9 +257,10 @@ def _name_rows_by_spec(jobs: list[_Job]) -> None:
             job.model = specs[job.checkpoint]
 
 
-def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
+def export_missing(jobs: list[_Job], cfg: BenchConfig, fingerprint: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Export every row that has no artifact yet, one `export_checkpoint` call per checkpoint (the
-    model and data load once). A row whose export fails gets its reason; the others go on.
+    model and data load once), for the device whose `fingerprint` it is (its ISA picks the INT8
+    settings). A row whose export fails gets its reason; the others go on.
     Returns the data settings the export checked parity on (the run's own dataset), if any."""
     from edgekd.device.targets import load_target
 
@@ -290,7 +291,9 @@ def export_missing(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
         try:
             data = cfg.data if cfg.data and not cfg.data.endswith(".npz") else None
             report = export_checkpoint(str(checkpoint), str(_export_root(checkpoint, cfg.export_dir)), target=target.name,
-                                       formats=formats, precisions=precisions, data=data, threads=cfg.threads).to_dict()
+                                       formats=formats, precisions=precisions, data=data, threads=cfg.threads,
+                                       device_identity=fingerprint or None,
+                                       device_source=f"device {cfg.device}" if fingerprint else None).to_dict()
         except EdgeKDError as err:
             for job in todo:
                 job.skip_reason = f"export failed: {_short(err)}"

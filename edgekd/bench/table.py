@@ -87,8 +87,11 @@ STALE_RECIPE_NOTE = (f"{STALE_RECIPE_MARK} an INT8 row of another quantization r
 def stale_recipe_rows(profile: Any) -> set[str]:
     """Keys of the profile's INT8 rows whose recipe is not what this device's exports use now."""
     from edgekd.latency.recipe import is_current
+    from edgekd.latency.section import latency_section, measurement_shape
 
-    return {k for k, m in profile.measurements.items() if not is_current(m, profile.device)}
+    section = latency_section(profile)
+    return {k for k, m in profile.measurements.items()
+            if not is_current(m, profile.device, shape=measurement_shape(m, section))}
 
 
 def profile_table(profile: Any) -> Any:

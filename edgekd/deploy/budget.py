@@ -60,7 +60,7 @@ class TeacherTiming:
 
 
 def recorded_teacher(profile: Any, teacher_sha: str, *, fmt: str, precision: str, threads: int | None,
-                     data_fp: str, metric: str) -> Any | None:
+                     data_fp: str, metric: str, shape: Any = None) -> Any | None:
     """The teacher's measurement already in `profile` for this artifact configuration and data, or None."""
     from edgekd.latency.recipe import is_current
 
@@ -70,7 +70,7 @@ def recorded_teacher(profile: Any, teacher_sha: str, *, fmt: str, precision: str
         if (m.model_sha256 == teacher_sha and m.format == fmt and m.precision == precision
                 and int(m.threads or 0) == int(threads or 0) and int(m.batch) == 1
                 and m.latency and m.latency.get(metric) and m.dataset_fingerprint == data_fp
-                and m.accuracy is not None and is_current(m, profile.device)):
+                and m.accuracy is not None and is_current(m, profile.device, shape=shape)):
             return m
     return None
 

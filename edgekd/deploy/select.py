@@ -154,10 +154,23 @@ def _accelerator_for(runtime: str, accelerator: str | None) -> str | None:
 
 
 def latency_models(profile: Any) -> dict[str, LatencyModel]:
-    """The fitted models stored in a profile, {key: LatencyModel}."""
+    """The fitted models stored in a profile that describe its device's exports now, {key: LatencyModel}:
+    an INT8 model fitted under another quantization recipe (`edgekd.latency.recipe`) is left out (deploy
+    adapts it as a prior; `stale_models` names them)."""
+    from edgekd.latency.recipe import model_is_current
     from edgekd.latency.section import latency_section
 
-    return {k: LatencyModel.from_dict(k, v) for k, v in latency_section(profile)["models"].items()}
+    return {k: LatencyModel.from_dict(k, v) for k, v in latency_section(profile)["models"].items()
+            if model_is_current(v, profile.device, k)}
+
+
+def stale_models(profile: Any) -> list[str]:
+    """Keys of the profile's INT8 models fitted under another quantization recipe than its device's
+    exports use now (not used to predict: `latency_models`)."""
+    from edgekd.latency.recipe import model_is_current
+    from edgekd.latency.section import latency_section
+
+    return sorted(k for k, v in latency_section(profile)["models"].items() if not model_is_current(v, profile.device, k))
 
 
 def gather_candidates(
@@ -219,7 +232,7 @@ def gather_candidates(
         runtime = measurement_runtime(m)
         if not m.latency or not wanted(m.format, m.precision, m.threads, m.batch) or not m.spec:
             continue
-        if not is_current(m, profile.device, runtime):
+        if not is_current(m, profile.device, runtime, measurement_shape(m, section) if section else None):
             continue  # an INT8 figure of another quantization recipe is not this export's latency
         if only_specs and m.spec not in keep:
             continue  # measured, but not a student of the asked space

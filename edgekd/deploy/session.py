@@ -189,7 +189,7 @@ class Session:
         prof = self.load_profile()
         return {str(m.spec).split(":")[0] for m in (prof.measurements.values() if prof is not None else ())
                 if m.spec and m.format == self.fmt and m.precision == self.precision
-                and int(m.threads or 0) == int(self.threads or 0) and is_current(m, prof.device)}
+                and int(m.threads or 0) == int(self.threads or 0) and is_current(m, prof.device, shape=self.shape)}
 
     # -- the students
     def latency_table(self) -> dict[str, tuple[float, str]]:

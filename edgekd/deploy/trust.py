@@ -49,7 +49,7 @@ def teacher_on_device(s: Session) -> TeacherCheck:
     check.since = now_iso()
     # the budget hangs on this figure: timed over several rounds once, then reused (edgekd.deploy.budget)
     m = recorded_teacher(s.load_profile(), s.teacher_sha, fmt=s.fmt, precision=s.precision, threads=s.threads,
-                         data_fp=s.data_fp, metric=metric)
+                         data_fp=s.data_fp, metric=metric, shape=s.shape)
     timing = reused_timing(m, metric) if m is not None else None
     measured_now = False
     if timing is None or not timing.sure:

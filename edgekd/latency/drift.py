@@ -105,10 +105,10 @@ def assess(path: Path | None, fingerprint: Mapping[str, Any], key: str, runtime:
     """Classify the latency model for `key` on this device and run the drift check on the teacher's
     measurement (taken BEFORE it joins any fit, so the check is out of sample)."""
     from edgekd.latency.section import latency_section
-    from edgekd.latency.recipe import config_identity, key_precision
+    from edgekd.latency.recipe import config_identity
     from edgekd.device.profiles import Profile
 
-    current = config_identity(fingerprint, runtime, key_precision(key))
+    current = config_identity(fingerprint, key, runtime)
     own = Profile.load(path) if path is not None and path.exists() else None
     model = latency_section(own)["models"].get(key) if own is not None else None
     a = Assessment(key=key, status="none", tolerance=tolerance)
@@ -165,7 +165,7 @@ def adapt(path: Path, a: Assessment, fingerprint: Mapping[str, Any], meta: Mappi
     """Write into this device's profile a transfer of `a.prior` adapted on the device's points of
     `a.key` (measured since `since`, default: all, or now-ish for a drifted own model)."""
     from edgekd.latency.section import latency_section, update_profile_section
-    from edgekd.latency.recipe import config_identity, key_precision
+    from edgekd.latency.recipe import config_identity
     from edgekd.latency.transfer import DEFAULT_METHOD, transferred_model
 
     assert a.prior is not None
@@ -177,8 +177,7 @@ def adapt(path: Path, a: Assessment, fingerprint: Mapping[str, Any], meta: Mappi
         sec = latency_section(prof)
         points = device_points(prof, a.key, stamp)
         model = transferred_model(base, points, method=method or DEFAULT_METHOD,
-                                  identity=config_identity(fingerprint, str(meta.get("runtime")),
-                                                           key_precision(a.key)),
+                                  identity=config_identity(fingerprint, a.key, str(meta.get("runtime"))),
                                   prior={"source": a.source, "status": a.status, "differences": a.differences[:8],
                                          "key": a.key, "adapted_at": _now()},
                                   since=stamp)
@@ -271,7 +270,7 @@ def bench_drift(path: Path, fingerprint: Mapping[str, Any], measurements: list[A
     measurement the profile can predict: spec, key, predicted / measured p50, ratio, whether the model
     is this device's (`trusted`) or `foreign`, and `drift_detected` beyond `tolerance`."""
     from edgekd.latency.section import latency_section, measurement_features, measurement_runtime, measurement_shape
-    from edgekd.latency.recipe import config_identity
+    from edgekd.latency.recipe import config_identity, is_current
     from edgekd.latency.model import model_key
     from edgekd.device.profiles import Profile
 
@@ -284,6 +283,8 @@ def bench_drift(path: Path, fingerprint: Mapping[str, Any], measurements: list[A
         if not m.latency or not m.latency.get("p50_ms"):
             continue
         runtime = measurement_runtime(m)
+        if not is_current(m, fingerprint, runtime, measurement_shape(m, section)):
+            continue  # an INT8 artifact of another recipe than the model's: no drift point for it
         key = model_key(runtime, m.precision, m.threads, m.batch, measurement_shape(m, section))
         raw = section["models"].get(key)
         feats = measurement_features(m, section)
@@ -291,7 +292,7 @@ def bench_drift(path: Path, fingerprint: Mapping[str, Any], measurements: list[A
             continue
         predicted = LatencyModel.from_dict(key, raw).predict(feats, "p50_ms")
         ratio = float(m.latency["p50_ms"]) / predicted if predicted > 0 else math.inf
-        diff = _model_identity_matches(raw, config_identity(fingerprint, runtime, m.precision))
+        diff = _model_identity_matches(raw, config_identity(fingerprint, key, runtime))
         out.append({"spec": m.spec, "key": key, "predicted_p50_ms": predicted, "measured_p50_ms": m.latency["p50_ms"],
                     "ratio": ratio, "model": "foreign" if diff else "trusted", "differences": diff[:4],
                     "drift_detected": not (1 / (1 + tolerance) <= ratio <= 1 + tolerance)})

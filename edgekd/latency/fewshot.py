@@ -69,7 +69,7 @@ def start_transfer(path: Path, key: str, model: Mapping[str, Any], prior_path: P
     from edgekd.latency.drift import Assessment, adapt
     from edgekd.latency.recipe import config_identity
 
-    current = config_identity(fingerprint, str(meta.get("runtime")), str(meta.get("precision")))
+    current = config_identity(fingerprint, key, str(meta.get("runtime")))
     diff = differences(model.get("identity"), current)
     since = now_iso()
     a = Assessment(key=key, status="foreign", source=str(prior_path), differences=list(diff), prior=dict(model))

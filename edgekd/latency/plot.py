@@ -30,15 +30,20 @@ def _ms(v: float) -> str:
 def pareto_points(profile: Any, percentile: int = 50, *, threads: int | None = None,
                   dataset_fingerprint: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """(points with latency and accuracy, number of measurements left out: no accuracy, another
-    thread setting, or accuracy on another dataset — not comparable on the same axes)."""
+    thread setting, accuracy on another dataset — not comparable on the same axes — or an INT8
+    artifact of another quantization recipe than this device's exports now)."""
     from edgekd.latency.model import metric_for
+    from edgekd.latency.recipe import is_current
+    from edgekd.latency.section import latency_section, measurement_shape
 
     metric = metric_for(percentile)
+    section = latency_section(profile)
     points, skipped = [], 0
     for m in profile.rows():
         lat = (m.latency or {}).get(metric)
         other_data = bool(dataset_fingerprint and m.dataset_fingerprint and m.dataset_fingerprint != dataset_fingerprint)
-        if lat is None or m.accuracy is None or (threads is not None and m.threads != threads) or other_data:
+        stale = not is_current(m, profile.device, shape=measurement_shape(m, section))
+        if lat is None or m.accuracy is None or (threads is not None and m.threads != threads) or other_data or stale:
             skipped += 1
             continue
         points.append({"spec": m.spec or m.model_sha256[:12], "format": m.format, "precision": m.precision,

@@ -25,21 +25,32 @@ from edgekd.device.identity import model_identity
 from edgekd.runtimes.int8_settings import device_recipe
 
 
-def current_recipe(device: Mapping[str, Any] | None, runtime: str, precision: str) -> str | None:
+def current_recipe(device: Mapping[str, Any] | None, runtime: str, precision: str, text: bool = False) -> str | None:
     """The recipe `runtime` exports `precision` with for the device whose fingerprint is `device`
-    (a fingerprint from before identities: the recipe for no identity, which is what its exports got)."""
-    return device_recipe(runtime, precision, device or None)
+    (a fingerprint from before identities: the recipe for no identity, which is what its exports got).
+    None for text models: their INT8 is dynamic quantization, whose settings follow no device rule."""
+    return None if text else device_recipe(runtime, precision, device or None)
 
 
-def config_identity(fingerprint: Mapping[str, Any], runtime: str, precision: str) -> dict[str, Any]:
-    """The identity a latency model of (runtime, precision) on this device records: the hardware, the
-    runtime version and, for INT8, the recipe its exports use now."""
-    return model_identity(fingerprint, runtime, current_recipe(fingerprint, runtime, precision))
+def key_recipe(device: Mapping[str, Any] | None, key: str) -> str | None:
+    """`current_recipe` of the configuration a latency model key names (``runtime/precision/tN/bN``,
+    ``.../seqL`` for text inputs, ``@accelerator``)."""
+    parts = str(key).split("@")[0].split("/")
+    if len(parts) < 2:
+        return None
+    return current_recipe(device, parts[0], parts[1], text=any(p.startswith("seq") for p in parts[2:]))
+
+
+def config_identity(fingerprint: Mapping[str, Any], key: str, runtime: str | None = None) -> dict[str, Any]:
+    """The identity a latency model of configuration `key` on this device records: the hardware, the
+    runtime (`runtime`, else the key's) and its version and, for INT8, the recipe its exports use now."""
+    rt = runtime or str(key).split("/")[0]
+    return model_identity(fingerprint, rt, key_recipe(fingerprint, key))
 
 
 def artifact_recipe(manifest: Mapping[str, Any]) -> str | None:
     """The recipe of an exported artifact, from its manifest (``options.int8_settings``); None when it
-    is not INT8 or records no settings (a runtime without a rule, or an export from before them)."""
+    is not INT8 or records no settings (a runtime without a rule, a text model, or an export from before them)."""
     from edgekd.runtimes.int8_settings import recipe_of
 
     if str(manifest.get("precision")) != "int8":
@@ -48,17 +59,21 @@ def artifact_recipe(manifest: Mapping[str, Any]) -> str | None:
     return recipe_of(str(manifest.get("runtime")), (options or {}).get("int8_settings"))
 
 
-def key_precision(key: str) -> str:
-    """The precision of a latency model key (``runtime/precision/tN/bN...``)."""
-    parts = str(key).split("/")
-    return parts[1] if len(parts) > 1 else ""
-
-
-def is_current(m: Any, device: Mapping[str, Any] | None, runtime: str | None = None) -> bool:
+def is_current(m: Any, device: Mapping[str, Any] | None, runtime: str | None = None,
+               shape: Any = None) -> bool:
     """Whether measurement `m` describes what this device's export of its configuration is now: always
-    for a precision without a recipe; for INT8, only when its recorded recipe is the device's."""
+    for a precision without a recipe (and for text inputs, `shape` of one dimension); for image INT8,
+    only when its recorded recipe is the device's."""
     from edgekd.runtimes.catalog import FORMAT_RUNTIME
 
     rt = str(runtime or m.runtime or FORMAT_RUNTIME.get(m.format, m.format))
-    want = current_recipe(device, rt, str(m.precision))
+    want = current_recipe(device, rt, str(m.precision), text=shape is not None and len(shape) == 1)
     return want is None or getattr(m, "recipe", None) == want
+
+
+def model_is_current(raw: Mapping[str, Any], device: Mapping[str, Any] | None, key: str) -> bool:
+    """Whether a stored latency model (its dict) was fitted under the recipe this device's exports of
+    `key` use now: always for a configuration without a recipe."""
+    want = key_recipe(device, key)
+    identity = raw.get("identity") if isinstance(raw.get("identity"), Mapping) else {}
+    return want is None or (identity or {}).get("recipe") == want

@@ -111,7 +111,7 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
     for m in profile.measurements.values():
         if not m.latency or not m.latency.get("p50_ms"):
             continue
-        if not is_current(m, profile.device, measurement_runtime(m)):
+        if not is_current(m, profile.device, measurement_runtime(m), measurement_shape(m, section)):
             continue  # an INT8 point of another quantization recipe: not what this device's exports are now
         feats = measurement_features(m, section)
         if feats is None:
@@ -135,7 +135,7 @@ def fit_profile(profile: Any, *, folds: int = 5, seed: int = 0) -> dict[str, Any
         if len(samples) >= MIN_SAMPLES:
             native = fit_latency_model(samples, key, folds=folds, seed=seed, source=f"profile {profile.name}")
             if hardware_identity(profile.device or {}) is not None:  # the device these points were measured on
-                native.identity = config_identity(profile.device, meta[key]["runtime"], meta[key]["precision"])
+                native.identity = config_identity(profile.device, key, meta[key]["runtime"])
         if isinstance(stored, dict) and stored.get("kind") == TRANSFER_KIND:
             model = readapt(profile, key, stored)  # every new point corrects the transfer at once
         elif native is not None:
@@ -178,9 +178,10 @@ def device_points(profile: Any, key: str, since: str = "") -> list[Any]:
     for m in profile.measurements.values():
         if not m.latency or not m.latency.get("p50_ms") or (since and str(m.measured_at) < since):
             continue
-        if not is_current(m, profile.device, measurement_runtime(m)):
+        if not is_current(m, profile.device, measurement_runtime(m), measurement_shape(m, section)):
             continue
-        if model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section)) != key:
+        if model_key(measurement_runtime(m), m.precision, m.threads, m.batch, measurement_shape(m, section),
+                     accelerator=m.accelerator) != key:
             continue
         feats = measurement_features(m, section)
         if feats is not None:
