@@ -130,11 +130,15 @@ def test_points_of_another_recipe_join_no_fit_and_are_no_measured_latency(recipe
     from edgekd.deploy.select import stale_models
 
     assert stale_models(prof) == [KEY]
-    # `edgekd profile show` marks them, and says why
     from click.testing import CliRunner
 
     from edgekd.cli import main
 
+    res = CliRunner().invoke(main, ["select", "--profile", str(r["path"]), "--budget-ms", "1", "--format", "onnx",
+                                    "--precision", "int8", "--threads", "1"])
+    assert res.exit_code == 2 and "another quantization recipe" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    # `edgekd profile show` marks them, and says why
     res = CliRunner().invoke(main, ["profile", "show", str(r["path"])], terminal_width=200)
     assert res.exit_code == 0, res.output
     assert res.output.count("int8 †") == len(r["old_rows"]) and "another quantization recipe" in res.output

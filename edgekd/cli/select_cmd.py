@@ -22,6 +22,9 @@ def print_selection(sel: dict, echo=click.echo, limit: int | None = None) -> Non
 
     for key, m in sel["latency_models"].items():
         echo(f"latency model {key}: {m['label']}")
+    for key in sel.get("stale_models") or []:
+        echo(f"latency model {key}: fitted on INT8 artifacts of another quantization recipe than this device's "
+             "exports now; not used (measure again: edgekd profile calibrate)")
     if sel.get("joint"):
         echo(f"joint choice among {len(sel['latency_models'])} runtime x precision configurations; rule: {sel['rule']}")
     table = Table(show_lines=False)

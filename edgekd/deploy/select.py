@@ -98,6 +98,7 @@ class Selection:
     profile: str | None = None
     input_shape: list[int] | None = None
     joint: bool = False
+    stale_models: list[str] = field(default_factory=list)  # INT8 models of another recipe: not used
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,7 +107,7 @@ class Selection:
             "min_accuracy": self.min_accuracy, "input_shape": self.input_shape,
             "chosen": self.chosen.to_dict() if self.chosen else None,
             "closest_miss": self.closest_miss.to_dict() if self.closest_miss else None,
-            "latency_models": self.models,
+            "latency_models": self.models, "stale_models": self.stale_models,
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -449,7 +450,10 @@ def select(
         vocab=text.get("vocab") if task == "text" else None, accelerator=accelerator, only_specs=only_specs)
     if not candidates:
         where = f"profile {getattr(profile, 'path', None) or getattr(profile, 'name', '')}" if profile is not None else "no profile"
-        raise ProfileError(f"{where} has no measurement and no latency model for the requested formats/precisions; "
+        stale = stale_models(profile) if profile is not None else []
+        why = (f" (its {', '.join(stale)} measured INT8 artifacts of another quantization recipe than this device's "
+               "exports now)" if stale else "")
+        raise ProfileError(f"{where} has no measurement and no latency model for the requested formats/precisions{why}; "
                            "run `edgekd profile calibrate` (or `edgekd bench`) on the device first")
     chosen, closest = apply_rule(candidates, budget_ms=budget_ms, min_accuracy=min_accuracy,
                                  allow_unmeasured_accuracy=allow_unmeasured_accuracy, joint=joint)
@@ -458,5 +462,5 @@ def select(
         candidates=candidates, closest_miss=closest,
         models={k: {"label": m.label, "kind": m.kind, "n_samples": m.n_samples, "cv": m.cv} for k, m in models.items()},
         profile=str(getattr(profile, "path", None) or getattr(profile, "name", "")) if profile is not None else None,
-        input_shape=list(shape), joint=joint,
+        input_shape=list(shape), joint=joint, stale_models=stale_models(profile) if profile is not None else [],
     )
