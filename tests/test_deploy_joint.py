@@ -79,8 +79,11 @@ def _stale_rows(profile, key: str, factor: float) -> None:
         for m in Profile.load(profile).measurements.values():
             if m.latency and model_key(measurement_runtime(m), m.precision, m.threads, m.batch,
                                        measurement_shape(m, sec)) == key:
-                p.measurements[m.key].latency = {k: (v * factor if k.endswith("_ms") and not k.startswith("anchor")
-                                                     else v) for k, v in m.latency.items()}
+                # the model's times and its ratio to the speed anchor scale; the anchor's own time does not
+                # (a disturbed row is fitted at anchor_ratio_p50 x the anchor's floor: edgekd.latency.anchor)
+                p.measurements[m.key].latency = {
+                    k: (v * factor if (k.endswith("_ms") and k != "anchor_p50_ms") or k == "anchor_ratio_p50" else v)
+                    for k, v in m.latency.items()}
         sec["models"].pop(key, None)  # a transfer would re-adapt on its prior; the device's own fit is wanted
         p.latency_model = sec
         fit_profile(p)
