@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = _load()
         res = _joint(args)
         load_after = _load()
-        print(json.dumps({**res, "load": {"before": load_before, "after": load_after}}))
+        print(json.dumps({"issue": 14, **res, "load": {"before": load_before, "after": load_after}}))
         return 0
     if args.offline and not args.store:
         print("error: --offline reports stored rows; pass --store FILE", file=sys.stderr)
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     every = [r["p50_ms"] for r in rows if r["p50_ms"]]
     joint = _joint(args) if args.joint else {}
     print(json.dumps({
-        **joint,
+        "issue": 14, **joint,
         "median_p50_ms": round(statistics.median(fp32), 3) if fp32 else None,
         "median_p50_ms_all": round(statistics.median(every), 3) if every else None,
         "int8_ratio": ratios,

@@ -549,7 +549,7 @@ def main() -> None:
             print(f"{name:16s} {d['status']:10s} {str(d['device_rounds']):>6s} {str(d['drift_detected']):>6s} "
                   f"{(d.get('teacher_ratio') or float('nan')):8.2f}x {str(d.get('chosen')):40s} {d.get('wall_s', 0):5.0f}s")
     out["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(out))
+    print(json.dumps({"issue": 10, **out}))
 
 
 if __name__ == "__main__":
