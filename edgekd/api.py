@@ -144,13 +144,13 @@ def export(
 def _export_device(device: str | None, key: Any, profile: str | None,
                    profiles_dir: str) -> tuple[dict[str, Any] | None, str | None]:
     """(fingerprint, where it came from) of the device an export is for; (None, None) for none."""
+    from edgekd.device.identity import hardware_identity
     from edgekd.errors import ConfigError
 
     if device and profile:
         raise ConfigError("pass --device or --profile, not both: each names the device the export is for")
     if device:
         from edgekd.bench.devices import fingerprint_of
-        from edgekd.device.identity import hardware_identity
 
         fp = fingerprint_of(device, key)
         if hardware_identity(fp) is None:
@@ -158,7 +158,6 @@ def _export_device(device: str | None, key: Any, profile: str | None,
                               "update edgekd on the device, or pass --profile")
         return fp, f"device {device}"
     if profile:
-        from edgekd.device.identity import hardware_identity
         from edgekd.device.profiles import Profile, profile_path
 
         path = profile_path(profile, profiles_dir)

@@ -86,7 +86,7 @@ class ConfigView:
         return asdict(self)
 
 
-def ensure_config_models(s: Session, budget_ms: float | None = None) -> dict[str, dict[str, Any]]:
+def ensure_config_models(s: Session, budget_ms: float) -> dict[str, dict[str, Any]]:
     """A latency model for every non-reference configuration: this device's own when the profile has
     one fitted on this identity and a probe near `budget_ms` agrees with it (`probe_config`), else a
     calibration on `joint_calibrate_count` untrained students (at most `calibrate_count`). Leaves the
@@ -108,10 +108,8 @@ def ensure_config_models(s: Session, budget_ms: float | None = None) -> dict[str
                            teacher_latency=None, metric=s.metric, profiles_dir=s.cfg.profiles_dir,
                            tolerance=s.cfg.drift_tolerance)
                 if a.status == "trusted" and not s.unmeasured_families():
-                    entry["action"] = "this device's model, used as it is"
-                    if budget_ms is not None:
-                        entry["probe"] = probe_config(s, budget_ms)
-                        entry["action"] = entry["probe"]["action"]
+                    entry["probe"] = probe_config(s, budget_ms)
+                    entry["action"] = entry["probe"]["action"]
                 else:
                     specs = s.calibration_specs(min(s.cfg.joint_calibrate_count, s.cfg.calibrate_count))
                     n = len(specs)
@@ -133,7 +131,7 @@ def probe_config(s: Session, budget_ms: float) -> dict[str, Any]:
     its model predicts just within the budget, compare out of sample, adapt the model on it when it is
     beyond the drift tolerance. Returns {spec, predicted_ms, measured_ms, ratio, drift_detected, action}."""
     from edgekd.device.profiles import now_iso
-    from edgekd.latency.drift import adapt, describe, probe_specs, round_drift
+    from edgekd.latency.drift import adapt, beyond_tolerance, describe, probe_specs, round_drift
     from edgekd.latency.section import device_points
 
     table = s.latency_table()
@@ -158,7 +156,7 @@ def probe_config(s: Session, budget_ms: float) -> dict[str, Any]:
     out: dict[str, Any] = {"spec": spec, "predicted_ms": predicted, "measured_ms": measured,
                            "ratio": measured / max(predicted, 1e-9)}
     tol = s.cfg.drift_tolerance
-    out["drift_detected"] = not 1 / (1 + tol) <= out["ratio"] <= 1 + tol
+    out["drift_detected"] = beyond_tolerance(out["ratio"], tol)
     # beyond the tolerance, a native model becomes the prior of a transfer (None: within it, or already one)
     drifted = round_drift(s.path, s.model_key, predicted, measured, tol)
     if drifted is not None:

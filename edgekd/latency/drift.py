@@ -39,6 +39,11 @@ FALLBACK_LOO_ERROR = 0.25
 Log = Callable[[str], None]
 
 
+def beyond_tolerance(ratio: float, tolerance: float = DRIFT_TOLERANCE) -> bool:
+    """Whether measured / predicted = `ratio` is off by more than `tolerance`, either way (x1.25 or x1/1.25)."""
+    return not 1 / (1 + tolerance) <= ratio <= 1 + tolerance
+
+
 @dataclass
 class Assessment:
     """What the drift check found for one latency configuration (JSON-able via `to_dict`)."""
@@ -128,7 +133,7 @@ def assess(path: Path | None, fingerprint: Mapping[str, Any], key: str, runtime:
         a.predicted_ms = lm.predict(teacher_features, metric)
         a.measured_ms = float(teacher_latency[metric])
         a.ratio = a.measured_ms / a.predicted_ms if a.predicted_ms > 0 else math.inf
-        a.drift_detected = not (1 / (1 + tolerance) <= a.ratio <= 1 + tolerance)
+        a.drift_detected = beyond_tolerance(a.ratio, tolerance)
         if a.status == "trusted" and a.drift_detected:
             a.status = "drifted"
     return a
@@ -254,7 +259,7 @@ def round_drift(path: Path, key: str, predicted: float, measured: float, toleran
     from edgekd.device.profiles import Profile
 
     ratio = measured / predicted if predicted > 0 else math.inf
-    if 1 / (1 + tolerance) <= ratio <= 1 + tolerance:
+    if not beyond_tolerance(ratio, tolerance):
         return None
     raw = latency_section(Profile.load(path))["models"].get(key)
     if not isinstance(raw, Mapping) or raw.get("kind") != MODEL_KIND:
@@ -295,5 +300,5 @@ def bench_drift(path: Path, fingerprint: Mapping[str, Any], measurements: list[A
         diff = _model_identity_matches(raw, config_identity(fingerprint, key, runtime))
         out.append({"spec": m.spec, "key": key, "predicted_p50_ms": predicted, "measured_p50_ms": m.latency["p50_ms"],
                     "ratio": ratio, "model": "foreign" if diff else "trusted", "differences": diff[:4],
-                    "drift_detected": not (1 / (1 + tolerance) <= ratio <= 1 + tolerance)})
+                    "drift_detected": beyond_tolerance(ratio, tolerance)})
     return out

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from edgekd.device.identity import model_identity
-from edgekd.runtimes.int8_settings import device_recipe
+from edgekd.runtimes.int8_settings import device_recipe, recipe_of
 
 
 def current_recipe(device: Mapping[str, Any] | None, runtime: str, precision: str, text: bool = False) -> str | None:
@@ -54,8 +54,6 @@ def config_identity(fingerprint: Mapping[str, Any], key: str, runtime: str | Non
 def artifact_recipe(manifest: Mapping[str, Any]) -> str | None:
     """The recipe of an exported artifact, from its manifest (``options.int8_settings``); None when it
     is not INT8 or records no settings (a runtime without a rule, a text model, or an export from before them)."""
-    from edgekd.runtimes.int8_settings import recipe_of
-
     if str(manifest.get("precision")) != "int8":
         return None
     options = manifest.get("options") if isinstance(manifest.get("options"), Mapping) else {}
@@ -67,10 +65,7 @@ def is_current(m: Any, device: Mapping[str, Any] | None, runtime: str | None = N
     """Whether measurement `m` describes what this device's export of its configuration is now: always
     for a precision without a recipe (and for text inputs, `shape` of one dimension); for image INT8,
     only when its recorded recipe is the device's."""
-    from edgekd.runtimes.catalog import FORMAT_RUNTIME
-
-    rt = str(runtime or m.runtime or FORMAT_RUNTIME.get(m.format, m.format))
-    want = current_recipe(device, rt, str(m.precision), text=shape is not None and len(shape) == 1)
+    want = current_recipe(device, runtime or m.runtime_name, str(m.precision), text=shape is not None and len(shape) == 1)
     return want is None or getattr(m, "recipe", None) == want
 
 
