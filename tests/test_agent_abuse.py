@@ -329,6 +329,21 @@ def test_before_auth_big_frames_are_refused_without_buffering(tmp_path):
             assert c.ping() >= 0
 
 
+def test_before_auth_a_big_header_is_refused_too(tmp_path):
+    """preauth_max_frame bounds the whole frame: a 200 KiB header used to be buffered and parsed."""
+    with TcpAgentServer(tmp_path / "store", key=KEY) as srv:
+        s = socket.create_connection(_addr(srv.url), timeout=5)
+        try:
+            s.sendall(encode_frame(FrameType.REQUEST, 4, {"cmd": "ping", "pad": "x" * (200 << 10)}))
+        except OSError:
+            pass
+        answer = _answer(s)
+        assert answer is not None and answer.type == FrameType.ERROR and answer.header["code"] == "too_large", answer
+        s.close()
+        with AgentClient.connect(srv.url, key=KEY) as c:  # after auth the full limits apply
+            assert "time" in c.request("ping", {"pad": "x" * (200 << 10)})
+
+
 # ---- 6. resync floods ----------------------------------------------------------------------------
 
 def test_a_magic_flood_before_auth_closes_the_connection_and_others_are_served(tmp_path):

@@ -318,6 +318,7 @@ class FrameDecoder:
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
+        self.max_frame: int | None = None  # header + payload bound (the agent's pre-auth limit); None: none
         self._buf = bytearray()
 
     @property
@@ -390,8 +391,9 @@ class FrameDecoder:
                 bad = (ErrorCode.BAD_VERSION, f"protocol version {version} is not {PROTOCOL_VERSION}; install the same edgekd version on host and device")
             elif ftype not in _VALID_TYPES:
                 bad = (ErrorCode.BAD_TYPE, f"unknown frame type {ftype}")
-            elif hlen > MAX_HEADER or plen > self.max_payload:
-                bad = (ErrorCode.TOO_LARGE, f"frame declares header {hlen} + payload {plen} bytes, above the limits ({MAX_HEADER} / {self.max_payload})")
+            elif hlen > MAX_HEADER or plen > self.max_payload or (self.max_frame is not None and hlen + plen > self.max_frame):
+                frame_limit = "" if self.max_frame is None else f", {self.max_frame} together"
+                bad = (ErrorCode.TOO_LARGE, f"frame declares header {hlen} + payload {plen} bytes, above the limits ({MAX_HEADER} / {self.max_payload}{frame_limit})")
             if bad is not None:
                 if garbage:
                     events.append(Garbage(garbage))

@@ -113,9 +113,12 @@ class Session:
         limits = self.agent.limits
         if self.authed:
             self.channel.decoder.max_payload = self.agent.max_payload
+            self.channel.decoder.max_frame = None
             self.channel.read_size = None
         else:
             self.channel.decoder.max_payload = min(limits.preauth_max_frame, self.agent.max_payload)
+            # the header counts too: a 1 MiB header (MAX_HEADER) must not pass as a small frame
+            self.channel.decoder.max_frame = limits.preauth_max_frame
             self.channel.read_size = limits.preauth_max_frame
 
     def end_host_session(self, why: str) -> None:
