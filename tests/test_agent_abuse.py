@@ -18,10 +18,10 @@ import pytest
 from edgekd.agent.client import AgentClient
 from edgekd.agent.limits import AgentLimits
 from edgekd.agent.protocol import (
-    MAGIC, PROTOCOL_VERSION, AgentRequestError, FrameDecoder, FrameType, encode_frame,
+    MAGIC, PROTOCOL_VERSION, AgentRequestError, Frame, FrameDecoder, FrameType, data_head, encode_frame,
 )
 from edgekd.agent.server import TcpAgentServer
-from edgekd.agent.storage import ContentStore
+from edgekd.agent.storage import MAX_HELD_CHUNKS, ContentStore
 from edgekd.agent.transports import transport_class
 from edgekd.bench.measure import timing_loop
 from edgekd.errors import ConfigError
@@ -311,6 +311,35 @@ def test_held_ahead_chunks_are_bounded_across_uploads_and_freed_with_the_session
                 refused += 1
     assert store.held_bytes() <= 1 << 20 and refused > 0
     assert store.release(owner) == 8 and store.held_bytes() == 0
+
+
+def test_tiny_chunks_held_ahead_are_bounded_in_number(tmp_path):
+    """One-byte DATA chunks ahead of a gap: each held one cost a scan of all the others (and the
+    fill a scan per chunk, under the store's lock), so 20 000 of them froze the store for seconds
+    while the byte budget counted only 20 KB. Past MAX_HELD_CHUNKS they are refused."""
+    n = MAX_HELD_CHUNKS + 2000
+    data = os.urandom(n + 1)
+    with TcpAgentServer(tmp_path / "store", key=KEY) as srv:
+        with AgentClient.connect(srv.url, key=KEY, timeout=20) as c:
+            import hashlib
+
+            handle = c.request("put", {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})["upload"]
+            ch, codes = c.channel, []
+            for first in range(1, n + 1, 500):  # pipelined, 500 frames at a time
+                batch = range(first, min(first + 500, n + 1))
+                for off in batch:
+                    c._seq = (c._seq + 1) & 0xFFFFFFFF
+                    ch.send_out(ch.prepare(FrameType.DATA, c._seq, None, [data_head(handle, off), data[off:off + 1]]))
+                while len(codes) < batch[-1]:
+                    ev = ch.poll(10.0)
+                    assert isinstance(ev, Frame), ev
+                    codes.append(ev.header.get("code", "held"))
+            assert codes.count("held") <= MAX_HELD_CHUNKS
+            assert codes.count("offset_mismatch") >= n - MAX_HELD_CHUNKS
+            t0 = time.monotonic()
+            state = c._exchange(FrameType.DATA, {}, [data_head(handle, 0), data[:1]], None).header
+            assert state["have"] == 1 + codes.count("held") and time.monotonic() - t0 < 2.0
+            assert c.ping() < 1.0
 
 
 def test_before_auth_big_frames_are_refused_without_buffering(tmp_path):

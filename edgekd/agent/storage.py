@@ -31,6 +31,9 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 MAX_BUNDLE_FILES = 256
 MAX_HELD_BYTES = 8 << 20  # chunks held in memory ahead of a gap, per upload
+# and their number: each one costs a dict entry and a scan when held or drained (a windowed client
+# holds at most a few hundred; a flood of one-byte chunks would cost far more than its bytes)
+MAX_HELD_CHUNKS = 1024
 
 
 def check_sha(value: object, what: str = "sha256") -> str:
@@ -167,7 +170,7 @@ class ContentStore:
             if offset > up.have:
                 if offset in up.ahead:  # the same chunk again (a resend): already held
                     return {"have": up.have, "held": True}
-                if up.held + n > MAX_HELD_BYTES or not self.held_budget.take(n):
+                if up.held + n > MAX_HELD_BYTES or len(up.ahead) >= MAX_HELD_CHUNKS or not self.held_budget.take(n):
                     raise AgentRequestError(ErrorCode.OFFSET_MISMATCH.value, f"chunk offset {offset} is too far ahead: the agent has {up.have} bytes; continue from there", {"have": up.have})
                 up.ahead[offset] = bytes(data)
                 return {"have": up.have, "held": True}
