@@ -3,6 +3,7 @@ resource exhaustion, files outside the store, a bench that holds the slot, authe
 outlives a serial host, unbounded memory, resync CPU burn, trailing newlines in names, symlinks."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -24,7 +25,8 @@ from edgekd.agent.server import TcpAgentServer
 from edgekd.agent.storage import MAX_HELD_CHUNKS, ContentStore
 from edgekd.agent.transports import transport_class
 from edgekd.bench.measure import timing_loop
-from edgekd.errors import ConfigError
+from edgekd.agent import auth
+from edgekd.errors import AgentError, ConfigError
 from edgekd.fileio import atomic_write_json, sha256_file
 
 from agent_links import serial_agent
@@ -426,3 +428,65 @@ def test_host_refuses_symlinks_in_artifacts_and_uploads(client, tmp_path):
     with pytest.raises(ConfigError, match="symbolic link"):
         client.put_file(link)
     assert client.hello()["store"]["used_bytes"] == 0  # nothing of the secret reached the device
+
+
+# ---- 9. a hostile agent cannot make the host hang or grow without bound --------------------------
+
+@contextlib.contextmanager
+def hostile_agent(answer):
+    """A fake agent on a real socket: `answer(frame)` -> (type, header[, payload]) for each REQUEST /
+    DATA, or None to close the connection. Yields (url, frames it was sent)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    seen: list = []
+
+    def run():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        dec = FrameDecoder()
+        with conn:
+            conn.settimeout(10)
+            while True:
+                try:
+                    data = conn.recv(1 << 16)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for ev in dec.feed(data):
+                    if isinstance(ev, Frame) and ev.type in (FrameType.REQUEST, FrameType.DATA):
+                        seen.append(ev)
+                        out = answer(ev)
+                        if out is None:
+                            return
+                        conn.sendall(encode_frame(out[0], ev.seq, *out[1:]))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}", seen
+    finally:
+        listener.close()
+        t.join(5)
+
+
+@pytest.mark.parametrize("stashed", [10**12, "lots"])
+def test_host_refuses_a_stashed_answer_no_agent_could_send(stashed, monkeypatch):
+    """Before auth anyone on the link can answer: a stash of 10**12 bytes, fetched in 256 KiB
+    pieces, grew the host's memory until the fake agent stopped; a non-number raised ValueError."""
+    monkeypatch.delenv(auth.KEY_ENV, raising=False)
+
+    def answer(frame):
+        if frame.header.get("cmd") == "challenge":
+            return FrameType.REPLY, {"stashed": stashed}
+        if len(seen) > 40:
+            return None
+        return FrameType.REPLY, {}, b"x" * (256 << 10)
+
+    with hostile_agent(answer) as (url, seen):
+        with pytest.raises(AgentError, match="stashed"):
+            AgentClient.connect(url, timeout=5)
+    assert len([f for f in seen if f.header.get("cmd") == "fetch"]) <= 1

@@ -28,7 +28,7 @@ from edgekd.agent import auth
 from edgekd.agent.channel import Channel
 from edgekd.agent.frame_auth import FrameRejected
 from edgekd.agent.protocol import (
-    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION, AgentRequestError, BadFrame, Corrupt, ErrorCode,
+    DATA_HEAD_SIZE, DEFAULT_MAX_PAYLOAD, MAX_HEADER, PROTOCOL_VERSION, AgentRequestError, BadFrame, Corrupt, ErrorCode,
     Frame, FrameType, Garbage, LinkLost, OutFrame,
 )
 from edgekd.agent.storage import check_name
@@ -235,7 +235,7 @@ class AgentClient:
                     self._srtt = rtt if self._srtt is None else 0.8 * self._srtt + 0.2 * rtt
                 if set(ev.header) != {"stashed"}:
                     return ev
-                ev = self._fetch_stashed(int(ev.header["stashed"]), seq, timeout)
+                ev = self._fetch_stashed(ev.header["stashed"], seq, timeout)
                 if ev.type == FrameType.REPLY:
                     return ev
             if ev.type == FrameType.ERROR:
@@ -243,12 +243,17 @@ class AgentClient:
                 code, message = str(h.pop("code", "?")), str(h.pop("message", "agent error"))
                 raise AgentRequestError(code, f"agent at {self.url}: {message}", h)
 
-    def _fetch_stashed(self, total: int, seq: int, timeout: float | None) -> Frame:
+    def _fetch_stashed(self, total: Any, seq: int, timeout: float | None) -> Frame:
         """Reassemble a long answer the agent stashed (lossy links) from small pieces."""
+        # a stash is a frame type byte + one JSON header: never more than MAX_HEADER + 1 bytes (before
+        # auth anyone on the link may answer, so the size and every piece are checked, not trusted)
+        if not isinstance(total, int) or isinstance(total, bool) or not 0 < total <= MAX_HEADER + 1:
+            raise LinkLost(f"the agent at {self.url} stashed an answer of {str(total)[:40]!r} bytes; "
+                           f"no answer is longer than {MAX_HEADER + 1}")
         buf = bytearray()
         while len(buf) < total:
             piece = self._exchange(FrameType.REQUEST, {"cmd": "fetch", "off": len(buf), "n": FETCH_PIECE}, [], timeout)
-            if not piece.payload:
+            if not piece.payload or len(piece.payload) > FETCH_PIECE:
                 break
             buf += piece.payload
         try:
