@@ -490,3 +490,42 @@ def test_host_refuses_a_stashed_answer_no_agent_could_send(stashed, monkeypatch)
         with pytest.raises(AgentError, match="stashed"):
             AgentClient.connect(url, timeout=5)
     assert len([f for f in seen if f.header.get("cmd") == "fetch"]) <= 1
+
+
+def _keyless_agent(on_data, max_payload=1 << 20):
+    """Answers for a key-less hostile agent: handshake, hello with `max_payload`, put; DATA -> on_data."""
+    def answer(frame):
+        if frame.type == FrameType.DATA:
+            return on_data(frame)
+        cmd = frame.header.get("cmd")
+        if cmd == "challenge":
+            return FrameType.REPLY, {"nonce": auth.new_nonce(), "auth_required": False}
+        if cmd == "hello":
+            return FrameType.REPLY, {"limits": {"max_payload": max_payload}}
+        if cmd == "put":
+            return FrameType.REPLY, {"upload": 1, "have": 0}
+        return FrameType.REPLY, {}
+    return answer
+
+
+@pytest.mark.parametrize("on_data", [
+    lambda f: (FrameType.REPLY, {"have": 0}),  # acknowledges, never moves
+    lambda f: (FrameType.ERROR, {"code": "offset_mismatch", "message": "x", "have": 0}),
+    lambda f: (FrameType.REPLY, {"have": -5}),
+    lambda f: (FrameType.REPLY, {"have": "lots"}),
+], ids=["no-progress", "mismatch-forever", "negative", "not-a-number"])
+def test_host_upload_gives_up_on_an_agent_that_never_takes_the_bytes(on_data, monkeypatch):
+    """The host sent the same chunk for ever to an agent answering DATA without progress (the fake
+    agent stopped it after 2000), and crashed with TypeError / ValueError on a nonsense offset."""
+    monkeypatch.delenv(auth.KEY_ENV, raising=False)
+    limit = 2000
+
+    def on_data_counted(frame):
+        return None if len(seen) > limit else on_data(frame)
+
+    with hostile_agent(_keyless_agent(on_data_counted)) as (url, seen):
+        with AgentClient.connect(url, timeout=5) as c:
+            with pytest.raises(AgentError):
+                c.put_bytes(os.urandom(5000))
+    assert len(seen) < limit
+

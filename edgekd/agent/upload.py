@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from edgekd.agent.protocol import (
     AgentRequestError, Corrupt, ErrorCode, Frame, FrameType, LinkLost, OutFrame, data_head,
 )
+from edgekd.errors import AgentError
 
 if TYPE_CHECKING:
     from edgekd.agent.client import AgentClient
@@ -33,12 +34,16 @@ def upload_stop_and_wait(client: "AgentClient", handle: int, size: int, have: in
     one, so the host's and the agent's work on the bytes overlap instead of taking turns."""
     state: dict = {}
     ahead: dict[int, tuple[int, OutFrame]] = {}  # offset -> (length, frame encoded for the next seq)
+    stalled = 0  # answers in a row that moved nothing forward
 
     def encode(off: int) -> tuple[int, OutFrame]:
         n = min(client.chunk, size - off)
         return n, client.channel.prepare(FrameType.DATA, client.next_seq(), None, [data_head(handle, off), read(off, n)])
 
     while have < size or not state.get("complete"):
+        if stalled > MAX_ROUNDS_WITHOUT_PROGRESS:
+            raise LinkLost(f"upload to {client.url} made no progress: the agent answered {stalled} chunks in a row "
+                           f"without taking any bytes (it has {have} of {size})")
         n, frame = ahead.pop(have, None) or encode(have)
         if frame.seq != client.next_seq():  # only if a request went out in between
             n, frame = encode(have)
@@ -54,13 +59,23 @@ def upload_stop_and_wait(client: "AgentClient", handle: int, size: int, have: in
         except AgentRequestError as err:
             if err.code != ErrorCode.OFFSET_MISMATCH.value:
                 raise
-            have = int(err.detail["have"])
+            before, have = have, _reported_have(client, err.detail.get("have"), size)
+            stalled = 0 if have > before else stalled + 1
             continue
         state = answer.header
-        have = int(state.get("have", have + n))
+        before, have = have, _reported_have(client, state.get("have", have + n), size)
+        stalled = 0 if have > before or state.get("complete") else stalled + 1
         if progress:
             progress(have, size)
     return state
+
+
+def _reported_have(client: "AgentClient", value: object, size: int) -> int:
+    """The agent's count of bytes it holds, checked: an integer from 0 to the file's size."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= size:
+        raise AgentError(f"the agent at {client.url} says it has {str(value)[:40]!r} bytes of a {size}-byte upload; "
+                         "that is not a byte count of this file")
+    return value
 
 
 def upload_window(client: "AgentClient", handle: int, size: int, have: int, read: Reader,
