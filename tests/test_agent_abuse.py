@@ -529,3 +529,12 @@ def test_host_upload_gives_up_on_an_agent_that_never_takes_the_bytes(on_data, mo
                 c.put_bytes(os.urandom(5000))
     assert len(seen) < limit
 
+
+@pytest.mark.parametrize("max_payload", [12, -1, "big", [1 << 20]])
+def test_host_refuses_an_agent_payload_limit_no_upload_fits(max_payload, monkeypatch):
+    """max_payload 12 left 0-byte chunks: an upload that never advanced; "big" raised ValueError."""
+    monkeypatch.delenv(auth.KEY_ENV, raising=False)
+    ok = lambda f: (FrameType.REPLY, {})  # noqa: E731
+    with hostile_agent(_keyless_agent(ok, max_payload=max_payload)) as (url, seen):
+        with pytest.raises(AgentError, match="max_payload"):
+            AgentClient.connect(url, timeout=5)

@@ -104,7 +104,13 @@ class AgentClient:
                 f"{auth.KEY_ENV}), or connect without a key to a key-less loopback agent (unset {auth.KEY_ENV})"
             )
         hello = self.hello()
-        self.max_payload = self.channel.max_payload = int(hello.get("limits", {}).get("max_payload", DEFAULT_MAX_PAYLOAD))
+        limits = hello.get("limits")
+        max_payload = limits.get("max_payload", DEFAULT_MAX_PAYLOAD) if isinstance(limits, dict) else DEFAULT_MAX_PAYLOAD
+        if not isinstance(max_payload, int) or isinstance(max_payload, bool) or max_payload <= DATA_HEAD_SIZE:
+            # an upload chunk must fit: a smaller limit would leave chunks of no bytes, sent for ever
+            raise AgentError(f"the agent at {self.url} reports max_payload {str(max_payload)[:40]!r}; "
+                             f"it must be an integer above {DATA_HEAD_SIZE}")
+        self.max_payload = self.channel.max_payload = max_payload
         self.chunk = min(self.chunk, self.max_payload - DATA_HEAD_SIZE)
 
     def close(self, say_bye: bool = True) -> None:
