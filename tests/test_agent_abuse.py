@@ -375,6 +375,25 @@ def test_before_auth_a_big_header_is_refused_too(tmp_path):
             assert "time" in c.request("ping", {"pad": "x" * (200 << 10)})
 
 
+def test_artifact_metadata_counts_against_the_quota(tmp_path):
+    """Bundles of one 4-byte blob under 256 long names: 40 of them wrote ~4 MB (each bundle's JSON
+    and directory) past a 1 MiB quota while used_bytes stayed at 4."""
+    with TcpAgentServer(tmp_path / "store", key=KEY, quota_bytes=1 << 20) as srv:
+        with AgentClient.connect(srv.url, key=KEY) as c:
+            sha = c.put_bytes(b"tiny")
+            made = []
+            with pytest.raises(AgentRequestError) as err:
+                for i in range(40):
+                    made.append(c.request("bundle", {"files": {f"{i:04d}-{j:03d}-" + "n" * 110: sha for j in range(256)}})["artifact"])
+            assert err.value.code == "quota_exceeded" and 0 < len(made) < 40
+            used = c.hello()["store"]["used_bytes"]
+            assert used <= 1 << 20
+            c.delete(made[0])  # deleting an artifact gives its bytes back
+            assert c.hello()["store"]["used_bytes"] < used
+            used = c.hello()["store"]["used_bytes"]
+    assert ContentStore(tmp_path / "store", 1 << 20).used == used  # and a restarted agent counts the same
+
+
 # ---- 6. resync floods ----------------------------------------------------------------------------
 
 def test_a_magic_flood_before_auth_closes_the_connection_and_others_are_served(tmp_path):

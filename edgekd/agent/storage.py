@@ -7,7 +7,8 @@ the host chose.
                                     blobs); <id> = sha256 of the bundle's canonical JSON
     WORKDIR/artifacts/<id>.json     the bundle {name: sha256}
 
-Bytes in blobs/ and partial/ count against the quota; artifact directories share the blobs' inodes.
+Bytes in blobs/ and partial/ and the bundles' JSON count against the quota; artifact directories
+share the blobs' inodes.
 Errors are AgentRequestError with a protocol error code; the session turns them into ERROR frames.
 """
 from __future__ import annotations
@@ -93,6 +94,7 @@ class ContentStore:
         self._next_handle = 1
         self._finished: dict[int, int] = {}  # recently finished handles -> size
         self.used = sum(p.stat().st_size for d in (self.blobs, self.partial) for p in d.iterdir() if p.is_file())
+        self.used += sum(p.stat().st_size for p in self.artifacts.glob("*.json") if p.is_file())
 
     # ---- uploads -------------------------------------------------------------------------------
     def begin(self, sha: str, size: int, owner: object = None) -> dict[str, Any]:
@@ -247,6 +249,18 @@ class ContentStore:
             if target.is_dir():
                 return aid
             sources = {name: self.blob_path(sha) for name, sha in clean.items()}
+            # the bundle's JSON counts against the quota (its directory grows with it): otherwise
+            # bundles of one blob under many names would fill the disk at no cost
+            meta = json.dumps({"files": clean}, sort_keys=True)
+            reserved = sum(u.size - u.have for u in self._uploads.values())
+            if self.used + reserved + len(meta) > self.quota:
+                raise AgentRequestError(
+                    ErrorCode.QUOTA_EXCEEDED.value,
+                    f"agent disk quota exceeded: this artifact's list of files needs {len(meta)} bytes but "
+                    f"{self.used + reserved} of {self.quota} bytes are in use; delete artifacts (AgentClient.delete) "
+                    "or restart the agent with a larger --quota-mb",
+                    {"need": len(meta), "used": self.used + reserved, "quota": self.quota},
+                )
             tmp = self.artifacts / f".tmp-{aid}-{threading.get_ident()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
@@ -256,7 +270,8 @@ class ContentStore:
                 except OSError:  # a file system without hard links: copy (counted as used)
                     shutil.copyfile(src, tmp / name)
                     self.used += src.stat().st_size
-            (self.artifacts / f"{aid}.json").write_text(json.dumps({"files": clean}, sort_keys=True))
+            (self.artifacts / f"{aid}.json").write_text(meta)
+            self.used += len(meta)
             os.replace(tmp, target)
         return aid
 
@@ -282,7 +297,10 @@ class ContentStore:
             bundles = self._bundles()
             if ident in bundles:
                 shutil.rmtree(self.artifacts / str(ident), ignore_errors=True)
-                (self.artifacts / f"{ident}.json").unlink(missing_ok=True)
+                meta = self.artifacts / f"{ident}.json"
+                if meta.is_file():
+                    self.used -= meta.stat().st_size
+                    meta.unlink()
                 still_used = {sha for aid, files in bundles.items() if aid != ident for sha in files.values()}
                 for sha in set(bundles[str(ident)].values()) - still_used:
                     self._remove_blob(sha)
