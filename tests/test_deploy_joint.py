@@ -14,7 +14,7 @@ from latency_helpers import calibrated_profile, copy_profile
 
 from edgekd.cli import main
 from edgekd.deploy.config import DeployConfig, check_config, choose_configs, is_joint
-from edgekd.deploy.joint import prior_lacks_families, size_bytes
+from edgekd.deploy.joint import size_bytes
 from edgekd.device.targets import load_target
 from edgekd.errors import ConfigError
 
@@ -46,17 +46,6 @@ def test_the_default_stays_one_configuration_and_auto_offers_every_one_the_targe
 
 def test_size_counts_bytes_per_weight_of_the_precision():
     assert size_bytes(1000, "fp32") == 4000 and size_bytes(1000, "int8") == 1000 and size_bytes(1000, "fp16") == 2000
-
-
-def test_a_foreign_prior_is_transferred_only_to_families_it_was_fitted_on():
-    prior = {"samples": ["cnn:depth=2,width=8@onnx-fp32", "mlp:hidden=64"]}
-    assert prior_lacks_families(["cnn:depth=3,width=8", "mlp:hidden=128"], prior) == []
-    assert prior_lacks_families(["cnn:depth=3,width=8", "resnet_basic:depth=10,width=16", "resnet_basic:depth=18"],
-                                prior) == ["resnet_basic"]
-    assert prior_lacks_families(["cnn:depth=3,width=8"], {}) == ["cnn"]  # a prior that names no sample
-    # a transfer's own points are few; the prior it adapted was fitted on the rest
-    moved = {"samples": ["cnn:depth=2,width=8"], "transfer": {"prior_model": {"samples": ["resnet_basic:depth=10"]}}}
-    assert prior_lacks_families(["cnn:depth=3,width=8", "resnet_basic:depth=18", "mlp:hidden=8"], moved) == ["mlp"]
 
 
 def test_a_bad_joint_format_list_is_one_line_exit_2(tmp_path):

@@ -116,7 +116,7 @@ def ensure_config_models(s: Session, budget_ms: float) -> dict[str, dict[str, An
                 if a.status == "trusted" and not s.unmeasured_families():
                     entry["probe"] = probe_config(s, budget_ms)
                     entry["action"] = entry["probe"]["action"]
-                elif a.status == "foreign" and not prior_lacks_families(s.space, a.prior):
+                elif a.status == "foreign" and not prior_lacks_families(s, a.prior):
                     entry["transfer"] = transfer_config(s, a, budget_ms)
                     entry["action"] = entry["transfer"]["action"]
                 else:
@@ -124,7 +124,7 @@ def ensure_config_models(s: Session, budget_ms: float) -> dict[str, dict[str, An
                     n = len(specs)
                     why = {"trusted": " (or none measured on this search space's families)",
                            "foreign": f" (a foreign model, from {a.source}, fitted on no "
-                                      f"{', '.join(prior_lacks_families(s.space, a.prior))} student)"}.get(a.status, "")
+                                      f"{', '.join(prior_lacks_families(s, a.prior))} student)"}.get(a.status, "")
                     s.say(f"latency model: none of this device for {s.model_key}{why}; calibrating on {n} untrained "
                           "students")
                     s.calibrate_on(specs)
@@ -135,16 +135,11 @@ def ensure_config_models(s: Session, budget_ms: float) -> dict[str, dict[str, An
     return out
 
 
-def prior_lacks_families(space: list[str], prior: dict[str, Any] | None) -> list[str]:
-    """The families of `space` (student specs) of which a foreign prior was fitted on no student (its
-    `samples`): a transfer would only extrapolate to them, so that configuration is calibrated instead."""
-    seen: set[str] = set()
-    for _ in range(8):  # a transfer's own points, then its prior's samples (a transfer of a transfer ...)
-        if not isinstance(prior, dict):
-            break
-        seen |= {str(n).split(":")[0] for n in prior.get("samples") or ()}
-        prior = (prior.get("transfer") or {}).get("prior_model") if isinstance(prior.get("transfer"), dict) else None
-    return [f for f in dict.fromkeys(spec.split(":")[0] for spec in space) if f not in seen]
+def prior_lacks_families(s: Session, prior: dict[str, Any] | None) -> list[str]:
+    """The search space's families of which a foreign prior was fitted on no student (its `samples`):
+    a transfer would only extrapolate to them, so that configuration is calibrated instead."""
+    seen = {str(n).split(":")[0] for n in (prior or {}).get("samples") or ()}
+    return [f for f in dict.fromkeys(spec.split(":")[0] for spec in s.space) if f not in seen]
 
 
 def transfer_config(s: Session, a: Any, budget_ms: float) -> dict[str, Any]:
