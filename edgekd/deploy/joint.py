@@ -38,15 +38,9 @@ its own: one untrained student predicted just within the budget (where the choic
 measured there and compared with this device's model *before* it joins the fit; within the drift
 tolerance the model is used, beyond it the model is adapted on the probe (`edgekd.latency.drift`), so
 a stale model (another runtime version, another INT8 recipe, a machine that changed) never picks a
-configuration's winner unchecked. A configuration whose model is foreign (another machine's profile
-in the profiles dir, or this profile's fitted under another identity) is *transferred*, as issue 10
-asks, not started over (`transfer_config`): the prior is adapted on `transfer_probes` untrained
-students near the budget, the first of them fixing the device's scale before the others are chosen,
-and is kept only if its leave-one-out error passes the check of `edgekd.latency.drift.settle_transfer`.
-A configuration with no model anywhere, with a prior fitted on none of a search-space family, or whose
-transfer fails that check is calibrated on `joint_calibrate_count` untrained students (fewer than the
-reference's `calibrate_count`, and never more: every round's measurement joins and corrects its
-model). Host side.
+configuration's winner unchecked. A configuration without a model of this identity is calibrated on
+`joint_calibrate_count` untrained students (fewer than the reference's `calibrate_count`, and never
+more: every round's measurement joins and corrects its model). Host side.
 """
 from __future__ import annotations
 
@@ -116,15 +110,12 @@ def ensure_config_models(s: Session, budget_ms: float) -> dict[str, dict[str, An
                 if a.status == "trusted" and not s.unmeasured_families():
                     entry["probe"] = probe_config(s, budget_ms)
                     entry["action"] = entry["probe"]["action"]
-                elif a.status == "foreign" and not prior_lacks_families(s, a.prior):
-                    entry["transfer"] = transfer_config(s, a, budget_ms)
-                    entry["action"] = entry["transfer"]["action"]
                 else:
                     specs = s.calibration_specs(min(s.cfg.joint_calibrate_count, s.cfg.calibrate_count))
                     n = len(specs)
                     why = {"trusted": " (or none measured on this search space's families)",
-                           "foreign": f" (a foreign model, from {a.source}, fitted on no "
-                                      f"{', '.join(prior_lacks_families(s, a.prior))} student)"}.get(a.status, "")
+                           "foreign": f" (the profile's model was fitted under another identity: "
+                                      f"{'; '.join(a.differences[:2])})"}.get(a.status, "")
                     s.say(f"latency model: none of this device for {s.model_key}{why}; calibrating on {n} untrained "
                           "students")
                     s.calibrate_on(specs)
@@ -132,48 +123,6 @@ def ensure_config_models(s: Session, budget_ms: float) -> dict[str, dict[str, An
             out[s.model_key] = entry
     finally:
         s.use(ref)
-    return out
-
-
-def prior_lacks_families(s: Session, prior: dict[str, Any] | None) -> list[str]:
-    """The search space's families of which a foreign prior was fitted on no student (its `samples`):
-    a transfer would only extrapolate to them, so that configuration is calibrated instead."""
-    seen = {str(n).split(":")[0] for n in (prior or {}).get("samples") or ()}
-    return [f for f in dict.fromkeys(spec.split(":")[0] for spec in s.space) if f not in seen]
-
-
-def transfer_config(s: Session, a: Any, budget_ms: float) -> dict[str, Any]:
-    """A non-reference configuration whose model is foreign (another device's, another INT8 recipe's;
-    `a`: its `edgekd.latency.drift.Assessment`): the prior is adapted on this device's points instead of
-    replaced. There is no teacher measurement here to start from, so: one untrained student the prior
-    puts just within the budget is measured and the transfer re-adapted on it (the device's scale),
-    then `transfer_probes - 1` more chosen on the corrected model, then the transfer's leave-one-out
-    check of `edgekd.latency.drift.settle_transfer` (beyond it: calibration on `joint_calibrate_count`
-    students, as with no model at all). Returns what was done, with the figures."""
-    from edgekd.device.profiles import now_iso
-    from edgekd.latency.drift import adapt, probe_specs, settle_transfer
-
-    # a prior from this profile (fitted under another identity) meets only the points measured from now;
-    # one from another profile all of this device's points of the configuration
-    since = now_iso() if a.source == str(s.path) else ""
-    adapt(s.path, a, s.fingerprint, s.measurement_meta, since=since)
-    why = "; ".join(a.differences[:2])
-    s.say(f"latency model: {s.model_key} is foreign ({why}); adapting it on this device's points instead of "
-          "calibrating")
-    first = probe_specs(s.latency_table(), budget_ms, 1, s.params) if s.cfg.transfer_probes > 0 else []
-    if first:
-        s.say(f"transfer: measuring the untrained {first[0]} (predicted just within the budget by the prior) for "
-              "this device's scale")
-        s.calibrate_on(first)
-    count = min(s.cfg.joint_calibrate_count, s.cfg.calibrate_count)
-    out = settle_transfer(s.path, s.model_key, budget=budget_ms, probes=max(0, s.cfg.transfer_probes - 1),
-                          table=s.latency_table, params_of=s.params, calibrate_on=s.calibrate_on, say=s.say,
-                          fallback_specs=lambda: s.calibration_specs(count))
-    out["probes"] = first + list(out.get("probes") or [])
-    out.update(source=a.source, differences=a.differences[:4])
-    out["action"] = (f"adapted the foreign model on {len(out['probes'])} untrained probes"
-                     + (f"; leave-one-out error too high: calibrated on {out['fallback_students']} untrained students"
-                        if out.get("fallback") else ""))
     return out
 
 
