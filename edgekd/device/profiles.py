@@ -133,7 +133,11 @@ class Measurement:
         """Build from what `edgekd.bench.measure` returns (in-process, isolated, or from the agent).
         Missing model facts fall back to the artifact's own (its file hash stands in for the model).
         `recipe`: the INT8 recipe of the artifact, read by the host from its own manifest
-        (`edgekd.latency.recipe.artifact_recipe`), never from the device's answer."""
+        (`edgekd.latency.recipe.artifact_recipe`), never from the device's answer. The answer is checked
+        first (`edgekd.device.answer.check_answer`: AgentError on a value no measurement has)."""
+        from edgekd.device.answer import check_answer
+
+        check_answer(result)
         art = result.get("artifact") or {}
         settings = result.get("settings") or {}
         acc = result.get("accuracy") or {}
