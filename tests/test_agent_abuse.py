@@ -19,7 +19,7 @@ import pytest
 from edgekd.agent.client import AgentClient
 from edgekd.agent.limits import AgentLimits
 from edgekd.agent.protocol import (
-    MAGIC, PROTOCOL_VERSION, AgentRequestError, Frame, FrameDecoder, FrameType, data_head, encode_frame,
+    MAGIC, PROTOCOL_VERSION, AgentRequestError, Frame, FrameDecoder, FrameType, LinkLost, data_head, encode_frame,
 )
 from edgekd.agent.server import TcpAgentServer
 from edgekd.agent.storage import MAX_HELD_CHUNKS, ContentStore
@@ -453,7 +453,8 @@ def test_host_refuses_symlinks_in_artifacts_and_uploads(client, tmp_path):
 @contextlib.contextmanager
 def hostile_agent(answer):
     """A fake agent on a real socket: `answer(frame)` -> (type, header[, payload]) for each REQUEST /
-    DATA, or None to close the connection. Yields (url, frames it was sent)."""
+    DATA, None to close the connection, or a function (conn, frame) that sends frames of its own
+    until the host hangs up. Yields (url, frames it was sent)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -479,6 +480,9 @@ def hostile_agent(answer):
                         seen.append(ev)
                         out = answer(ev)
                         if out is None:
+                            return
+                        if callable(out):  # a stream of frames of its own, until the host hangs up
+                            out(conn, ev)
                             return
                         conn.sendall(encode_frame(out[0], ev.seq, *out[1:]))
 
@@ -556,3 +560,38 @@ def test_host_refuses_an_agent_payload_limit_no_upload_fits(max_payload, monkeyp
     with hostile_agent(_keyless_agent(ok, max_payload=max_payload)) as (url, seen):
         with pytest.raises(AgentError, match="max_payload"):
             AgentClient.connect(url, timeout=5)
+
+
+def _stream(kind: str):
+    """Frames sent every 50 ms for ever (until the host hangs up): BUSY for the request's seq, or
+    REPLYs to a seq the host never sent."""
+    def run(conn, ev):
+        seq = ev.seq if kind == "busy" else (ev.seq - 7) & 0xFFFFFFFF
+        ftype = FrameType.BUSY if kind == "busy" else FrameType.REPLY
+        try:
+            for _ in range(2000):
+                conn.sendall(encode_frame(ftype, seq, {}))
+                time.sleep(0.05)
+        except OSError:
+            return
+    return run
+
+
+@pytest.mark.parametrize("kind", ["busy", "stale"])
+def test_host_gives_up_on_an_agent_that_answers_for_ever_without_answering(kind, monkeypatch):
+    """Any frame reset the host's silence timer: an agent sending BUSY for ever, or answers to a seq
+    the host never sent, held a request (a deploy) for ever. Now only this request's frames count as
+    hearing from the agent, and BUSY for longer than any request may take (`max_busy_s`) ends it."""
+    monkeypatch.delenv(auth.KEY_ENV, raising=False)
+    base = _keyless_agent(lambda f: (FrameType.REPLY, {}))
+
+    def answer(frame):
+        return _stream(kind) if frame.header.get("cmd") == "ping" else base(frame)
+
+    with hostile_agent(answer) as (url, seen):
+        with AgentClient.connect(url, timeout=5) as c:
+            c.max_busy_s = 1.0
+            start = time.monotonic()
+            with pytest.raises(LinkLost, match="busy" if kind == "busy" else "did not answer within 2 s"):
+                c.request("ping", timeout=2)
+            assert time.monotonic() - start < 10

@@ -43,6 +43,12 @@ Progress = Callable[[int, int], None]
 
 MAX_ATTEMPTS = 500  # resends of one request before the line is declared unusable
 FETCH_PIECE = 96  # bytes of a stashed answer per fetch: most pieces cross even a 1 %-damaged line
+# how long an agent may keep answering BUSY ("still working on it") to one request: the isolated
+# runner's default kill time for a measurement (`bench.request` timeout_s, 900 s) plus a margin. A
+# bench / eval asking for a longer timeout_s gets that plus the margin. Without a bound a hostile or
+# wedged agent sending BUSY for ever held the host for ever.
+BUSY_MARGIN_S = 120.0
+MAX_BUSY_S = 900.0 + BUSY_MARGIN_S
 
 
 class AgentClient:
@@ -59,6 +65,7 @@ class AgentClient:
         self.max_payload = DEFAULT_MAX_PAYLOAD
         self.chunk = transport.default_chunk
         self.stats = {"requests": 0, "resends": 0, "naks_sent": 0}
+        self.max_busy_s = MAX_BUSY_S  # the longest run of BUSY answers to one request (see MAX_BUSY_S)
         self._closed = False
 
     # ---- connection ----------------------------------------------------------------------------
@@ -126,9 +133,11 @@ class AgentClient:
         self.transport.close()
 
     # ---- requests ------------------------------------------------------------------------------
-    def request(self, cmd: str, header: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
-        """Send one command; return the reply header or raise AgentRequestError / LinkLost."""
-        return self._exchange(FrameType.REQUEST, {"cmd": cmd, **(header or {})}, [], timeout).header
+    def request(self, cmd: str, header: dict[str, Any] | None = None, *, timeout: float | None = None,
+                busy_s: float | None = None) -> dict[str, Any]:
+        """Send one command; return the reply header or raise AgentRequestError / LinkLost. `busy_s`:
+        how long the agent may work on it, answering BUSY (default `max_busy_s`)."""
+        return self._exchange(FrameType.REQUEST, {"cmd": cmd, **(header or {})}, [], timeout, busy_s=busy_s).header
 
     def _rto(self, frame_len: int) -> float:
         """Retransmit timeout. Only lossy links resend on a timer; TCP never loses bytes."""
@@ -140,14 +149,15 @@ class AgentClient:
 
     def _exchange(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
                   max_attempts: int = MAX_ATTEMPTS, *, prepared: OutFrame | None = None,
-                  while_waiting: Callable[[], None] | None = None) -> Frame:
+                  while_waiting: Callable[[], None] | None = None, busy_s: float | None = None) -> Frame:
         """One request/answer. `prepared`: the frame, already encoded with the next seq (else built
         from ftype/header/payload); `while_waiting`: work to do once it is sent, before the answer
         is awaited (an upload prepares its next chunk there while the agent stores this one)."""
         if self._closed and header.get("cmd") != "bye":
             raise AgentError(f"the connection to {self.url} is closed; connect again")
         try:
-            return self._exchange_once(ftype, header, payload, timeout, max_attempts, prepared, while_waiting)
+            return self._exchange_once(ftype, header, payload, timeout, max_attempts, prepared, while_waiting,
+                                       self.max_busy_s if busy_s is None else busy_s)
         except FrameRejected:
             self._reject_link()
             raise
@@ -162,7 +172,8 @@ class AgentClient:
         return (self._seq + 1) & 0xFFFFFFFF
 
     def _exchange_once(self, ftype: int, header: dict[str, Any], payload: list[Any], timeout: float | None,
-                       max_attempts: int, prepared: OutFrame | None, while_waiting: Callable[[], None] | None) -> Frame:
+                       max_attempts: int, prepared: OutFrame | None, while_waiting: Callable[[], None] | None,
+                       busy_s: float = MAX_BUSY_S) -> Frame:
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         ch, silence = self.channel, (timeout or self.timeout)
         if prepared is not None and prepared.seq != seq:
@@ -178,6 +189,7 @@ class AgentClient:
         rto = self._rto(frame_len)
         resend_at = sent + rto
         attempts, garbage, busy = 1, 0, False
+        busy_since: float | None = None
         self.last_attempts = 1
 
         def resend(now: float) -> None:
@@ -214,9 +226,11 @@ class AgentClient:
             if isinstance(ev, Garbage):
                 garbage += ev.nbytes
                 continue
-            last_heard = now
+            # only what concerns this request counts as hearing from the agent: answers to other seqs
+            # and bad frames, sent for ever, must not hold the host past the silence timeout
             if isinstance(ev, Corrupt):
                 if ev.seq == seq:
+                    last_heard = now
                     self.stats["naks_sent"] += 1
                     ch.send(FrameType.NAK, seq)
                 continue
@@ -228,11 +242,17 @@ class AgentClient:
                     )
                 continue  # nothing the agent should send; its own resend will follow
             if ev.type == FrameType.NAK and (ev.seq == seq or "garbage" in ev.header):
+                last_heard = now
                 resend(now)
                 continue
             if ev.seq != seq:
                 continue  # an answer to an earlier, already answered, resend
+            last_heard = now
             if ev.type == FrameType.BUSY:
+                busy_since = now if busy_since is None else busy_since
+                if now - busy_since > busy_s:
+                    raise LinkLost(f"the agent at {self.url} kept answering 'busy' for {now - busy_since:.0f} s, longer "
+                                   f"than any request may take ({busy_s:.0f} s); restart the agent")
                 busy = True
                 continue
             if ev.type == FrameType.REPLY:
@@ -345,12 +365,23 @@ class AgentClient:
 
     def bench(self, artifact_id: str, request: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
         """Latency (and memory) of an uploaded artifact, measured on the device."""
-        return self.request("bench", {"artifact": artifact_id, "request": request or {}}, timeout=timeout)["result"]
+        return self.request("bench", {"artifact": artifact_id, "request": request or {}}, timeout=timeout,
+                            busy_s=_busy_s(request))["result"]
 
     def eval(self, artifact_id: str, data_id: str, request: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
         """Accuracy on the device's runtime over an uploaded .npz (plus latency if request asks)."""
-        return self.request("eval", {"artifact": artifact_id, "data": data_id, "request": request or {}}, timeout=timeout)["result"]
+        return self.request("eval", {"artifact": artifact_id, "data": data_id, "request": request or {}}, timeout=timeout,
+                            busy_s=_busy_s(request))["result"]
 
     def delete(self, ident: str) -> str:
         """Delete an artifact (and files only it used) or one uploaded file; returns which it was."""
         return self.request("delete", {"id": ident})["deleted"]
+
+
+def _busy_s(request: dict[str, Any] | None) -> float | None:
+    """How long a bench / eval may keep the agent busy: its request's `timeout_s` (after which the
+    isolated runner is killed) plus BUSY_MARGIN_S; None (the client's default) without one."""
+    limit = (request or {}).get("timeout_s")
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+        return max(float(limit) + BUSY_MARGIN_S, MAX_BUSY_S)
+    return None
