@@ -393,6 +393,35 @@ def test_artifact_metadata_counts_against_the_quota(tmp_path):
     assert ContentStore(tmp_path / "store", 1 << 20).used == used  # and a restarted agent counts the same
 
 
+def test_without_hard_links_the_copies_count_against_the_quota(tmp_path, monkeypatch):
+    """On a file system without hard links a bundle copies its files: the copies were counted only
+    after they were written (no quota check first), not at all once the agent restarted, and never
+    given back on delete. `os.link` failing stands in for such a file system."""
+    import hashlib
+
+    from edgekd.agent import storage
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(storage.os, "link", no_links)
+    data = os.urandom(6000)
+    sha = hashlib.sha256(data).hexdigest()
+    store = ContentStore(tmp_path / "store", 10000)
+    up = store.begin(sha, len(data))
+    assert store.append(up["upload"], 0, data)["complete"]
+    with pytest.raises(AgentRequestError) as err:  # the blob (6000) and its copy would pass 10000
+        store.bundle({"model.onnx": sha})
+    assert err.value.code == "quota_exceeded" and "no hard links" in str(err.value) and "\n" not in str(err.value)
+    assert store.used == 6000 and not list((tmp_path / "store" / "artifacts").iterdir())  # nothing half-made
+    store.quota = 20000
+    aid = store.bundle({"model.onnx": sha})
+    assert 12000 < store.used < 12500  # the blob, its copy and the bundle's list of files
+    assert ContentStore(tmp_path / "store", 20000).used == store.used  # a restarted agent counts the same
+    store.delete(aid)
+    assert store.used == 0
+
+
 # ---- 6. resync floods ----------------------------------------------------------------------------
 
 def test_a_magic_flood_before_auth_closes_the_connection_and_others_are_served(tmp_path):

@@ -95,6 +95,7 @@ class ContentStore:
         self._finished: dict[int, int] = {}  # recently finished handles -> size
         self.used = sum(p.stat().st_size for d in (self.blobs, self.partial) for p in d.iterdir() if p.is_file())
         self.used += sum(p.stat().st_size for p in self.artifacts.glob("*.json") if p.is_file())
+        self.used += sum(_copied_bytes(d) for d in self.artifacts.iterdir() if d.is_dir() and not d.name.startswith("."))
 
     # ---- uploads -------------------------------------------------------------------------------
     def begin(self, sha: str, size: int, owner: object = None) -> dict[str, Any]:
@@ -264,12 +265,24 @@ class ContentStore:
             tmp = self.artifacts / f".tmp-{aid}-{threading.get_ident()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
+            copied = 0
             for name, src in sources.items():
                 try:
                     os.link(src, tmp / name)
-                except OSError:  # a file system without hard links: copy (counted as used)
+                except OSError:  # a file system without hard links: a copy, which the quota must allow
+                    size = src.stat().st_size
+                    if self.used + reserved + len(meta) + copied + size > self.quota:
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        raise AgentRequestError(
+                            ErrorCode.QUOTA_EXCEEDED.value,
+                            f"agent disk quota exceeded: this file system has no hard links, so the artifact's file "
+                            f"{name} ({size} bytes) must be copied, and {self.used + reserved + copied} of "
+                            f"{self.quota} bytes are in use; delete artifacts or restart the agent with a larger --quota-mb",
+                            {"need": size, "used": self.used + reserved + copied, "quota": self.quota},
+                        )
                     shutil.copyfile(src, tmp / name)
-                    self.used += src.stat().st_size
+                    copied += size
+            self.used += copied
             (self.artifacts / f"{aid}.json").write_text(meta)
             self.used += len(meta)
             os.replace(tmp, target)
@@ -296,6 +309,7 @@ class ContentStore:
         with self._lock:
             bundles = self._bundles()
             if ident in bundles:
+                self.used -= _copied_bytes(self.artifacts / str(ident))
                 shutil.rmtree(self.artifacts / str(ident), ignore_errors=True)
                 meta = self.artifacts / f"{ident}.json"
                 if meta.is_file():
@@ -326,3 +340,11 @@ class ContentStore:
 
     def stats(self) -> dict[str, Any]:
         return {"used_bytes": self.used, "quota_bytes": self.quota, "artifacts": len(self._bundles())}
+
+
+def _copied_bytes(directory: Path) -> int:
+    """Bytes of an artifact directory's files that are copies, not hard links of a blob (one link:
+    a file system without hard links); they count against the quota on their own."""
+    if not directory.is_dir():
+        return 0
+    return sum(st.st_size for p in directory.iterdir() if p.is_file() and (st := p.stat()).st_nlink == 1)
