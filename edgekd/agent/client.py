@@ -43,12 +43,14 @@ Progress = Callable[[int, int], None]
 
 MAX_ATTEMPTS = 500  # resends of one request before the line is declared unusable
 FETCH_PIECE = 96  # bytes of a stashed answer per fetch: most pieces cross even a 1 %-damaged line
-# how long an agent may keep answering BUSY ("still working on it") to one request: the isolated
-# runner's default kill time for a measurement (`bench.request` timeout_s, 900 s) plus a margin. A
-# bench / eval asking for a longer timeout_s gets that plus the margin. Without a bound a hostile or
-# wedged agent sending BUSY for ever held the host for ever.
+# how long an agent may keep answering BUSY ("still working on it") to one request: a wait for the
+# measurement slot while another host's measurement runs, then its own, each at most the isolated
+# runner's kill time (`bench.request` timeout_s, default 900 s), plus a margin. A bench / eval asking
+# for a longer timeout_s gets twice that plus the margin. Without a bound a hostile or wedged agent
+# sending BUSY for ever held the host for ever.
 BUSY_MARGIN_S = 120.0
-MAX_BUSY_S = 900.0 + BUSY_MARGIN_S
+DEFAULT_RUN_S = 900.0
+MAX_BUSY_S = 2 * DEFAULT_RUN_S + BUSY_MARGIN_S
 
 
 class AgentClient:
@@ -379,9 +381,10 @@ class AgentClient:
 
 
 def _busy_s(request: dict[str, Any] | None) -> float | None:
-    """How long a bench / eval may keep the agent busy: its request's `timeout_s` (after which the
-    isolated runner is killed) plus BUSY_MARGIN_S; None (the client's default) without one."""
+    """How long a bench / eval may keep the agent busy: a slot wait and its own run, each at most its
+    request's `timeout_s` (after which the isolated runner is killed) or the default, plus
+    BUSY_MARGIN_S; None (the client's default, MAX_BUSY_S) without one."""
     limit = (request or {}).get("timeout_s")
     if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
-        return max(float(limit) + BUSY_MARGIN_S, MAX_BUSY_S)
+        return 2 * max(float(limit), DEFAULT_RUN_S) + BUSY_MARGIN_S
     return None
