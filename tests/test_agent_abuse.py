@@ -263,6 +263,22 @@ def test_a_client_that_leaves_frees_the_measurement_slot(tmp_path):
     assert waited < 10.0, f"the next bench waited {waited:.1f} s for a client that had left"
 
 
+def test_waiting_for_the_slot_behind_another_host_is_not_a_wedged_agent(tmp_path):
+    """The host bounds how long a running request may answer BUSY (`max_busy_s`). Waiting in line for
+    the measurement slot while another host measures is not running: the agent marks those BUSY
+    frames `queued` and the wait does not count (it did: a healthy bench queued behind a 900 s
+    measurement was declared lost). Here the slot is held 4 s against a 2 s bound."""
+    with TcpAgentServer(tmp_path / "store", key=KEY) as srv:
+        with AgentClient.connect(srv.url, key=KEY, timeout=30) as c:
+            aid = c.put_artifact(make_onnx_artifact(tmp_path / "a"))
+            c.max_busy_s = 2.0
+            srv.agent.measure_lock.acquire()  # another host's measurement holds the slot
+            threading.Timer(4.0, srv.agent.measure_lock.release).start()
+            start = time.monotonic()
+            result = c.bench(aid, FAST)
+    assert time.monotonic() - start >= 4.0 and result["latency"]["count"] >= 5
+
+
 # ---- 4. a serial host's session ends with the host ---------------------------------------------
 
 def test_serial_authentication_ends_when_the_host_goes_quiet_and_bye_clears_the_stash(tmp_path):
@@ -595,22 +611,23 @@ def _stream(kind: str):
     """Frames sent every 50 ms for ever (until the host hangs up): BUSY for the request's seq, or
     REPLYs to a seq the host never sent."""
     def run(conn, ev):
-        seq = ev.seq if kind == "busy" else (ev.seq - 7) & 0xFFFFFFFF
-        ftype = FrameType.BUSY if kind == "busy" else FrameType.REPLY
+        seq = (ev.seq - 7) & 0xFFFFFFFF if kind == "stale" else ev.seq
+        ftype = FrameType.REPLY if kind == "stale" else FrameType.BUSY
         try:
             for _ in range(2000):
-                conn.sendall(encode_frame(ftype, seq, {}))
+                conn.sendall(encode_frame(ftype, seq, {"queued": 1} if kind == "queued" else {}))
                 time.sleep(0.05)
         except OSError:
             return
     return run
 
 
-@pytest.mark.parametrize("kind", ["busy", "stale"])
+@pytest.mark.parametrize("kind", ["busy", "queued", "stale"])
 def test_host_gives_up_on_an_agent_that_answers_for_ever_without_answering(kind, monkeypatch):
     """Any frame reset the host's silence timer: an agent sending BUSY for ever, or answers to a seq
     the host never sent, held a request (a deploy) for ever. Now only this request's frames count as
-    hearing from the agent, and BUSY for longer than any request may take (`max_busy_s`) ends it."""
+    hearing from the agent, and BUSY for longer than a run may take (`max_busy_s`), or queued for
+    longer than `max_queued_s`, ends it."""
     monkeypatch.delenv(auth.KEY_ENV, raising=False)
     base = _keyless_agent(lambda f: (FrameType.REPLY, {}))
 
@@ -619,8 +636,10 @@ def test_host_gives_up_on_an_agent_that_answers_for_ever_without_answering(kind,
 
     with hostile_agent(answer) as (url, seen):
         with AgentClient.connect(url, timeout=5) as c:
-            c.max_busy_s = 1.0
+            c.max_busy_s = c.max_queued_s = 1.0
             start = time.monotonic()
-            with pytest.raises(LinkLost, match="busy" if kind == "busy" else "did not answer within 2 s"):
+            match = {"busy": "kept answering 'busy'", "queued": "waiting for its measurement slot",
+                     "stale": "did not answer within 2 s"}[kind]
+            with pytest.raises(LinkLost, match=match):
                 c.request("ping", timeout=2)
             assert time.monotonic() - start < 10

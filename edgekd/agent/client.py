@@ -43,14 +43,15 @@ Progress = Callable[[int, int], None]
 
 MAX_ATTEMPTS = 500  # resends of one request before the line is declared unusable
 FETCH_PIECE = 96  # bytes of a stashed answer per fetch: most pieces cross even a 1 %-damaged line
-# how long an agent may keep answering BUSY ("still working on it") to one request: a wait for the
-# measurement slot while another host's measurement runs, then its own, each at most the isolated
-# runner's kill time (`bench.request` timeout_s, default 900 s), plus a margin. A bench / eval asking
-# for a longer timeout_s gets twice that plus the margin. Without a bound a hostile or wedged agent
-# sending BUSY for ever held the host for ever.
+# how long an agent may keep answering BUSY ("still working on it") to one request while it runs: at
+# most the isolated runner's kill time (`bench.request` timeout_s, default 900 s; a bench / eval's
+# own if longer) plus a margin. BUSY {"queued": 1} (waiting for the measurement slot while another
+# host measures) does not count toward it, and has its own bound, MAX_QUEUED_S. Without bounds a
+# hostile or wedged agent sending BUSY for ever held the host for ever.
 BUSY_MARGIN_S = 120.0
 DEFAULT_RUN_S = 900.0
-MAX_BUSY_S = 2 * DEFAULT_RUN_S + BUSY_MARGIN_S
+MAX_BUSY_S = DEFAULT_RUN_S + BUSY_MARGIN_S
+MAX_QUEUED_S = 4 * 3600.0
 
 
 class AgentClient:
@@ -67,7 +68,8 @@ class AgentClient:
         self.max_payload = DEFAULT_MAX_PAYLOAD
         self.chunk = transport.default_chunk
         self.stats = {"requests": 0, "resends": 0, "naks_sent": 0}
-        self.max_busy_s = MAX_BUSY_S  # the longest run of BUSY answers to one request (see MAX_BUSY_S)
+        self.max_busy_s = MAX_BUSY_S  # the longest run of BUSY answers to one running request (see MAX_BUSY_S)
+        self.max_queued_s = MAX_QUEUED_S  # and of BUSY {"queued": 1}, waiting for the measurement slot
         self._closed = False
 
     # ---- connection ----------------------------------------------------------------------------
@@ -191,7 +193,8 @@ class AgentClient:
         rto = self._rto(frame_len)
         resend_at = sent + rto
         attempts, garbage, busy = 1, 0, False
-        busy_since: float | None = None
+        busy_since: float | None = None  # since when BUSY for a running request
+        queued_since: float | None = None  # since when BUSY {"queued": 1}
         self.last_attempts = 1
 
         def resend(now: float) -> None:
@@ -251,11 +254,17 @@ class AgentClient:
                 continue  # an answer to an earlier, already answered, resend
             last_heard = now
             if ev.type == FrameType.BUSY:
+                busy = True
+                if ev.header.get("queued"):  # in line for the measurement slot: the run has not started
+                    queued_since = now if queued_since is None else queued_since
+                    if now - queued_since > self.max_queued_s:
+                        raise LinkLost(f"the agent at {self.url} kept this request waiting for its measurement slot "
+                                       f"for {now - queued_since:.0f} s; another host is measuring there, try later")
+                    continue
                 busy_since = now if busy_since is None else busy_since
                 if now - busy_since > busy_s:
                     raise LinkLost(f"the agent at {self.url} kept answering 'busy' for {now - busy_since:.0f} s, longer "
                                    f"than any request may take ({busy_s:.0f} s); restart the agent")
-                busy = True
                 continue
             if ev.type == FrameType.REPLY:
                 if attempts == 1:
@@ -381,10 +390,10 @@ class AgentClient:
 
 
 def _busy_s(request: dict[str, Any] | None) -> float | None:
-    """How long a bench / eval may keep the agent busy: a slot wait and its own run, each at most its
-    request's `timeout_s` (after which the isolated runner is killed) or the default, plus
-    BUSY_MARGIN_S; None (the client's default, MAX_BUSY_S) without one."""
+    """How long a bench / eval may keep the agent busy once it runs: its request's `timeout_s` (after
+    which the isolated runner is killed) if longer than the default, plus BUSY_MARGIN_S; None (the
+    client's default, MAX_BUSY_S) without one."""
     limit = (request or {}).get("timeout_s")
     if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
-        return 2 * max(float(limit), DEFAULT_RUN_S) + BUSY_MARGIN_S
+        return max(float(limit), DEFAULT_RUN_S) + BUSY_MARGIN_S
     return None

@@ -151,9 +151,13 @@ def _measure(session: "Session", artifact: Any, request: dict[str, Any]) -> dict
     lock = session.agent.measure_lock
     # two measurements at once would disturb each other; a client that leaves while waiting for the
     # slot, or while its measurement runs, gives it up (the runner child is killed)
-    while not lock.acquire(timeout=0.05):
-        if session.cancelled.is_set():
-            raise MeasurementError("the client left before the measurement started")
+    session.queued = True  # its BUSY keep-alives say so: the host's bound on a run does not tick yet
+    try:
+        while not lock.acquire(timeout=0.05):
+            if session.cancelled.is_set():
+                raise MeasurementError("the client left before the measurement started")
+    finally:
+        session.queued = False
     try:
         return {"result": _plain(run_isolated(artifact_dir, request, cancel=session.cancelled))}
     finally:

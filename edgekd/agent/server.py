@@ -99,6 +99,7 @@ class Session:
         self._last_reply: OutFrame | None = None
         self.pending_keys: SessionKeys | None = None  # set by a successful `auth`; MAC on once answered
         self._busy: tuple[int, float] | None = None
+        self.queued = False  # the running request waits for the measurement slot (BUSY says so)
         self.stash = b""  # the last long answer, fetched in pieces on lossy links
         self._closed = threading.Event()
         # set when the peer is gone while a command runs: a measurement stops and frees its slot
@@ -287,7 +288,7 @@ class Session:
                 self.cancelled.set()
             if busy and now - busy[1] >= interval and now - last_sent >= interval:
                 try:
-                    self.channel.send(FrameType.BUSY, busy[0])
+                    self.channel.send(FrameType.BUSY, busy[0], {"queued": 1} if self.queued else None)
                     last_sent = now
                 except LinkLost:
                     self.cancelled.set()

@@ -2,7 +2,8 @@
 
 What `edgekd.bench.measure` returns travels from the device (an agent over TCP or a serial line, an
 isolated child) as JSON. Strict JSON already refuses NaN and Infinity; what it lets through is a
-hostile or broken device's *wrong* values: a negative or absurd latency, a string where a number
+hostile or broken device's *wrong* values: a negative or absurd latency (0 is allowed: an
+iteration under one tick of a coarse clock; the fit skips such a row), a string where a number
 belongs, an accuracy of 7. Written into the profile, such a row would poison every later fit (a
 negative time fits a negative cost) or make the profile unreadable (`profile_schema` refuses a
 string latency on the next load: one bad answer would break every later command). So
@@ -16,12 +17,11 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from edgekd.bench.request import MAX_BATCH, MAX_THREADS
 from edgekd.errors import AgentError
 
 # a latency above this (ms: about 11 days per inference) is no measurement of a model
 MAX_MS = 1e9
-# statistics of the timed loop that may be 0 (a spread; a timer tick); the rest must be > 0
-MAY_BE_ZERO = {"std_ms", "cv", "min_ms"}
 MAX_TEXT = 2000  # a version string or warning longer than this is not one
 MAX_WARNINGS = 200
 
@@ -58,16 +58,16 @@ def check_answer(result: Any) -> None:
         if k == "count":
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise _bad("latency.count", v, "an integer >= 1")
-        elif k == "throughput_per_s":
-            if not (_number(v) and v >= 0):
-                raise _bad(f"latency.{k}", v, "a number >= 0")
-        elif k.endswith("_ms") or k == "cv":
-            if not (_number(v) and v <= MAX_MS and (v >= 0 if k in MAY_BE_ZERO else v > 0)):
-                raise _bad(f"latency.{k}", v, f"a number {'>= 0' if k in MAY_BE_ZERO else '> 0'} and <= {MAX_MS:g}")
+        elif k == "throughput_per_s":  # null: every iteration under one timer tick (infinite)
+            if v is not None and not (_number(v) and v >= 0):
+                raise _bad(f"latency.{k}", v, "a number >= 0 or null")
+        elif k.endswith("_ms") or k == "cv":  # 0 is a timer tick on a coarse clock, never below
+            if not (_number(v) and 0 <= v <= MAX_MS):
+                raise _bad(f"latency.{k}", v, f"a number from 0 to {MAX_MS:g}")
     anchor = _section(result, "speed_anchor")
     for k in ("p50_ms", "ratio_p50"):
-        if k in anchor and anchor[k] is not None and not (_number(anchor[k]) and 0 < anchor[k] <= MAX_MS):
-            raise _bad(f"speed_anchor.{k}", anchor[k], f"a number > 0 and <= {MAX_MS:g}")
+        if k in anchor and anchor[k] is not None and not (_number(anchor[k]) and 0 <= anchor[k] <= MAX_MS):
+            raise _bad(f"speed_anchor.{k}", anchor[k], f"a number from 0 to {MAX_MS:g}")
     acc = _section(result, "accuracy")
     if acc.get("top1") is not None and not (_number(acc["top1"]) and 0 <= acc["top1"] <= 1):
         raise _bad("accuracy.top1", acc["top1"], "a number in [0, 1]")
@@ -82,10 +82,10 @@ def check_answer(result: Any) -> None:
         if v is not None and not (_number(v) and 0 <= v <= MAX_MS):
             raise _bad(k, v, f"a number >= 0 and <= {MAX_MS:g}")
     settings = _section(result, "settings")
-    for k, low in (("threads", 0), ("batch", 1)):
+    for k, low, high in (("threads", 0, MAX_THREADS), ("batch", 1, MAX_BATCH)):  # what a request may ask
         v = settings.get(k)
-        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= 4096):
-            raise _bad(f"settings.{k}", v, f"an integer from {low} to 4096")
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= high):
+            raise _bad(f"settings.{k}", v, f"an integer from {low} to {high}")
     for k in ("accelerator", "input_source"):
         v = settings.get(k)
         if v is not None and not (isinstance(v, str) and len(v) <= 64):
