@@ -123,3 +123,12 @@ def test_bench_exports_what_is_missing_from_a_run(tiny_teacher_ckpt, tmp_path):
     assert settings["arch"] == prof.device["arch"]
     (q,) = [m for m in prof.measurements.values() if m.precision == "int8"]
     assert q.recipe and is_current(q, prof.device)
+    # the export directory benched as it is (README: `edgekd bench out/s1`): its export summary names
+    # the run's dataset, so accuracy is measured on its test split without --data (it was left blank)
+    assert (run / "artifacts" / "export.json").is_file()
+    cmd = [sys.executable, "-m", "edgekd", "bench", str(run / "artifacts"), "--device", "inprocess",
+           "--profiles-dir", str(tmp_path / "profiles"), "--profile", "cpu2", *QUICK, "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)["rows"]
+    assert len(rows) == 2 and all(r["status"] == "ok" and r["accuracy"] > 0.5 for r in rows), rows

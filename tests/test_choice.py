@@ -3,6 +3,8 @@ the parameter order and the accuracy order disagree across families (issue 17: a
 beats a 269k MLP), with few distills, and the failure report says what to change."""
 from __future__ import annotations
 
+import pytest
+
 from edgekd.deploy.choice import family_of, frontier_search
 from edgekd.deploy.report import failure_report, failure_text
 from edgekd.latency.features import spec_features
@@ -101,6 +103,23 @@ def test_failure_report_names_the_best_reachable_the_budget_needed_and_the_flags
     assert suggested >= need["budget_ms"]
     # the --min-accuracy suggested is reached by the best reachable student
     assert float(text.split("--min-accuracy ")[1].split()[0]) <= acc[best_spec]
+
+
+@pytest.mark.parametrize("teacher_ms,named", [(0.5, True), (0.02, False)])
+def test_the_teacher_bounds_the_budget_needed_only_when_it_needs_more_than_the_budget(teacher_ms, named):
+    """No student reaches the floor at any latency: the teacher (val above the floor) is the bound, if
+    it needs more than the budget. A teacher inside the budget (with --space it may run at another
+    resolution than the students) made the report suggest a *smaller* --budget-ms than the one given."""
+    specs = ["cnn:depth=1,width=8", "cnn:depth=2,width=8"]
+    table = {s: (0.01 * (i + 1), "predicted") for i, s in enumerate(specs)}
+    low = {s: 0.5 for s in specs}
+    rep = failure_report(floor=0.95, budget_ms=0.05, percentile=90, epochs=15, table=table, accuracies=low,
+                         within=specs, accuracy_of=low.__getitem__, params=_params, rejected=set(),
+                         teacher={"latency_ms": teacher_ms, "val_accuracy": 0.97, "spec": "resnet", "source": "measured"})
+    if named:
+        assert rep["budget_needed"]["from"] == "teacher" and rep["budget_needed"]["budget_ms"] == teacher_ms
+    else:
+        assert rep["budget_needed"] is None and "--budget-ms" not in failure_text(rep)
 
 
 def test_a_tie_in_params_goes_to_the_more_accurate_resolution_not_the_spelling():

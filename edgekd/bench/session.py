@@ -312,16 +312,23 @@ def export_missing(jobs: list[_Job], cfg: BenchConfig, fingerprint: dict[str, An
 
 
 def _summary_data(jobs: list[_Job], cfg: BenchConfig) -> dict[str, Any] | None:
-    """Data settings from an earlier `edgekd export` summary next to the checkpoint, if there is one."""
+    """Data settings from an earlier `edgekd export` summary: next to the checkpoint, or, for an
+    export directory given as it is (`edgekd bench out/s1`), beside its artifacts; None without one."""
     import json
 
     for job in jobs:
         if job.checkpoint is not None:
             summary = _export_root(job.checkpoint, cfg.export_dir) / "export.json"
-            try:
-                return json.loads(summary.read_text(encoding="utf-8")).get("data")
-            except (OSError, ValueError, AttributeError):
-                continue
+        elif job.artifact is not None:
+            summary = job.artifact.parent / "export.json"
+        else:
+            continue
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8")).get("data")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(data, dict):
+            return data
     return None
 
 

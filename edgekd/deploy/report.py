@@ -82,7 +82,10 @@ def failure_report(
         out["budget_needed"] = {"budget_ms": table[spec][0], "spec": spec, "val_accuracy": search.asked.get(spec, accuracies.get(spec)),
                                 "latency_source": table[spec][1], "exact": search.complete,
                                 "from": "student"}
-    elif teacher.get("latency_ms") and teacher.get("val_accuracy") is not None and teacher["val_accuracy"] >= floor:
+    elif (teacher.get("latency_ms") and teacher["latency_ms"] > budget_ms and teacher.get("val_accuracy") is not None
+          and teacher["val_accuracy"] >= floor):
+        # the teacher as the bound only when it needs more than the budget given: one that fits it (with
+        # --space the teacher may run at another resolution than the students) says nothing of the budget
         out["budget_needed"] = {"budget_ms": teacher["latency_ms"], "spec": teacher.get("spec"),
                                 "val_accuracy": teacher["val_accuracy"], "latency_source": teacher.get("source"),
                                 "exact": False, "from": "teacher"}

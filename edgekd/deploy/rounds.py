@@ -100,9 +100,13 @@ def run_rounds(s: Session, goal: Goal, teacher_fig: dict[str, Any], since: str |
                 table=table, accuracies={k: a.val for k, (_, a) in out.checkpoints.items() if k not in rejected},
                 within=fast, accuracy_of=accuracy_of, params=s.params, rejected=rejected,
                 teacher={**teacher_fig, "val_accuracy": s.teacher_host.val}, max_distills=cfg.report_distills)
-            out.note = (f"no student within budget reaches val accuracy {goal.choice_floor:.2%}"
-                        + (f" (and on the device test accuracy {goal.floor:.2%})" if under_floor else "")
+            missed = sorted({sp for specs in under_floor.values() for sp in specs})
+            out.note = ((f"no student within budget reaches both val accuracy {goal.choice_floor:.2%} and, on the device, "
+                         f"test accuracy {goal.floor:.2%}" if missed else
+                         f"no student within budget reaches val accuracy {goal.choice_floor:.2%}")
                         + (f" in any of the {len(s.configs)} configurations" if s.joint else "")
+                        + (f" ({', '.join(missed[:3])}{' ...' if len(missed) > 3 else ''} reached val but missed on "
+                           "the device)" if missed else "")
                         + "\n" + failure_text(out.failure))
             return out
         try:
