@@ -127,17 +127,7 @@ class ContentStore:
                 self.used -= have
                 part.unlink()
                 have = 0
-            reserved = sum(u.size - u.have for u in self._uploads.values())
-            need = size - have
-            if self.used + reserved + need > self.quota:
-                mb = 1 << 20
-                raise AgentRequestError(
-                    ErrorCode.QUOTA_EXCEEDED.value,
-                    f"agent disk quota exceeded: this file needs {need / mb:.1f} MB more but "
-                    f"{(self.used + reserved) / mb:.1f} of {self.quota / mb:.1f} MB are in use; delete artifacts "
-                    "(AgentClient.delete) or restart the agent with a larger --quota-mb",
-                    {"need": need, "used": self.used + reserved, "quota": self.quota},
-                )
+            self._check_quota(size - have, "this file")
             hasher = hashlib.sha256()
             fh = open(part, "ab")
             if have:  # resuming: the hash state is rebuilt from the bytes already on disk
@@ -253,15 +243,7 @@ class ContentStore:
             # the bundle's JSON counts against the quota (its directory grows with it): otherwise
             # bundles of one blob under many names would fill the disk at no cost
             meta = json.dumps({"files": clean}, sort_keys=True)
-            reserved = sum(u.size - u.have for u in self._uploads.values())
-            if self.used + reserved + len(meta) > self.quota:
-                raise AgentRequestError(
-                    ErrorCode.QUOTA_EXCEEDED.value,
-                    f"agent disk quota exceeded: this artifact's list of files needs {len(meta)} bytes but "
-                    f"{self.used + reserved} of {self.quota} bytes are in use; delete artifacts (AgentClient.delete) "
-                    "or restart the agent with a larger --quota-mb",
-                    {"need": len(meta), "used": self.used + reserved, "quota": self.quota},
-                )
+            self._check_quota(len(meta), "this artifact's list of files")
             tmp = self.artifacts / f".tmp-{aid}-{threading.get_ident()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
@@ -271,15 +253,12 @@ class ContentStore:
                     os.link(src, tmp / name)
                 except OSError:  # a file system without hard links: a copy, which the quota must allow
                     size = src.stat().st_size
-                    if self.used + reserved + len(meta) + copied + size > self.quota:
+                    try:
+                        self._check_quota(size, f"this file system has no hard links, so the artifact's file {name}, "
+                                                "a copy,", also=len(meta) + copied)
+                    except AgentRequestError:
                         shutil.rmtree(tmp, ignore_errors=True)
-                        raise AgentRequestError(
-                            ErrorCode.QUOTA_EXCEEDED.value,
-                            f"agent disk quota exceeded: this file system has no hard links, so the artifact's file "
-                            f"{name} ({size} bytes) must be copied, and {self.used + reserved + copied} of "
-                            f"{self.quota} bytes are in use; delete artifacts or restart the agent with a larger --quota-mb",
-                            {"need": size, "used": self.used + reserved + copied, "quota": self.quota},
-                        )
+                        raise
                     shutil.copyfile(src, tmp / name)
                     copied += size
             self.used += copied
@@ -337,6 +316,20 @@ class ContentStore:
         if up is not None:
             self._close_upload(up)
         return removed
+
+    def _check_quota(self, need: int, what: str, also: int = 0) -> None:
+        """QUOTA_EXCEEDED unless `need` more bytes fit: the store's bytes, the rest of every open upload
+        and `also` (bytes this operation already counts) come first. `what` names the bytes needed."""
+        used = self.used + sum(u.size - u.have for u in self._uploads.values()) + also
+        if used + need > self.quota:
+            mb = 1 << 20
+            raise AgentRequestError(
+                ErrorCode.QUOTA_EXCEEDED.value,
+                f"agent disk quota exceeded: {what} needs {need / mb:.3g} MB more but {used / mb:.3g} of "
+                f"{self.quota / mb:.3g} MB are in use; delete artifacts (AgentClient.delete) or restart the agent "
+                "with a larger --quota-mb",
+                {"need": need, "used": used, "quota": self.quota},
+            )
 
     def stats(self) -> dict[str, Any]:
         return {"used_bytes": self.used, "quota_bytes": self.quota, "artifacts": len(self._bundles())}

@@ -14,20 +14,16 @@ Device-safe: stdlib only.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 from edgekd.bench.request import MAX_BATCH, MAX_THREADS
+from edgekd.device.profile_schema import finite_number as _number
 from edgekd.errors import AgentError
 
 # a latency above this (ms: about 11 days per inference) is no measurement of a model
 MAX_MS = 1e9
 MAX_TEXT = 2000  # a version string or warning longer than this is not one
 MAX_WARNINGS = 200
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _show(v: Any) -> str:

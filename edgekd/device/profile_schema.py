@@ -20,7 +20,8 @@ from edgekd.errors import ProfileError
 Check = Callable[[Any], bool]
 
 
-def _number(v: Any) -> bool:
+def finite_number(v: Any) -> bool:
+    """A real number (not a bool), neither NaN nor infinite."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -41,7 +42,7 @@ def _text(v: Any) -> bool:  # YAML turns an unquoted ISO date into a datetime; b
 
 
 def _number_map(v: Any) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and (x is None or _number(x)) for k, x in v.items())
+    return isinstance(v, dict) and all(isinstance(k, str) and (x is None or finite_number(x)) for k, x in v.items())
 
 
 def _str_map(v: Any) -> bool:
@@ -60,16 +61,16 @@ MEASUREMENT_FIELDS: dict[str, tuple[Check, str]] = {
     "threads": (_int(0), "an integer >= 0"),
     "batch": (_int(1), "an integer >= 1"),
     "spec": (_optional(_str), "a string"),
-    "params": (_optional(_number), "a number"),
-    "macs": (_optional(_number), "a number"),
-    "size_bytes": (_optional(_number), "a number"),
+    "params": (_optional(finite_number), "a number"),
+    "macs": (_optional(finite_number), "a number"),
+    "size_bytes": (_optional(finite_number), "a number"),
     "latency": (_optional(_number_map), "a mapping of names to numbers"),
-    "peak_rss_bytes": (_optional(_number), "a number"),
-    "accuracy": (_optional(lambda v: _number(v) and 0 <= v <= 1), "a number in [0, 1]"),
+    "peak_rss_bytes": (_optional(finite_number), "a number"),
+    "accuracy": (_optional(lambda v: finite_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
     "accuracy_count": (_optional(_int(0)), "an integer >= 0"),
     "dataset_fingerprint": (_optional(_str), "a string"),
-    "load_ms": (_optional(_number), "a number"),
-    "first_inference_ms": (_optional(_number), "a number"),
+    "load_ms": (_optional(finite_number), "a number"),
+    "first_inference_ms": (_optional(finite_number), "a number"),
     "input_source": (_optional(_str), "a string"),
     "runtime": (_optional(_str), "a string"),
     "accelerator": (_optional(_str), "an accelerator name (cpu, gpu, npu, ...)"),
