@@ -26,6 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def default_checkpoint() -> str:
+    """The default teacher trained here on digits (4 epochs, ~1 min), once: runs/int8-saturation-teacher."""
+    from edgekd import api
+
+    out = ROOT / "runs" / "int8-saturation-teacher"
+    if not (out / "student.pt").is_file():
+        api.train_teacher(api.teacher_config(epochs=4, patience=0, lr=3e-2, batch_size=32, output=str(out)),
+                          progress=False)
+    return str(out / "student.pt")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=None, help="edgekd .pt (default: a teacher trained here on digits, 4 epochs)")
@@ -36,17 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch import nn
 
-    from edgekd import api
     from edgekd.data import load_dataset
     from edgekd.models import load_model
 
-    ckpt = args.checkpoint
-    if ckpt is None:
-        out = ROOT / "runs" / "int8-saturation-teacher"
-        if not (out / "student.pt").is_file():
-            api.train_teacher(api.teacher_config(epochs=4, patience=0, lr=3e-2, batch_size=32, output=str(out)),
-                              progress=False)
-        ckpt = str(out / "student.pt")
+    ckpt = args.checkpoint or default_checkpoint()
     model, info = load_model(ckpt)
     ds = load_dataset(args.data, image_size=info.input_shape[1] if info.input_shape[1:] != (8, 8) else None)
     x = torch.from_numpy(ds.train.x[: args.samples])

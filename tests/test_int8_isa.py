@@ -1,7 +1,7 @@
 """INT8 settings follow the device's ISA: ONNX Runtime 7-bit weights (reduce_range) on x86 without VNNI,
 where U8S8 kernels sum in saturating int16, full 8-bit weights with VNNI and on ARM; U8 activations on
 x86, where S8 ones leave a residual input's convs in fp32, S8 elsewhere; OpenVINO (NNCF)
-the overflow fix on the first layer without VNNI, none with it. Every runtime records its settings
+the overflow fix on every layer without VNNI, none with it. Every runtime records its settings
 with the same keys. Both branches are exported for real by passing identities (this machine's own
 ISA does not matter)."""
 from __future__ import annotations
@@ -170,7 +170,8 @@ def test_every_runtime_records_the_same_keys(identity) -> None:
 
 
 def test_openvino_rules_follow_vnni() -> None:
-    assert openvino_int8_settings(AVX2_ONLY)["overflow_fix"] == "first_layer_only"
+    assert openvino_int8_settings(AVX2_ONLY)["overflow_fix"] == "enable"
+    assert openvino_int8_settings(AVX2_ONLY)["weight_range"] == "7-bit"
     assert "VPMADDUBSW" in openvino_int8_settings(AVX2_ONLY)["rule"]
     assert openvino_int8_settings(AVX512_VNNI)["overflow_fix"] == "disable"
     assert openvino_int8_settings(AVX512_VNNI)["weight_range"] == "8-bit"
@@ -180,17 +181,17 @@ def test_openvino_rules_follow_vnni() -> None:
     assert litert_int8_settings(AVX2_ONLY) == litert_int8_settings(AVX512_VNNI) == int8_settings("litert", None)
 
 
-def _first_ir_weight_range(xml) -> int:
-    """The largest |value| of the first INT8 weight constant of an OpenVINO IR (the first conv's)."""
+def _ir_weight_ranges(xml) -> list[int]:
+    """The largest |value| of each INT8 weight constant of an OpenVINO IR, in graph order (the first conv's first)."""
     import openvino as ov
 
-    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
-        if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8":
-            return int(np.abs(op.get_data().astype(np.int32)).max())
-    raise AssertionError("the IR holds no INT8 weights")
+    widest = [int(np.abs(op.get_data().astype(np.int32)).max()) for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+              if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
+    assert widest, "the IR holds no INT8 weights"
+    return widest
 
 
-@pytest.mark.parametrize("identity,fix", [(AVX2_ONLY, "first_layer_only"), (AVX512_VNNI, "disable")],
+@pytest.mark.parametrize("identity,fix", [(AVX2_ONLY, "enable"), (AVX512_VNNI, "disable")],
                          ids=["avx2", "vnni"])
 def test_openvino_export_applies_and_records_the_overflow_fix(identity, fix, tiny_teacher_ckpt, digits_small,
                                                               tmp_path):
@@ -205,12 +206,12 @@ def test_openvino_export_applies_and_records_the_overflow_fix(identity, fix, tin
     manifest = read_manifest(out)
     assert manifest["options"]["int8_settings"] == openvino_int8_settings(identity)
     assert manifest["options"]["int8_settings"]["overflow_fix"] == fix
-    # the setting reached NNCF: the first conv's weights use half the range (|w| <= 64) with the fix
-    widest = _first_ir_weight_range(out / manifest["model_file"])
-    assert (widest <= 64) if fix == "first_layer_only" else (widest == 127)
+    # the setting reached NNCF: with the fix every layer's weights use half the range (|w| <= 64)
+    widest = _ir_weight_ranges(out / manifest["model_file"])
+    assert (max(widest) <= 64 and len(widest) > 1) if fix == "enable" else (widest[0] == 127)
     # a cached artifact is reused for a device with the same settings only
     assert adapter.fits_device(manifest, identity)
-    assert not adapter.fits_device(manifest, AVX512_VNNI if fix == "first_layer_only" else AVX2_ONLY)
+    assert not adapter.fits_device(manifest, AVX512_VNNI if fix == "enable" else AVX2_ONLY)
 
 
 def test_joint_int8_record_reads_any_runtimes_settings(runtime_artifacts) -> None:

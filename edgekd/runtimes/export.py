@@ -122,6 +122,19 @@ def _data_settings(checkpoint: Path, info: Any, data: str | None, image_size: in
     return settings
 
 
+def checkpoint_data(checkpoint: str | Path, info: Any = None, data: str | None = None,
+                    image_size: int | None = None) -> tuple[dict[str, Any], Any]:
+    """(settings, dataset) an export of `checkpoint` calibrates and checks on: `--data` / `--image-size`,
+    else the run's, resampled to the resolution its spec fixes (what `export_checkpoint` uses)."""
+    ckpt = resolve_checkpoint(checkpoint)
+    if info is None:
+        from edgekd.models import load_model
+
+        info = load_model(ckpt)[1]
+    settings = _data_settings(ckpt, info, data, image_size)
+    return settings, _load_data(settings, info)
+
+
 def _load_data(settings: dict[str, Any], info: Any) -> Any:
     from edgekd.data import load_for_model
 
@@ -236,8 +249,7 @@ def export_checkpoint(
     plan = _plan(tgt, fmts, precs)
     ckpt = resolve_checkpoint(checkpoint)
     model, info = load_model(ckpt)
-    settings = _data_settings(ckpt, info, data, image_size)
-    ds = _load_data(settings, info)
+    settings, ds = checkpoint_data(ckpt, info, data, image_size)
     threads = threads if threads is not None else tgt.default_threads
     calibration = calibration_feeds(ds.train.x, calibration_samples)
     out = Path(out_dir)
