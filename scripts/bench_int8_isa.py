@@ -116,8 +116,9 @@ def compare(here: np.ndarray, emulated: np.ndarray, y: np.ndarray) -> dict[str, 
             "max_rel_diff": round(float(np.max(np.abs(emulated - here))) / scale, 5)}
 
 
-def _export(ckpt: str, runtime: str, work: Path) -> list[dict[str, Any]]:
-    """fp32 and one INT8 artifact per distinct recipe of IDENTITIES: [{precision, recipe, rule_for, dir, model, status}]."""
+def _export(ckpt: str, runtime: str, work: Path, train_x: np.ndarray) -> list[dict[str, Any]]:
+    """fp32 and one INT8 artifact per distinct recipe of IDENTITIES (plus, for OpenVINO, NNCF's default
+    first-layer fix, the rule before 2026-12-02): [{precision, recipe, rule_for, dir, model, status}]."""
     from edgekd.latency.recipe import artifact_recipe
     from edgekd.runtimes import read_manifest
     from edgekd.runtimes.export import export_checkpoint
@@ -139,7 +140,29 @@ def _export(ckpt: str, runtime: str, work: Path) -> list[dict[str, Any]]:
         made.append(by_recipe[recipe])
     for m in made:
         m["model"] = str(m["dir"] / read_manifest(m["dir"])["model_file"])
+    if runtime == "openvino":
+        made.append(_openvino_first_layer_only(Path(made[0]["model"]), work / "nncf-default", train_x))
     return made
+
+
+def _openvino_first_layer_only(fp32_xml: Path, out: Path, train_x: np.ndarray) -> dict[str, Any]:
+    """The fp32 IR quantized with NNCF's default overflow fix (first layer only): no edgekd rule gives it
+    now; shown for what it does on a CPU without VNNI. Not parity-gated (`status` "not gated")."""
+    import openvino as ov
+
+    from edgekd.runtimes.export import calibration_feeds
+    from edgekd.runtimes.int8_settings import openvino_int8_settings
+    from edgekd.runtimes.openvino import quantize_ir_int8
+
+    settings = {**openvino_int8_settings(IDENTITIES["x86 without VNNI"]), "overflow_fix": "first_layer_only"}
+    q = quantize_ir_int8(ov.Core().read_model(str(fp32_xml)), calibration_feeds(train_x, 256), batch=1,
+                         calibration_samples=256, accuracy_control=False, max_drop=1.0, validation=None,
+                         settings=settings)
+    out.mkdir(parents=True, exist_ok=True)
+    ov.save_model(q, str(out / "model.xml"), compress_to_fp16=False)
+    return {"precision": "int8", "recipe": "preset=performance;overflow_fix=first_layer_only",
+            "rule_for": ["NNCF's default (first layer only)"], "dir": out, "model": str(out / "model.xml"),
+            "status": "not gated"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.samples:
             x, y = x[:args.samples], y[:args.samples]
         for runtime in runtimes:
-            made = _export(ckpt, runtime, work_root / f"c{n}" / runtime)
+            made = _export(ckpt, runtime, work_root / f"c{n}" / runtime, ds.train.x)
             models = [m["model"] for m in made]
             here = run_logits(runtime, models, x)
             emulated = run_logits(runtime, models, x, cpu=args.cpu, qemu=qemu)

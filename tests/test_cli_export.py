@@ -122,7 +122,7 @@ def test_export_for_a_device_follows_its_isa(tiny_teacher_ckpt, tmp_path):
     res = CliRunner().invoke(main, ["export", str(tiny_teacher_ckpt), "-f", "onnx", "-p", "int8", "-o",
                                     str(tmp_path / "none"), "--calibration-samples", "64"])
     assert res.exit_code == 0, res.output
-    assert "INT8 QUInt8 activations, 8-bit weights: no device identity" in res.output
+    assert "INT8 QUInt8 activations, 7-bit weights: no device identity" in res.output
     assert "chosen for no particular device" in res.output
 
 

@@ -26,7 +26,9 @@ def test_rules_per_identity() -> None:
     assert ort_int8_settings({"arch": "x86_64", "isa": ["avx2", "avx_vnni"]})["reduce_range"] is False
     assert ort_int8_settings(ARM_DOT)["reduce_range"] is False
     unknown = ort_int8_settings(None)
-    assert unknown["reduce_range"] is False and "no device identity" in unknown["rule"]
+    # no identity: 7-bit weights, right on any CPU (the artifact may run on x86 without VNNI)
+    assert unknown["reduce_range"] is True and "no device identity" in unknown["rule"]
+    assert ort_int8_settings({"isa": ["avx512_vnni"]})["reduce_range"] is True  # architecture unknown
     # activations: U8 on any x86 (ORT's x86 QLinearConv takes U8), ORT's default S8 on ARM
     assert ort_int8_settings(AVX2_ONLY)["activation_type"] == "QUInt8"
     assert ort_int8_settings(AVX512_VNNI)["activation_type"] == "QUInt8"
@@ -176,7 +178,7 @@ def test_openvino_rules_follow_vnni() -> None:
     assert openvino_int8_settings(AVX512_VNNI)["overflow_fix"] == "disable"
     assert openvino_int8_settings(AVX512_VNNI)["weight_range"] == "8-bit"
     assert openvino_int8_settings(ARM_DOT)["overflow_fix"] == "disable"
-    assert openvino_int8_settings(None)["overflow_fix"] == "first_layer_only"  # NNCF's own default
+    assert openvino_int8_settings(None)["overflow_fix"] == "enable"  # for no device: right on any CPU
     # LiteRT's quantizer takes nothing from the device: the same record for any identity
     assert litert_int8_settings(AVX2_ONLY) == litert_int8_settings(AVX512_VNNI) == int8_settings("litert", None)
 

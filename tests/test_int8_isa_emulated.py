@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_int8_isa import IDENTITIES, find_qemu, run_logits  # noqa: E402
 
-from edgekd.runtimes.int8_settings import openvino_int8_settings, ort_int8_settings  # noqa: E402
+from edgekd.runtimes.int8_settings import openvino_int8_settings, ort_int8_settings, recipe_of  # noqa: E402
 
 pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or find_qemu() is None,
                                 reason="needs an x86-64 host with qemu-x86_64 user mode (qemu-user-static)")
@@ -65,6 +65,8 @@ def test_onnxruntime_no_vnni_rule_does_not_saturate_there(behind_a_layer, tmp_pa
     _model(tmp_path / "fp32.onnx", behind_a_layer)
     calib = [{"input": x[i:i + 1]} for i in range(len(x))]
     arts = {}
+    # an export for no particular device gets the same recipe (it may run on such a CPU)
+    assert recipe_of("onnxruntime", ort_int8_settings(None)) == recipe_of("onnxruntime", ort_int8_settings(NO_VNNI))
     for name, identity in (("no_vnni", NO_VNNI), ("vnni", VNNI)):
         arts[name] = tmp_path / f"{name}.onnx"
         quantize_onnx_int8(tmp_path / "fp32.onnx", arts[name], calib, batch=1, settings=ort_int8_settings(identity))
@@ -93,15 +95,16 @@ def test_openvino_no_vnni_rule_does_not_saturate_there(behind_a_layer, tmp_path)
     _model(tmp_path / "fp32.onnx", behind_a_layer)
     calib = [{"input": x[i:i + 1]} for i in range(len(x))]
     arts = []
-    for identity in (NO_VNNI, VNNI, None):  # None: NNCF's default, the overflow fix on the first layer only
+    first_layer_only = {**openvino_int8_settings(NO_VNNI), "overflow_fix": "first_layer_only"}  # NNCF's default
+    for settings in (openvino_int8_settings(NO_VNNI), openvino_int8_settings(VNNI), first_layer_only):
         q = quantize_ir_int8(ov.Core().read_model(str(tmp_path / "fp32.onnx")), calib, batch=1, calibration_samples=8,
-                             accuracy_control=False, max_drop=1.0, validation=None,
-                             settings=openvino_int8_settings(identity))
+                             accuracy_control=False, max_drop=1.0, validation=None, settings=settings)
         arts.append(tmp_path / f"q{len(arts)}.xml")
         ov.save_model(q, str(arts[-1]), compress_to_fp16=False)
     emulated = run_logits("openvino", arts, x, cpu="Haswell")
     assert _rel_err(emulated[0], exact) < 0.02
     assert _rel_err(emulated[1], exact) > 0.2
+    assert recipe_of("openvino", openvino_int8_settings(None)) == recipe_of("openvino", openvino_int8_settings(NO_VNNI))
     # NNCF's first-layer fix saves the first conv only: behind a layer the same conv saturates
     assert (_rel_err(emulated[2], exact) > 0.2) if behind_a_layer else (_rel_err(emulated[2], exact) < 0.02)
 

@@ -55,8 +55,9 @@ def print_table(report: dict[str, Any]) -> None:
                                                            "so this INT8 model may be slower than fp32"))
     int8 = [r for r in report["rows"] if r.get("int8_settings") and r["status"] == "ok"]
     if int8 and not device and any(r["runtime"] in ("onnxruntime", "openvino") for r in int8):
-        click.echo("INT8 settings were chosen for no particular device; on an x86 CPU without VNNI their 8-bit "
-                   "weights can saturate: pass --device (or --profile) for the device that will run them")
+        click.echo("INT8 settings were chosen for no particular device: 7-bit weights, which no CPU saturates; "
+                   "pass --device (or --profile) for the device that will run them to get full 8-bit weights "
+                   "where its kernels allow")
     torch_acc = next((r["torch_accuracy"] for r in report["rows"] if r.get("torch_accuracy") is not None), None)
     if torch_acc is not None:
         click.echo(f"torch accuracy on the {report['data']['parity_samples']}-sample test split: {torch_acc:.2f}%")
@@ -89,7 +90,8 @@ def print_table(report: dict[str, Any]) -> None:
 @click.option("--family-grid", type=click.Path(dir_okay=False), default=None, help="that family's grid YAML")
 @click.option("--device", default=None, help="the device the artifacts are for: an agent URL (tcp://HOST:PORT, "
               "serial path/URL), 'local' or 'inprocess' (this machine). Only its fingerprint is asked: its ISA picks "
-              "the INT8 settings (e.g. ONNX Runtime 7-bit weights on x86 without VNNI). Default: no particular device")
+              "the INT8 settings (ONNX Runtime / OpenVINO 7-bit weights on x86 without VNNI, full 8-bit with VNNI or on "
+              "ARM). Default: no particular device (7-bit weights, right on any CPU)")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="agent key file (or EDGEKD_AGENT_KEY)")
 @click.option("--profile", default=None, help="instead of --device: a device profile (.yaml path, or a name in "
               "--profiles-dir) whose device the artifacts are for")
