@@ -44,7 +44,7 @@ IDENTITIES: dict[str, dict[str, Any] | None] = {
     "x86 with VNNI": {"arch": "x86_64", "isa": ["avx2", "avx512f", "avx512bw", "avx512_vnni"]},
     "no device": None,
 }
-FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}
+FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}
 QEMU_NAMES = ("qemu-x86_64-static", "qemu-x86_64")
 
 
@@ -99,11 +99,39 @@ def _worker(runtime: str, data: str, out: str, artifacts: list[str]) -> int:
                                                              "INFERENCE_NUM_THREADS": 1})
             req = compiled.create_infer_request()
             rows = [np.array(req.infer({0: x[j:j + 1]})[compiled.output(0)]) for j in range(len(x))]
+        elif runtime == "litert":
+            rows = _litert_rows(path, x)
         else:
             raise SystemExit(f"unknown runtime {runtime!r}")
         res[f"m{i}"] = np.concatenate(rows).astype(np.float32)
     np.savez(out, **res)
     return 0
+
+
+def _litert_rows(path: str, x: np.ndarray) -> list[np.ndarray]:
+    """LiteRT, 1 thread; integer input / output (de)quantized with the model's own scale and zero point;
+    an NHWC model gets the NCHW samples transposed."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=path, num_threads=1)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    nhwc = tuple(inp["shape"][1:]) != tuple(x.shape[1:])
+    rows = []
+    for j in range(len(x)):
+        a = np.transpose(x[j:j + 1], (0, 2, 3, 1)) if nhwc else x[j:j + 1]
+        if np.issubdtype(inp["dtype"], np.integer):
+            scale, zp = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            a = np.clip(np.round(a / scale) + zp, info.min, info.max)
+        interp.set_tensor(inp["index"], a.astype(inp["dtype"]))
+        interp.invoke()
+        y = interp.get_tensor(out["index"])
+        if np.issubdtype(out["dtype"], np.integer):
+            scale, zp = out["quantization"]
+            y = (y.astype(np.float32) - zp) * scale
+        rows.append(np.asarray(y, dtype=np.float32))
+    return rows
 
 
 def compare(here: np.ndarray, emulated: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -169,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", action="append", default=None,
                     help="edgekd .pt or run dir, repeatable (default: a teacher trained here on digits, 4 epochs)")
-    ap.add_argument("--runtimes", default="onnxruntime,openvino")
+    ap.add_argument("--runtimes", default="onnxruntime,openvino,litert")
     ap.add_argument("--cpu", default="Haswell", help="qemu CPU model without VNNI (`qemu-x86_64 -cpu help`)")
     ap.add_argument("--samples", type=int, default=0, help="test samples (default: the whole test split)")
     ap.add_argument("--work", default=None, help="directory for the artifacts (default: a temporary one)")
