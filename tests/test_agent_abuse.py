@@ -409,6 +409,29 @@ def test_artifact_metadata_counts_against_the_quota(tmp_path):
     assert ContentStore(tmp_path / "store", 1 << 20).used == used  # and a restarted agent counts the same
 
 
+def test_eval_data_that_unpacks_past_the_memory_limit_is_refused(client, tmp_path, monkeypatch):
+    """An .npz is a zip: 33 MiB of zeros upload as ~40 KB, and the device used to unpack all of it into
+    memory (a few more MB of upload: gigabytes, the device killed). The agent refuses an evaluation set
+    that declares more than its limit (half its available memory; here EDGEKD_MAX_EVAL_BYTES, which
+    the measurement process inherits) before unpacking a byte, in one line, and serves on."""
+    import numpy as np
+
+    from bench_models import make_eval_npz
+
+    monkeypatch.setenv("EDGEKD_MAX_EVAL_BYTES", str(8 << 20))
+    aid = client.put_artifact(make_onnx_artifact(tmp_path / "art"))
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x=np.zeros((1 << 17, 1, 8, 8), np.float32), y=np.zeros(1 << 17, np.int64))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(AgentRequestError, match=r"unpacks to 33 MiB, more than this machine allows \(8 MiB"):
+        client.eval(aid, client.put_file(bomb), {**FAST, "latency": False})
+    ok = client.put_file(make_eval_npz(tmp_path / "ok.npz", n=19))
+    assert client.eval(aid, ok, {**FAST, "latency": False})["accuracy"]["count"] == 19
+    monkeypatch.setenv("EDGEKD_MAX_EVAL_BYTES", "lots")
+    with pytest.raises(AgentRequestError, match="EDGEKD_MAX_EVAL_BYTES='lots' is not a byte count"):
+        client.eval(aid, ok, {**FAST, "latency": False})
+
+
 def test_without_hard_links_the_copies_count_against_the_quota(tmp_path, monkeypatch):
     """On a file system without hard links a bundle copies its files: the copies were counted only
     after they were written (no quota check first), not at all once the agent restarted, and never

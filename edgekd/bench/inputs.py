@@ -131,12 +131,62 @@ class EvalData:
         return feed, real
 
 
+# an evaluation set may unpack to at most this share of the memory available when it is read (a .npz
+# is a zip: a few MB of compressed zeros can declare many GB); EDGEKD_MAX_EVAL_BYTES overrides it
+EVAL_MEMORY_SHARE = 0.5
+EVAL_BYTES_FLOOR = 256 * 2**20  # what is always allowed, whatever /proc/meminfo says
+
+
+def max_eval_bytes() -> int:
+    """How many bytes an evaluation `.npz` may unpack to here: $EDGEKD_MAX_EVAL_BYTES, else half the
+    memory available now (Linux MemAvailable; 8 GiB where it cannot be read), never under 256 MiB."""
+    import os
+
+    env = os.environ.get("EDGEKD_MAX_EVAL_BYTES")
+    if env:
+        try:
+            return max(int(env), 1)
+        except ValueError:
+            raise ConfigError(f"EDGEKD_MAX_EVAL_BYTES={env!r} is not a byte count; set an integer such as 2000000000") from None
+    available = 8 * 2**30
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(int(available * EVAL_MEMORY_SHARE), EVAL_BYTES_FLOOR)
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """DataError unless `path` is a zip (an .npz) whose members declare at most `max_eval_bytes()` in all.
+    The declared sizes bind: Python's zip reader stops at a member's declared size (and fails its CRC)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(max(int(i.file_size), 0) for i in zf.infolist())
+    except FileNotFoundError:
+        raise DataError(f"evaluation data {path} not found; pass an .npz with arrays x and y") from None
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise DataError(f"evaluation data {path} is not a readable .npz ({str(err)[:120]}); "
+                        "write x and y with numpy.savez") from None
+    limit = max_eval_bytes()
+    if declared > limit:
+        raise DataError(f"evaluation data {path} unpacks to {declared / 2**20:,.0f} MiB, more than this machine "
+                        f"allows ({limit / 2**20:,.0f} MiB: half its available memory, or EDGEKD_MAX_EVAL_BYTES); "
+                        "evaluate on fewer samples")
+
+
 def read_eval_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an evaluation `.npz` (never unpickled), which must hold labels `y`; DataError otherwise.
-    The one reader for the host's up-front check (`eval_check`) and the device's evaluation run."""
+    """Every array of an evaluation `.npz` (never unpickled), which must hold labels `y`; DataError otherwise,
+    also when it would unpack to more than `max_eval_bytes()`. The one reader for the host's up-front
+    check (`eval_check`) and the device's evaluation run."""
     import zipfile
 
     path = Path(path)
+    _check_unpacked_size(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             raw = {k: npz[k] for k in npz.files}
