@@ -105,8 +105,7 @@ def _full_range_rule(arch: str | None, dot: list[str] | None) -> str:
 
 #: device kinds (`_isa_facts`) that get 7-bit weights: x86 without VNNI, and a device not known (it may be one)
 SATURATION_SAFE_KINDS = (None, "unknown-arch", "x86-no-vnni")
-PORTABLE = ("7-bit weights, right on any CPU (full 8-bit ones saturate on x86 without VNNI); export for the "
-            "device (--device / --profile) to get full 8-bit where it allows")
+PORTABLE = "right on any CPU (full 8-bit weights saturate on x86 without VNNI)"
 
 
 def ort_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -116,8 +115,8 @@ def ort_int8_settings(identity: Mapping[str, Any] | None) -> dict[str, Any]:
     None when unknown)."""
     kind, arch, dot = _isa_facts(identity)
     rule = {
-        None: f"no device identity: {PORTABLE}",
-        "unknown-arch": f"device architecture unknown: {PORTABLE}",
+        None: f"no device identity: 7-bit weights (reduce_range), {PORTABLE}",
+        "unknown-arch": f"device architecture unknown: 7-bit weights (reduce_range), {PORTABLE}",
         "x86-no-vnni": "x86 without VNNI: U8S8 kernels use VPMADDUBSW (saturating int16 sums); "
                        "7-bit weights (reduce_range) cannot saturate",
     }.get(kind) or _full_range_rule(arch, dot)
