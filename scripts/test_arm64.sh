@@ -4,7 +4,8 @@
 # agent's base dependencies + onnxruntime + ai-edge-litert from aarch64 wheels (versions pinned by
 # constraints.txt), copies edgekd in, then runs tests/test_arm64.py: the host exports the tiny digits
 # teacher to .onnx and .tflite, the emulated agent (TCP on 127.0.0.1, with a key) answers hello and
-# evaluates/benches both, and its accuracy, per-sample predictions and logits must equal the x86 ones.
+# evaluates/benches both, and its accuracy, per-sample predictions and logits must equal the x86 ones;
+# and INT8 convs built to saturate int16 sums run exactly on Cortex-A53 / A72 / max cores (QEMU_CPU).
 # Timings under emulation mean nothing; this proves the agent and its runtimes start and agree.
 # Not in CI (the rootfs alone takes longer than CI's time limit); run by hand:  bash scripts/test_arm64.sh
 set -euo pipefail

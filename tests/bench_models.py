@@ -73,3 +73,38 @@ def make_eval_npz(path: Path, *, n: int = 50, channels: int = 1, size: int = 8, 
     x = rng.standard_normal((n, channels, size, size)).astype(np.float32)
     y = rng.integers(0, classes, size=n)
     return write_eval_npz(path, x, y)
+
+
+# INT8 saturation (tests/test_int8_isa_emulated.py, tests/test_arm64.py): a 3x3 conv over 16 channels whose
+# weights are all equal (each quantizes to the top of its range) reading inputs near the top of
+# theirs, so every u8 x s8 pair sum (255 x 127 x 2) overflows int16 unless the weights are 7-bit
+SATURATING_WEIGHT = 0.05
+
+
+def saturating_conv_onnx(path: Path, behind_a_layer: bool) -> None:
+    """ONNX: [1x1 identity conv -> Relu ->] 3x3 conv 16 -> 4 channels, every weight SATURATING_WEIGHT, no bias."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, src = [], [numpy_helper.from_array(np.full((4, 16, 3, 3), SATURATING_WEIGHT, np.float32), "w")], "input"
+    if behind_a_layer:
+        inits.append(numpy_helper.from_array(np.eye(16, dtype=np.float32).reshape(16, 16, 1, 1), "eye"))
+        nodes += [helper.make_node("Conv", ["input", "eye"], ["a"]), helper.make_node("Relu", ["a"], ["r"])]
+        src = "r"
+    nodes.append(helper.make_node("Conv", [src, "w"], ["logits"]))
+    graph = helper.make_graph(nodes, "saturate", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 16, 6, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def saturating_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """Eight inputs in [0.9, 1.0] and the exact conv output (sum over the 16 x 3 x 3 window, x SATURATING_WEIGHT)."""
+    x = (0.9 + 0.1 * np.random.default_rng(0).random((8, 16, 6, 6))).astype(np.float32)
+    win = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))  # 8 x 16 x 4 x 4 x 3 x 3
+    exact = SATURATING_WEIGHT * win.sum(axis=(1, 4, 5))
+    return x, np.repeat(exact[:, None], 4, axis=1).reshape(8, -1)
+
+
+def saturation_error(out: np.ndarray, exact: np.ndarray) -> float:
+    """Largest |output - exact| relative to the largest exact output."""
+    return float(np.max(np.abs(out.reshape(len(exact), -1) - exact)) / np.max(np.abs(exact)))

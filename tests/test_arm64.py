@@ -164,3 +164,68 @@ def test_export_for_the_arm64_agent_takes_its_int8_rule_and_runs_there(arm64_age
     assert agree["accuracy"]["top1"] >= 0.99, agree["accuracy"]  # integer kernels may round a tie differently
     print("\nexport for arm64:", json.dumps({"device": report["device"], "int8_settings": settings,
                                              "predictions_agree": agree["accuracy"]["top1"]}, indent=1))
+
+
+# run inside the chroot under one emulated core: the HWCAP dot-product bit, then each model's outputs
+DEVICE_SATURATION = """
+import json, struct, sys
+import numpy as np
+import onnxruntime as ort
+hwcap = 0
+raw = open("/proc/self/auxv", "rb").read()
+for i in range(0, len(raw), 16):
+    t, v = struct.unpack("<QQ", raw[i:i + 16])
+    if t == 16:
+        hwcap = v
+job = json.load(sys.stdin)
+x = np.asarray(job["x"], dtype=np.float32)
+out = {}
+for path in job["models"]:
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out[path] = np.concatenate([s.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))]).tolist()
+print("SAT " + json.dumps({"asimddp": bool(hwcap & (1 << 20)), "out": out}))
+"""
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("core", ["cortex-a53", "cortex-a72", "max"])
+def test_arm_int8_weights_do_not_saturate_with_or_without_dot_products(core, tmp_path):
+    """The ARM rule keeps full 8-bit weights because ARM's integer kernels do not saturate. Checked on
+    the cores Raspberry Pis have, without dot products (Cortex-A53: Pi 3 / Zero 2; Cortex-A72: Pi 4),
+    and on qemu's `max` core (SDOT, I8MM: Pi 5 class), each emulated by qemu (QEMU_CPU; the HWCAP bit
+    the kernels dispatch on is asserted), on a conv built to saturate int16 pair sums: the ARM rule's
+    artifact and the worst case (U8 activations with full 8-bit weights, which lose half the value on
+    x86 without VNNI) both compute the exact result."""
+    import shutil
+
+    from bench_models import saturating_conv_onnx, saturating_inputs, saturation_error
+
+    from edgekd.runtimes.int8_settings import ort_int8_settings
+    from edgekd.runtimes.onnxruntime import quantize_onnx_int8
+
+    x, exact = saturating_inputs()
+    src = tmp_path / "sat"
+    src.mkdir()
+    arm = ort_int8_settings({"arch": "aarch64", "isa": ["asimd"]})
+    assert arm["activation_type"] == "QInt8" and arm["reduce_range"] is False
+    models = []
+    for behind in (False, True):
+        saturating_conv_onnx(tmp_path / f"fp32-{behind:d}.onnx", behind)
+        for name, settings in (("arm", arm), ("u8-8bit", {**arm, "activation_type": "QUInt8"})):
+            models.append(f"{name}-{behind:d}.onnx")
+            quantize_onnx_int8(tmp_path / f"fp32-{behind:d}.onnx", src / models[-1],
+                               [{"input": x[i:i + 1]} for i in range(len(x))], batch=1, settings=settings)
+    dst = f"sat-{core}"
+    shutil.move(str(src), str(tmp_path / dst))
+    subprocess.run([ARM64, "run", "rm", "-rf", f"/work/{dst}"], check=True, timeout=120)
+    subprocess.run([ARM64, "copy", str(tmp_path / dst), "/work"], check=True, timeout=120)
+    job = json.dumps({"models": [f"{dst}/{m}" for m in models], "x": x.tolist()})
+    proc = subprocess.run([ARM64, "run", "env", f"QEMU_CPU={core}", "python", "-c", DEVICE_SATURATION], input=job,
+                          capture_output=True, text=True, timeout=900, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SAT ")]
+    assert proc.returncode == 0 and lines, f"device run failed ({proc.returncode}): {proc.stderr[-2000:]}"
+    got = json.loads(lines[-1][len("SAT "):])
+    assert got["asimddp"] is (core == "max"), got["asimddp"]  # the emulated core is the one asked for
+    errors = {m: saturation_error(np.asarray(got["out"][f"{dst}/{m}"]), exact) for m in models}
+    print(f"\n{core}: dot products {got['asimddp']}, relative errors {errors}")
+    assert max(errors.values()) < 0.02, errors

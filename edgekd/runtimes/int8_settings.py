@@ -9,7 +9,10 @@ CPU's kernels under emulation, `scripts/bench_int8_isa.py`, a ResNet-10 at 128 p
 quantization guide says the same and recommends `reduce_range` (7-bit weights) or U8U8 there. With
 7-bit weights 255 * 63 * 2 = 32130 fits, so nothing saturates. With VNNI (AVX512-VNNI, AVX-VNNI, AMX)
 the kernels use VPDPBUSD, which accumulates in int32, and ARM's kernels (SDOT/UDOT, I8MM, or NEON
-widening multiplies) do not saturate either: those keep the full 8-bit weight range.
+widening multiplies) do not saturate either: those keep the full 8-bit weight range. (Checked on
+ARM under qemu on a conv built to saturate: Cortex-A53 and A72, the Raspberry Pi 3 / 4 cores without
+dot products, and qemu's `max` core with them computed it exactly, also with U8 activations and
+8-bit weights; `tests/test_arm64.py`.)
 
 Activations. On x86 the activations are quantized as U8 (QUInt8), not S8. ONNX Runtime's QDQ fusion
 takes S8 activations only in its ARM builds (`QDQIsInt8Allowed()` in its qdq_selector_action_transformer
