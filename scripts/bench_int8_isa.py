@@ -58,14 +58,16 @@ def find_qemu() -> str | None:
 
 
 def run_logits(runtime: str, artifacts: Sequence[str | Path], x: np.ndarray, *, cpu: str | None = None,
-               qemu: str | None = None, timeout: float = 3600.0) -> list[np.ndarray]:
+               qemu: str | None = None, timeout: float = 3600.0, exact_integer: bool = False) -> list[np.ndarray]:
     """Logits of each artifact (its model file) on `x`, one sample at a time, 1 thread, in a fresh
-    process: this host's CPU (`cpu` None) or qemu's emulated `cpu` model. Raises RuntimeError with
-    the worker's last output line when it fails."""
+    process: this host's CPU (`cpu` None) or qemu's emulated `cpu` model. `exact_integer`: ONNX
+    Runtime with the option edgekd's host-side checks use (`OnnxRuntimeRunner.exact_integer`); devices
+    run without it. Raises RuntimeError with the worker's last output line when it fails."""
     with tempfile.TemporaryDirectory(prefix="edgekd-isa-") as tmp:
         data, out = Path(tmp) / "x.npy", Path(tmp) / "logits.npz"
         np.save(data, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", runtime, str(data), str(out),
+        worker = runtime + ("+exact" if exact_integer else "")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, str(data), str(out),
                *map(str, artifacts)]
         if cpu:
             cmd = [qemu or find_qemu() or QEMU_NAMES[0], "-cpu", cpu, *cmd]
@@ -80,8 +82,10 @@ def run_logits(runtime: str, artifacts: Sequence[str | Path], x: np.ndarray, *, 
 
 
 def _worker(runtime: str, data: str, out: str, artifacts: list[str]) -> int:
-    """Runs inside the (possibly emulated) process: numpy and the runtime only, no torch, no edgekd."""
+    """Runs inside the (possibly emulated) process: numpy and the runtime only (and for `+exact` one
+    constant of edgekd's ONNX Runtime adapter), no torch."""
     x = np.load(data, allow_pickle=False)
+    runtime, exact = runtime.split("+")[0], runtime.endswith("+exact")
     res = {}
     for i, path in enumerate(artifacts):
         if runtime == "onnxruntime":
@@ -89,6 +93,10 @@ def _worker(runtime: str, data: str, out: str, artifacts: list[str]) -> int:
 
             so = ort.SessionOptions()
             so.intra_op_num_threads = so.inter_op_num_threads = 1
+            if exact:
+                from edgekd.runtimes.onnxruntime import EXACT_INTEGER_CONFIG  # no torch: cheap under emulation
+
+                so.add_session_config_entry(*EXACT_INTEGER_CONFIG)
             sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
             name = sess.get_inputs()[0].name
             rows = [sess.run(None, {name: x[j:j + 1]})[0] for j in range(len(x))]

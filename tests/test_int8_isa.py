@@ -229,3 +229,23 @@ def test_joint_int8_record_reads_any_runtimes_settings(runtime_artifacts) -> Non
         assert record == {"runtime": runtime, **int8_settings(runtime, None)}
         assert set(SETTINGS_KEYS) <= set(record)
     assert int8_record(str(runtime_artifacts("onnxruntime"))) is None  # fp32: nothing quantized
+
+
+def test_host_checks_run_onnxruntime_exactly_and_devices_as_deployed(tmp_path):
+    """The parity gate and the joint choice run ONNX Runtime INT8 without int16 saturation (its U8U8
+    kernels on x86 without VNNI: tests/test_int8_isa_emulated.py shows the effect there); the agent
+    runs an artifact as deployed."""
+    from bench_models import make_onnx_artifact
+
+    from edgekd.runtimes import RUNTIMES, load_artifact
+    from edgekd.runtimes.onnxruntime import EXACT_INTEGER_CONFIG
+    from edgekd.runtimes.parity import _runner_for_gate
+    from edgekd.runtimes.base import read_manifest
+
+    art = make_onnx_artifact(tmp_path / "art")
+    key, value = EXACT_INTEGER_CONFIG
+    gate, _ = _runner_for_gate(RUNTIMES.get("onnxruntime"), art, read_manifest(art), 1)
+    assert gate.session.get_session_options().get_session_config_entry(key) == value
+    device = load_artifact(art, threads=1)  # what the agent's measurement loads
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        device.session.get_session_options().get_session_config_entry(key)

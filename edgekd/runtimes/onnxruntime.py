@@ -33,13 +33,24 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
+# ONNX Runtime's session option for x86 without VNNI (AVX2 / AVX-512 / SSE4.1): U8U8 integer kernels
+# (int32 sums) instead of U8S8 (saturating int16 pair sums); no effect elsewhere. Checked under emulation
+# of such a CPU: tests/test_int8_isa_emulated.py
+EXACT_INTEGER_CONFIG = ("session.x64quantprecision", "1")
+
+
 class OnnxRuntimeRunner:
     """An InferenceSession with explicit intra/inter-op thread counts on one accelerator's execution
     provider (cpu: CPUExecutionProvider; gpu: CUDAExecutionProvider, refused when this onnxruntime
-    build lacks it rather than silently measured on the CPU). `providers` overrides the list."""
+    build lacks it rather than silently measured on the CPU). `providers` overrides the list.
+    `exact_integer`: on x86 without VNNI, run INT8 products through ONNX Runtime's U8U8 kernels, which
+    accumulate in int32 (`EXACT_INTEGER_CONFIG`), instead of its U8S8 ones, whose int16 pair sums
+    saturate on full 8-bit weights: the host's parity gate and accuracy runs use it, so an artifact
+    made for a device that does not saturate (VNNI, ARM) scores here what it scores there. Devices
+    run artifacts as deployed (off)."""
 
     def __init__(self, artifact_dir: Path, *, threads: int | None = None, providers: list[str] | None = None,
-                 model_file: str | None = None, accelerator: str = "cpu") -> None:
+                 model_file: str | None = None, accelerator: str = "cpu", exact_integer: bool = False) -> None:
         from edgekd.runtimes.catalog import check_accelerator
 
         accelerator = check_accelerator("onnxruntime", accelerator)
@@ -59,6 +70,8 @@ class OnnxRuntimeRunner:
         if threads is not None:
             opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if exact_integer:
+            opts.add_session_config_entry(*EXACT_INTEGER_CONFIG)
         providers = providers or ["CPUExecutionProvider"]
         path = Path(artifact_dir) / (model_file or manifest["model_file"])
         self.session = ort.InferenceSession(str(path), opts, providers=providers)

@@ -76,19 +76,27 @@ def gate(precision: str, metrics: dict[str, Any], *, fp32_tol: float = DEFAULT_F
     return None
 
 
+# runtime -> load options of its host-side checks: ONNX Runtime computes INT8 without int16 saturation
+# even on an x86 host without VNNI, so an artifact made for a device that does not saturate is judged on
+# what that device computes (`OnnxRuntimeRunner.exact_integer`). OpenVINO has no such option: on such a
+# host its INT8 of a VNNI / ARM device's recipe scores what this host's kernels make of it (lower).
+HOST_CHECK_OPTIONS: dict[str, dict[str, Any]] = {"onnxruntime": {"exact_integer": True}}
+
+
 def _runner_for_gate(adapter: Any, artifact_dir: Path, manifest: dict[str, Any],
                      threads: int | None) -> tuple[Runner, str | None]:
-    """The artifact's own runtime; for a TensorRT artifact on a machine without TensorRT, ONNX Runtime
-    over the same ONNX graph as a proxy, with the reason recorded. The graph carries the precision
-    (fp16 casts / int8 Q/DQ), so the proxy runs the reduced-precision graph, not an fp32 stand-in."""
+    """The artifact's own runtime (with its HOST_CHECK_OPTIONS); for a TensorRT artifact on a machine
+    without TensorRT, ONNX Runtime over the same ONNX graph as a proxy, with the reason recorded. The
+    graph carries the precision (fp16 casts / int8 Q/DQ), so the proxy runs the reduced-precision
+    graph, not an fp32 stand-in."""
     if adapter.unavailable_reason() is None:
-        return adapter.load(artifact_dir, threads=threads), None
+        return adapter.load(artifact_dir, threads=threads, **HOST_CHECK_OPTIONS.get(manifest["runtime"], {})), None
     if manifest["format"] == "tensorrt-onnx":
         from edgekd.runtimes.onnxruntime import OnnxRuntimeRunner
 
         note = (f"TensorRT is not installed here: the {manifest['precision']} ONNX graph was checked with ONNX "
                 "Runtime (CPU); the engine TensorRT builds from it is checked on the device against reference.npz")
-        return OnnxRuntimeRunner(artifact_dir, threads=threads), note
+        return OnnxRuntimeRunner(artifact_dir, threads=threads, **HOST_CHECK_OPTIONS["onnxruntime"]), note
     raise RuntimeMissingError(f"{manifest['runtime']}: {adapter.unavailable_reason()}")
 
 
