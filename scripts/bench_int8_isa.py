@@ -235,10 +235,18 @@ def main(argv: list[str] | None = None) -> int:
           f"emulated: qemu -cpu {args.cpu} ({qemu})")
     if not host_dot:
         print("note: this host has no VNNI either, so 'here' already runs the kernels emulated below")
+    from edgekd.errors import EdgeKDError
+
     checkpoints = args.checkpoint or [_default_checkpoint()]
+    for ckpt in checkpoints:  # every checkpoint readable before anything long starts
+        try:
+            checkpoint_data(ckpt)
+        except EdgeKDError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     work_root = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="edgekd-int8-isa-"))
     rows: list[dict[str, Any]] = []
-    head = f"{'checkpoint':<28} {'runtime':<11} {'artifact':<34} {'acc here':>8} {'emulated':>8} {'agree':>6} {'max rel diff':>12}"
+    head = f"{'checkpoint':<48} {'runtime':<11} {'artifact':<56} {'acc here':>8} {'emulated':>8} {'agree':>6} {'max rel diff':>12}"
     print(head)
     for n, ckpt in enumerate(checkpoints):
         _, ds = checkpoint_data(ckpt)
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                        "rule_for": m["rule_for"], "parity_here": m["status"], **compare(h, e, y)}
                 rows.append(row)
                 what = "fp32" if m["precision"] == "fp32" else "int8 for " + " / ".join(m["rule_for"])
-                print(f"{Path(ckpt).parent.name[:28]:<28} {runtime:<11} {what[:34]:<34} {row['accuracy_here']:>7.2f}% "
+                print(f"{_label(ckpt):<48} {runtime:<11} {what:<56} {row['accuracy_here']:>7.2f}% "
                       f"{row['accuracy_emulated']:>7.2f}% {row['agree']:>6.3f} {row['max_rel_diff']:>12.5f}", flush=True)
     summary = {"cpu": args.cpu, "host_int32_dot": host_dot, "samples": int(len(y)), "rows": rows,
                "rule_without_vnni": _worst(rows, "x86 without VNNI"), "rule_with_vnni": _worst(rows, "x86 with VNNI")}
@@ -277,6 +285,12 @@ def _worst(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
         cur["accuracy_drop_emulated_pts"] = round(max(cur["accuracy_drop_emulated_pts"],
                                                       fp32["accuracy_here"] - r["accuracy_emulated"]), 2)
     return out
+
+
+def _label(ckpt: str) -> str:
+    """A short name for a checkpoint: its run directory, without a deploy's hash suffix."""
+    name = Path(ckpt).parent.name if Path(ckpt).suffix == ".pt" else Path(ckpt).name
+    return name.rsplit("-", 1)[0] if len(name) > 13 and name[-13] == "-" else name
 
 
 def _default_checkpoint() -> str:
