@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgekd.runtimes import RUNTIMES, read_manifest
-from edgekd.runtimes.int8_settings import (RULES, SETTINGS_KEYS, int8_settings, litert_int8_settings,
-                                           openvino_int8_settings, ort_int8_settings)
+from edgekd.runtimes.int8_settings import (OVERFLOW_FIX_RANGE, RULES, SETTINGS_KEYS, int8_settings,
+                                           litert_int8_settings, openvino_int8_settings, ort_int8_settings)
 
 AVX2_ONLY = {"arch": "x86_64", "isa": ["avx", "avx2", "fma", "sse4_2"]}
 AVX512_VNNI = {"arch": "x86_64", "isa": ["avx2", "avx512f", "avx512bw", "avx512_vnni"]}
@@ -249,3 +249,24 @@ def test_host_checks_run_onnxruntime_exactly_and_devices_as_deployed(tmp_path):
     device = load_artifact(art, threads=1)  # what the agent's measurement loads
     with pytest.raises(RuntimeError, match="does not have configuration"):
         device.session.get_session_options().get_session_config_entry(key)
+
+
+def test_a_host_without_vnni_says_when_its_openvino_int8_check_can_be_below_the_device() -> None:
+    """OpenVINO has no exact-integer mode: an AVX2 host checking an artifact with 8-bit weights (made for
+    a VNNI or ARM device) saturates where the device does not (emulated: a MobileNetV2 88.5 % vs 95.9 %),
+    and the gate's verdict says so. ONNX Runtime (exact option) and LiteRT (no saturation) need no caveat."""
+    from edgekd.runtimes.int8_settings import host_check_caveat
+
+    for_vnni, for_avx2 = openvino_int8_settings(AVX512_VNNI), openvino_int8_settings(AVX2_ONLY)
+    caveat = host_check_caveat("openvino", for_vnni, AVX2_ONLY)
+    assert caveat and "saturate" in caveat and "8-bit" in caveat and "edgekd bench" in caveat
+    assert host_check_caveat("openvino", openvino_int8_settings(ARM_DOT), AVX2_ONLY)
+    assert host_check_caveat("openvino", {**for_avx2, "weight_range": OVERFLOW_FIX_RANGE["first_layer_only"]},
+                             AVX2_ONLY)
+    assert host_check_caveat("openvino", for_avx2, AVX2_ONLY) is None  # 7-bit everywhere: exact here too
+    assert host_check_caveat("openvino", for_vnni, AVX512_VNNI) is None  # a VNNI host computes it exactly
+    assert host_check_caveat("openvino", for_vnni, ARM_DOT) is None
+    assert host_check_caveat("onnxruntime", ort_int8_settings(AVX512_VNNI), AVX2_ONLY) is None
+    assert host_check_caveat("litert", litert_int8_settings(), AVX2_ONLY) is None
+    assert host_check_caveat("openvino", None, AVX2_ONLY) is None  # no record: nothing to say
+

@@ -179,6 +179,27 @@ def litert_int8_settings(identity: Mapping[str, Any] | None = None) -> dict[str,
             "arch": None, "int32_dot": None}
 
 
+#: runtimes whose INT8 any x86 host computes as a device without saturation does: ONNX Runtime with the
+#: host checks' exact-integer option (`parity.HOST_CHECK_OPTIONS`), LiteRT (XNNPACK's integer kernels do not
+#: saturate: the same logits on an emulated AVX2 CPU as here, `scripts/bench_int8_isa.py`)
+EXACT_ON_ANY_HOST = frozenset({"onnxruntime", "litert"})
+
+
+def host_check_caveat(runtime: str, settings: Any, host: Mapping[str, Any] | None) -> str | None:
+    """Why an INT8 artifact's accuracy measured on this host (`host`: its fingerprint or hardware identity)
+    can be below what its device measures, or None: the host is x86 without VNNI, `runtime` has no exact
+    mode here (OpenVINO), and the artifact keeps 8-bit weights somewhere (a VNNI or ARM device's recipe,
+    or NNCF's first-layer fix), whose pair sums this host's kernels saturate and the device's need not."""
+    kind = _isa_facts(host)[0]
+    if runtime in EXACT_ON_ANY_HOST or kind != "x86-no-vnni" or not isinstance(settings, Mapping):
+        return None
+    if settings.get("weight_range") == "7-bit":
+        return None
+    return (f"this host is x86 without VNNI: its {runtime} INT8 kernels saturate on the artifact's "
+            f"{settings.get('weight_range') or '8-bit'} weights where the device's need not, so the accuracy here "
+            "can be below the device's; measure it there (edgekd bench ARTIFACT --data ... --device URL)")
+
+
 # runtime -> its INT8 settings for a device identity (the adapters apply and record these)
 RULES: dict[str, Callable[[Mapping[str, Any] | None], dict[str, Any]]] = {
     "onnxruntime": ort_int8_settings, "openvino": openvino_int8_settings, "litert": litert_int8_settings}

@@ -11,6 +11,7 @@ a device can re-check its own runtime against torch without having torch.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +136,36 @@ def check_parity(model: Any, artifact_dir: str | Path, x: np.ndarray, y: np.ndar
     in_graph = "precision_in_graph" in manifest.get("options", {})
     rule = "fp32" if proxy and not in_graph else manifest["precision"]
     reason = gate(rule, metrics, fp32_tol=fp32_tol, max_drop=max_drop)
+    caveat = _host_caveat(manifest)
+    if reason and caveat:
+        reason = f"{reason}; {caveat}"
     parity = {**metrics, "fp32_tol": fp32_tol, "max_drop_pts": max_drop, "passed": reason is None,
-              "runtime": dict(runner.info), "proxy": proxy}
+              "runtime": dict(runner.info), "proxy": proxy, "host_caveat": caveat}
     _write_reference(artifact_dir, manifest, x[:REFERENCE_COUNT], ref[:REFERENCE_COUNT],
                      None if y is None else np.asarray(y)[:REFERENCE_COUNT])
     manifest.update(parity=parity, status="ok" if reason is None else "failed", error=reason)
     write_manifest(artifact_dir, manifest)
     return parity
+
+
+def _host_caveat(manifest: dict[str, Any]) -> str | None:
+    """`int8_settings.host_check_caveat` for an INT8 artifact checked on this host; None otherwise."""
+    if manifest.get("precision") != "int8":
+        return None
+    from edgekd.runtimes.int8_settings import host_check_caveat
+
+    return host_check_caveat(str(manifest.get("runtime")), (manifest.get("options") or {}).get("int8_settings"),
+                             _this_host())
+
+
+@functools.lru_cache(maxsize=1)
+def _this_host() -> dict[str, Any]:
+    """This machine's architecture and CPU identity (flags), as an agent here would report them."""
+    import platform
+
+    from edgekd.agent.fingerprint import cpu_identity
+
+    return {"arch": platform.machine(), "cpu": cpu_identity()}
 
 
 def _write_reference(artifact_dir: Path, manifest: dict[str, Any], x: np.ndarray, logits: np.ndarray,
