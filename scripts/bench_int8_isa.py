@@ -82,8 +82,8 @@ def run_logits(runtime: str, artifacts: Sequence[str | Path], x: np.ndarray, *, 
 
 
 def _worker(runtime: str, data: str, out: str, artifacts: list[str]) -> int:
-    """Runs inside the (possibly emulated) process: numpy and the runtime only (and for `+exact` one
-    constant of edgekd's ONNX Runtime adapter), no torch."""
+    """Runs inside the (possibly emulated) process: numpy, the runtime and two light edgekd helpers (ONNX
+    Runtime's exact-integer option, LiteRT's (de)quantization); no torch."""
     x = np.load(data, allow_pickle=False)
     runtime, exact = runtime.split("+")[0], runtime.endswith("+exact")
     res = {}
@@ -121,6 +121,8 @@ def _litert_rows(path: str, x: np.ndarray) -> list[np.ndarray]:
     an NHWC model gets the NCHW samples transposed."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgekd.runtimes.litert import dequantize, quantize  # numpy only: cheap under emulation
+
     interp = Interpreter(model_path=path, num_threads=1)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -129,15 +131,12 @@ def _litert_rows(path: str, x: np.ndarray) -> list[np.ndarray]:
     for j in range(len(x)):
         a = np.transpose(x[j:j + 1], (0, 2, 3, 1)) if nhwc else x[j:j + 1]
         if np.issubdtype(inp["dtype"], np.integer):
-            scale, zp = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            a = np.clip(np.round(a / scale) + zp, info.min, info.max)
+            a = quantize(a, *inp["quantization"], inp["dtype"])
         interp.set_tensor(inp["index"], a.astype(inp["dtype"]))
         interp.invoke()
         y = interp.get_tensor(out["index"])
         if np.issubdtype(out["dtype"], np.integer):
-            scale, zp = out["quantization"]
-            y = (y.astype(np.float32) - zp) * scale
+            y = dequantize(y, *out["quantization"])
         rows.append(np.asarray(y, dtype=np.float32))
     return rows
 
@@ -226,11 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from edgekd.bench.devices import local_fingerprint
-    from edgekd.device.identity import hardware_identity
     from edgekd.runtimes.export import checkpoint_data
-    from edgekd.runtimes.int8_settings import X86_INT32_DOT_FLAGS
+    from edgekd.runtimes.int8_settings import ort_int8_settings
 
-    host_dot = sorted(set((hardware_identity(local_fingerprint()) or {}).get("isa") or []) & X86_INT32_DOT_FLAGS)
+    host_dot = ort_int8_settings(local_fingerprint())["int32_dot"] or []  # the ISA facts the rule reads
     print(f"host: {platform.processor() or platform.machine()}, int32 dot products: {', '.join(host_dot) or 'none'}; "
           f"emulated: qemu -cpu {args.cpu} ({qemu})")
     if not host_dot:

@@ -85,7 +85,5 @@ def test_openvino_no_vnni_rule_does_not_saturate_there(behind_a_layer, tmp_path)
 
 def _host_has_vnni() -> bool:
     from edgekd.bench.devices import local_fingerprint
-    from edgekd.device.identity import hardware_identity
-    from edgekd.runtimes.int8_settings import X86_INT32_DOT_FLAGS
 
-    return bool(set((hardware_identity(local_fingerprint()) or {}).get("isa") or []) & X86_INT32_DOT_FLAGS)
+    return bool(ort_int8_settings(local_fingerprint())["int32_dot"])  # the ISA facts the rule reads
