@@ -3,7 +3,7 @@ exported to ONNX Runtime, OpenVINO and LiteRT in fp32 and INT8, measured through
 path (`edgekd.bench.measure.run_isolated`: a fresh child process per artifact, as the agent does).
 
     .venv/bin/python scripts/bench_scale.py [--specs SPEC ...] [--runtimes onnxruntime,openvino,litert]
-        [--precisions fp32,int8] [--threads 1] [--rounds 4] [--work runs/bench-scale] [--quick]
+        [--precisions fp32,int8] [--threads 1] [--rounds 16] [--min-s 0.2] [--work runs/bench-scale] [--quick]
         [--store FILE [--offline]]
 
 Untrained (seeded random weights, random-normal calibration batches): latency does not depend on the
@@ -18,7 +18,11 @@ of students whose lowest p50 of the first half of the rounds and of the second h
 students x 4 rounds): with idle-priority neighbours running, two runs agreed for 0.69-0.81 of the
 students (cv 0.3-1.2 per run), so no model could be checked to +-10 % there; with them paused, 1.00
 at 1 thread (cv 0.03-0.1) but 0.00 at 2 threads, where any other runnable thread stalls the pool
-(rounds 3-4x slower). Hence 1 thread by default (the joint deploy's too) and: run it alone. Second part, the latency model at ms scale: per runtime x precision, each
+(rounds 3-4x slower). Hence 1 thread by default (the joint deploy's too) and: run it alone. Many short
+rounds, not a few long ones: on the 2-vCPU Xeon VM (2026-12-02) the machine's slow state held for
+tens of seconds at a time, so 4 rounds of 1 s (session 12) or 10 of 0.25 s often never met a fast
+stretch; 16 rounds of 0.2 s (the defaults since) raised ONNX Runtime fp32's repeatability from
+0.38 (4 x 1 s) and 0.12 (10 x 0.25 s) to 0.94, OpenVINO fp32 / int8 from 0.69 / 0.44 to 0.75 / 0.62. Second part, the latency model at ms scale: per runtime x precision, each
 student is predicted by edgekd's latency model (`edgekd.latency.model.fit_latency_model`, the model
 deploy fits) fitted on the OTHER students of that configuration (leave-one-out: the predicted one is
 never in its fit), and `within_10pct` is the share predicted within +-10 % of its measured p50.
@@ -292,11 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--threads", type=int, default=1,
                     help="runtime threads (0: the runtime's default); 1, as the joint deploy (see the docstring)")
-    ap.add_argument("--rounds", type=int, default=4,
+    ap.add_argument("--rounds", type=int, default=16,
                     help="interleaved measurement rounds; the lowest p50 is kept, the halves give repeat_within_10pct")
     ap.add_argument("--calm-s", type=float, default=300.0,
                     help="after --rounds, models without a calm round are measured again until this many seconds of the run")
-    ap.add_argument("--min-s", type=float, default=1.0, help="timed seconds per measurement (at least 30 runs)")
+    ap.add_argument("--min-s", type=float, default=0.2, help="timed seconds per measurement (at least 30 runs)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-scale"), help="artifact folder (reused)")
     ap.add_argument("--store", default=None, help="JSON file of measurements kept across runs (see the docstring)")
     ap.add_argument("--offline", action="store_true", help="measure nothing: report the rows in --store")
