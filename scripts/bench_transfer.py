@@ -174,7 +174,9 @@ def timed_rounds(steps: dict[str, dict[str, Any]], rounds: int, min_s: float, mi
                           "p99_ms": float(np.percentile(times, 99)) / 1e6,
                           "anchor_p50_ms": summary["p50_ms"], "anchor_ratio_p50": summary["ratio_p50"]})
 
-    jobs = [(c, s) for c, row in steps.items() for s in row]
+    # model-major: a model's configurations are timed back to back, so a pair compares like with like
+    models = list(dict.fromkeys(s for row in steps.values() for s in row))
+    jobs = [(c, s) for s in models for c in steps if s in steps[c]]
     for r in range(rounds):
         t0 = time.perf_counter()
         for c, s in (jobs if r % 2 == 0 else jobs[::-1]):

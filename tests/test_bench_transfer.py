@@ -72,3 +72,22 @@ def test_bad_arguments_and_files_are_refused_in_one_line_before_measuring(args, 
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {words}"]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_timed_rounds_time_each_model_in_every_configuration_back_to_back_alternating_order(bench):
+    """A pair compares one model in two configurations: those are timed next to each other in every round
+    (model-major), and every other round runs the list backwards. Real timing loops over tiny steps."""
+    calls: list[tuple[str, str]] = []
+
+    def step(c: str, s: str):
+        return lambda: calls.append((c, s))
+
+    steps = {c: {s: step(c, s) for s in ("m1", "m2")} for c in ("ort-t1", "openvino")}
+    out = bench.timed_rounds(steps, rounds=2, min_s=0.001, min_count=3, calm_s=0.0)
+    order = [x for i, x in enumerate(calls) if i == 0 or calls[i - 1] != x]  # one entry per timed job
+    forward = [("ort-t1", "m1"), ("openvino", "m1"), ("ort-t1", "m2"), ("openvino", "m2")]
+    assert order == forward + forward[::-1][1:]  # round 2 starts with round 1's last job, backwards
+    assert {c: sorted(row) for c, row in out.items()} == {"ort-t1": ["m1", "m2"], "openvino": ["m1", "m2"]}
+    for row in out.values():
+        for rounds in row.values():
+            assert len(rounds) == 2 and all(r["p50_ms"] > 0 and r["anchor_p50_ms"] > 0 for r in rounds)
