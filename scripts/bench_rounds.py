@@ -27,9 +27,10 @@ What it answers depends on how long a campaign lasts: with the defaults (16 real
 configurations, ~8 s a round) one takes about a minute. Measured on the Xeon VM (2026-12-02; the 04:20
 run by a helper of the same design before this script existed, re-analysed with `--load`): at
 04:20 UTC, with fast stretches every few seconds, the kept round repeated for every student after 8
-rounds (3 rounds: 81 %); at 05:22 and 05:28, when the fast state came about once a minute, 19-69 %.
-To ask whether a benchmark whose rounds span several minutes repeats, give it enough `--students` /
-`--configs` that a campaign lasts that long.
+rounds (3 rounds: 81 %); at 05:22 and 05:28, when the fast state came about once a minute, 19-69 %;
+at 06:30 with `--students 54` (~5 min a campaign) 93 % (ORT) and 87 % (OpenVINO). To ask whether a
+benchmark whose rounds span several minutes repeats, give it enough `--students` / `--configs` that a
+campaign lasts that long.
 
     .venv/bin/python scripts/bench_rounds.py [--space real|micro] [--students 16] [--rounds 8]
         [--min-s 0.15] [--calm-s 120] [--configs ort-t1,openvino] [--save FILE | --load FILE]
