@@ -63,15 +63,6 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def campaign(steps: dict[str, dict[str, Any]], rounds: int, min_s: float, min_count: int, calm_s: float,
-             label: str) -> dict[str, dict[str, list[dict[str, float]]]]:
-    """One campaign, measured as bench_transfer measures (`bench_transfer.timed_rounds`: `rounds`
-    interleaved rounds, then passes over the models without a calm round while `calm_s` lasts)."""
-    import bench_transfer as bt
-
-    return bt.timed_rounds(steps, rounds, min_s, min_count, calm_s, label=f"{label} round")
-
-
 def estimates(rows: dict[str, dict[str, list[dict[str, float]]]], estimator: str, r: int | None
               ) -> dict[tuple[str, str], float]:
     """{(config, student): p50 estimate from the first `r` rounds (None: every round, the calm passes'
@@ -150,8 +141,9 @@ def main() -> None:
         arts = {s: export_untrained(s, space.shape, space.classes, "onnxruntime", "fp32", work) for s in specs}
         steps = {c: bt.sessions(arts, c, space) for c in configs}
         load = [round(x, 2) for x in os.getloadavg()]
-        first = campaign(steps, args.rounds, args.min_s, space.min_count, args.calm_s, "campaign 1")
-        second = campaign(steps, args.rounds, args.min_s, space.min_count, args.calm_s, "campaign 2")
+        # each campaign measured exactly as bench_transfer measures
+        first, second = (bt.timed_rounds(steps, args.rounds, args.min_s, space.min_count, args.calm_s,
+                                         label=f"campaign {i} round") for i in (1, 2))
         load += [round(x, 2) for x in os.getloadavg()]
         rounds, students, cpu, min_s, calm_s = args.rounds, len(specs), cpu_model(), args.min_s, args.calm_s
         if args.save:

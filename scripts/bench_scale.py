@@ -127,11 +127,11 @@ def estimate(rounds: list[dict[str, Any]], floor: float | None) -> dict[str, Any
     Not rescaled by the anchor (`steady_latency`): on the 2-vCPU EPYC the anchor is bimodal, ~10.8 us
     calm and 16-19 us while the other vCPU is busy (1.5-1.8x), while the models' p50 moved by 1.05-1.6x
     in the same rounds (no common factor), so rescaling made two runs agree less (0.44 vs 0.69)."""
-    from edgekd.latency.anchor import pick_round, round_rank
+    from edgekd.latency.anchor import is_calm, pick_round
 
     lat = pick_round(rounds, floor)
     return {"p50_ms": lat["p50_ms"], "p90_ms": lat.get("p90_ms"), "cv": lat.get("cv"),
-            "calm": round_rank(lat, floor)[0] == 0}
+            "calm": is_calm(lat, floor)}
 
 
 def repeatability(rows: list[dict[str, Any]], raw: bool = False) -> dict[str, float | None]:
@@ -203,7 +203,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
     the lowest p50 kept; rows by (spec, runtime, precision), failures with their error."""
     from edgekd.bench.measure import run_isolated
     from edgekd.errors import EdgeKDError
-    from edgekd.latency.anchor import anchor_floor, round_rank
+    from edgekd.latency.anchor import anchor_floor, is_calm
     from edgekd.latency.calibrate import export_untrained
     from edgekd.models import spec_input_shape
     from edgekd.runtimes import RUNTIMES
@@ -260,7 +260,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
     floor = anchor_floor(lat for rs in rounds.values() for lat in rs)
     # more passes over the models none of whose rounds was calm, while --calm-s lasts
     for _ in range(max(1, args.rounds)):
-        restless = [j for j in jobs if j in rounds and not any(round_rank(x, floor)[0] == 0 for x in rounds[j])]
+        restless = [j for j in jobs if j in rounds and not any(is_calm(x, floor) for x in rounds[j])]
         if not restless or time.monotonic() - start > args.calm_s:
             break
         _log(f"{len(restless)} models without a calm round: measuring them again")

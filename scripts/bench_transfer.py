@@ -160,7 +160,7 @@ def timed_rounds(steps: dict[str, dict[str, Any]], rounds: int, min_s: float, mi
     (anchor within CALM_BAND of the floor so far): the VM's fast stretches can be rare and short, and a
     model timed only in slow ones keeps a slow p50. Returns {config: {model: [round figures]}}."""
     from edgekd.bench.anchor import SpeedAnchor, anchor_summary, anchored_timing_loop
-    from edgekd.latency.anchor import anchor_floor, round_rank
+    from edgekd.latency.anchor import anchor_floor, is_calm
 
     anchor = SpeedAnchor()
     out: dict[str, dict[str, list[dict[str, float]]]] = {c: {s: [] for s in row} for c, row in steps.items()}
@@ -185,7 +185,7 @@ def timed_rounds(steps: dict[str, dict[str, Any]], rounds: int, min_s: float, mi
               f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     while time.perf_counter() - start < calm_s:
         floor = anchor_floor(x for row in out.values() for xs in row.values() for x in xs)
-        restless = [(c, s) for c, s in jobs if not any(round_rank(x, floor)[0] == 0 for x in out[c][s])]
+        restless = [(c, s) for c, s in jobs if not any(is_calm(x, floor) for x in out[c][s])]
         if not restless:
             break
         print(f"  {len(restless)} models without a calm round: measuring them again", flush=True)

@@ -75,6 +75,12 @@ def round_rank(latency: Mapping[str, Any], floor: float | None) -> tuple[int, fl
     return (1, float(latency["anchor_p50_ms"]))
 
 
+def is_calm(latency: Mapping[str, Any], floor: float | None) -> bool:
+    """Whether a round counts as calm (`round_rank`): its anchor within CALM_BAND of `floor`, or no
+    anchor / no floor to say otherwise."""
+    return round_rank(latency, floor)[0] == 0
+
+
 def pick_round(rounds: Iterable[Mapping[str, Any]], floor: float | None) -> Mapping[str, Any]:
     """The round of one model a calibration keeps (see `round_rank`)."""
     return min(rounds, key=lambda lat: round_rank(lat, floor))
