@@ -34,7 +34,7 @@ from edgekd.agent.protocol import (
 from edgekd.agent.storage import check_name
 from edgekd.agent.transports import Transport, open_transport
 from edgekd.agent.upload import upload_stop_and_wait, upload_window
-from edgekd.errors import AgentError, ConfigError
+from edgekd.errors import AgentError, ConfigError, EdgeKDError
 from edgekd.fileio import sha256_file
 
 Progress = Callable[[int, int], None]
@@ -379,6 +379,24 @@ class AgentClient:
         return self.request("bench", {"artifact": artifact_id, "request": request or {}}, timeout=timeout,
                             busy_s=_busy_s(request))["result"]
 
+    def bench_many(self, artifact_ids: list[str], request: dict[str, Any] | None = None, *,
+                   timeout: float | None = None) -> list[dict[str, Any] | EdgeKDError]:
+        """Latency of several uploaded artifacts, measured one after another in one runner process on
+        the device (at most MAX_MANY): per artifact its result, or the error it failed with."""
+        from edgekd.bench.measure import MAX_MANY, rebuild_error
+
+        ids = list(artifact_ids)
+        if not 1 <= len(ids) <= MAX_MANY:
+            raise AgentError(f"bench_many takes 1 to {MAX_MANY} artifacts, not {len(ids)}")
+        entries = self.request("bench_many", {"artifacts": ids, "request": request or {}}, timeout=timeout,
+                               busy_s=_many_busy_s(request, len(ids)))["results"]
+        if not isinstance(entries, list) or len(entries) != len(ids):
+            raise AgentError(f"the agent at {self.url} answered bench_many for {len(ids)} artifacts with "
+                             f"{len(entries) if isinstance(entries, list) else 'no'} results")
+        return [e["result"] if isinstance(e, dict) and e.get("ok") and isinstance(e.get("result"), dict)
+                else rebuild_error(e.get("error") if isinstance(e, dict) and isinstance(e.get("error"), dict) else {}, aid)
+                for e, aid in zip(entries, ids)]
+
     def eval(self, artifact_id: str, data_id: str, request: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
         """Accuracy on the device's runtime over an uploaded .npz (plus latency if request asks)."""
         return self.request("eval", {"artifact": artifact_id, "data": data_id, "request": request or {}}, timeout=timeout,
@@ -387,6 +405,16 @@ class AgentClient:
     def delete(self, ident: str) -> str:
         """Delete an artifact (and files only it used) or one uploaded file; returns which it was."""
         return self.request("delete", {"id": ident})["deleted"]
+
+
+def _many_busy_s(request: dict[str, Any] | None, count: int) -> float:
+    """How long a `bench_many` of `count` artifacts may keep the agent busy: its child is killed after
+    `timeout_s` (default DEFAULT_RUN_S) x count, and if it died each artifact may take its own
+    `timeout_s` again; plus BUSY_MARGIN_S."""
+    limit = (request or {}).get("timeout_s")
+    if not (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0):
+        limit = DEFAULT_RUN_S
+    return 2 * float(limit) * count + BUSY_MARGIN_S
 
 
 def _busy_s(request: dict[str, Any] | None) -> float | None:

@@ -145,6 +145,13 @@ def _measure(session: "Session", artifact: Any, request: dict[str, Any]) -> dict
     artifact_dir = session.agent.store.artifact_dir(artifact)
     from edgekd.bench.measure import run_isolated  # numpy + stdlib; the runtime loads in the child
 
+    return _in_slot(session, request, lambda req: {"result": _plain(run_isolated(artifact_dir, req,
+                                                                                 cancel=session.cancelled))})
+
+
+def _in_slot(session: "Session", request: dict[str, Any], run: Callable[[dict[str, Any]], dict[str, Any]]
+             ) -> dict[str, Any]:
+    """`run(request)` holding the agent's one measurement slot, the request range-checked first."""
     from edgekd.bench.measure import MeasurementError, normalize_request
 
     request = normalize_request(request)  # range-checked before it waits for the slot
@@ -159,9 +166,20 @@ def _measure(session: "Session", artifact: Any, request: dict[str, Any]) -> dict
     finally:
         session.queued = False
     try:
-        return {"result": _plain(run_isolated(artifact_dir, request, cancel=session.cancelled))}
+        return run(request)
     finally:
         lock.release()
+
+
+def _many_dirs(session: "Session", artifacts: Any) -> list[Any]:
+    """The artifact folders a `bench_many` names: a list of 1 to MAX_MANY distinct uploaded ids."""
+    from edgekd.bench.measure import MAX_MANY
+
+    if not isinstance(artifacts, list) or not 1 <= len(artifacts) <= MAX_MANY:
+        raise _bad(f"'artifacts' must be a list of 1 to {MAX_MANY} artifact ids")
+    if len(set(map(str, artifacts))) != len(artifacts):
+        raise _bad("'artifacts' names an artifact twice; list each once")
+    return [session.agent.store.artifact_dir(a) for a in artifacts]
 
 
 def _plain(obj: Any) -> Any:
@@ -188,6 +206,23 @@ def _request(header: dict[str, Any]) -> dict[str, Any]:
 @command("bench")
 def bench(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
     return _measure(session, header.get("artifact"), _request(header))
+
+
+@command("bench_many")
+def bench_many(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    """Several artifacts measured one after another in one runner process (latency; no per-model
+    memory): `{"results": [{"ok": true, "result": ...} | {"ok": false, "error": {type, message}}]}`."""
+    from edgekd.bench.measure import run_isolated_many
+    from edgekd.errors import EdgeKDError
+
+    dirs = _many_dirs(session, header.get("artifacts"))
+
+    def run(request: dict[str, Any]) -> dict[str, Any]:
+        out = run_isolated_many(dirs, request, cancel=session.cancelled)
+        return {"results": [{"ok": False, "error": {"type": type(r).__name__, "message": str(r)}}
+                             if isinstance(r, EdgeKDError) else {"ok": True, "result": _plain(r)} for r in out]}
+
+    return _in_slot(session, _request(header), run)
 
 
 @command("eval")

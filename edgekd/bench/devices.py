@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from edgekd.errors import AgentError
+from edgekd.errors import AgentError, EdgeKDError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ class Device(Protocol):
     def runtimes(self) -> dict[str, str | None]: ...
 
     def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    def bench_many(self, artifact_dirs: list[Path], request: dict[str, Any]) -> list[dict[str, Any] | EdgeKDError]:
+        """Latency of each artifact, measured one after another in one runner process (no per-model
+        memory; `edgekd.bench.measure.run_isolated_many`): a result or the error it failed with, in order."""
+        ...
 
     def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -95,6 +100,11 @@ class InProcessDevice:
 
         return run_isolated(artifact_dir, request)
 
+    def bench_many(self, artifact_dirs: list[Path], request: dict[str, Any]) -> list[dict[str, Any] | EdgeKDError]:
+        from edgekd.bench.measure import run_isolated_many
+
+        return run_isolated_many(artifact_dirs, request)
+
     def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
         from edgekd.bench.measure import run_isolated
 
@@ -115,6 +125,7 @@ class AgentDevice:
         self._hello = self.client.hello()
         self._uploaded: dict[str, str] = {}
         self._last_used = time.monotonic()
+        self._many = True  # the agent takes `bench_many` (False once it answered unknown_command)
 
     def fingerprint(self) -> dict[str, Any]:
         hello = self._hello
@@ -175,6 +186,30 @@ class AgentDevice:
     def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
         return self._call(lambda: self.client.bench(self._artifact_id(artifact_dir), request, timeout=MEASURE_TIMEOUT_S))
 
+    def bench_many(self, artifact_dirs: list[Path], request: dict[str, Any]) -> list[dict[str, Any] | EdgeKDError]:
+        from edgekd.agent.protocol import AgentRequestError, ErrorCode
+
+        if not self._many:  # an agent before `bench_many`: one bench per artifact, each its own process
+            return [self._bench_or_error(d, request) for d in artifact_dirs]
+        try:
+            return self._call(lambda: self.client.bench_many([self._artifact_id(d) for d in artifact_dirs], request,
+                                                             timeout=MEASURE_TIMEOUT_S))
+        except AgentRequestError as err:
+            if err.code != ErrorCode.UNKNOWN_COMMAND.value:
+                raise
+            self._many = False
+            return self.bench_many(artifact_dirs, request)
+
+    def _bench_or_error(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any] | EdgeKDError:
+        from edgekd.agent.protocol import LinkLost
+
+        try:
+            return self.bench(artifact_dir, request)
+        except LinkLost:
+            raise
+        except EdgeKDError as err:
+            return err
+
     def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             key = "file:" + str(Path(data_path).resolve())
@@ -226,6 +261,9 @@ class OnAccelerator:
 
     def bench(self, artifact_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
         return self.device.bench(artifact_dir, {"accelerator": self.accelerator, **request})
+
+    def bench_many(self, artifact_dirs: list[Path], request: dict[str, Any]) -> list[dict[str, Any] | EdgeKDError]:
+        return self.device.bench_many(artifact_dirs, {"accelerator": self.accelerator, **request})
 
     def eval(self, artifact_dir: Path, data_path: Path, request: dict[str, Any]) -> dict[str, Any]:
         return self.device.eval(artifact_dir, data_path, {"accelerator": self.accelerator, **request})

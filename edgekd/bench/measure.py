@@ -12,7 +12,9 @@ a pathological model cannot hang the device. Statistics come from the per-iterat
 Two entry points:
 - `measure_artifact(artifact_dir, request)` measures in the calling process;
 - `run_isolated(artifact_dir, request)` does the same in a fresh `python -m edgekd.bench.runner_process`
-  child, so the peak RSS it reports belongs to that one model (what the agent and `edgekd bench` use).
+  child, so the peak RSS it reports belongs to that one model (what the agent and `edgekd bench` use);
+- `run_isolated_many(artifact_dirs, request)` measures several in one fresh child, one after another
+  (latency only: what calibration's many short rounds use).
 """
 from __future__ import annotations
 
@@ -197,7 +199,72 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
     MeasurementError is raised: the measurement slot is never held for a client that is gone.
     """
     req = normalize_request(request)
-    payload = json.dumps({"artifact_dir": str(Path(artifact_dir).resolve()), "request": req}).encode()
+    job = {"artifact_dir": str(Path(artifact_dir).resolve()), "request": req}
+    reply, usage, pid = _run_child(job, req["timeout_s"], cancel, f"measuring {artifact_dir}")
+    if not reply.get("ok"):
+        raise rebuild_error(reply.get("error") or {}, artifact_dir)
+    result = reply["result"]
+    memory = result.get("memory") or {}
+    if not memory.get("peak_rss_bytes"):
+        # the child could not read its own high-water mark; the kernel's rusage is an upper bound
+        memory["peak_rss_bytes"] = int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)
+    memory["isolated"] = True
+    result["memory"] = memory
+    result["runner_pid"] = pid
+    return result
+
+
+MAX_MANY = 64  # artifacts one run_isolated_many (and one agent `bench_many`) measures
+
+
+def run_isolated_many(artifact_dirs: list[str | Path], request: dict[str, Any] | None = None, *,
+                      cancel: threading.Event | None = None) -> list[dict[str, Any] | EdgeKDError]:
+    """Measure several artifacts one after another in ONE fresh runner child, in the order given:
+    the process start (~0.5-1 s of imports) is paid once, so many short interleaved rounds over a set
+    of models (what `edgekd profile calibrate` does, `edgekd.latency.calibrate`) cost what a few long
+    ones did. Returns one entry per artifact: its result, or the EdgeKDError it failed with (the
+    others are still measured). No per-model peak RSS (`memory.peak_rss_bytes` None): use
+    `run_isolated` for memory. The child is killed after `timeout_s` x the number of artifacts.
+    When it dies without a reply (a runtime that crashes on one model takes the process down), each
+    artifact is measured again in a child of its own, so only the culprit fails."""
+    dirs = [Path(d) for d in artifact_dirs]
+    if not 1 <= len(dirs) <= MAX_MANY:
+        raise ConfigError(f"run_isolated_many measures 1 to {MAX_MANY} artifacts at a time, not {len(dirs)}")
+    req = normalize_request(request)
+    job = {"artifact_dirs": [str(d.resolve()) for d in dirs], "request": req}
+    try:
+        reply, _, pid = _run_child(job, req["timeout_s"] * len(dirs), cancel, f"measuring {len(dirs)} artifacts")
+    except MeasurementError:
+        if cancel is not None and cancel.is_set():
+            raise
+        return [_isolated_or_error(d, req, cancel) for d in dirs]
+    entries = reply.get("results") if reply.get("ok") else None
+    if not isinstance(entries, list) or len(entries) != len(dirs):
+        raise rebuild_error(reply.get("error") or {}, dirs[0])
+    out: list[dict[str, Any] | EdgeKDError] = []
+    for d, entry in zip(dirs, entries):
+        if isinstance(entry, dict) and entry.get("ok") and isinstance(entry.get("result"), dict):
+            out.append({**entry["result"], "runner_pid": pid})
+        else:
+            out.append(rebuild_error((entry or {}).get("error") or {} if isinstance(entry, dict) else {}, d))
+    return out
+
+
+def _isolated_or_error(artifact_dir: Path, req: dict[str, Any], cancel: threading.Event | None
+                       ) -> dict[str, Any] | EdgeKDError:
+    try:
+        return run_isolated(artifact_dir, req, cancel=cancel)
+    except EdgeKDError as err:
+        if cancel is not None and cancel.is_set():
+            raise
+        return err
+
+
+def _run_child(job: dict[str, Any], timeout_s: float, cancel: threading.Event | None,
+               what: str) -> tuple[dict[str, Any], Any, int]:
+    """Run `python -m edgekd.bench.runner_process` with `job` on stdin; (its reply, its rusage, pid).
+    MeasurementError when it is cancelled, times out or replies nothing."""
+    payload = json.dumps(job).encode()
     env = dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -208,7 +275,7 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
             stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
         )
         timed_out = cancelled = False
-        deadline = time.monotonic() + req["timeout_s"]
+        deadline = time.monotonic() + timeout_s
         assert proc.stdin is not None
         try:
             proc.stdin.write(payload)
@@ -240,25 +307,14 @@ def run_isolated(artifact_dir: str | Path, request: dict[str, Any] | None = None
         stderr = err.read().decode("utf-8", "replace")
     tail = stderr.strip()[-800:]
     if cancelled:
-        raise MeasurementError(f"measuring {artifact_dir} was cancelled (the client left); child killed")
+        raise MeasurementError(f"{what} was cancelled (the client left); child killed")
     if timed_out:
-        raise MeasurementError(f"measuring {artifact_dir} took longer than timeout_s={req['timeout_s']} s; child killed")
+        raise MeasurementError(f"{what} took longer than timeout_s={timeout_s:g} s; child killed")
     reply = _last_json_line(stdout)
     if reply is None:
-        raise MeasurementError(
-            f"runner process for {artifact_dir} exited with code {proc.returncode} without a result; stderr: {tail or '(empty)'}"
-        )
-    if not reply.get("ok"):
-        raise _rebuild_error(reply.get("error") or {}, artifact_dir)
-    result = reply["result"]
-    memory = result.get("memory") or {}
-    if not memory.get("peak_rss_bytes"):
-        # the child could not read its own high-water mark; the kernel's rusage is an upper bound
-        memory["peak_rss_bytes"] = int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)
-    memory["isolated"] = True
-    result["memory"] = memory
-    result["runner_pid"] = proc.pid
-    return result
+        raise MeasurementError(f"runner process {what} exited with code {proc.returncode} without a result; "
+                               f"stderr: {tail or '(empty)'}")
+    return reply, usage, proc.pid
 
 
 def _last_json_line(text: str) -> dict[str, Any] | None:
@@ -272,11 +328,12 @@ def _last_json_line(text: str) -> dict[str, Any] | None:
     return None
 
 
-def _rebuild_error(error: dict[str, Any], artifact_dir: str | Path) -> EdgeKDError:
+def rebuild_error(error: dict[str, Any], artifact_dir: str | Path) -> EdgeKDError:
+    """The EdgeKDError a runner (or agent) reply names, by class name (MeasurementError for any other)."""
     from edgekd import errors
 
     cls = getattr(errors, str(error.get("type", "")), None)
     if not (isinstance(cls, type) and issubclass(cls, EdgeKDError)):
         cls = MeasurementError
-    message = error.get("message") or f"runner process failed on {artifact_dir}"
-    return cls(message)
+    message = str(error.get("message") or f"runner process failed on {artifact_dir}")
+    return cls(message[:2000])  # from an agent too: never an unbounded line
