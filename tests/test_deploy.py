@@ -161,12 +161,12 @@ def test_deploy_is_not_fooled_by_a_foreign_profile(work, tiny_teacher_ckpt, tmp_
                    **FAST)
 
 
-def test_calibration_loops_are_a_quarter_of_min_seconds_within_bounds():
+def test_calibration_rounds_are_a_sixteenth_of_min_seconds_within_bounds():
     from edgekd.deploy.session import calibration_request
 
-    assert calibration_request(2.0) == {"min_s": 0.25, "warmup_s": 0.2, "min_count": 200}  # the default, as before
-    assert calibration_request(0.2) == {"min_s": 0.1, "warmup_s": 0.05, "min_count": 200}  # never shorter
-    assert calibration_request(0.6) == {"min_s": 0.15, "warmup_s": 0.15, "min_count": 200}
+    assert calibration_request(2.0) == {"min_s": 0.125, "warmup_s": 0.125, "min_count": 20}  # the default
+    assert calibration_request(0.2) == {"min_s": 0.1, "warmup_s": 0.05, "min_count": 20}  # never shorter
+    assert calibration_request(3.2) == {"min_s": 0.2, "warmup_s": 0.2, "min_count": 20}
     assert calibration_request(60.0)["min_s"] == 0.25  # never longer
 
 

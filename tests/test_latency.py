@@ -9,6 +9,7 @@ import yaml
 
 from latency_helpers import COUNT, FAST_REQUEST, calibrated_profile
 
+from edgekd.latency.calibrate import CALIBRATION_ROUNDS
 from edgekd.latency.section import fit_profile, latency_section
 from edgekd.latency.search_space import calibration_specs, student_specs
 from edgekd.errors import ProfileError
@@ -275,8 +276,8 @@ def test_calibration_records_real_measurements_and_fits(calibrated):
     for m in profile.measurements.values():
         assert m.spec and m.params and m.latency["p50_ms"] > 0 and m.threads == 1
         assert "untrained" in " ".join(m.warnings)
-        # measured in two interleaved rounds; the profile holds the round the report kept (the lower p50)
-        assert "least-disturbed of 2" in " ".join(m.warnings)
+        # measured in interleaved rounds; the profile holds the round the report kept
+        assert f"least-disturbed of {CALIBRATION_ROUNDS}" in " ".join(m.warnings)
         assert m.latency["p50_ms"] == kept[m.model_sha256]
         # in-sample sanity only (6 samples, short loops on a shared CPU): the right order of magnitude
         pred = model.predict(section["features"][m.model_sha256]["features"])

@@ -6,6 +6,7 @@ import json
 import click
 
 from edgekd.cli.params import FloatRange, agent_key, family_options, space_option
+from edgekd.latency.anchor import CALIBRATION_REQUEST, CALIBRATION_ROUNDS
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -58,13 +59,14 @@ def print_models(echo, models: dict) -> None:
 @click.option("--precisions", default=None, help="Comma-separated precisions (default: fp32).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads (default: the target's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling and weight seed.")
-@click.option("--min-seconds", type=FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--min-seconds", type=FloatRange(min=0), default=CALIBRATION_REQUEST["min_s"], show_default=True,
               help="Each model's timed loop lasts at least this long, per round.")
-@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Interleaved measuring rounds; each model keeps its least-disturbed one (lowest p50), "
-                   "since a busy neighbour on a shared machine only ever slows a round down.")
-@click.option("--min-count", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Timed iterations per model at least.")
+@click.option("--rounds", type=click.IntRange(min=1), default=CALIBRATION_ROUNDS, show_default=True,
+              help="Interleaved measuring rounds, each one runner process for all the models; each model keeps "
+                   "its least-disturbed round (calm by the speed anchor, lowest p50), since a busy neighbour on a "
+                   "shared machine only ever slows a round down, and slow stretches can last tens of seconds.")
+@click.option("--min-count", type=click.IntRange(min=1), default=CALIBRATION_REQUEST["min_count"], show_default=True,
+              help="Timed iterations per model and round at least.")
 @click.option("--work-dir", default="runs/calibrate", show_default=True, type=click.Path(file_okay=False),
               help="Where the untrained exports are kept (reused on the next run).")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, help="Agent key file (or EDGEKD_AGENT_KEY).")

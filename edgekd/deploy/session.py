@@ -16,12 +16,12 @@ Log = Callable[[str], None]
 
 
 def calibration_request(min_s: float) -> dict[str, Any]:
-    """The timed loop of each calibration measurement a deploy makes, from its `--min-seconds`: two
-    interleaved rounds (the least disturbed kept: as long as one 0.5 s round at the default 2 s,
-    steadier on a shared machine) of a quarter of it, 0.1-0.25 s, after a warm-up of the same
-    quarter, 0.05-0.2 s; at least 200 runs either way."""
-    quarter = float(min_s) / 4
-    return {"min_s": min(max(quarter, 0.1), 0.25), "warmup_s": min(max(quarter, 0.05), 0.2), "min_count": 200}
+    """The timed loop of each calibration round a deploy makes, from its `--min-seconds`: CALIBRATION_ROUNDS
+    (8) interleaved rounds (the least disturbed kept; edgekd.latency.calibrate says why 8) of a
+    sixteenth of it, 0.1-0.25 s (0.125 s at the default 2 s: the 8 rounds time a model as long as the 2
+    rounds of a quarter did), after a warm-up of the same, 0.05-0.2 s; at least 20 runs either way."""
+    part = float(min_s) / 16
+    return {"min_s": min(max(part, 0.1), 0.25), "warmup_s": min(max(part, 0.05), 0.2), "min_count": 20}
 
 
 @dataclass
@@ -117,13 +117,13 @@ class Session:
     def calibrate_on(self, specs: list[str]) -> None:
         """Measure untrained `specs` on the device, in the current configuration, into the profile and
         refit (edgekd.latency.calibrate)."""
-        from edgekd.latency.calibrate import calibrate_device
+        from edgekd.latency.calibrate import CALIBRATION_ROUNDS, calibrate_device
 
         say = self.say
         calibrate_device(self.dev, self.fingerprint, self.path, specs=specs, shape=self.shape, classes=self.classes,
                          runtimes=[self.runtime], precisions=[self.precision], threads=self.threads,
                          work_dir=self.work / "calibrate", seed=self.cfg.seed, layout=self.tgt.input_layout,
-                         request=calibration_request(self.cfg.min_s), rounds=2,
+                         request=calibration_request(self.cfg.min_s), rounds=CALIBRATION_ROUNDS,
                          on_progress=lambda label, i, n: say(f"  calibrate {i}/{n} {label}") if i in (1, n) else None)
 
     def calibration_specs(self, count: int | None = None) -> list[str]:

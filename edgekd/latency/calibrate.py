@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# what each calibration measurement asks, and in how many rounds (edgekd.latency.anchor says why)
+from edgekd.latency.anchor import CALIBRATION_REQUEST, CALIBRATION_ROUNDS  # noqa: F401
 from edgekd.latency.section import fit_profile, latency_section, note_inputs, update_profile_section
 from edgekd.models.spec import MODELS, parse_spec
 # the sample of the search space a calibration measures (importable from here as before)
@@ -28,16 +30,6 @@ def accelerator_request(target: Any) -> dict[str, Any]:
     did), else {"accelerator": name}."""
     return {"accelerator": target.accelerator} if getattr(target, "accelerator", None) else {}
 
-
-# Lighter than `edgekd bench`'s defaults: latency only, and dozens of models to get through. p50 of
-# >= 200 iterations over >= 0.5 s is stable to ~1-2 % on a quiet CPU (checked by scripts/bench_select.py).
-CALIBRATION_REQUEST = {"warmup_count": 10, "warmup_s": 0.3, "min_count": 200, "min_s": 0.5, "max_s": 30.0,
-                       "accuracy": False, "latency": True, "anchor": True}
-# On a shared machine a neighbour can slow a whole stretch of seconds (measured on this 2-vCPU VM: in
-# one round 39 % of the models ran ~1.6x slower). Interference only ever slows, so each model is
-# measured in interleaved rounds and its least-disturbed round is kept: bench_select.py with the
-# median of 3 rounds had 23/26 held-out students within ±10 % on such a stretch, with the minimum 26/26.
-CALIBRATION_ROUNDS = 2
 
 
 def export_untrained(spec: str, input_shape: tuple[int, ...], num_classes: int, runtime: str, precision: str,
@@ -99,12 +91,14 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
                      work_dir: Any = "runs/calibrate", seed: int = 0, request: dict[str, Any] | None = None,
                      layout: str = "NCHW", rounds: int = CALIBRATION_ROUNDS,
                      on_progress: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Measure untrained `specs` on an open device in `rounds` interleaved rounds (alternating order),
-    keep each model's least-disturbed round (lowest p50), record it in the profile at `path` as soon
-    as it is the best so far (an interrupted run keeps what it measured), then fit.
+    """Export untrained `specs` once, measure them on an open device in `rounds` interleaved rounds
+    (alternating order; each round one `bench_many`: one runner process for all the models, so many
+    short rounds cost little), keep each model's least-disturbed round, record it in the profile at
+    `path` as soon as it is the best so far (an interrupted run keeps what it measured), then fit.
     Returns (rows, {key: LatencyModel})."""
     from pathlib import Path
 
+    from edgekd.bench.measure import MAX_MANY
     from edgekd.errors import ConfigError, EdgeKDError
     from edgekd.device.profiles import Measurement, record_measurements
     from edgekd.latency.anchor import anchor_floor, round_rank
@@ -120,28 +114,32 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
     seen_lat: list[dict[str, Any]] = []  # every round's latency (the anchor floor so far)
     failed: dict[int, dict[str, Any]] = {}
     arts: dict[int, Any] = {}  # job index -> its exported artifact (built once, measured every round)
-    step = 0
+    for j, (spec, runtime, precision) in enumerate(jobs):  # every artifact is built once, measured every round
+        if on_progress:
+            on_progress(f"export {spec} {runtime}/{precision}", j + 1, len(jobs))
+        try:
+            arts[j] = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed,
+                                       batch=batch, layout=layout, device_identity=fingerprint or None)
+        except EdgeKDError as err:
+            failed[j] = {"spec": spec, "runtime": runtime, "precision": precision, "ok": False, "error": str(err)}
     for r in range(rounds):
-        order = list(range(len(jobs))) if r % 2 == 0 else list(reversed(range(len(jobs))))
-        for j in order:
+        order = [j for j in (range(len(jobs)) if r % 2 == 0 else reversed(range(len(jobs)))) if j not in failed]
+        if on_progress:
+            on_progress(f"round {r + 1}/{rounds}: measuring {len(order)} models", r + 1, rounds)
+        results: list[Any] = []
+        for at in range(0, len(order), MAX_MANY):  # one runner process per chunk: many short rounds stay cheap
+            results += dev.bench_many([arts[j] for j in order[at:at + MAX_MANY]], req)
+        for j, result in zip(order, results):
             spec, runtime, precision = jobs[j]
-            step += 1
-            if on_progress:
-                on_progress(f"{spec} {runtime}/{precision}" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""),
-                            step, len(jobs) * rounds)
-            if j in failed:
-                continue
             row: dict[str, Any] = {"spec": spec, "runtime": runtime, "precision": precision}
             try:
-                if j not in arts:
-                    arts[j] = export_untrained(spec, shape, classes, runtime, precision, Path(work_dir), seed=seed,
-                                               batch=batch, layout=layout, device_identity=fingerprint or None)
-                result = dev.bench(arts[j], req)
+                if isinstance(result, EdgeKDError):
+                    raise result
                 feats = spec_features(spec, shape, classes)
                 m = Measurement.from_result(result, spec=spec, params=feats["params"], macs=feats["macs"],
                                             recipe=artifact_recipe(read_manifest(arts[j])))
             except EdgeKDError as err:
-                failed[j] = {**row, "ok": False, "error": str(err)}
+                failed[j] = {**row, "ok": False, "error": str(err)}  # not measured again (a round kept stays)
                 continue
             if not (m.latency or {}).get("p50_ms"):
                 continue
