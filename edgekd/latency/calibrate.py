@@ -124,8 +124,10 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
             failed[j] = {"spec": spec, "runtime": runtime, "precision": precision, "ok": False, "error": str(err)}
     for r in range(rounds):
         order = [j for j in (range(len(jobs)) if r % 2 == 0 else reversed(range(len(jobs)))) if j not in failed]
-        if on_progress:
-            on_progress(f"round {r + 1}/{rounds}: measuring {len(order)} models", r + 1, rounds)
+        if on_progress:  # a few models by name (a deploy's probe), more by count
+            what = (", ".join(" ".join((jobs[j][0], "/".join(jobs[j][1:]))) for j in order) if len(order) <= 3
+                    else f"{len(order)} models")
+            on_progress(f"round {r + 1}/{rounds}: measuring {what}", r + 1, rounds)
         results: list[Any] = []
         for at in range(0, len(order), MAX_MANY):  # one runner process per chunk: many short rounds stay cheap
             results += dev.bench_many([arts[j] for j in order[at:at + MAX_MANY]], req)
