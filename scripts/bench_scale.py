@@ -1,6 +1,8 @@
 """Benchmark, first part (issue 14): untrained students of the ImageNet-scale families at 96-224 px,
 exported to ONNX Runtime, OpenVINO and LiteRT in fp32 and INT8, measured through the existing bench
-path (`edgekd.bench.measure.run_isolated`: a fresh child process per artifact, as the agent does).
+path (`edgekd.bench.measure.run_isolated_many`: each round one fresh runner process for all the
+artifacts, as calibration and the agent's `bench_many` do; until session 18 a process per artifact
+and round, which cost ~0.5-1 s of imports each).
 
     .venv/bin/python scripts/bench_scale.py [--specs SPEC ...] [--runtimes onnxruntime,openvino,litert]
         [--precisions fp32,int8] [--threads 1] [--rounds 16] [--min-s 0.2] [--work runs/bench-scale] [--quick]
@@ -201,7 +203,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
             identity: dict[str, Any], work: Path, args: Any) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Export (reused from `work`) and measure every spec x runtime x precision in interleaved rounds,
     the lowest p50 kept; rows by (spec, runtime, precision), failures with their error."""
-    from edgekd.bench.measure import run_isolated
+    from edgekd.bench.measure import MAX_MANY, run_isolated_many
     from edgekd.errors import EdgeKDError
     from edgekd.latency.anchor import anchor_floor, is_calm
     from edgekd.latency.calibrate import export_untrained
@@ -239,24 +241,27 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
     rounds: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     hints: dict[tuple[str, str, str], Any] = {}
 
-    def measure_once(job: tuple[str, str, str]) -> None:
-        try:
-            res = run_isolated(arts[job], request)
-        except EdgeKDError as err:
-            errors[job] = str(err)
-            return
-        lat, anchor = res["latency"] or {}, res.get("speed_anchor") or {}
-        hints[job] = (res.get("settings") or {}).get("precision_hint")  # OpenVINO: the inference precision it ran at
-        if lat.get("p50_ms"):
-            rounds.setdefault(job, []).append(
-                {k: round(float(v), 5) for k, v in (("p50_ms", lat["p50_ms"]), ("p90_ms", lat.get("p90_ms")),
-                                                    ("min_ms", lat.get("min_ms")), ("cv", lat.get("cv")), ("anchor_p50_ms", anchor.get("p50_ms")),
-                                                    ("anchor_ratio_p50", anchor.get("ratio_p50"))) if v is not None})
+    def measure_all(batch: list[tuple[str, str, str]]) -> None:
+        """One pass over `batch`, in order, each chunk in ONE runner process (`run_isolated_many`, what
+        calibration uses): a process per artifact and round cost ~0.5-1 s of imports each."""
+        for at in range(0, len(batch), MAX_MANY):
+            chunk = batch[at:at + MAX_MANY]
+            for job, res in zip(chunk, run_isolated_many([arts[j] for j in chunk], request)):
+                if isinstance(res, EdgeKDError):
+                    errors[job] = str(res)
+                    continue
+                lat, anchor = res["latency"] or {}, res.get("speed_anchor") or {}
+                hints[job] = (res.get("settings") or {}).get("precision_hint")  # OpenVINO: the precision it ran at
+                if lat.get("p50_ms"):
+                    rounds.setdefault(job, []).append(
+                        {k: round(float(v), 5) for k, v in (("p50_ms", lat["p50_ms"]), ("p90_ms", lat.get("p90_ms")),
+                                                            ("min_ms", lat.get("min_ms")), ("cv", lat.get("cv")),
+                                                            ("anchor_p50_ms", anchor.get("p50_ms")),
+                                                            ("anchor_ratio_p50", anchor.get("ratio_p50"))) if v is not None})
 
     start = time.monotonic()
     for r in range(max(1, args.rounds)):
-        for job in (jobs if r % 2 == 0 else list(reversed(jobs))):
-            measure_once(job)
+        measure_all(jobs if r % 2 == 0 else list(reversed(jobs)))
     floor = anchor_floor(lat for rs in rounds.values() for lat in rs)
     # more passes over the models none of whose rounds was calm, while --calm-s lasts
     for _ in range(max(1, args.rounds)):
@@ -264,9 +269,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
         if not restless or time.monotonic() - start > args.calm_s:
             break
         _log(f"{len(restless)} models without a calm round: measuring them again")
-        for job in restless:
-            if time.monotonic() - start <= args.calm_s:
-                measure_once(job)
+        measure_all(restless)
     best = {job: {**estimate(rs, floor), "p50_raw_ms": min(lat["p50_ms"] for lat in rs), "rounds": rs,
                   "anchor_floor_ms": floor, "precision_hint": hints.get(job)}
             for job, rs in rounds.items()}
