@@ -233,7 +233,8 @@ def run_isolated_many(artifact_dirs: list[str | Path], request: dict[str, Any] |
     req = normalize_request(request)
     job = {"artifact_dirs": [str(d.resolve()) for d in dirs], "request": req}
     try:
-        reply, _, pid = _run_child(job, req["timeout_s"] * len(dirs), cancel, f"measuring {len(dirs)} artifacts")
+        reply, _, pid = _run_child(job, req["timeout_s"] * len(dirs), cancel,
+                                   f"measuring {len(dirs)} artifacts in one process")
     except MeasurementError:
         if cancel is not None and cancel.is_set():
             raise
@@ -246,7 +247,8 @@ def run_isolated_many(artifact_dirs: list[str | Path], request: dict[str, Any] |
         if isinstance(entry, dict) and entry.get("ok") and isinstance(entry.get("result"), dict):
             out.append({**entry["result"], "runner_pid": pid})
         else:
-            out.append(rebuild_error((entry or {}).get("error") or {} if isinstance(entry, dict) else {}, d))
+            error = entry.get("error") if isinstance(entry, dict) else None
+            out.append(rebuild_error(error if isinstance(error, dict) else {}, d))
     return out
 
 
@@ -309,7 +311,7 @@ def _run_child(job: dict[str, Any], timeout_s: float, cancel: threading.Event | 
     if cancelled:
         raise MeasurementError(f"{what} was cancelled (the client left); child killed")
     if timed_out:
-        raise MeasurementError(f"{what} took longer than timeout_s={timeout_s:g} s; child killed")
+        raise MeasurementError(f"{what} took longer than {timeout_s:g} s (timeout_s); child killed")
     reply = _last_json_line(stdout)
     if reply is None:
         raise MeasurementError(f"runner process {what} exited with code {proc.returncode} without a result; "
