@@ -31,13 +31,10 @@ def main() -> int:
     reply: dict[str, Any]
     try:
         job = json.loads(sys.stdin.read())
-        from edgekd.bench.measure import measure_artifact
-
         if "artifact_dirs" in job:
-            reply = {"ok": True, "results": [_one(measure_artifact, d, job.get("request") or {}, shared=True)
-                                             for d in job["artifact_dirs"]]}
+            reply = {"ok": True, "results": [_one(d, job.get("request") or {}, shared=True) for d in job["artifact_dirs"]]}
         else:
-            reply = _one(measure_artifact, job["artifact_dir"], job.get("request") or {})
+            reply = _one(job["artifact_dir"], job.get("request") or {})
         code = 0 if reply["ok"] else 1
     except Exception as err:  # every failure must come back as a reply, never as a silent exit
         reply = _failure(err)
@@ -56,10 +53,12 @@ def _failure(err: Exception) -> dict[str, Any]:
     return {"ok": False, "error": {"type": "MeasurementError", "message": f"{type(err).__name__}: {err}"}}
 
 
-def _one(measure: Any, artifact_dir: str, request: dict[str, Any], shared: bool = False) -> dict[str, Any]:
+def _one(artifact_dir: str, request: dict[str, Any], shared: bool = False) -> dict[str, Any]:
     """One artifact's reply; `shared`: measured with others in this process (no per-model peak RSS)."""
+    from edgekd.bench.measure import measure_artifact
+
     try:
-        result = measure(artifact_dir, request)
+        result = measure_artifact(artifact_dir, request)
     except Exception as err:  # one model's failure is its own reply
         return _failure(err)
     if shared:
