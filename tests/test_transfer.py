@@ -226,6 +226,35 @@ def test_a_student_at_the_budgets_edge_is_measured_again_and_the_verdict_says_ho
     assert lo < 900 < hi and hi - lo < 60
 
 
+def test_a_student_predicted_within_budget_and_measured_far_over_it_is_measured_again():
+    """60 % over the budget is outside the noise band, but when the model that chose the student put it
+    within the budget, one run in a slow stretch must not reject it: measured again, least disturbed
+    decides, and the verdict says why it was measured twice."""
+    from edgekd.deploy.verdict import settle
+
+    calls: list[int] = []
+
+    def again(value):
+        def run():
+            calls.append(1)
+            return {"p50_ms": value * 0.9, "p90_ms": value, "count": 3000}
+        return run
+
+    first = {"p50_ms": 1.5, "p90_ms": 1.66, "count": 1000}
+    best, v = settle(first, 1.0, "p90_ms", again(0.9), predicted=0.89)
+    assert calls and best["p90_ms"] == 0.9 and v["confidence"] == "uncertain"
+    assert v["remeasured_because"] == "measured over a budget it was predicted within"
+    assert v["explanation"].startswith("predicted 0.89 ms, within the budget, and measured over it")
+    calls.clear()
+    best, v = settle(first, 1.0, "p90_ms", again(1.7), predicted=0.89)  # both over: confirmed over budget
+    assert calls and best["p90_ms"] == 1.66 and v["confidence"] == "confirmed"
+    calls.clear()
+    best, v = settle(first, 1.0, "p90_ms", again(0.9), predicted=1.2)  # predicted over too: one run decides
+    assert not calls and v["confidence"] == "clear" and v["remeasured_because"] is None
+    best, v = settle({**first, "p90_ms": 0.5}, 1.0, "p90_ms", again(0.9), predicted=0.6)  # under: clear
+    assert not calls and v["confidence"] == "clear"
+
+
 def test_bench_compares_each_new_measurement_with_the_profiles_prediction(tmp_path):
     from edgekd.latency.drift import bench_drift
 
