@@ -242,7 +242,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
     hints: dict[tuple[str, str, str], Any] = {}
 
     def measure_all(batch: list[tuple[str, str, str]]) -> None:
-        """One pass over `batch`, in order, each chunk in ONE runner process (`run_isolated_many`, what
+        """One pass over `batch`, in order, each chunk in one runner process per runtime (`run_isolated_many`, what
         calibration uses): a process per artifact and round cost ~0.5-1 s of imports each."""
         for at in range(0, len(batch), MAX_MANY):
             chunk = batch[at:at + MAX_MANY]

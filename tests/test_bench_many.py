@@ -111,3 +111,24 @@ def test_a_host_falls_back_to_one_bench_per_artifact_on_an_agent_without_bench_m
         handlers.COMMANDS["bench_many"] = entry
     assert all(r["latency"]["p50_ms"] > 0 and r["memory"]["isolated"] is True for r in out + again)
     assert out[0]["runner_pid"] != out[1]["runner_pid"]  # one process per artifact, as `bench` always did
+
+
+def test_artifacts_of_different_runtimes_never_share_a_runner_process(arts, tmp_path):
+    """A deployed app loads one runtime: OpenVINO INT8 timed after ONNX Runtime models in one process
+    ran up to 1.58x slower (run_isolated_many's docstring). Each consecutive run of one runtime gets
+    its own child; an artifact without a readable manifest stays in the run it sits in."""
+    from edgekd.bench.measure import runtime_runs
+    from edgekd.latency.calibrate import export_untrained
+
+    ov = [export_untrained(f"mlp:hidden={h}", (1, 8, 8), 10, "openvino", "fp32", tmp_path / "w") for h in (16, 32)]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("[not a manifest")
+    order = [arts[0], arts[1], ov[0], broken, ov[1], arts[2]]
+    assert [len(r) for r in runtime_runs(order)] == [2, 3, 1]
+    out = run_isolated_many(order, FAST)
+    assert isinstance(out[3], ModelError)
+    pids = [r["runner_pid"] for r in out if isinstance(r, dict)]
+    assert pids[0] == pids[1] and pids[2] == pids[3]  # one child per run of one runtime
+    assert len({pids[0], pids[2], pids[4]}) == 3
+    assert all(r["memory"]["shared_process"] for r in out if isinstance(r, dict))

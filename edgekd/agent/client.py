@@ -381,8 +381,8 @@ class AgentClient:
 
     def bench_many(self, artifact_ids: list[str], request: dict[str, Any] | None = None, *,
                    timeout: float | None = None) -> list[dict[str, Any] | EdgeKDError]:
-        """Latency of several uploaded artifacts, measured one after another in one runner process on
-        the device (at most MAX_MANY): per artifact its result, or the error it failed with."""
+        """Latency of several uploaded artifacts, measured one after another in one runner process per
+        runtime on the device (at most MAX_MANY): per artifact its result, or the error it failed with."""
         from edgekd.bench.measure import MAX_MANY, rebuild_error
 
         ids = list(artifact_ids)

@@ -210,8 +210,8 @@ def bench(session: "Session", header: dict[str, Any], payload: bytes) -> dict[st
 
 @command("bench_many")
 def bench_many(session: "Session", header: dict[str, Any], payload: bytes) -> dict[str, Any]:
-    """Several artifacts measured one after another in one runner process (latency; no per-model
-    memory): `{"results": [{"ok": true, "result": ...} | {"ok": false, "error": {type, message}}]}`."""
+    """Several artifacts measured one after another in one runner process per runtime (latency; no
+    per-model memory): `{"results": [{"ok": true, "result": ...} | {"ok": false, "error": {type, message}}]}`."""
     from edgekd.bench.measure import run_isolated_many
     from edgekd.errors import EdgeKDError
 

@@ -13,8 +13,8 @@ Two entry points:
 - `measure_artifact(artifact_dir, request)` measures in the calling process;
 - `run_isolated(artifact_dir, request)` does the same in a fresh `python -m edgekd.bench.runner_process`
   child, so the peak RSS it reports belongs to that one model (what the agent and `edgekd bench` use);
-- `run_isolated_many(artifact_dirs, request)` measures several in one fresh child, one after another
-  (latency only: what calibration's many short rounds use).
+- `run_isolated_many(artifact_dirs, request)` measures several in one fresh child per runtime, one
+  after another (latency only: what calibration's many short rounds use).
 """
 from __future__ import annotations
 
@@ -219,18 +219,45 @@ MAX_MANY = 64  # artifacts one run_isolated_many (and one agent `bench_many`) me
 
 def run_isolated_many(artifact_dirs: list[str | Path], request: dict[str, Any] | None = None, *,
                       cancel: threading.Event | None = None) -> list[dict[str, Any] | EdgeKDError]:
-    """Measure several artifacts one after another in ONE fresh runner child, in the order given:
-    the process start (~0.5-1 s of imports) is paid once, so many short interleaved rounds over a set
-    of models (what `edgekd profile calibrate` does, `edgekd.latency.calibrate`) cost what a few long
-    ones did. Returns one entry per artifact: its result, or the EdgeKDError it failed with (the
-    others are still measured). No per-model peak RSS (`memory.peak_rss_bytes` None): use
-    `run_isolated` for memory. The child is killed after `timeout_s` x the number of artifacts.
-    When it dies without a reply (a runtime that crashes on one model takes the process down), each
-    artifact is measured again in a child of its own, so only the culprit fails."""
+    """Measure several artifacts one after another in ONE fresh runner child per runtime, in the order
+    given: the process start (~0.5-1 s of imports) is paid once per runtime, so many short interleaved
+    rounds over a set of models (what `edgekd profile calibrate` does, `edgekd.latency.calibrate`)
+    cost what a few long ones did. Artifacts of different runtimes never share a child
+    (`runtime_runs`): a deployed app loads one runtime, and OpenVINO INT8 timed after ONNX Runtime
+    models in one process ran up to 1.58x slower (median 1.14x, all 16 students; AMD EPYC Zen 5 VM,
+    family 26, AVX-512, scripts/bench_scale.py, 2026-12-02). Returns one entry per artifact: its result, or the
+    EdgeKDError it failed with (the others are still measured). No per-model peak RSS
+    (`memory.peak_rss_bytes` None): use `run_isolated` for memory. A child is killed after `timeout_s`
+    x the number of its artifacts. When it dies without a reply (a runtime that crashes on one model
+    takes the process down), each of its artifacts is measured again in a child of its own, so only
+    the culprit fails."""
     dirs = [Path(d) for d in artifact_dirs]
     if not 1 <= len(dirs) <= MAX_MANY:
         raise ConfigError(f"run_isolated_many measures 1 to {MAX_MANY} artifacts at a time, not {len(dirs)}")
     req = normalize_request(request)
+    return [res for run in runtime_runs(dirs) for res in _many_in_one(run, req, cancel)]
+
+
+def runtime_runs(dirs: list[Path]) -> list[list[Path]]:
+    """`dirs` cut into consecutive runs of one runtime (the manifest's `runtime`; an artifact whose
+    manifest cannot be read joins the run it sits in: its child reports the error)."""
+    runs: list[list[Path]] = []
+    last: Any = object()
+    for d in dirs:
+        try:
+            runtime = json.loads((d / "manifest.json").read_text(encoding="utf-8")).get("runtime")
+        except (OSError, ValueError, AttributeError):
+            runtime = last
+        if not runs or runtime != last:
+            runs.append([])
+        runs[-1].append(d)
+        last = runtime
+    return runs
+
+
+def _many_in_one(dirs: list[Path], req: dict[str, Any], cancel: threading.Event | None
+                 ) -> list[dict[str, Any] | EdgeKDError]:
+    """`dirs` measured one after another in one runner child (see `run_isolated_many`)."""
     job = {"artifact_dirs": [str(d.resolve()) for d in dirs], "request": req}
     try:
         reply, _, pid = _run_child(job, req["timeout_s"] * len(dirs), cancel,

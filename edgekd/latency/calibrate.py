@@ -92,7 +92,7 @@ def calibrate_device(dev: Any, fingerprint: dict[str, Any], path: Any, *, specs:
                      layout: str = "NCHW", rounds: int = CALIBRATION_ROUNDS,
                      on_progress: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Export untrained `specs` once, measure them on an open device in `rounds` interleaved rounds
-    (alternating order; each round one `bench_many`: one runner process for all the models, so many
+    (alternating order; each round one `bench_many`: one runner process per runtime, so many
     short rounds cost little), keep each model's least-disturbed round, record it in the profile at
     `path` as soon as it is the best so far (an interrupted run keeps what it measured), then fit.
     Returns (rows, {key: LatencyModel})."""
