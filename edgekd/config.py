@@ -59,7 +59,7 @@ class TrainConfig:
     The defaults are the image-student recipe measured by scripts/bench_distill.py: KD beats
     cross-entropy only once the student trains long enough to fit the train split (at 10 epochs the
     default student still underfits and KD's soft loss loses to plain CE; on mnist10k at 20 epochs
-    it still lost, see README; at 40 on digits KD beat CE on val on every split tried), and lr 0.01
+    it still lost, see docs/MEASUREMENTS.md; at 40 on digits KD beat CE on val on every split tried), and lr 0.01
     beat 0.003 on val for both. `patience` stays 0 for students: replayed on the val curves of the
     digits bench runs, patience 5 stopped every run early at a lower val accuracy (cosine decay keeps
     paying to the end). Teachers (`edgekd teacher`) and text runs (`edgekd distill` on text data)
@@ -146,7 +146,7 @@ class DistillConfig:
 # `edgekd distill` and `edgekd deploy` use when the user names neither losses nor augmentation: the
 # DistillConfig defaults below are built from it, so this is the one place the default lives. How it
 # was chosen (validation accuracy on mnist10k and digits, with full teachers): scripts/bench_distill.py
-# and README "Distillation".
+# and docs/MEASUREMENTS.md "Distillation defaults".
 # Per-epoch shifted views for consistent teaching: 8 draws, each image shifted by up to 0.075 of the
 # image side (2 px at 28 and 32, where the recipes were measured; none at digits' native 8x8, where a
 # 2-px shift is a quarter of the frame: deploy's mlp:hidden=128x128, 15 epochs, KD alpha 0.9, val 94.80 %
@@ -168,7 +168,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # T 2 instead of 4 (same views, alpha): the soft targets closer to the labels, less of the tiny
     # student's capacity spent on the teacher's ranking of wrong classes. Val, 3 seeds: ahead of the
     # default on digits (98.51 vs 97.77 %), behind on mnist10k (97.36 vs 97.47): not ahead on both, so
-    # not the default (README "Second pass on issue 13")
+    # not the default (docs/MEASUREMENTS.md, "Distillation defaults")
     "kd-consistent-t2": {"losses": [{"key": "kd", "kwargs": {"temperature": 2.0, "alpha": 0.5}}],
                          "augment": _VIEWS},
     # function matching (Beyer et al., CVPR 2022): the views also mixed (mixup, lambda ~ Beta(1, 1)

@@ -91,7 +91,7 @@ def calibrate(device: str, target: str, profile: str | None, profiles_dir: str, 
     each layer kind, memory) are measured, 5 by default, and the prior is corrected on them
     (`edgekd.latency.fewshot`). Measured: 5 such students put 69-96 % of held-out students within
     ±10 % across three runtime changes (24 measured from scratch: 88-100 %)
-    (scripts/bench_transfer.py, README "On another machine").
+    (scripts/bench_transfer.py, docs/MEASUREMENTS.md, issue 10).
 
     With --space (real, or a grid file), the untrained students are sampled around that search
     space instead of the micro one, each at its own input resolution (what `edgekd deploy --space`

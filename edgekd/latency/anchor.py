@@ -14,7 +14,7 @@ measured. Of several rounds of one model, the calm one with the lowest p50 is ke
 Measured (`scripts/bench_repeat.py`, 26 students x 6 fresh-process runs, load average 12-16, two
 runs): the lower raw p50 of two rounds (the method before) repeated within ±10 % of its median for
 96 % of the students' estimates, worst max/min 1.56-1.71 (both rounds fell into slow stretches); one
-raw run for 60-76 %. The figures of this rule: see the README. Host side; numpy-free.
+raw run for 60-76 %. The figures of this rule: see docs/MEASUREMENTS.md. Host side; numpy-free.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ CALIBRATION_REQUEST = {"warmup_count": 10, "warmup_s": 0.15, "min_count": 20, "m
                        "accuracy": False, "latency": True, "anchor": True, "timeout_s": 300.0}
 # On a shared machine a neighbour can slow a whole stretch of seconds. Interference only ever slows, so
 # each model is measured in interleaved rounds and its least-disturbed round is kept. How many: the
-# 2-vCPU Xeon VM's slow state holds for ~25 s at a time (scripts/bench_rounds.py, README "Many short
+# 2-vCPU Xeon VM's slow state holds for ~25 s at a time (scripts/bench_rounds.py, docs/MEASUREMENTS.md "Many short
 # rounds"), so 2-3 rounds of 0.3-0.5 s can all land in it; 8 rounds of 0.15 s, spread over minutes,
 # repeated (real-scale full calibrations 80 / 97 / 97 % within +-10 % where 3 x 0.3 s gave 43 / 53 / 53 %,
 # scripts/bench_transfer.py). Each round is one runner process for every model (`bench_many`,

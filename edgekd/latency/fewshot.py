@@ -8,7 +8,7 @@ first, with no points yet and `since` = now; the students then measured are pick
 `edgekd.latency.design.informative_students` from a pool spread over the search space, and the
 profile's refit re-adapts the transfer on every point measured since (`section.readapt`), exactly as a
 deploy's transfer grows round by round. HELP (NeurIPS 2021) adapts from 10 measurements; the
-measured shares at k = 5 are in scripts/bench_transfer.py (`informative` row) and README.
+measured shares at k = 5 are in scripts/bench_transfer.py (`informative` row) and docs/MEASUREMENTS.md.
 Host side."""
 from __future__ import annotations
 

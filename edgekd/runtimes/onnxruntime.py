@@ -176,7 +176,7 @@ def _fused_record(model_path: Path) -> dict[str, Any]:
 #: INT8 of text (transformer) models: `dynamic` (weights int8 offline, activations quantized per call by
 #: DynamicQuantizeLinear -> MatMulInteger) or `static` (QDQ, activations calibrated on real training
 #: ids); `scripts/bench_text.py` measures both on the machine at hand, and DEFAULT_INT8_MODE is the one
-#: that measured faster here (see README "Text models")
+#: that measured faster here (see docs/MEASUREMENTS.md "Text models")
 INT8_MODES = ("dynamic", "static")
 DEFAULT_INT8_MODE = "dynamic"
 
