@@ -242,8 +242,8 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
     hints: dict[tuple[str, str, str], Any] = {}
 
     def measure_all(batch: list[tuple[str, str, str]]) -> None:
-        """One pass over `batch`, in order, each chunk in one runner process per runtime (`run_isolated_many`, what
-        calibration uses): a process per artifact and round cost ~0.5-1 s of imports each."""
+        """One pass over `batch`, in order, each chunk in one runner process per runtime
+        (`run_isolated_many`, what calibration uses): a process per artifact and round cost ~0.5-1 s of imports each."""
         for at in range(0, len(batch), MAX_MANY):
             chunk = batch[at:at + MAX_MANY]
             for job, res in zip(chunk, run_isolated_many([arts[j] for j in chunk], request)):

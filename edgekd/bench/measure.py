@@ -225,8 +225,8 @@ def run_isolated_many(artifact_dirs: list[str | Path], request: dict[str, Any] |
     cost what a few long ones did. Artifacts of different runtimes never share a child
     (`runtime_runs`): a deployed app loads one runtime, and OpenVINO INT8 timed after ONNX Runtime
     models in one process ran up to 1.58x slower (median 1.14x, all 16 students; AMD EPYC Zen 5 VM,
-    family 26, AVX-512, scripts/bench_scale.py, 2026-12-02). Returns one entry per artifact: its result, or the
-    EdgeKDError it failed with (the others are still measured). No per-model peak RSS
+    family 26, AVX-512, scripts/bench_scale.py, 2026-12-02). Returns one entry per artifact: its
+    result, or the EdgeKDError it failed with (the others are still measured). No per-model peak RSS
     (`memory.peak_rss_bytes` None): use `run_isolated` for memory. A child is killed after `timeout_s`
     x the number of its artifacts. When it dies without a reply (a runtime that crashes on one model
     takes the process down), each of its artifacts is measured again in a child of its own, so only
@@ -241,12 +241,14 @@ def run_isolated_many(artifact_dirs: list[str | Path], request: dict[str, Any] |
 def runtime_runs(dirs: list[Path]) -> list[list[Path]]:
     """`dirs` cut into consecutive runs of one runtime (the manifest's `runtime`; an artifact whose
     manifest cannot be read joins the run it sits in: its child reports the error)."""
+    from edgekd.runtimes.base import read_manifest
+
     runs: list[list[Path]] = []
     last: Any = object()
     for d in dirs:
         try:
-            runtime = json.loads((d / "manifest.json").read_text(encoding="utf-8")).get("runtime")
-        except (OSError, ValueError, AttributeError):
+            runtime = read_manifest(d)["runtime"]
+        except EdgeKDError:
             runtime = last
         if not runs or runtime != last:
             runs.append([])

@@ -149,9 +149,9 @@ def command(config_path: str | None, teacher: str | None, data: str | None, imag
     full resolution), the teacher (`edgekd teacher`) trains 20 epochs on the same 8 views. On
     mnist10k (3 seeds, test): KD 99.11 % vs CE 98.71 % on the same views, teacher 99.47 %:
     gap recovered 0.53, KD ahead on every seed; an epoch costs 1.05x a CE epoch
-    (scripts/bench_distill.py, docs/MEASUREMENTS.md "Distillation defaults"). A student that cannot fit the views gains
-    little: the earlier default cnn:width=8,depth=3 (strided stem) recovered 0.24.
-    DKD, DIST, T 1/2, mixup views and a teacher assistant did not beat this recipe; see docs/MEASUREMENTS.md.
+    (scripts/bench_distill.py, docs/MEASUREMENTS.md "Distillation defaults"). A student that cannot
+    fit the views gains little: the earlier default cnn:width=8,depth=3 (strided stem) recovered 0.24.
+    DKD, DIST, T 1/2, mixup views and a teacher assistant did not beat this recipe (docs/MEASUREMENTS.md).
     Other recipes: kd (the same loss on the clean images only), kd-consistent (alpha 0.9),
     kd-consistent-t2 (temperature 2), kd-fm (function matching: the views also mixed by mixup,
     the teacher labels each mixed image, the hard term reads the mixed label), dkd-consistent,

@@ -72,17 +72,17 @@ def settle(first: Mapping[str, Any], budget: float, metric: str,
         why = f"{values[0]:.4g} ms is {abs(values[0] / budget - 1):.0%} from the budget, outside the {edge} noise band"
     elif len(sides) == 1:
         confidence = "confirmed"
-        why = (f"{_why_again(edge, against, predicted)}: measured again in a fresh process ({REMEASURE_FACTOR:g}x longer); "
-               f"both runs ({', '.join(f'{v:.4g}' for v in values)} ms) on the same side")
+        why = (f"{_why_again(edge, against, predicted)}: measured again in a fresh process "
+               f"({REMEASURE_FACTOR:g}x longer); both runs ({_ms(values)} ms) on the same side")
     else:
         confidence = "uncertain"
-        why = (f"{_why_again(edge, against, predicted)} and the runs disagree ({', '.join(f'{v:.4g}' for v in values)} ms): "
-               "decided by the least-disturbed run" + ("" if against else "; the student sits at the budget"))
+        why = (f"{_why_again(edge, against, predicted)} and the runs disagree ({_ms(values)} ms): decided by "
+               "the least-disturbed run" + ("" if against else "; the student sits at the budget"))
     record = {
         "confidence": confidence, "explanation": why, "runs_ms": values, "decided_by_ms": float(best[metric]),
         "margin": budget / float(best[metric]) - 1.0, "remeasured": len(runs) > 1, "iterations": count,
-        "remeasured_because": (None if len(runs) == 1 else "measured over a budget it was predicted within" if against
-                               else "near the budget"),
+        "remeasured_because": None if len(runs) == 1 else (
+            "measured over a budget it was predicted within" if against else "near the budget"),
         "percentile_rank_band_95": [lo, hi] if count else None,
         "spread": (max(values) - min(values)) / min(values) if len(values) > 1 else 0.0,
     }
@@ -91,6 +91,10 @@ def settle(first: Mapping[str, Any], budget: float, metric: str,
 
 def _why_again(edge: str, against: bool, predicted: float | None) -> str:
     """Why a student was measured twice (its verdict's explanation starts with it)."""
-    if against and predicted is not None:
+    if against:
         return f"predicted {predicted:.4g} ms, within the budget, and measured over it"
     return f"within {edge} of the budget"
+
+
+def _ms(values: list[float]) -> str:
+    return ", ".join(f"{v:.4g}" for v in values)

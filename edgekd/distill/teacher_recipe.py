@@ -11,13 +11,14 @@ from edgekd.errors import ConfigError
 
 #: the teacher trains on the shifted views the default distillation recipe will show the student (one
 #: per epoch, as many draws): it has then seen every input it labels (Beyer et al., CVPR 2022: a
-#: consistent teacher). Measured on mnist10k: docs/MEASUREMENTS.md "Distillation defaults". A no-op where the recipe's shift
-#: rounds to 0 px (digits at its native 8x8) and for text.
+#: consistent teacher). Measured on mnist10k: docs/MEASUREMENTS.md "Distillation defaults". A no-op
+#: where the recipe's shift rounds to 0 px (digits at its native 8x8) and for text.
 TEACHER_VIEWS = int(RECIPES[DEFAULT_RECIPE]["augment"].get("draws", 0))
 #: the whole cosine schedule, no early stop (the best-on-val weights are kept anyway): on the views the
 #: val accuracy stalls while the learning rate is high and climbs as it decays. The earlier default (30
 #: epochs, patience 6) on mnist10k's views was at 98.20 % val after 10 epochs with no gain for 4 (and
-#: would have stopped 2 later); 20 full epochs reach 99.60 % val, 99.47 % test (docs/MEASUREMENTS.md "Distillation defaults")
+#: would have stopped 2 later); 20 full epochs reach 99.60 % val, 99.47 % test (docs/MEASUREMENTS.md,
+#: "Distillation defaults")
 TEACHER_EPOCHS = 20
 
 

@@ -26,10 +26,10 @@ CALIBRATION_REQUEST = {"warmup_count": 10, "warmup_s": 0.15, "min_count": 20, "m
                        "accuracy": False, "latency": True, "anchor": True, "timeout_s": 300.0}
 # On a shared machine a neighbour can slow a whole stretch of seconds. Interference only ever slows, so
 # each model is measured in interleaved rounds and its least-disturbed round is kept. How many: the
-# 2-vCPU Xeon VM's slow state holds for ~25 s at a time (scripts/bench_rounds.py, docs/MEASUREMENTS.md "Many short
-# rounds"), so 2-3 rounds of 0.3-0.5 s can all land in it; 8 rounds of 0.15 s, spread over minutes,
-# repeated (real-scale full calibrations 80 / 97 / 97 % within +-10 % where 3 x 0.3 s gave 43 / 53 / 53 %,
-# scripts/bench_transfer.py). Each round is one runner process for every model (`bench_many`,
+# 2-vCPU Xeon VM's slow state holds for ~25 s at a time (scripts/bench_rounds.py, docs/MEASUREMENTS.md,
+# "many short rounds"), so 2-3 rounds of 0.3-0.5 s can all land in it; 8 rounds of 0.15 s, spread over
+# minutes, repeated (real-scale full calibrations 80 / 97 / 97 % within +-10 % where 3 x 0.3 s gave 43 / 53
+# / 53 %, scripts/bench_transfer.py). Each round is one runner process per runtime (`bench_many`,
 # edgekd.latency.calibrate), so the 8 rounds cost about what 2 rounds of one process per model did.
 CALIBRATION_ROUNDS = 8
 

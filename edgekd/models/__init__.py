@@ -29,9 +29,10 @@ from edgekd.models.spec import (MODELS, ModelFamily, canonical_spec, create_mode
 # The default pair: the student has ~1/35 of the teacher's parameters (8.9k vs 308k, at any input size).
 # Depth 4 at width 6 rather than the earlier depth 3 at width 8: at 28-32 px `cnn` strides one block
 # fewer than it has (`stride_plan`), so depth 4 keeps its first conv at full resolution where depth 3
-# strided the stem. On mnist10k (3 seeds, scripts/bench_distill.py, docs/MEASUREMENTS.md "Distillation defaults") CE alone
-# rose 1.5 pt (97.24 -> 98.71 % test) for +41 % parameters and +8 % MACs, and it is the first student
-# that gains from the teacher by more than half the gap; the 6.3k depth-3 net was capacity-limited.
+# strided the stem. On mnist10k (3 seeds, scripts/bench_distill.py, docs/MEASUREMENTS.md "Distillation
+# defaults") CE alone rose 1.5 pt (97.24 -> 98.71 % test) for +41 % parameters and +8 % MACs, and it is
+# the first student that gains from the teacher by more than half the gap; the 6.3k depth-3 net was
+# capacity-limited.
 DEFAULT_TEACHER = canonical_spec("resnet")
 DEFAULT_STUDENT = canonical_spec("cnn:width=6,depth=4")
 
