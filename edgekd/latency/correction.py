@@ -45,7 +45,7 @@ def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 TERM_GROUPS: dict[str, tuple[str, ...]] = {
     "call": ("const", "pool"),
     "layers": ("conv", "depthwise_conv", "linear"),
-    "conv": ("conv_macs", "conv_pad_macs", "branch_conv_macs"),
+    "conv": ("conv_macs", "conv_pad_macs", "branch_conv_macs", "pointwise_macs", "stem_macs"),
     "depthwise": ("depthwise_macs",),
     "linear": ("linear_macs", "matmul_macs", "matvec_conv_macs"),  # matrix products, not convolutions
     "memory": ("params", "activation_bytes", "unfused_elements", "reduce_elements"),  # elementwise: memory-bound

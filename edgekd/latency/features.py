@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Any, Iterator, Mapping, Sequence
 
 from edgekd.errors import ProfileError
@@ -17,7 +18,9 @@ from edgekd.errors import ProfileError
 FEATURE_KEYS = ("macs", "params", "activation_bytes", "conv", "depthwise_conv", "linear", "bn", "act", "pool",
                 "conv_macs", "conv_shapes", "depthwise_macs", "linear_macs", "matmul_macs",
                 "clamp_elements", "act_elements", "add_elements", "mul_elements", "reduce_elements",
-                "branch_conv_macs")
+                "branch_conv_macs", "pointwise_macs", "stem_macs")
+# a conv with at most this many input channels reads the image itself (gray, RGB, RGBA): `stem_macs`
+STEM_MAX_CHANNELS = 4
 # Elementwise work by kind, counted per torch op (its output elements; a reduction's input elements),
 # whatever module or functional call issued it. The kinds are what runtimes treat differently, not a
 # claim about any one runtime: clamp-style activations (ReLU, ReLU6) fold into the conv before them on
@@ -156,6 +159,7 @@ def _architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, 
     shape = tuple(int(d) for d in input_shape)
     feats = dict(model_features(model, shape))
     split = {"conv_macs": 0, "depthwise_macs": 0, "linear_macs": 0}
+    shape_split = {"pointwise_macs": 0, "stem_macs": 0}  # parts of conv_macs (see _conv_kind_macs)
     names = {"conv": "conv_macs", "depthwise_conv": "depthwise_macs", "linear": "linear_macs"}
     shapes: list[str] = []  # "cin:cout:macs" per dense conv, in execution order (see padded_conv_macs)
 
@@ -167,6 +171,8 @@ def _architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, 
             if kind == "conv":  # a grouped conv: one group's channels (each group is padded on its own)
                 g = module.groups
                 shapes.append(f"{module.in_channels // g}:{module.out_channels // g}:{macs}")
+                for name, part in _conv_kind_macs(module, output, macs).items():
+                    shape_split[name] += part
 
     leaves = [m for m in model.modules() if layer_kind(m) in names]
     handles = [m.register_forward_hook(hook) for m in leaves]
@@ -184,12 +190,33 @@ def _architecture_features(model: Any, input_shape: Sequence[int]) -> dict[str, 
             h.remove()
     feats = {k: int(v) for k, v in feats.items()}
     feats.update(split)
+    feats.update(shape_split)
     feats["matmul_macs"] = max(0, int(counter.get_total_flops()) // 2 - sum(split.values()))
     feats["conv_shapes"] = " ".join(shapes)
     feats.update(graph.counts)
     feats["branch_conv_macs"] = graph.branch_conv_macs()
     graph.keep.clear()
     return feats
+
+
+def _conv_kind_macs(module: Any, output: Any, macs: int) -> dict[str, int]:
+    """A dense conv's MACs by what limits its speed, for the `pointwise_macs` / `stem_macs` terms.
+
+    `pointwise_macs`: a 1 x 1 conv on a map of more than one position. It does one MAC per weight
+    per position, where a 3 x 3 conv of the same channels does nine per input element, so it moves
+    more bytes per MAC and runs further below peak (a 1 x 1 conv on a 1 x 1 map is a
+    matrix-vector product, priced apart: `matvec_conv_macs`). `stem_macs`: a conv reading the image
+    (at most STEM_MAX_CHANNELS input channels): its 1-4 input channels fill no SIMD lane block,
+    so kernels run it in a generic path. Leave-one-out on the 16 real-scale students of
+    scripts/bench_scale.py (Zen 5 EPYC VM, 1 thread, 2026-12-02, halves repeating 0.94-1.00, one
+    cost per conv MAC for every shape before): ONNX Runtime fp32 0.69 -> 0.94, OpenVINO fp32
+    0.56 -> 1.00 (docs/MEASUREMENTS.md)."""
+    out = output[0] if isinstance(output, (tuple, list)) else output
+    # from the shape only: indexing the tensor here would be an op the graph counter sees as a reader
+    positions = math.prod(int(d) for d in tuple(getattr(out, "shape", ()))[2:])
+    kernel = tuple(int(k) for k in getattr(module, "kernel_size", (1,)))
+    return {"pointwise_macs": macs if all(k == 1 for k in kernel) and positions > 1 else 0,
+            "stem_macs": macs if int(module.in_channels) <= STEM_MAX_CHANNELS else 0}
 
 
 def padded_conv_macs(features: Mapping[str, Any], cin_block: int, cout_block: int) -> float:

@@ -71,7 +71,7 @@ def measurement_features(m: Any, section: dict[str, Any]) -> dict[str, float] | 
     from edgekd.latency.features import spec_features
 
     known = section["features"].get(m.model_sha256)
-    if known and "conv_shapes" in (known.get("features") or {}):
+    if known and "pointwise_macs" in (known.get("features") or {}):
         return dict(known["features"])
     shape = (known or {}).get("input_shape") or section.get("input_shape")
     classes = (known or {}).get("num_classes") or section.get("num_classes")

@@ -23,6 +23,12 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     ("conv_pad_macs", "per MMAC of channel padding to the device's channel blocks",
      lambda f, pad: padded_conv_macs(f, *pad) / 1e6),
     ("depthwise_macs", "per MMAC in depthwise convs", lambda f, pad: f.get("depthwise_macs", 0) / 1e6),
+    # on top of conv_macs: 1 x 1 dense convs on a map (low arithmetic intensity) and the stem conv that
+    # reads the image (1-4 channels: no full SIMD block); `features._conv_kind_macs` says why and what
+    # it changed. A device where every conv shape runs alike fits both ~0.
+    ("pointwise_macs", "extra per MMAC in 1x1 dense convs on a map", lambda f, pad: f.get("pointwise_macs", 0) / 1e6),
+    ("stem_macs", "extra per MMAC in convs reading the image (<= 4 channels)",
+     lambda f, pad: f.get("stem_macs", 0) / 1e6),
     # convs at a fan-out of the graph (residual blocks, squeeze-excite; edgekd.latency.features): an
     # INT8 runtime may keep them float between dequantize / quantize (ONNX Runtime does), so an INT8
     # fit prices their MACs extra; an fp32 fit, where they cost what any conv does, keeps this at ~0
