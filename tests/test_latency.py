@@ -145,6 +145,45 @@ def test_features_split_macs_by_layer_kind():
     assert text["matmul_macs"] == 2 * 2 * 16 * 16 * 48
 
 
+def test_features_split_dense_conv_macs_by_shape():
+    """`pointwise_macs`: 1 x 1 dense convs on a map (not on a 1 x 1 map: matvec_conv_macs prices those);
+    `stem_macs`: dense convs reading at most 4 channels (the image). Counting them adds no reader to
+    the graph counter: a plain chain still has no fan-out."""
+    from torch import nn
+
+    from edgekd.latency.features import architecture_features, matvec_conv_macs
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 1), nn.ReLU(),
+                        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 4, 1))
+    f = architecture_features(net, (3, 6, 6))
+    stem, pointwise, fc = 36 * 9 * 3 * 8, 36 * 8 * 16, 16 * 4
+    assert f["conv_macs"] == stem + pointwise + fc and f["depthwise_macs"] == 36 * 9 * 16
+    assert f["stem_macs"] == stem and f["pointwise_macs"] == pointwise and matvec_conv_macs(f) == fc
+    assert f["branch_conv_macs"] == 0
+    # a gray-image CNN's first conv is its stem; an MLP has neither
+    cnn = spec_features("cnn:width=8,depth=2", SHAPE, CLASSES)
+    assert cnn["stem_macs"] == 64 * 9 * 8 and cnn["pointwise_macs"] == 0
+    mlp = spec_features("mlp:hidden=32", SHAPE, CLASSES)
+    assert mlp["stem_macs"] == mlp["pointwise_macs"] == 0
+
+
+def test_fit_prices_pointwise_and_stem_convs_apart_from_other_convs():
+    """A device where 1 x 1 convs and the image-reading stem cost more per MAC than other convs: the fit
+    recovers both extra costs; a device where they do not fits them to 0."""
+    specs = student_specs() + calibration_specs(30, seed=0)
+    base = {"const": 0.005, "conv_macs": 0.01, "depthwise_macs": 0.02, "linear_macs": 0.03, "conv": 0.001}
+    for truth in (base, {**base, "pointwise_macs": 0.02, "stem_macs": 0.01}):
+        coef = np.zeros(len(TERM_NAMES))
+        for name, value in truth.items():
+            coef[TERM_NAMES.index(name)] = value
+        samples = _synthetic(specs, coef)
+        assert any(s.features["pointwise_macs"] for s in samples) and any(s.features["stem_macs"] for s in samples)
+        model = fit_latency_model(samples, "onnxruntime/fp32/t1/b1")
+        assert model.cv["p50_ms"]["max_abs_rel"] < 1e-3
+        for name in ("pointwise_macs", "stem_macs"):
+            assert model.coef["p50_ms"][name] == pytest.approx(truth.get(name, 0.0), rel=1e-3, abs=1e-9)
+
+
 def test_features_count_elementwise_work_by_kind():
     """Elements written by each kind of elementwise op (a reduction: read), whichever module or
     functional call issued it: what lets a fit price hard-swish or a squeeze-excite gate on its own."""

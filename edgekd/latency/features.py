@@ -207,10 +207,8 @@ def _conv_kind_macs(module: Any, output: Any, macs: int) -> dict[str, int]:
     more bytes per MAC and runs further below peak (a 1 x 1 conv on a 1 x 1 map is a
     matrix-vector product, priced apart: `matvec_conv_macs`). `stem_macs`: a conv reading the image
     (at most STEM_MAX_CHANNELS input channels): its 1-4 input channels fill no SIMD lane block,
-    so kernels run it in a generic path. Leave-one-out on the 16 real-scale students of
-    scripts/bench_scale.py (Zen 5 EPYC VM, 1 thread, 2026-12-02, halves repeating 0.94-1.00, one
-    cost per conv MAC for every shape before): ONNX Runtime fp32 0.69 -> 0.94, OpenVINO fp32
-    0.56 -> 1.00 (docs/MEASUREMENTS.md)."""
+    so kernels run it in a generic path. Their terms in the model, and what they changed:
+    `edgekd.latency.terms`."""
     out = output[0] if isinstance(output, (tuple, list)) else output
     # from the shape only: indexing the tensor here would be an op the graph counter sees as a reader
     positions = math.prod(int(d) for d in tuple(getattr(out, "shape", ()))[2:])

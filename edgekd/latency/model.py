@@ -45,13 +45,6 @@ from edgekd.latency.terms import TERM_NAMES, TERMS, design_row  # noqa: F401  (t
 # fixed 16/16 from 18 samples on (held-out share 0.96 vs 0.94 at 18, 0.98 vs 0.96 at 24) and lost to
 # it at 12 (0.90 vs 0.92).
 PAD_SEARCH_MIN_SAMPLES = 18
-# Terms a fit keeps only when k-fold cross-validation on its own points says they lower the error
-# (else their coefficients are 0): the conv-shape terms (`features._conv_kind_macs`). Leave-one-out on
-# the 16 real-scale students of scripts/bench_scale.py (Zen 5 EPYC VM, 1 thread, 2026-12-02): always
-# in, they lifted ONNX Runtime fp32 0.69 -> 1.00 and OpenVINO fp32 0.56 -> 0.94 but cost ONNX Runtime
-# and LiteRT INT8 a student each (VNNI runs 1 x 1 convs near peak); chosen per fit, every fp32 fit
-# of ONNX Runtime kept them and INT8 fits mostly did not, and no configuration lost a student.
-OPTIONAL_TERMS = ("pointwise_macs", "stem_macs")
 METRICS = ("p50_ms", "p90_ms", "p99_ms")
 PERCENTILES = {50: "p50_ms", 90: "p90_ms", 99: "p99_ms"}
 MODEL_KIND = "nnls-relative/1"
@@ -275,38 +268,30 @@ def fit_latency_model(
             "run `edgekd profile calibrate` to measure a sample of the search space"
         )
     pads = pad_block_candidates(samples)
-    full = {pad: np.stack([design_row(s.features, pad) for s in samples]) for pad in pads}
-    plain = {pad: _without(x, OPTIONAL_TERMS) for pad, x in full.items()}
+    designs = {pad: np.stack([design_row(s.features, pad) for s in samples]) for pad in pads}
     p50 = np.array([s.latency["p50_ms"] for s in samples], dtype=np.float64)
     k = max(2, min(folds, len(samples)))
     everyone = np.arange(len(samples))
-
-    def choose(rows: np.ndarray, fold_seed: int) -> tuple[tuple[int, int], np.ndarray]:
-        """The channel blocks, then whether the OPTIONAL_TERMS join, each by cross-validation on `rows`."""
-        pad = _choose_design(plain, p50, rows, k, fold_seed)
-        optional = _choose_design({False: plain[pad], True: full[pad]}, p50, rows, k, fold_seed)
-        return pad, (full if optional else plain)[pad]
-
-    pad_block, design = choose(everyone, seed)
+    pad_block = _choose_pad_block(designs, p50, everyone, k, seed)
     coef: dict[str, dict[str, float]] = {}
     cv: dict[str, dict[str, float]] = {}
     # nested cross-validation: each outer fold chooses its own channel blocks on its training rows
     # only, so the stored error also pays for that choice instead of flattering the winner
     outer = _kfold_indices(len(samples), k, seed)
-    fold_design = [choose(np.setdiff1d(everyone, test), seed + 1)[1] for test in outer]
+    fold_pad = [_choose_pad_block(designs, p50, np.setdiff1d(everyone, test), k, seed + 1) for test in outer]
     for metric in METRICS:
         y = np.array([s.latency.get(metric) or 0.0 for s in samples], dtype=np.float64)
         if int((y > 0).sum()) < MIN_SAMPLES:
             continue
         have = y > 0
-        coef[metric] = dict(zip(TERM_NAMES, map(float, _nnls_relative(design[have], y[have]))))
+        coef[metric] = dict(zip(TERM_NAMES, map(float, _nnls_relative(designs[pad_block][have], y[have]))))
         rel = []
-        for test, x in zip(outer, fold_design):
+        for test, pad in zip(outer, fold_pad):
             train, test = np.setdiff1d(everyone, test), test
             train, test = train[have[train]], test[have[test]]
             if len(test):
-                c = _nnls_relative(x[train], y[train])
-                rel.append(relative_errors(x[test] @ c, y[test]))
+                c = _nnls_relative(designs[pad][train], y[train])
+                rel.append(relative_errors(designs[pad][test] @ c, y[test]))
         cv[metric] = error_summary(np.concatenate(rel))
     return LatencyModel(
         key=key, kind=MODEL_KIND, coef=coef, n_samples=len(samples), cv=cv, folds=k,
@@ -315,19 +300,11 @@ def fit_latency_model(
     )
 
 
-def _without(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Design matrix `x` with the columns of terms `names` zeroed (their coefficients fit to 0)."""
-    x = x.copy()
-    x[:, [TERM_NAMES.index(n) for n in names]] = 0.0
-    return x
-
-
-def _choose_design(designs: Mapping[Any, np.ndarray], y: np.ndarray, rows: np.ndarray,
-                   folds: int, seed: int) -> Any:
-    """The key of the design whose fit on `rows` has the lowest k-fold cross-validated RMS relative
-    error: which channel blocks a device's conv kernels compute in, and whether the optional terms
-    describe it, is measured, not assumed. Ties keep the earlier key (the smaller block pair, so
-    samples without convs get (1, 1), i.e. no padding; the design without the optional terms)."""
+def _choose_pad_block(designs: Mapping[tuple[int, int], np.ndarray], y: np.ndarray, rows: np.ndarray,
+                      folds: int, seed: int) -> tuple[int, int]:
+    """The channel-block pair whose fit on `rows` has the lowest k-fold cross-validated RMS relative
+    error: which blocks a device's conv kernels compute in is measured, not assumed. Ties keep the
+    earlier (smaller) pair, so samples without convs get (1, 1), i.e. no padding."""
     if len(designs) == 1:
         return next(iter(designs))
     k = max(2, min(folds, len(rows)))

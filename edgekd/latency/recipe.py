@@ -14,7 +14,7 @@ model fitted on them describe artifacts the device no longer gets. So:
   * a point of another recipe, or of none recorded, joins no fit and is no "measured" latency
     (`is_current`): fit, transfer points, the deploy's latency table, the reused teacher figure, the
     bench drift check and the Pareto plot; a model of another recipe predicts nothing as it is
-    (`model_is_current`, read by `edgekd.deploy.select.latency_models`).
+    (`model_is_current`, read by `edgekd.deploy.candidates.latency_models`).
 
 fp32 / fp16 points, TensorRT (which builds its INT8 on the device) and text models (dynamic INT8,
 chosen by no device rule; keys with ``/seqL``) have no recipe: nothing changes for them. Host side,

@@ -66,8 +66,8 @@ def measurement_runtime(m: Any) -> str:
 def measurement_features(m: Any, section: dict[str, Any]) -> dict[str, float] | None:
     """Architecture features of a measured model: recorded ones, else rebuilt from its spec at the
     recorded (or the section's) input shape when the parameter count proves it is the plain
-    (uncompressed) spec. Recorded features from before `conv_shapes` existed are rebuilt the same
-    way when possible, so old profiles get the per-device channel-block choice too."""
+    (uncompressed) spec. Recorded features from before the newest ones (`pointwise_macs`, and before
+    it `conv_shapes`) are rebuilt the same way when possible, so old profiles get every term too."""
     from edgekd.latency.features import spec_features
 
     known = section["features"].get(m.model_sha256)

@@ -24,8 +24,16 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
      lambda f, pad: padded_conv_macs(f, *pad) / 1e6),
     ("depthwise_macs", "per MMAC in depthwise convs", lambda f, pad: f.get("depthwise_macs", 0) / 1e6),
     # on top of conv_macs: 1 x 1 dense convs on a map (low arithmetic intensity) and the stem conv that
-    # reads the image (1-4 channels: no full SIMD block); `features._conv_kind_macs` says why and what
-    # it changed. A device where every conv shape runs alike fits both ~0.
+    # reads the image (1-4 channels: no full SIMD block; `features._conv_kind_macs`). With one cost per
+    # conv MAC, fp32 fits priced the mobile families' 1 x 1 convs at the ResNets' 3 x 3 rate. Leave-one-
+    # out over the 16 real-scale students of scripts/bench_scale.py (Zen 5 EPYC VM, 1 thread,
+    # 2026-12-02), six runtime x precision configurations summed, without -> with: 4.88 -> 5.50 on the
+    # calm run they were found on, 4.81 -> 5.31 on a fresh calm run measured after (ONNX Runtime fp32
+    # 0.75 -> 1.00, OpenVINO fp32 0.62 -> 0.88, the rest unchanged); on two runs whose halves did not
+    # repeat (0.25-0.94) 4.00 -> 3.94 and, 24 students, 5.04 -> 5.00: within their noise. The micro
+    # space's calibration and transfer tables within a student or two. Tried and not kept: choosing per
+    # fit by k-fold CV whether they join (5.56 / 5.25: no better, and on ~15 points the choice flipped
+    # with the order of the points). A device where every conv shape runs alike fits both ~0.
     ("pointwise_macs", "extra per MMAC in 1x1 dense convs on a map", lambda f, pad: f.get("pointwise_macs", 0) / 1e6),
     ("stem_macs", "extra per MMAC in convs reading the image (<= 4 channels)",
      lambda f, pad: f.get("stem_macs", 0) / 1e6),
