@@ -113,7 +113,7 @@ def recipe_profiles(tmp_path_factory):
 
 
 def test_points_of_another_recipe_join_no_fit_and_are_no_measured_latency(recipe_profiles):
-    from edgekd.deploy.select import gather_candidates
+    from edgekd.deploy.candidates import gather_candidates
     from edgekd.device.profiles import Profile
     from edgekd.latency.section import device_points, fit_profile
 
@@ -127,7 +127,7 @@ def test_points_of_another_recipe_join_no_fit_and_are_no_measured_latency(recipe
                                       precisions=["int8"], threads=1, target=None, percentile=90, specs=r["specs"])
     # neither its points nor the model fitted on them predict anything here
     assert cands == [] and KEY not in models
-    from edgekd.deploy.select import stale_models
+    from edgekd.deploy.candidates import stale_models
 
     assert stale_models(prof) == [KEY]
     from click.testing import CliRunner

@@ -11,7 +11,8 @@ from latency_helpers import calibrated_profile, copy_profile
 from edgekd.cli import main
 from edgekd.errors import ConfigError, ProfileError
 from edgekd.device.profiles import Measurement, Profile, save_profile
-from edgekd.deploy.select import MEASURED, PREDICTED, PRIOR, Candidate, apply_rule, select
+from edgekd.deploy.candidates import MEASURED, PREDICTED, PRIOR, Candidate
+from edgekd.deploy.select import apply_rule, select
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,7 @@ def test_cpu_and_npu_figures_of_one_device_never_mix(tmp_path):
 
 
 def test_latency_model_keys_name_the_accelerator_the_same_way_everywhere():
-    from edgekd.deploy.select import Config
+    from edgekd.deploy.candidates import Config
     from edgekd.latency.model import model_key, shape_tag
 
     assert model_key("openvino", "fp32", 0, 1) == model_key("openvino", "fp32", 0, 1, accelerator="cpu") \

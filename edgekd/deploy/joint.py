@@ -47,7 +47,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from edgekd.deploy.select import BYTES_PER_WEIGHT, size_bytes  # noqa: F401  (re-exported: the joint rule's size)
+from edgekd.deploy.candidates import BYTES_PER_WEIGHT, size_bytes  # noqa: F401  (re-exported: the joint rule's size)
 from edgekd.deploy.session import Session
 
 #: after an INT8/fp16 winner misses the floor on its artifact (or its gate refuses it), how many more

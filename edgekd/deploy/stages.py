@@ -219,7 +219,7 @@ def latency_table(profile: Any, target: Any, config_key: tuple[str, str, str, in
     search-space student (`space`, default the image students) in one (runtime, format, precision,
     threads) configuration."""
     from edgekd.latency.search_space import student_specs
-    from edgekd.deploy.select import gather_candidates
+    from edgekd.deploy.candidates import gather_candidates
 
     runtime, fmt, precision, threads = config_key
     space = list(space) if space is not None else student_specs()

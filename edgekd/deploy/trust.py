@@ -126,7 +126,7 @@ def ensure_latency_model(s: Session, check: TeacherCheck) -> None:
 
 def teacher_predicted(s: Session, check: TeacherCheck) -> None:
     """No device figure for the teacher: fill in the fitted model's prediction, labelled as one."""
-    from edgekd.deploy.select import gather_candidates
+    from edgekd.deploy.candidates import gather_candidates
     from edgekd.latency.features import architecture_features
     from edgekd.models import load_model
 
