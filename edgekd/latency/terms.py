@@ -31,7 +31,7 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     # calm run they were found on, 4.81 -> 5.31 on a fresh calm run measured after (ONNX Runtime fp32
     # 0.75 -> 1.00, OpenVINO fp32 0.62 -> 0.88, the rest unchanged); on two runs whose halves did not
     # repeat (0.25-0.94) 4.00 -> 3.94 and, 24 students, 5.04 -> 5.00: within their noise. The micro
-    # space's calibration and transfer tables within a student or two. Tried and not kept: choosing per
+    # space's calibration table unchanged, its transfer table within 4 points. Tried and not kept: choosing per
     # fit by k-fold CV whether they join (5.56 / 5.25: no better, and on ~15 points the choice flipped
     # with the order of the points). A device where every conv shape runs alike fits both ~0.
     ("pointwise_macs", "extra per MMAC in 1x1 dense convs on a map", lambda f, pad: f.get("pointwise_macs", 0) / 1e6),
