@@ -264,7 +264,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
         t0 = time.monotonic()
         measure_all(jobs if r % 2 == 0 else list(reversed(jobs)))
         _log(f"round {r + 1}/{max(1, args.rounds)}: {len(jobs)} artifacts in {time.monotonic() - t0:.0f} s "
-             f"(load average {os.getloadavg()[0]:.1f})")
+             f"(load average {(_load() or ['?'])[0]})")
     floor = anchor_floor(lat for rs in rounds.values() for lat in rs)
     # more passes over the models none of whose rounds was calm, while --calm-s lasts
     for _ in range(max(1, args.rounds)):

@@ -24,9 +24,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from edgekd.deploy.candidates import MEASURED, PREDICTED, PRIOR, Candidate, gather_candidates, stale_models
+from edgekd.deploy.candidates import Candidate, gather_candidates, stale_models
 from edgekd.errors import ConfigError, ProfileError
-from edgekd.latency.model import PREDICTED_UNMEASURED
 
 RULES = {False: "fewest parameters; tie -> higher accuracy, then faster",
          True: "smallest weights on the device (params x bytes per weight: fp32 4, fp16 2, int8 1); "
@@ -102,7 +101,7 @@ def apply_rule(
             lat_excess = math.inf
         else:
             c.fits_latency = c.latency_ms <= budget_ms
-            word = {MEASURED: "measured", PREDICTED: "predicted", PRIOR: PREDICTED_UNMEASURED}[c.latency_source]
+            word = c.latency_label
             rel = "<=" if c.fits_latency else ">"
             c.reasons.append(f"{word} {c.latency_ms:.4g} ms {rel} budget {budget_ms:g} ms")
             lat_excess = max(0.0, c.latency_ms / budget_ms - 1.0)
