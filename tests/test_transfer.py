@@ -395,3 +395,57 @@ def test_a_transfer_that_mispredicts_its_own_points_falls_back_to_a_full_calibra
     assert len(measured) == 2 and len(measured[0]) == 2 and measured[1] == fallback  # probes, then the fallback
     assert out["fallback"] and out["fallback_students"] == 6
     assert out["loo_median_abs_rel"] > FALLBACK_LOO_ERROR and "falling back to full calibration" in lines[-1]
+
+
+def _kind_points(**factors) -> list[Point]:
+    pts = []
+    for s in KIND_SPECS + SPECS:
+        f = spec_features(s, SHAPE, CLASSES)
+        ms = _kind_cost(f, **factors)
+        pts.append(Point(s, f, {"p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.3}))
+    return pts
+
+
+def _prior_without_depthwise_cost() -> LatencyModel:
+    """A prior device on which depthwise convs cost nothing per MAC: its fit prices that term at 0."""
+    from edgekd.latency.model import Sample, fit_latency_model
+
+    samples = [Sample(f"{p.name}@{i}", p.features, p.latency) for i, p in enumerate(_kind_points(dw=0.0))]
+    return fit_latency_model(samples, KEY)
+
+
+def test_refit_prices_a_term_the_prior_priced_at_zero_where_kinds_cannot():
+    """The target runs depthwise convs at 10x the dense rate per MAC (a runtime without a depthwise kernel
+    for them); the prior's fit priced them at 0. A per-kind
+    scale of 0 stays 0, so `kinds` misses every mobilenet whatever the points say; `refit` frees every
+    term (the prior only regularizes) and, on the same points, predicts the held-out students."""
+    base = _prior_without_depthwise_cost()
+    assert base.coef["p50_ms"]["depthwise_macs"] == 0.0
+    pts = _kind_points(dw=10.0)
+    seen = [p for i, p in enumerate(pts) if i % 2 == 0]
+    held = [p for i, p in enumerate(pts) if i % 2 == 1]
+    errs = {}
+    for method in ("kinds", "refit", "refit-local"):
+        model = transferred_model(base, seen, method=method)
+        errs[method] = max(abs(model.predict(p.features, "p50_ms") / p.latency["p50_ms"] - 1)
+                           for p in held if p.features.get("depthwise_macs"))
+    assert errs["kinds"] > 0.15, errs
+    assert errs["refit"] < 0.05 and errs["refit-local"] < 0.05, errs
+
+
+def test_auto_scales_the_prior_on_few_points_and_refits_on_enough():
+    from edgekd.latency.transfer import AUTO_REFIT_POINTS
+
+    base = _prior_without_depthwise_cost()
+    pts = _kind_points(dw=10.0)
+    few = fit_correction(base, pts[:AUTO_REFIT_POINTS - 1], "auto")
+    assert few["method"] == "kinds-local" and few["chosen_by"].startswith("auto:")
+    many = transferred_model(base, pts[:AUTO_REFIT_POINTS], method="auto")
+    assert many.transfer["method"] == "auto" and many.transfer["correction"]["method"] == "refit-local"
+    assert "(auto: refit-local)" in many.label
+    # a stored `auto` transfer reads back and predicts as its chosen method does
+    again = LatencyModel.from_dict(KEY, many.to_dict())
+    f = pts[-1].features
+    assert again.predict(f, "p50_ms") == pytest.approx(many.predict(f, "p50_ms"), rel=1e-9)
+    assert again.predict(f, "p50_ms") == pytest.approx(
+        correction_at(base, fit_correction(base, pts[:AUTO_REFIT_POINTS], "refit-local"), f, "p50_ms"), rel=1e-9)

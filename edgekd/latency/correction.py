@@ -70,6 +70,14 @@ def group_parts(base: Any, features: Mapping[str, Any], metric: str,
                      for names in (groups or TERM_GROUPS).values()])
 
 
+def _local_factor(base: Any, entry: Mapping[str, Any], features: Mapping[str, Any]) -> float:
+    """The `local` residual correction a `*-local` method stores on top of its inner fit (1 without one)."""
+    if "alpha" not in entry:
+        return 1.0
+    z = z_of(base, features)[None, :]
+    return math.exp(float((_kernel(z, np.asarray(entry["z"])) @ np.asarray(entry["alpha"]))[0]))
+
+
 def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[str, Any],
                   metric: str) -> float:
     """The prediction of `base` corrected for this device (ms)."""
@@ -77,19 +85,17 @@ def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[st
     if entry is None:
         return base.predict(features, metric)
     method = correction.get("method")
-    if method == "refit":
+    if method in ("refit", "refit-local"):
         row = design_row(features, base.pad_block)
-        return float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
+        pred = float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
+        return pred * _local_factor(base, entry, features)
     if method in ("kinds", "kinds-local"):
         groups = entry.get("groups") or LEGACY_TERM_GROUPS
         scales = np.array([float(entry["scales"].get(g, entry["s0"])) for g in groups])
         parts = group_parts(base, features, metric, groups)
         # a prior without these terms (the datasheet roofline) can only be scaled as a whole
         pred = float(parts @ scales) if parts.sum() > 0 else base.predict(features, metric) * float(entry["s0"])
-        if "alpha" in entry:  # the `local` residual correction on top of the per-kind fit
-            z = z_of(base, features)[None, :]
-            pred *= math.exp(float((_kernel(z, np.asarray(entry["z"])) @ np.asarray(entry["alpha"]))[0]))
-        return pred
+        return pred * _local_factor(base, entry, features)
     c = float(entry["m"])
     if method == "log-affine":
         x = math.log(max(base.predict(features, "p50_ms"), 1e-9))

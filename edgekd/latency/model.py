@@ -171,7 +171,10 @@ class LatencyModel:
             return f"{PREDICTED_UNMEASURED} (datasheet roofline prior)"
         if self.kind == TRANSFER_KIND and self.transfer:
             prior = (self.transfer.get("prior") or {}).get("source") or "a foreign model"
-            return f"predicted from {prior}, adapted ({self.transfer.get('method')}) by {self.n_samples} measurements here"
+            method = self.transfer.get("method")
+            used = ((self.transfer.get("correction") or {}).get("method"))
+            how = f"{method}: {used}" if used and used != method else method
+            return f"predicted from {prior}, adapted ({how}) by {self.n_samples} measurements here"
         err = self.cv.get("p50_ms", {}).get("median_abs_rel")
         cv = f", cross-validated median error {err:.1%}" if err is not None and not math.isnan(err) else ""
         return f"predicted from {self.n_samples} measurements{cv}"
