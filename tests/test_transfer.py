@@ -439,7 +439,7 @@ def test_auto_scales_the_prior_on_few_points_and_refits_on_enough():
     base = _prior_without_depthwise_cost()
     pts = _kind_points(dw=10.0)
     few = fit_correction(base, pts[:AUTO_REFIT_POINTS - 1], "auto")
-    assert few["method"] == "kinds-local" and few["chosen_by"].startswith("auto:")
+    assert few["method"] == "kinds-local" and "kinds-local" in few["chosen_by"]["p50_ms"]
     many = transferred_model(base, pts[:AUTO_REFIT_POINTS], method="auto")
     assert many.transfer["method"] == "auto" and many.transfer["correction"]["method"] == "refit-local"
     assert "(auto: refit-local)" in many.label
@@ -449,3 +449,32 @@ def test_auto_scales_the_prior_on_few_points_and_refits_on_enough():
     assert again.predict(f, "p50_ms") == pytest.approx(many.predict(f, "p50_ms"), rel=1e-9)
     assert again.predict(f, "p50_ms") == pytest.approx(
         correction_at(base, fit_correction(base, pts[:AUTO_REFIT_POINTS], "refit-local"), f, "p50_ms"), rel=1e-9)
+
+
+def test_auto_decides_per_statistic_on_the_points_that_carry_it():
+    """Six points, two without a p99: p50 / p90 are refitted, p99 (four points) is scaled per kind, and
+    each statistic predicts by its own method."""
+    from edgekd.latency.transfer import AUTO_REFIT_POINTS
+
+    base = _prior_without_depthwise_cost()
+    pts = _kind_points(dw=10.0)[:AUTO_REFIT_POINTS]
+    for p in pts[:2]:
+        del p.latency["p99_ms"]
+    corr = fit_correction(base, pts, "auto")
+    methods = {m: e["method"] for m, e in corr["metrics"].items()}
+    assert methods == {"p50_ms": "refit-local", "p90_ms": "refit-local", "p99_ms": "kinds-local"}
+    f = pts[-1].features
+    for metric, method in methods.items():
+        alone = fit_correction(base, pts, method, (metric,))
+        assert correction_at(base, corr, f, metric) == pytest.approx(correction_at(base, alone, f, metric), rel=1e-9)
+
+
+def test_a_refit_never_predicts_near_zero_outside_its_points():
+    """Points that make the refit zero every cost a far-away student has still leave it a share of the
+    scaled prior (`correction.REFIT_MIN_SHARE`), not ~0 ms."""
+    from edgekd.latency.correction import REFIT_MIN_SHARE
+
+    base = _prior_without_depthwise_cost()
+    f = spec_features("mobilenet:blocks=2,depth=3,expansion=4,width=1.0", SHAPE, CLASSES)
+    zero = {"method": "refit", "metrics": {"p50_ms": {"m": 0.0, "k": 3, "coef": {}}}}
+    assert correction_at(base, zero, f, "p50_ms") == pytest.approx(REFIT_MIN_SHARE * base.predict(f, "p50_ms"))

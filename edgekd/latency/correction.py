@@ -21,6 +21,8 @@ from edgekd.latency.terms import TERM_NAMES, design_row
 GP_NOISE = 0.10
 GP_SIGNAL = 0.5
 GP_LENGTHS = (0.6, 0.35, 0.35, 0.35)
+# a `refit` prediction never falls below this share of the prior scaled by the points' global factor
+REFIT_MIN_SHARE = 0.05
 
 
 def z_of(base: Any, features: Mapping[str, Any]) -> np.ndarray:
@@ -84,11 +86,13 @@ def correction_at(base: Any, correction: Mapping[str, Any], features: Mapping[st
     entry = (correction.get("metrics") or {}).get(metric)
     if entry is None:
         return base.predict(features, metric)
-    method = correction.get("method")
+    method = entry.get("method") or correction.get("method")  # `auto` records each metric's method
     if method in ("refit", "refit-local"):
         row = design_row(features, base.pad_block)
         pred = float(sum(entry["coef"].get(n, 0.0) * v for n, v in zip(TERM_NAMES, row)))
-        return pred * _local_factor(base, entry, features)
+        # a student outside the points' range must not fall to ~0 ms: never below a share of the scaled prior
+        floor = REFIT_MIN_SHARE * base.predict(features, metric) * math.exp(float(entry.get("m", 0.0)))
+        return max(pred, floor) * _local_factor(base, entry, features)
     if method in ("kinds", "kinds-local"):
         groups = entry.get("groups") or LEGACY_TERM_GROUPS
         scales = np.array([float(entry["scales"].get(g, entry["s0"])) for g in groups])

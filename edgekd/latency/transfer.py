@@ -108,7 +108,7 @@ def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DE
             alpha = np.linalg.solve(k, r - m)
             entry.update(z=z.round(6).tolist(), alpha=alpha.tolist())
         elif method in ("refit", "refit-local"):
-            entry.update(_refit(base, [points[i] for i in keep], metric, math.exp(m)))
+            entry.update(_refit(base, [points[i] for i in keep], metric))
             if method == "refit-local":
                 _add_local(base, entry, "refit", [points[i] for i in keep], metric)
         elif method in ("kinds", "kinds-local"):
@@ -123,16 +123,27 @@ def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DE
 # scripts/bench_transfer.py's saved measurements (Zen 4 EPYC VM, 2026-12-03, the same 40 random draws per k
 # for both): micro space, refit-local ahead on pairs b and c from 6-7 points (84-92 % against 73-84 % at
 # 10-12), kinds-local ahead by up to 11 points at 3-5; real space, tied at k <= 5, refit-local ahead on
-# (b) by 6 at k = 10 and 10 at k = 24
+# (b) by 7 at k = 10 and 10 at k = 24
 AUTO_REFIT_POINTS = 6
 
 
 def _auto(base: LatencyModel, points: Sequence[Point], metrics: Sequence[str]) -> dict[str, Any]:
     """`auto`: the prior's shape scaled per kind while the points are few, the device's own costs (the
-    prior as regularizer) once they are enough to pin them; the correction is the chosen method's."""
-    chosen = "refit-local" if len(points) >= AUTO_REFIT_POINTS else "kinds-local"
-    out = fit_correction(base, points, chosen, metrics)
-    out["chosen_by"] = f"auto: {len(points)} point(s), refit-local from {AUTO_REFIT_POINTS}"
+    prior as regularizer) once they are enough to pin them -- decided per latency statistic on the points
+    that carry it; each metric's entry records the method it used (read by `correction_at`), the top level
+    the p50's (or the first metric's)."""
+    out: dict[str, Any] = {"method": "kinds-local", "metrics": {}, "chosen_by": {}}
+    for metric in metrics:
+        usable = sum(1 for p in points if (p.latency.get(metric) or 0) > 0)
+        chosen = "refit-local" if usable >= AUTO_REFIT_POINTS else "kinds-local"
+        entry = fit_correction(base, points, chosen, (metric,))["metrics"].get(metric)
+        if entry is None:
+            continue
+        entry["method"] = chosen
+        out["metrics"][metric] = entry
+        out["chosen_by"][metric] = f"{usable} point(s): {chosen} (refit-local from {AUTO_REFIT_POINTS})"
+    if out["metrics"]:
+        out["method"] = out["metrics"].get("p50_ms", next(iter(out["metrics"].values())))["method"]
     return out
 
 
@@ -196,33 +207,37 @@ def _groups() -> dict[str, list[str]]:
     return {g: list(t) for g, t in TERM_GROUPS.items()}
 
 
-def _refit(base: LatencyModel, points: Sequence[Point], metric: str, scale: float) -> dict[str, Any]:
+def _refit(base: LatencyModel, points: Sequence[Point], metric: str) -> dict[str, Any]:
     """`refit`: NNLS of every term on the points' relative errors plus one ridge row per term pulling its
-    coefficient toward scale x the prior's within a tolerance tau_j = scale x prior_j + REFIT_SLACK x
-    (typical latency) / (typical value of term j over the points); the ridge by leave-one-out on the points
-    (REFIT_RIDGE_FEW with fewer than KINDS_LOO_MIN). A term no point has keeps the scaled prior's cost."""
+    coefficient toward s x the prior's (s: the points' global factor) within a tolerance tau_j = s x prior_j
+    + REFIT_SLACK x (typical latency) / (typical value of term j over the points); the ridge by
+    leave-one-out on the points (every fold recomputes s and tau without the point it leaves out;
+    REFIT_RIDGE_FEW with fewer than KINDS_LOO_MIN). A term no point has keeps the scaled prior's cost."""
     from scipy.optimize import nnls
 
-    prior = scale * np.array([float(base.coef[metric].get(n, 0.0)) for n in TERM_NAMES])
+    raw = np.maximum([float(base.coef[metric].get(n, 0.0)) for n in TERM_NAMES], 0.0)
     x = np.stack([design_row(p.features, base.pad_block) for p in points])
     y = np.array([float(p.latency[metric]) for p in points])
-    tau = prior + REFIT_SLACK * float(np.median(y)) / _typical(x)
+    f = np.array([max(base.predict(p.features, metric), 1e-12) for p in points])
 
-    def solve(xa: np.ndarray, ya: np.ndarray, lam: float) -> np.ndarray:
+    def solve(rows: np.ndarray, lam: float) -> np.ndarray:
+        xa, ya = x[rows], y[rows]
+        prior = math.exp(float(np.mean(np.log(ya / f[rows])))) * raw
+        tau = prior + REFIT_SLACK * float(np.median(ya)) / _typical(xa)
         a = np.vstack([xa / ya[:, None], math.sqrt(lam) * np.diag(1.0 / tau)])
         b = np.concatenate([np.ones(len(ya)), math.sqrt(lam) * prior / tau])
         return nnls(a, b, maxiter=100 * len(tau))[0]
 
+    every = np.arange(len(y))
     ridge, loo_err = REFIT_RIDGE_FEW, None
     if len(y) >= KINDS_LOO_MIN:
         scores = []
         for lam in REFIT_RIDGES:
-            errs = [abs(math.log(max(float(x[i] @ solve(np.delete(x, i, 0), np.delete(y, i), lam)), 1e-12) / y[i]))
-                    for i in range(len(y))]
+            errs = [abs(math.log(max(float(x[i] @ solve(every[every != i], lam)), 1e-12) / y[i])) for i in every]
             scores.append(float(np.mean(errs)))
         best = int(np.argmin(scores))
         ridge, loo_err = REFIT_RIDGES[best], scores[best]
-    c = solve(x, y, ridge)
+    c = solve(every, ridge)
     return {"coef": {n: float(v) for n, v in zip(TERM_NAMES, c)}, "ridge": ridge, "loo_log_err": loo_err}
 
 
@@ -262,7 +277,8 @@ def transferred_model(base: LatencyModel, points: Sequence[Point], *, method: st
     # the method the correction used (`auto`'s choice is not re-made per fold: k^2 fits, not k^3)
     cv: dict[str, dict[str, Any]] = {}
     for metric in base.coef:
-        loo = leave_one_out(base, points, corr["method"], metric) if len(points) >= 2 else []
+        used = ((corr.get("metrics") or {}).get(metric) or {}).get("method") or corr["method"]
+        loo = leave_one_out(base, points, used, metric) if len(points) >= 2 else []
         if loo:
             cv[metric] = {"median_abs_rel": float(np.median(np.abs(loo))), "max_abs_rel": float(np.max(np.abs(loo))),
                           "within_10pct": float(np.mean(np.abs(loo) <= 0.10)), "loo": True}
