@@ -121,7 +121,7 @@ def fit_correction(base: LatencyModel, points: Sequence[Point], method: str = DE
 
 # `auto`: `kinds-local` on fewer device points than this, `refit-local` from there. Measured offline on
 # scripts/bench_transfer.py's saved measurements (Zen 4 EPYC VM, 2026-12-03, the same 40 random draws per k
-# for both): micro space, refit-local ahead on pairs b and c from 6-7 points (84-92 % against 73-84 % at
+# for both): micro space, refit-local ahead on pairs b and c from 6-7 points (85-91 % against 73-84 % at
 # 10-12), kinds-local ahead by up to 11 points at 3-5; real space, tied at k <= 5, refit-local ahead on
 # (b) by 7 at k = 10 and 10 at k = 24
 AUTO_REFIT_POINTS = 6
