@@ -186,20 +186,24 @@ def _fit_kinds(base: LatencyModel, points: Sequence[Point], metric: str, m: floa
         return {"s0": s0, "ridge": None, "loo_log_err": None, "scales": {g: s0 for g in TERM_GROUPS},
                 "groups": _groups()}
     if len(y) >= KINDS_LOO_MIN:
-        scores = []
-        for lam in KINDS_RIDGES:
-            errs = []
-            for i in range(len(y)):
-                rest = np.arange(len(y)) != i
-                m_i = float(np.mean(np.log(y[rest] / np.maximum(parts[rest].sum(axis=1), 1e-12))))
-                sc = _kinds_solve(parts[rest], y[rest], math.exp(m_i), lam)
-                errs.append(abs(math.log(max(float(parts[i] @ sc), 1e-12) / y[i])))
-            scores.append(float(np.mean(errs)))
-        best = int(np.argmin(scores))
-        ridge, loo_err = KINDS_RIDGES[best], scores[best]
+        def left_out(i: int, lam: float) -> float:
+            rest = np.arange(len(y)) != i
+            m_i = float(np.mean(np.log(y[rest] / np.maximum(parts[rest].sum(axis=1), 1e-12))))
+            return float(parts[i] @ _kinds_solve(parts[rest], y[rest], math.exp(m_i), lam))
+
+        ridge, loo_err = _ridge_by_loo(KINDS_RIDGES, y, left_out)
     scales = _kinds_solve(parts, y, s0, ridge)
     return {"s0": s0, "ridge": ridge, "loo_log_err": loo_err,
             "scales": {g: float(v) for g, v in zip(TERM_GROUPS, scales)}, "groups": _groups()}
+
+
+def _ridge_by_loo(ridges: Sequence[float], y: np.ndarray, left_out: Any) -> tuple[float, float]:
+    """The ridge of `ridges` whose fits predict the points best when each is left out in turn (mean |log
+    error|; `left_out(i, ridge)` is point i's prediction from the others), and that error."""
+    scores = [float(np.mean([abs(math.log(max(left_out(i, lam), 1e-12) / y[i])) for i in range(len(y))]))
+              for lam in ridges]
+    best = int(np.argmin(scores))
+    return ridges[best], scores[best]
 
 
 def _groups() -> dict[str, list[str]]:
@@ -231,12 +235,7 @@ def _refit(base: LatencyModel, points: Sequence[Point], metric: str) -> dict[str
     every = np.arange(len(y))
     ridge, loo_err = REFIT_RIDGE_FEW, None
     if len(y) >= KINDS_LOO_MIN:
-        scores = []
-        for lam in REFIT_RIDGES:
-            errs = [abs(math.log(max(float(x[i] @ solve(every[every != i], lam)), 1e-12) / y[i])) for i in every]
-            scores.append(float(np.mean(errs)))
-        best = int(np.argmin(scores))
-        ridge, loo_err = REFIT_RIDGES[best], scores[best]
+        ridge, loo_err = _ridge_by_loo(REFIT_RIDGES, y, lambda i, lam: float(x[i] @ solve(every[every != i], lam)))
     c = solve(every, ridge)
     return {"coef": {n: float(v) for n, v in zip(TERM_NAMES, c)}, "ridge": ridge, "loo_log_err": loo_err}
 
