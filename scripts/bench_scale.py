@@ -63,8 +63,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# four per family, 96-224 px, spread over MACs (8 M .. 1.8 G): 16 per configuration, so each one left out is
-# predicted by a fit on 15 (with 8 per configuration the 12-term fit had too few points: 0.38-0.63 within 10 %)
+# six per family, 96-224 px, spread over MACs (8 M .. 1.8 G): 24 per configuration, so each one left out is
+# predicted by a fit on 23 (with 8 per configuration the 12-term fit had too few points: 0.38-0.63 within 10 %).
+# Until session 22 the first 16 alone: 15 points for the model's 18 terms, and MobileNetV3 small and large
+# two students each, so leaving one out extrapolated its layout from one. The same run's measurements
+# (AMD EPYC Zen 4 VM, 2026-12-03, /work/helpers/s22/sub16.py), leave-one-out within 10 % summed over the six
+# runtime x precision configurations: the 16 alone 5.06, all 24 5.25 (ONNX Runtime fp32 0.88 -> 0.96,
+# LiteRT INT8 0.88 -> 0.96, OpenVINO fp32 0.69 -> 0.79); the benchmark measures 1.5x longer (~32 min). The
+# one run that met the issue's >= 0.9 in all six configurations was on these 24 (run G, AVX2 EPYC,
+# docs/MEASUREMENTS.md).
 DEFAULT_SPECS = [
     "mobilenetv2:resolution=96,width=0.35",
     "mobilenetv2:resolution=224,width=1.0",
@@ -82,6 +89,14 @@ DEFAULT_SPECS = [
     "efficientnet_lite:depth=1.0,resolution=160,width=1.0",
     "resnet_basic:depth=10,resolution=128,width=32",
     "resnet_basic:depth=18,resolution=160,width=32",
+    "mobilenetv3:layout=small,resolution=224,width=1.0",
+    "mobilenetv3:layout=small,resolution=160,width=0.75",
+    "mobilenetv3:layout=large,resolution=128,width=0.75",
+    "mobilenetv3:layout=large,resolution=224,width=0.75",
+    "mobilenetv2:resolution=192,width=1.0",
+    "efficientnet_lite:depth=1.0,resolution=192,width=1.0",
+    "resnet_basic:depth=10,resolution=160,width=64",
+    "resnet_basic:depth=10,resolution=96,width=16",
 ]
 QUICK_SPECS = ["mobilenetv2:resolution=96,width=0.35", "resnet_basic:depth=10,resolution=96,width=32"]
 
@@ -296,7 +311,7 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--specs", nargs="*", default=None, help="model specs (with resolution=); default: 16 over 4 families")
+    ap.add_argument("--specs", nargs="*", default=None, help="model specs (with resolution=); default: 24 over 4 families")
     ap.add_argument("--quick", action="store_true", help="two small specs only (a smoke run)")
     ap.add_argument("--runtimes", default="onnxruntime,openvino,litert")
     ap.add_argument("--precisions", default="fp32,int8")
