@@ -66,12 +66,12 @@ sys.path.insert(0, str(ROOT))
 # six per family, 96-224 px, spread over MACs (8 M .. 1.8 G): 24 per configuration, so each one left out is
 # predicted by a fit on 23 (with 8 per configuration the 12-term fit had too few points: 0.38-0.63 within 10 %).
 # Until session 22 the first 16 alone: 15 points for the model's 18 terms, and MobileNetV3 small and large
-# two students each, so leaving one out extrapolated its layout from one. The same run's measurements
-# (AMD EPYC Zen 4 VM, 2026-12-03; `--offline --store FILE`, with `--specs` the first 16 and without),
-# leave-one-out within 10 % summed over the six runtime x precision configurations: the 16 alone 5.06, all 24 5.25 (ONNX Runtime fp32 0.88 -> 0.96,
-# LiteRT INT8 0.88 -> 0.96, OpenVINO fp32 0.69 -> 0.79); the benchmark measures 1.5x longer (~32 min). The
-# one run that met the issue's >= 0.9 in all six configurations was on these 24 (run G, AVX2 EPYC,
-# docs/MEASUREMENTS.md).
+# two students each, so leaving one out extrapolated its layout from one. On one run's measurements (AMD
+# EPYC Zen 4 VM, 2026-12-03; `--offline --store FILE` with `--specs` the first 16, then without), leave-one-
+# out within 10 % summed over the six runtime x precision configurations: the 16 alone 5.06, all 24 5.25
+# (ONNX Runtime fp32 0.88 -> 0.96, LiteRT INT8 0.88 -> 0.96, OpenVINO fp32 0.69 -> 0.79); the benchmark
+# measures 1.5x longer (~32 min). The one run that met the issue's >= 0.9 in all six configurations was on
+# these 24 (run G, AVX2 EPYC, docs/MEASUREMENTS.md).
 DEFAULT_SPECS = [
     "mobilenetv2:resolution=96,width=0.35",
     "mobilenetv2:resolution=224,width=1.0",
