@@ -159,6 +159,27 @@ def test_plot_writes_a_png_with_the_chosen_student(calibrated, tmp_path):
     assert bare.exit_code == 2 and "no measurement with an accuracy" in bare.output
 
 
+def test_plot_says_why_each_measurement_it_leaves_out_is_left_out(tmp_path):
+    """The plot draws only comparable, current figures and counts the rest by reason: an untrained
+    calibration row (no accuracy), a row of another thread setting, an INT8 row of another quantization
+    recipe than this device's exports get now (`edgekd.latency.recipe`)."""
+    from edgekd.latency.plot import pareto_points
+    from edgekd.latency.recipe import current_recipe
+
+    profile = Profile(name="host", path=tmp_path / "host.yaml")
+    rows = [("fp32", 1, 0.97, None), ("fp32", 1, None, None), ("fp32", 2, 0.97, None),
+            ("int8", 1, 0.96, "an-older-recipe"), ("int8", 1, 0.96, current_recipe(profile.device, "onnxruntime", "int8"))]
+    for i, (precision, threads, acc, recipe) in enumerate(rows):
+        profile.record(Measurement(model_sha256=str(i) * 64, format="onnx", precision=precision, threads=threads,
+                                   batch=1, spec="cnn:depth=2,width=8", params=1442,
+                                   latency={"p50_ms": 0.01, "p90_ms": 0.011}, accuracy=acc, runtime="onnxruntime",
+                                   recipe=recipe))
+    points, skipped = pareto_points(profile, 90, threads=1)
+    assert sorted(p["precision"] for p in points) == ["fp32", "int8"]
+    assert skipped == {"no accuracy (untrained calibration)": 1, "other thread setting": 1,
+                       "INT8 of another quantization recipe": 1}
+
+
 def test_cpu_and_npu_figures_of_one_device_never_mix(tmp_path):
     """OpenVINO measured on the CPU (one row from before accelerators) and on the NPU of one host:
     select on the NPU sees only NPU rows, by default only CPU rows; each accelerator gets its own

@@ -28,27 +28,35 @@ def _ms(v: float) -> str:
 
 
 def pareto_points(profile: Any, percentile: int = 50, *, threads: int | None = None,
-                  dataset_fingerprint: str | None = None) -> tuple[list[dict[str, Any]], int]:
-    """(points with latency and accuracy, number of measurements left out: no accuracy, another
-    thread setting, accuracy on another dataset — not comparable on the same axes — or an INT8
-    artifact of another quantization recipe than this device's exports now)."""
+                  dataset_fingerprint: str | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(points with latency and accuracy, {why: how many measurements were left out for it}): no
+    accuracy (e.g. untrained calibration models), another thread setting, accuracy on another dataset
+    (not comparable on the same axes), or an INT8 artifact of another quantization recipe than this
+    device's exports now (`edgekd.latency.recipe`). The first reason that applies counts."""
     from edgekd.latency.model import metric_for
     from edgekd.latency.recipe import is_current
     from edgekd.latency.section import latency_section, measurement_shape
 
     metric = metric_for(percentile)
     section = latency_section(profile)
-    points, skipped = [], 0
+    points: list[dict[str, Any]] = []
+    skipped: dict[str, int] = {}
     for m in profile.rows():
         lat = (m.latency or {}).get(metric)
-        other_data = bool(dataset_fingerprint and m.dataset_fingerprint and m.dataset_fingerprint != dataset_fingerprint)
-        stale = not is_current(m, profile.device, shape=measurement_shape(m, section))
-        if lat is None or m.accuracy is None or (threads is not None and m.threads != threads) or other_data or stale:
-            skipped += 1
+        if lat is None or m.accuracy is None:
+            why = "no accuracy (untrained calibration)"
+        elif threads is not None and m.threads != threads:
+            why = "other thread setting"
+        elif dataset_fingerprint and m.dataset_fingerprint and m.dataset_fingerprint != dataset_fingerprint:
+            why = "other dataset"
+        elif not is_current(m, profile.device, shape=measurement_shape(m, section)):
+            why = "INT8 of another quantization recipe"
+        else:
+            points.append({"spec": m.spec or m.model_sha256[:12], "format": m.format, "precision": m.precision,
+                           "threads": m.threads, "latency_ms": float(lat), "accuracy": float(m.accuracy),
+                           "params": m.params, "model_sha256": m.model_sha256, "teacher": _is_teacher(m.spec)})
             continue
-        points.append({"spec": m.spec or m.model_sha256[:12], "format": m.format, "precision": m.precision,
-                       "threads": m.threads, "latency_ms": float(lat), "accuracy": float(m.accuracy),
-                       "params": m.params, "model_sha256": m.model_sha256, "teacher": _is_teacher(m.spec)})
+        skipped[why] = skipped.get(why, 0) + 1
     return points, skipped
 
 
@@ -126,7 +134,7 @@ def plot_profile(profile: Any, out: str | Path, *, percentile: int = 50, budget_
     device = profile.device.get("cpu_model") or profile.name
     ax.set_title(title or f"{profile.name}: latency vs accuracy ({device})", fontsize=10)
     note = f"{len(points)} measured models" + (
-        f"; {skipped} not shown (no accuracy, e.g. untrained calibration models; or another thread setting or dataset)"
+        "; not shown: " + ", ".join(f"{n} {why}" for why, n in skipped.items())
         if skipped else "")
     fig.text(0.01, 0.01, note, fontsize=7, color="grey")
     ax.legend(fontsize=7, loc="lower right")
