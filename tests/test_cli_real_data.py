@@ -30,6 +30,7 @@ def test_models_counts_at_the_datas_shape(photos):
     assert res.exit_code == 0, res.output
     data, sizes = _sizes(res.output)
     assert data["input_shape"] == [3, 12, 12] and data["num_classes"] == 2
+    assert {fam["task"] for fam in data["families"]} == {"image"}  # a text family cannot take images
     mlp = "mlp:hidden=256x256"
     assert sizes[mlp]["params"] == spec_features(mlp, (3, 12, 12), 2)["params"]
     # the default (1x8x8, 10 classes) counts differently: the shape matters
@@ -52,6 +53,18 @@ def test_models_header_names_the_default_student_consistently(photos):
     assert f"default student (`edgekd distill` without --student): {DEFAULT_STUDENT}" in res.output
     assert f"bare `cnn` means {MODELS.get('cnn').default_spec}" in res.output
     assert "counted at 3x12x12, 2 classes" in res.output
+
+
+def test_models_on_text_data_lists_the_text_families_at_their_own_length():
+    from edgekd.models import default_specs
+
+    res = CliRunner().invoke(main, ["models", "--data", "reviews", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert {fam["task"] for fam in data["families"]} == {"text"}
+    assert (data["default_teacher"], data["default_student"]) == default_specs("text")
+    table = CliRunner().invoke(main, ["models", "--data", "reviews"]).output
+    assert "own vocabulary and sequence length" in table and " tokens" in table and "1x8x8" not in table
 
 
 def test_data_text_output_shows_the_normalisation(photos):

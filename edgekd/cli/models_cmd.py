@@ -7,6 +7,13 @@ import json
 import click
 
 
+def _input_of(entry: dict, input_shape: tuple[int, ...]) -> str:
+    """The input a listed spec was counted at: its own (a resolution= spec), a text family's tokens, or the data's."""
+    if isinstance(entry.get("at"), dict):  # text: counted at a sequence length and vocabulary, not an image
+        return f"{entry['at'].get('seq_len')} tokens"
+    return "x".join(map(str, entry.get("input_shape") or input_shape))
+
+
 def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in value.lower().split("x"))
@@ -54,7 +61,7 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
     grid.yaml maps its arguments to lists of values (optional name: for specs). Every combination is
     one spec; the smallest is built and exported to ONNX once as a check.
     """
-    from edgekd.models import DEFAULT_STUDENT, DEFAULT_TEACHER, MODELS, describe_families
+    from edgekd.models import MODELS, default_specs, describe_families
 
     from edgekd.models.user_family import check_user_family, is_builder_ref, register_user_family
 
@@ -63,11 +70,15 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
     for name in families:
         MODELS.get(name)  # unknown name -> ConfigError with "did you mean", exit 2
     shape_from = "--input-shape"
+    task = "image"
     if data is not None:
         from edgekd.data import load_dataset
 
         ds = load_dataset(data, image_size=image_size)
-        if getattr(ds, "task", "image") == "image":
+        task = getattr(ds, "task", "image")
+        if not families:  # the families that can take this data (an image set lists no text family)
+            families = tuple(name for name, fam in MODELS.items() if fam.task == task)
+        if task == "image":
             input_shape, shape_from = tuple(int(d) for d in ds.input_shape), f"data {data}"
         classes = classes or int(ds.num_classes)
     elif image_size is not None:
@@ -76,14 +87,17 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
     for name in user:  # builds, gives (N, classes) logits and exports to ONNX, or one error line
         check_user_family(name, input_shape, classes)
     rows = describe_families(input_shape, classes, families or None)
+    default_teacher, default_student = default_specs(task)  # what teacher / distill / deploy use for this data
     where = f"counted at {'x'.join(map(str, input_shape))}, {classes} classes ({shape_from})"
+    if task != "image":
+        where = f"counted at each family's own vocabulary and sequence length, {classes} classes (data {data})"
     if as_json:
         click.echo(json.dumps({
             "input_shape": list(input_shape),
             "num_classes": classes,
             "shape_from": shape_from,
-            "default_teacher": DEFAULT_TEACHER,
-            "default_student": DEFAULT_STUDENT,
+            "default_teacher": default_teacher,
+            "default_student": default_student,
             "families": rows,
         }))
         return
@@ -92,8 +106,8 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
 
     console = Console()
     console.print(f"params and MACs {where}\n"
-                  f"default teacher (deploy, teacher): {DEFAULT_TEACHER}\n"
-                  f"default student (`edgekd distill` without --student): {DEFAULT_STUDENT}\n", soft_wrap=True)
+                  f"default teacher (deploy, teacher): {default_teacher}\n"
+                  f"default student (`edgekd distill` without --student): {default_student}\n", soft_wrap=True)
     for row in rows:
         console.print(f"[bold]{row['name']}[/bold] ({row['role']}, {row['task']}, {row.get('scale', 'micro')} scale)  "
                       f"bare `{row['name']}` means {row['default_spec']}", soft_wrap=True)
@@ -103,8 +117,7 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
         table.add_column("MACs", justify="right")
         table.add_column("input")
         for entry in row["search_space"]:
-            table.add_row(entry["spec"], _human(int(entry["params"])), _human(int(entry["macs"])),
-                          "x".join(map(str, entry.get("input_shape") or input_shape)))
+            table.add_row(entry["spec"], _human(int(entry["params"])), _human(int(entry["macs"])), _input_of(entry, input_shape))
         if not row["search_space"]:
             table.add_row("(teacher only: no search space)", "", "")
         console.print(table)
