@@ -50,7 +50,7 @@ TERM_GROUPS: dict[str, tuple[str, ...]] = {
     "conv": ("conv_macs", "conv_pad_macs", "branch_conv_macs", "pointwise_macs", "stem_macs"),
     "depthwise": ("depthwise_macs",),
     "linear": ("linear_macs", "matmul_macs", "matvec_conv_macs"),  # matrix products, not convolutions
-    "memory": ("params", "activation_bytes", "unfused_elements", "reduce_elements", "add_elements"),  # elementwise: memory-bound
+    "memory": ("params", "activation_bytes", "unfused_elements", "reduce_elements"),  # elementwise: memory-bound
 }
 # what corrections fitted before the groups were recorded with them used (no `layers` group, and the
 # INT8 branch-conv term in none: it was dropped from the prediction; read back as fitted)

@@ -28,8 +28,8 @@ STEM_MAX_CHANNELS = 4
 # and an INT8 runtime may run one in float behind a dequantize/quantize pair (ONNX Runtime's optimized
 # INT8 graphs of our exports keep HardSigmoid, the SE Mul, ReduceMean and residual Adds float);
 # adds are residual joins, muls squeeze-excite gates, reductions global pools. Recorded with every
-# measurement; act + mul + reduce together are the model's `unfused_elements` term, reduce is also a
-# term of its own, `reduce_elements`, and add is `add_elements` (edgekd.latency.terms).
+# measurement; act + mul + reduce together are the model's `unfused_elements` term, and reduce is
+# also a term of its own, `reduce_elements` (edgekd.latency.terms).
 ELEMENTWISE_KINDS = {
     "clamp_elements": ("relu", "relu6", "hardtanh", "clamp", "clamp_min", "clamp_max"),
     "act_elements": ("hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "tanh", "elu", "leaky_relu", "mish",

@@ -59,17 +59,6 @@ TERMS: tuple[tuple[str, str, Any], ...] = (
     # space's committed 22-student set unchanged (0.91); fits where it does not matter price it ~0
     ("reduce_elements", "extra per M elements entering pools and reductions",
      lambda f, pad: f.get("reduce_elements", 0) / 1e6),
-    # residual joins (the Add of a residual block), their own term: ONNX Runtime's optimized INT8 graphs of
-    # our exports run them in float between dequantize / quantize (features.ELEMENTWISE_KINDS), where an
-    # fp32 runtime fuses the add into the conv before it (its fit prices this ~0). In both 24-student runs
-    # of scripts/bench_scale.py on the Zen 4 EPYC VM (2026-12-03) ONNX Runtime INT8 under-predicted the
-    # same two ResNet-10s (-14 / -25 %, -14 / -28 %). Leave-one-out without -> with, six configurations:
-    # ONNX Runtime INT8 0.67 -> 0.88 and 0.79 -> 0.88, OpenVINO fp32 0.79 -> 0.88 on the first; LiteRT
-    # fp32 0.92 -> 0.83 on the second (one student +10 -> +11 %); the 16-student runs of that VM: OpenVINO
-    # fp32 0.75 -> 0.81 on one, the other unchanged; summed over the four runs +0.35. The micro space's
-    # transfer and calibration tables unchanged. (An earlier, noisier run on the AVX2 EPYC had it lift
-    # OpenVINO INT8 0.62 -> 0.88 and lower OpenVINO fp32 0.75 -> 0.69; docs/MEASUREMENTS.md.)
-    ("add_elements", "per M elements of residual adds", lambda f, pad: f.get("add_elements", 0) / 1e6),
     ("linear_macs", "per MMAC in linear layers", lambda f, pad: f.get("linear_macs", 0) / 1e6),
     # dense convs that are matrix-vector products (1x1 conv on a 1x1 map: squeeze-excite's FCs), on top
     # of their conv MACs: memory-bound, the same time at every input resolution, which a cost per conv
