@@ -4,6 +4,7 @@ profile files, the CLI as a subprocess for the errors."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,11 @@ def _prior_model(path: Path) -> LatencyModel:
 def test_informative_students_cover_the_cost_groups_and_are_deterministic(prior):
     """Five MLPs would tell the per-group scales nothing new after the first: the design spreads the
     picks over families whose prior predictions split differently between the groups."""
-    base = _prior_model(prior["path"])
+    # the committed profile's fitted model: every test machine sees the same prior (a prior measured
+    # here a moment ago may price a group at 0 on a noisy run, and then two families do split alike)
+    committed = Path(__file__).resolve().parents[1] / "profiles" / "amd-epyc-x86_64-2c.yaml"
+    base = LatencyModel.from_dict("onnxruntime/fp32/t0/b1",
+                                  latency_section(Profile.load(committed))["models"]["onnxruntime/fp32/t0/b1"])
     pool = ["mlp:hidden=16", "mlp:hidden=32", "mlp:hidden=64", "mlp:hidden=128", "mlp:hidden=256",
             "cnn:depth=3,width=32", "mobilenet:blocks=2,depth=3,expansion=4,width=1.0"]
     feats = {s: spec_features(s, SHAPE, CLASSES) for s in pool}
@@ -41,6 +46,8 @@ def test_informative_students_cover_the_cost_groups_and_are_deterministic(prior)
     assert picks == informative_students(base, feats, 3)
     assert len({p.split(":")[0] for p in picks}) == 3, picks
     assert len(informative_students(base, feats, 50)) == len(pool)
+    measured_here = _prior_model(prior["path"])  # a prior measured on this machine: still deterministic
+    assert informative_students(measured_here, feats, 3) == informative_students(measured_here, feats, 3)
 
 
 def _calibrate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -62,11 +69,16 @@ def test_calibrate_with_a_prior_measures_count_students_and_adapts_it(prior, tmp
     assert model.transfer["prior"]["source"] == str(prior["path"])
     measured = {m.spec: m.latency["p50_ms"] for m in Profile.load(here).measurements.values()}
     assert sorted(measured) == sorted(report["prior"]["students"])
-    # adapted on those points: each is predicted closer than the prior alone predicts it, or already close
+    # adapted on those points: together they are predicted closer than by the prior alone (RMS log error),
+    # unless the prior already fits them within 2 %. Not point by point: three points and a ridge toward
+    # the prior's shape trade one point's error for the others' (a noisy CI run showed one 1.8 % -> 10.5 %)
     base = _prior_model(prior["path"])
-    for spec, ms in measured.items():
-        f = spec_features(spec, SHAPE, CLASSES)
-        assert abs(model.predict(f) / ms - 1) <= max(abs(base.predict(f) / ms - 1), 0.1) + 1e-9, spec
+
+    def rms(m: LatencyModel) -> float:
+        return math.sqrt(sum(math.log(m.predict(spec_features(s, SHAPE, CLASSES)) / ms) ** 2
+                             for s, ms in measured.items()) / len(measured))
+
+    assert rms(model) < rms(base) or rms(model) <= 0.02, (rms(model), rms(base))
 
 
 @pytest.mark.parametrize("args, says", [
