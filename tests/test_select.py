@@ -160,8 +160,8 @@ def test_plot_writes_a_png_with_the_chosen_student(calibrated, tmp_path):
 
 
 def test_plot_says_why_each_measurement_it_leaves_out_is_left_out(tmp_path):
-    """The plot draws only comparable, current figures and counts the rest by reason: an untrained
-    calibration row (no accuracy), a row of another thread setting, an INT8 row of another quantization
+    """The plot draws only comparable, current figures and counts the rest by reason: no latency at the
+    plotted percentile, an untrained calibration row (no accuracy), a row of another thread setting, an INT8 row of another quantization
     recipe than this device's exports get now (`edgekd.latency.recipe`)."""
     from edgekd.latency.plot import pareto_points
     from edgekd.latency.recipe import current_recipe
@@ -178,6 +178,8 @@ def test_plot_says_why_each_measurement_it_leaves_out_is_left_out(tmp_path):
     assert sorted(p["precision"] for p in points) == ["fp32", "int8"]
     assert skipped == {"no accuracy (untrained calibration)": 1, "other thread setting": 1,
                        "INT8 of another quantization recipe": 1}
+    # at p99, which these rows never measured, every row is left out for that, not for its accuracy
+    assert pareto_points(profile, 99, threads=1) == ([], {"no p99 latency": len(rows)})
 
 
 def test_cpu_and_npu_figures_of_one_device_never_mix(tmp_path):

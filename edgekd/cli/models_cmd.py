@@ -88,8 +88,9 @@ def command(input_shape: tuple[int, ...], data: str | None, image_size: int | No
         check_user_family(name, input_shape, classes)
     rows = describe_families(input_shape, classes, families or None)
     default_teacher, default_student = default_specs(task)  # what teacher / distill / deploy use for this data
-    where = f"counted at {'x'.join(map(str, input_shape))}, {classes} classes ({shape_from})"
-    if task != "image":
+    if task == "image":
+        where = f"counted at {'x'.join(map(str, input_shape))}, {classes} classes ({shape_from})"
+    else:
         where = f"counted at each family's own vocabulary and sequence length, {classes} classes (data {data})"
     if as_json:
         click.echo(json.dumps({

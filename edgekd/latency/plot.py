@@ -30,7 +30,7 @@ def _ms(v: float) -> str:
 def pareto_points(profile: Any, percentile: int = 50, *, threads: int | None = None,
                   dataset_fingerprint: str | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """(points with latency and accuracy, {why: how many measurements were left out for it}): no
-    accuracy (e.g. untrained calibration models), another thread setting, accuracy on another dataset
+    latency at that percentile, no accuracy (e.g. untrained calibration models), another thread setting, accuracy on another dataset
     (not comparable on the same axes), or an INT8 artifact of another quantization recipe than this
     device's exports now (`edgekd.latency.recipe`). The first reason that applies counts."""
     from edgekd.latency.model import metric_for
@@ -43,7 +43,9 @@ def pareto_points(profile: Any, percentile: int = 50, *, threads: int | None = N
     skipped: dict[str, int] = {}
     for m in profile.rows():
         lat = (m.latency or {}).get(metric)
-        if lat is None or m.accuracy is None:
+        if lat is None:
+            why = f"no {metric[:-3]} latency"
+        elif m.accuracy is None:
             why = "no accuracy (untrained calibration)"
         elif threads is not None and m.threads != threads:
             why = "other thread setting"
