@@ -63,6 +63,9 @@ def test_offline_reports_the_repeatability_of_stored_rounds(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["repeat_within_10pct"] == {"onnxruntime/fp32": 0.5}
     assert out["repeat_raw_within_10pct"] == {"onnxruntime/fp32": 1.0}
+    # the machine's state per round (median over the rows of anchor / floor): round 3 was slow
+    assert out["anchor_round_ratio"] == [1.0, 1.03, 1.41, 1.005] and out["slow_rounds"] == 1
+    assert "slow (> 1.2x) in 1 of 4 rounds" in res.stdout and "slow most of the run" not in res.stdout
 
 
 def test_offline_does_not_reuse_int8_rows_of_another_quantization_recipe(tmp_path):
