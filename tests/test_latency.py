@@ -83,6 +83,22 @@ def test_fit_finds_the_channel_blocks_the_device_pads_to():
     assert max(abs(wrong.predict(s.features) / s.latency["p50_ms"] - 1) for s in samples) > 0.01
 
 
+def test_the_fit_depends_on_the_measurements_not_their_order():
+    """The folds that choose the channel blocks and give the cross-validated error are drawn over the
+    samples' positions: the same measurements in another order (a profile rewritten, a store merged)
+    must still fit the same model."""
+    coef = np.zeros(len(TERM_NAMES))
+    for name, value in {"const": 0.005, "conv_macs": 0.01, "conv_pad_macs": 0.01, "linear_macs": 0.03}.items():
+        coef[TERM_NAMES.index(name)] = value
+    rng = np.random.default_rng(3)
+    samples = [Sample(s.name, s.features, {k: v * float(rng.uniform(0.85, 1.15)) for k, v in s.latency.items()})
+               for s in _synthetic(student_specs() + calibration_specs(20, seed=1), coef, pad_block=(16, 32))]
+    first = fit_latency_model(samples, "k")
+    for order in (samples[::-1], [samples[i] for i in rng.permutation(len(samples))]):
+        again = fit_latency_model(order, "k")
+        assert (again.coef, again.cv, again.pad_block) == (first.coef, first.cv, first.pad_block)
+
+
 def test_features_recorded_before_conv_shapes_still_fit_at_the_old_blocks():
     old = []
     for s in _synthetic(student_specs(), np.full(len(TERM_NAMES), 1e-3)):
