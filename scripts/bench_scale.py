@@ -35,9 +35,8 @@ at their own resolution, e.g. >= 96 px; needs --joint-budget-ms), --joint-format
 narrow the joint one (e.g. onnx,openvino x fp32,int8). Prints a table, then ONE JSON line: median_p50_ms (over all fp32
 rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per runtime), within_10pct, loo_errors,
 rows, load (of this run), measured_load (of the runs that measured the rows, which --store keeps with
-each row), anchor_round_ratio / slow_rounds / calm_rounds (the machine's state per round: the speed
-anchor's median over the rows / its floor, and how many rounds were slow and calm; --calm-rounds N
-measures more rounds until N were calm, for at most --calm-wait-s); with --joint also joint, pinned_ort_fp32, joint_rounds, joint_choice, joint_candidates.
+each row), anchor_round_ratio / slow_rounds (the machine's state per round: the speed anchor's
+median over the rows / its floor, and how many rounds were slow); with --joint also joint, pinned_ort_fp32, joint_rounds, joint_choice, joint_candidates.
 
 Each round also records the fastest single inference (`min_ms`); `within_10pct_min` /
 `repeat_min_within_10pct` / `loo_errors_min` are the same leave-one-out and repeatability on the
@@ -189,13 +188,6 @@ def round_slowness(rows: list[dict[str, Any]]) -> list[float]:
     return ratios
 
 
-def calm_rounds(rows: list[dict[str, Any]]) -> int:
-    """How many rounds of `rows` (one run) were calm: the speed anchor's median within CALM_BAND of its floor."""
-    from edgekd.latency.anchor import CALM_BAND
-
-    return sum(v <= 1 + CALM_BAND for v in round_slowness(rows))
-
-
 def fastest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`rows` with each row's latency replaced by its fastest single inference over all its rounds
     (`min_ms`; rows measured before rounds recorded it are left out): the undisturbed time, which a
@@ -305,21 +297,6 @@ def measure(specs: list[str], runtimes: list[str], precisions: list[str], sizes:
         measure_all(jobs if r % 2 == 0 else list(reversed(jobs)))
         _log(f"round {r + 1}/{max(1, args.rounds)}: {len(jobs)} artifacts in {time.monotonic() - t0:.0f} s "
              f"(load average {(_load() or ['?'])[0]})")
-    # --calm-rounds: more full rounds while too few were calm (the outcome follows the machine's state,
-    # `round_slowness`), for at most --calm-wait-s past the --rounds
-    r, waited_from = max(1, args.rounds), time.monotonic()
-    while args.calm_rounds > 0:
-        floor = anchor_floor(lat for rs in rounds.values() for lat in rs)
-        calm = calm_rounds([{"rounds": rs, "anchor_floor_ms": floor} for rs in rounds.values()])
-        if calm >= args.calm_rounds:
-            break
-        if time.monotonic() - waited_from > args.calm_wait_s:
-            _log(f"only {calm} of {r} rounds calm (wanted {args.calm_rounds}); --calm-wait-s {args.calm_wait_s:g} "
-                 "is over: the figures below read the machine's slow state")
-            break
-        _log(f"{calm} of {r} rounds calm (want {args.calm_rounds}): round {r + 1}")
-        measure_all(jobs if r % 2 == 0 else list(reversed(jobs)))
-        r += 1
     floor = anchor_floor(lat for rs in rounds.values() for lat in rs)
     # more passes over the models none of whose rounds was calm, while --calm-s lasts
     for _ in range(max(1, args.rounds)):
@@ -361,11 +338,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved measurement rounds; the lowest p50 is kept, the halves give repeat_within_10pct")
     ap.add_argument("--calm-s", type=float, default=300.0,
                     help="after --rounds, models without a calm round are measured again until this many seconds of the run")
-    ap.add_argument("--calm-rounds", type=int, default=0,
-                    help="after --rounds, more full rounds until this many were calm (speed anchor's round median within "
-                         "20 %% of its floor), for at most --calm-wait-s; 0: off")
-    ap.add_argument("--calm-wait-s", type=float, default=1800.0,
-                    help="the longest --calm-rounds keeps measuring past --rounds (seconds)")
     ap.add_argument("--min-s", type=float, default=0.2, help="timed seconds per measurement (at least 30 runs)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-scale"), help="artifact folder (reused)")
     ap.add_argument("--store", default=None, help="JSON file of measurements kept across runs (see the docstring)")
@@ -499,7 +471,6 @@ def main(argv: list[str] | None = None) -> int:
         "repeat_raw_within_10pct": repeat_raw,
         "anchor_round_ratio": slowness,
         "slow_rounds": slow_rounds,
-        "calm_rounds": len(slowness) - slow_rounds,
         "loo_errors": loo,
         "within_10pct_min": within_min,
         "repeat_min_within_10pct": repeat_min,
