@@ -36,7 +36,8 @@ narrow the joint one (e.g. onnx,openvino x fp32,int8). Prints a table, then ONE 
 rows), median_p50_ms_all, int8_ratio (median INT8 / fp32 p50 per runtime), within_10pct, loo_errors,
 rows, load (of this run), measured_load (of the runs that measured the rows, which --store keeps with
 each row), anchor_round_ratio / slow_rounds (the machine's state per round: the speed anchor's
-median over the rows / its floor, and how many rounds were slow); with --joint also joint, pinned_ort_fp32, joint_rounds, joint_choice, joint_candidates.
+median over the rows / its floor, and how many rounds were slow); with --joint also joint,
+pinned_ort_fp32, joint_rounds, joint_choice, joint_candidates.
 
 Each round also records the fastest single inference (`min_ms`); `within_10pct_min` /
 `repeat_min_within_10pct` / `loo_errors_min` are the same leave-one-out and repeatability on the
@@ -175,9 +176,10 @@ def repeatability(rows: list[dict[str, Any]], raw: bool = False) -> dict[str, fl
 def round_slowness(rows: list[dict[str, Any]]) -> list[float]:
     """Per round index, the median over `rows` of that round's speed anchor / the row's anchor floor: the
     machine's state round by round (rows of one run; a store merging runs mixes their rounds). On the
-    Zen 4 EPYC VM (2026-12-03) the six stored 16-round runs (two of 16 students, four of 24) had 3, 6, 7, 11, 12 and 16 rounds above
-    1 + CALM_BAND, and leave-one-out within +-10 % summed over the six configurations went 5.71, 5.19,
-    5.50, 5.25, 5.12 and 4.38 with them: how far the run assesses the model rather than the machine."""
+    Zen 4 EPYC VM (2026-12-03) the six stored 16-round runs (two of 16 students, four of 24) had 3, 6, 7,
+    11, 12 and 16 rounds above 1 + CALM_BAND, and leave-one-out within +-10 % summed over the six
+    configurations went 5.71, 5.19, 5.50, 5.25, 5.12 and 4.38 with them: how far the run assesses the
+    model rather than the machine."""
     ratios: list[float] = []
     for i in range(max((len(r.get("rounds") or []) for r in rows), default=0)):
         seen = [x["anchor_p50_ms"] / r["anchor_floor_ms"] for r in rows

@@ -27,8 +27,8 @@ def prior(tmp_path_factory):
     return calibrated_profile(tmp_path_factory.mktemp("cal"))
 
 
-def _prior_model(path: Path) -> LatencyModel:
-    return LatencyModel.from_dict(KEY, latency_section(Profile.load(path))["models"][KEY])
+def _prior_model(path: Path, key: str = KEY) -> LatencyModel:
+    return LatencyModel.from_dict(key, latency_section(Profile.load(path))["models"][key])
 
 
 def test_informative_students_cover_the_cost_groups_and_are_deterministic(prior):
@@ -36,9 +36,8 @@ def test_informative_students_cover_the_cost_groups_and_are_deterministic(prior)
     picks over families whose prior predictions split differently between the groups."""
     # the committed profile's fitted model: every test machine sees the same prior (a prior measured
     # here a moment ago may price a group at 0 on a noisy run, and then two families do split alike)
-    committed = Path(__file__).resolve().parents[1] / "profiles" / "amd-epyc-x86_64-2c.yaml"
-    base = LatencyModel.from_dict("onnxruntime/fp32/t0/b1",
-                                  latency_section(Profile.load(committed))["models"]["onnxruntime/fp32/t0/b1"])
+    base = _prior_model(Path(__file__).resolve().parents[1] / "profiles" / "amd-epyc-x86_64-2c.yaml",
+                        "onnxruntime/fp32/t0/b1")
     pool = ["mlp:hidden=16", "mlp:hidden=32", "mlp:hidden=64", "mlp:hidden=128", "mlp:hidden=256",
             "cnn:depth=3,width=32", "mobilenet:blocks=2,depth=3,expansion=4,width=1.0"]
     feats = {s: spec_features(s, SHAPE, CLASSES) for s in pool}

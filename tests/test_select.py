@@ -161,8 +161,8 @@ def test_plot_writes_a_png_with_the_chosen_student(calibrated, tmp_path):
 
 def test_plot_says_why_each_measurement_it_leaves_out_is_left_out(tmp_path):
     """The plot draws only comparable, current figures and counts the rest by reason: no latency at the
-    plotted percentile, an untrained calibration row (no accuracy), a row of another thread setting, an INT8 row of another quantization
-    recipe than this device's exports get now (`edgekd.latency.recipe`)."""
+    plotted percentile, an untrained calibration row (no accuracy), a row of another thread setting, an
+    INT8 row of another quantization recipe than this device's exports get now (`edgekd.latency.recipe`)."""
     from edgekd.latency.plot import pareto_points
     from edgekd.latency.recipe import current_recipe
 

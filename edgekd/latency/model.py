@@ -269,7 +269,8 @@ def fit_latency_model(
     # the same measurements listed in another order (a profile rewritten, a store merged) fitted another
     # model; bench_scale's leave-one-out moved by up to 0.08 per configuration with the order alone
     samples = sorted((s for s in samples if all(s.latency.get(m, 0) > 0 for m in METRICS[:1])),
-                     key=lambda s: (s.name, json.dumps(s.latency, sort_keys=True, default=str), json.dumps(s.features, sort_keys=True, default=str)))
+                     key=lambda s: (s.name, json.dumps(s.latency, sort_keys=True, default=str),
+                                    json.dumps(s.features, sort_keys=True, default=str)))
     if len(samples) < MIN_SAMPLES:
         raise ProfileError(
             f"latency model {key}: only {len(samples)} measured models (need >= {MIN_SAMPLES}); "
