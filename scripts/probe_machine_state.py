@@ -11,10 +11,11 @@ prints, then ONE JSON line:
 3. the slowdown of workloads sized for L2, L3 and DRAM (a sum over 0.5 / 8 / 64 MB) when the anchor is
    calm and when it is slow: whether one factor would describe every model (it does not when they differ).
 
-Measured on the 2-vCPU Zen 4 EPYC VM (2026-12-03, issue 14): the state was per vCPU (each calm 0.42-0.43
-of the windows, at least one 0.61, both 0.25); it persisted for ~0.1 s (P(calm | calm) 0.83 at 10 ms,
-0.69 at 100 ms, 0.41 at 1 s against 0.42 overall); the L1 anchor slowed 1.4-1.5x, an L2 sum 1.45x, L3
-1.31x, DRAM 1.27x. Run it alone: any other load on the machine is what it measures.
+Measured with `--seconds 20` on the 2-vCPU Zen 4 EPYC VM (2026-12-03, issue 14): the state was per vCPU
+(calm in 0.58 / 0.48 of the windows, at least one 0.74, both 0.32: about the product); it persisted for
+~0.1 s (P(calm | calm) 0.87 at 10 ms, 0.72 at 100 ms, 0.48 at 1 s against 0.58 overall); slow windows ran
+1.39x the anchor's floor, and an L2 / L3 / DRAM sum 1.40 / 1.37 / 1.33x its own. Run it alone: any other
+load on the machine is what it measures.
 """
 from __future__ import annotations
 

@@ -31,8 +31,9 @@ def pareto_points(profile: Any, percentile: int = 50, *, threads: int | None = N
                   dataset_fingerprint: str | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """(points with latency and accuracy, {why: how many measurements were left out for it}): no
     latency at that percentile, no accuracy (e.g. untrained calibration models), another thread
-    setting, accuracy on another dataset (not comparable on the same axes), or an INT8 artifact of another quantization recipe than this
-    device's exports now (`edgekd.latency.recipe`). The first reason that applies counts."""
+    setting, accuracy on another dataset (not comparable on the same axes), or an INT8 artifact of
+    another quantization recipe than this device's exports now (`edgekd.latency.recipe`). The first
+    reason that applies counts."""
     from edgekd.latency.model import metric_for
     from edgekd.latency.recipe import is_current
     from edgekd.latency.section import latency_section, measurement_shape
